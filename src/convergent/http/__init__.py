@@ -1,0 +1,1 @@
+"""The HTTP edge: problem details, idempotency middleware, conditional requests, Prefer."""

@@ -1,0 +1,191 @@
+"""`Store`: a database URL in; the async engine, our tables, transactions and wake-ups out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from convergent import settings
+from convergent.clock import Clock, system_clock
+from convergent.errors import ConfigurationError, StoreUnavailable
+from convergent.store import schema
+from convergent.store.notify import Notifier
+
+__all__ = ["Store"]
+
+_SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",  # durable across process crashes; WAL keeps it consistent
+    "PRAGMA busy_timeout=30000",
+    "PRAGMA foreign_keys=ON",
+)
+_BEGIN_OPTION = "convergent_sqlite_begin"
+_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def normalise_url(raw: str) -> URL:
+    """Accept the usual spellings and pick our async drivers."""
+    try:
+        url = make_url(raw)
+    except ArgumentError as exc:
+        raise ConfigurationError(
+            f"cannot parse database URL {raw!r}: use sqlite+aiosqlite:///./file.db "
+            "or postgresql+asyncpg://user@host:5432/db"
+        ) from exc
+    if url.drivername in ("sqlite", "sqlite+aiosqlite"):
+        return url.set(drivername="sqlite+aiosqlite")
+    if url.drivername in ("postgresql", "postgres", "postgresql+asyncpg"):
+        return url.set(drivername="postgresql+asyncpg")
+    raise ConfigurationError(
+        f"unsupported database {url.drivername!r}: convergent runs on SQLite (sqlite+aiosqlite://) "
+        "and PostgreSQL (postgresql+asyncpg://)"
+    )
+
+
+class Store:
+    """The entry point to storage.
+
+    ``begin()`` opens a write transaction (on SQLite: ``BEGIN IMMEDIATE`` behind an in-process
+    lock, so writers queue instead of failing with "database is locked"); ``read()`` opens a
+    read-only one. Engines take the caller's ``AsyncConnection`` so users' writes and ours share
+    one transaction.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        clock: Clock | None = None,
+        pool_size: int = 10,
+        max_overflow: int = 20,
+        echo: bool = False,
+        engine_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.url = normalise_url(settings.database_url(url))
+        self.clock: Clock = clock or system_clock
+        self.dialect: str = (
+            "postgresql" if self.url.drivername.startswith("postgresql") else "sqlite"
+        )
+        self.tables = schema
+        options: dict[str, Any] = {"echo": echo}
+        if self.dialect == "postgresql":
+            options.update(pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800)
+        options.update(engine_options or {})
+        self.engine: AsyncEngine = create_async_engine(self.url, **options)
+        if self.dialect == "sqlite":
+            _configure_sqlite(self.engine)
+        self.notifier = Notifier(self.engine)
+        self._write_lock: asyncio.Lock | None = None
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    def __repr__(self) -> str:
+        return f"Store({self.url.render_as_string(hide_password=True)!r})"
+
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction; commits on success, rolls back on error."""
+        if self.dialect == "sqlite":
+            if self._write_lock is None:
+                self._write_lock = asyncio.Lock()
+            async with self._write_lock, self._transaction() as conn:
+                yield conn
+        else:
+            async with self._transaction() as conn:
+                yield conn
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only transaction (a snapshot; never blocks writers on SQLite WAL)."""
+        async with self._transaction(sqlite_begin="DEFERRED") as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self, sqlite_begin: str = "IMMEDIATE") -> AsyncIterator[AsyncConnection]:
+        try:
+            conn = await self.engine.connect()
+        except (OperationalError, InterfaceError, OSError) as exc:
+            raise StoreUnavailable(f"cannot reach the database: {exc}") from exc
+        try:
+            if sqlite_begin != "IMMEDIATE":
+                await conn.execution_options(**{_BEGIN_OPTION: sqlite_begin})
+            async with conn.begin():
+                yield conn
+        except DBAPIError as exc:
+            if exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError)):
+                raise StoreUnavailable(f"database error: {exc.orig}") from exc
+            raise
+        finally:
+            await conn.close()
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless the database answers."""
+        try:
+            async with self.read() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            raise StoreUnavailable(f"database check failed: {exc}") from exc
+
+    async def migrate(self) -> None:
+        """Apply our Alembic migrations (safe to call from several processes at once)."""
+        async with self.begin() as conn:
+            if self.is_postgres:  # one migrator at a time across processes
+                await conn.execute(sa.text("SELECT pg_advisory_xact_lock(7318020311)"))
+            await conn.run_sync(_upgrade)
+
+    async def close(self) -> None:
+        await self.notifier.close()
+        await self.engine.dispose()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def alembic_config(connection: sa.Connection | None = None) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def _upgrade(connection: sa.Connection) -> None:
+    from alembic import command
+
+    command.upgrade(alembic_config(connection), "head")
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # we issue BEGIN ourselves (below), so the driver must not
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in _SQLITE_PRAGMAS:
+            cursor.execute(pragma)
+        cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        mode = conn.get_execution_options().get(_BEGIN_OPTION, "IMMEDIATE")
+        conn.exec_driver_sql(f"BEGIN {mode}")

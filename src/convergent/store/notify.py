@@ -1,0 +1,173 @@
+"""Change notification: wake-ups sent when a transaction commits, used as hints.
+
+PostgreSQL: ``pg_notify`` inside the writer's transaction (delivered on commit) and ``LISTEN`` on
+one dedicated connection. SQLite: an in-process signal fired after commit. A waiter must always
+re-check the database and fall back to a slow poll: a hint can be late, lost (another process on
+SQLite, a dropped LISTEN connection) or spurious.
+
+Each (channel, payload) is sent at most once per transaction, so a transaction that writes
+thousands of rows sends one NOTIFY, not thousands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import weakref
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+__all__ = ["Notifier", "Subscription"]
+
+log = logging.getLogger(__name__)
+
+_PENDING = "convergent.notify.pending"
+_hooked: weakref.WeakSet[Engine] = weakref.WeakSet()
+# in-process subscribers by database identity, for SQLite (and as a fast path in one process)
+_local: dict[str, dict[str, set[Subscription]]] = defaultdict(lambda: defaultdict(set))
+_SQLITE_FIRE_DELAY = 0.002  # the commit event fires before the commit lands; let it land
+
+
+def _db_identity(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=True)
+
+
+def _hook(engine: Engine) -> None:
+    if engine in _hooked:
+        return
+    _hooked.add(engine)
+    event.listen(engine, "commit", _on_commit)
+    event.listen(engine, "rollback", _on_rollback)
+
+
+def _on_commit(conn: Connection) -> None:
+    pending: set[tuple[str, str]] | None = conn.info.pop(_PENDING, None)
+    if not pending or conn.dialect.name == "postgresql":
+        return
+    identity = _db_identity(conn.engine)
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    for channel, payload in pending:
+        loop.call_later(_SQLITE_FIRE_DELAY, _fire_local, identity, channel, payload)
+
+
+def _on_rollback(conn: Connection) -> None:
+    conn.info.pop(_PENDING, None)
+
+
+def _fire_local(identity: str, channel: str, payload: str) -> None:
+    for sub in list(_local[identity].get(channel, ())):
+        sub.deliver(payload)
+
+
+class Subscription:
+    """Receives the wake-ups of one channel until closed."""
+
+    def __init__(self, channel: str) -> None:
+        self.channel = channel
+        self._event = asyncio.Event()
+        self.payloads: list[str] = []
+
+    def deliver(self, payload: str) -> None:
+        if len(self.payloads) < 1024:
+            self.payloads.append(payload)
+        self._event.set()
+
+    async def wait(self, timeout: float | None) -> bool:
+        """Wait for a wake-up; True if one came, False on timeout. Clears what was received."""
+        try:
+            if timeout is None:
+                await self._event.wait()
+            else:
+                await asyncio.wait_for(self._event.wait(), timeout)
+        except TimeoutError:
+            return False
+        finally:
+            if self._event.is_set():
+                self._event.clear()
+        return True
+
+    def drain(self) -> list[str]:
+        out, self.payloads = self.payloads, []
+        return out
+
+
+class Notifier:
+    """Sends hints inside transactions and hands out subscriptions."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._identity = _db_identity(engine.sync_engine)
+        self._is_pg = engine.dialect.name == "postgresql"
+        self._listen_conn: AsyncConnection | None = None
+        self._driver: Any = None
+        self._listening: dict[str, set[Subscription]] = defaultdict(set)
+        self._lock = asyncio.Lock()
+        _hook(engine.sync_engine)
+
+    async def notify(self, conn: AsyncConnection, channel: str, payload: str = "") -> None:
+        """Send ``channel``/``payload`` when the transaction of ``conn`` commits (once per tx)."""
+        _hook(conn.sync_engine)
+        pending: set[tuple[str, str]] = conn.info.setdefault(_PENDING, set())
+        if (channel, payload) in pending:
+            return
+        pending.add((channel, payload))
+        if conn.dialect.name == "postgresql":
+            await conn.execute(sa.select(sa.func.pg_notify(channel, payload)))
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:
+        sub = Subscription(channel)
+        _local[self._identity][channel].add(sub)
+        if self._is_pg:
+            await self._listen(channel, sub)
+        try:
+            yield sub
+        finally:
+            _local[self._identity][channel].discard(sub)
+            self._listening[channel].discard(sub)
+
+    async def _listen(self, channel: str, sub: Subscription) -> None:
+        async with self._lock:
+            try:
+                if self._driver is None or self._driver.is_closed():
+                    await self._reconnect()
+                if not self._listening.get(channel):
+                    await self._driver.add_listener(channel, self._on_pg_notify)
+            except Exception as exc:  # the poll fallback covers a missing LISTEN
+                log.warning("LISTEN %s failed, falling back to polling: %s", channel, exc)
+                self._driver = None
+                return
+            self._listening[channel].add(sub)
+
+    async def _reconnect(self) -> None:
+        await self._close_listener()
+        self._listen_conn = await self._engine.connect()
+        raw = await self._listen_conn.get_raw_connection()
+        self._driver = raw.driver_connection
+        self._listening.clear()
+
+    def _on_pg_notify(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
+        for sub in list(self._listening.get(channel, ())):
+            sub.deliver(payload)
+
+    async def _close_listener(self) -> None:
+        if self._listen_conn is not None:
+            with contextlib.suppress(Exception):
+                await self._listen_conn.invalidate()
+                await self._listen_conn.close()
+        self._listen_conn = None
+        self._driver = None
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._close_listener()

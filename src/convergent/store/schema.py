@@ -1,0 +1,82 @@
+"""convergent's own tables (all prefixed ``convergent_``), as SQLAlchemy Core.
+
+Alembic migrations in ``store/migrations`` create exactly these; a test checks that the
+migrations and this module agree. Users' tables live beside ours, in their own MetaData.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from convergent.store.types import JSONType, UTCDateTime
+
+__all__ = ["VERSION_TABLE", "dead_letters", "idempotency_keys", "include_object", "metadata"]
+
+VERSION_TABLE = "convergent_alembic_version"
+
+
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """Alembic filter: users' tables live in the same database; we only ever look at ours."""
+    if type_ == "table":
+        return bool(name and name.startswith("convergent_") and name != VERSION_TABLE)
+    return True
+
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# foundation (migration 0001) -----------------------------------------------------------------
+
+#: one row per (scope, key): the lock while the first request runs, then its stored response
+idempotency_keys = sa.Table(
+    "convergent_idempotency_keys",
+    metadata,
+    sa.Column("scope", sa.String(255), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # in_progress | completed
+    sa.Column("locked_until", UTCDateTime(), nullable=True),
+    sa.Column("response_status", sa.Integer(), nullable=True),
+    sa.Column("response_headers", JSONType, nullable=True),
+    sa.Column("response_body", sa.LargeBinary(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("completed_at", UTCDateTime(), nullable=True),
+    sa.Column("expires_at", UTCDateTime(), nullable=False, index=True),
+)
+
+#: everything that gave up, from every source (outbox, consumer, workflow, webhook)
+dead_letters = sa.Table(
+    "convergent_dead_letters",
+    metadata,
+    sa.Column("id", sa.Uuid(), primary_key=True),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("source_ref", sa.String(255), nullable=False),  # id of the row in its source
+    sa.Column("name", sa.String(255), nullable=False),  # topic, workflow or endpoint
+    sa.Column("key", sa.String(255), nullable=True),
+    sa.Column("payload", JSONType, nullable=True),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column(
+        "status", sa.String(16), nullable=False, server_default="dead"
+    ),  # dead|retried|discarded
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("resolved_at", UTCDateTime(), nullable=True),
+    sa.Index("ix_convergent_dead_letters_status_source", "status", "source"),
+)
+
+# resources (migration 0002) ------------------------------------------------------------------
+
+# messages: outbox, embedded log, inbox (migration 0003) --------------------------------------
+
+# workflows (migration 0004) ------------------------------------------------------------------
+
+# webhooks (migration 0005) -------------------------------------------------------------------

@@ -1,0 +1,170 @@
+"""The store contract: every behaviour here holds on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from convergent.errors import StoreUnavailable
+from convergent.ids import uuid7
+from convergent.store import Store
+from convergent.store.schema import VERSION_TABLE, dead_letters, include_object, metadata
+from convergent.store.types import UTCDateTime
+
+user_metadata = sa.MetaData()
+accounts = sa.Table(
+    "store_test_accounts",
+    user_metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("balance", sa.Integer, nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=True),
+)
+
+
+async def test_migrate_is_idempotent(store: Store) -> None:
+    await store.migrate()
+    await store.migrate()
+    async with store.read() as conn:
+        version = (await conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}"))).scalar()
+    assert version is not None
+
+
+async def test_migrations_build_exactly_the_declared_schema(store: Store) -> None:
+    def diff(sync_conn: sa.Connection) -> list[object]:
+        ctx = MigrationContext.configure(
+            sync_conn, opts={"include_object": include_object, "compare_type": False}
+        )
+        return list(compare_metadata(ctx, metadata))
+
+    async with store.read() as conn:
+        differences = await conn.run_sync(diff)
+    assert differences == []
+
+
+async def test_concurrent_migrations_from_many_processes_do_not_conflict(database_url: str) -> None:
+    stores = [Store(database_url) for _ in range(3)]
+    try:
+        await asyncio.gather(*(s.migrate() for s in stores))
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_caller_writes_and_ours_share_one_transaction(store: Store) -> None:
+    async with store.begin() as conn:
+        await conn.run_sync(user_metadata.create_all)
+
+    with pytest.raises(RuntimeError):
+        async with store.begin() as conn:
+            await conn.execute(accounts.insert().values(id=1, balance=10))
+            await conn.execute(
+                dead_letters.insert().values(
+                    id=uuid7(),
+                    source="test",
+                    source_ref="1",
+                    name="t",
+                    reason="r",
+                    created_at=store.clock.now(),
+                )
+            )
+            raise RuntimeError("handler failed")
+
+    async with store.read() as conn:
+        assert (await conn.execute(sa.select(sa.func.count()).select_from(accounts))).scalar() == 0
+        assert (
+            await conn.execute(sa.select(sa.func.count()).select_from(dead_letters))
+        ).scalar() == 0
+
+
+async def test_datetimes_round_trip_as_aware_utc_and_order_correctly(store: Store) -> None:
+    async with store.begin() as conn:
+        await conn.run_sync(user_metadata.create_all)
+        base = datetime(2030, 1, 1, 12, tzinfo=UTC)
+        plus_two = timezone_plus_two()
+        await conn.execute(
+            accounts.insert(),
+            [
+                {"id": 1, "balance": 0, "at": base},
+                # 13:30 at +02:00 is 11:30 UTC: earlier than base despite the larger wall time
+                {"id": 2, "balance": 0, "at": datetime(2030, 1, 1, 13, 30, tzinfo=plus_two)},
+            ],
+        )
+    async with store.read() as conn:
+        rows = (
+            await conn.execute(sa.select(accounts.c.id, accounts.c.at).order_by(accounts.c.at))
+        ).all()
+        later = (
+            (
+                await conn.execute(
+                    sa.select(accounts.c.id).where(accounts.c.at > base - timedelta(minutes=1))
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert [r.id for r in rows] == [2, 1]
+    assert all(r.at.tzinfo is not None and r.at.utcoffset() == timedelta(0) for r in rows)
+    assert rows[0].at == datetime(2030, 1, 1, 11, 30, tzinfo=UTC)
+    assert later == [1]
+
+
+def timezone_plus_two() -> object:
+    from datetime import timezone
+
+    return timezone(timedelta(hours=2))
+
+
+async def test_naive_datetimes_are_refused(store: Store) -> None:
+    async with store.begin() as conn:
+        await conn.run_sync(user_metadata.create_all)
+    with pytest.raises(sa.exc.StatementError, match="naive datetime"):
+        async with store.begin() as conn:
+            await conn.execute(accounts.insert().values(id=1, balance=0, at=datetime(2030, 1, 1)))
+
+
+async def test_concurrent_writers_all_commit(store: Store) -> None:
+    async with store.begin() as conn:
+        await conn.run_sync(user_metadata.create_all)
+        await conn.execute(accounts.insert().values(id=1, balance=0))
+
+    async def add_one() -> None:
+        async with store.begin() as conn:
+            await conn.execute(
+                accounts.update().where(accounts.c.id == 1).values(balance=accounts.c.balance + 1)
+            )
+
+    await asyncio.gather(*(add_one() for _ in range(40)))
+    async with store.read() as conn:
+        assert (await conn.execute(sa.select(accounts.c.balance))).scalar() == 40
+
+
+async def test_notification_arrives_after_commit_and_not_after_rollback(store: Store) -> None:
+    async with store.notifier.subscribe("store_test") as sub:
+        with pytest.raises(RuntimeError):
+            async with store.begin() as conn:
+                await store.notifier.notify(conn, "store_test", "rolled-back")
+                raise RuntimeError
+        assert await sub.wait(0.3) is False
+
+        async with store.begin() as conn:
+            for _ in range(100):  # once per transaction, however often asked
+                await store.notifier.notify(conn, "store_test", "a")
+        assert await sub.wait(5) is True
+        assert sub.drain() == ["a"]
+
+
+async def test_unreachable_database_raises_store_unavailable(tmp_path: object) -> None:
+    store = Store("postgresql+asyncpg://postgres@127.0.0.1:1/nowhere")
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.ping()
+        with pytest.raises(StoreUnavailable):
+            async with store.begin():
+                pass
+    finally:
+        await store.close()
