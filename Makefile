@@ -1,9 +1,10 @@
 # Everything bootstraps itself on a fresh machine: uv (via pip if missing), then the locked env.
 SHELL := /bin/bash
 export UV_PYTHON_DOWNLOADS := never
-export UV_PYTHON := $(shell command -v python3.11 || command -v python3)
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 VENV := .venv/.synced
+# the env is synced once by $(VENV); `uv run` must not re-sync it (that would drop the bench group)
+RUN = $(RUN) --no-sync
 
 .PHONY: demo test lint format bench drill serve clean
 
@@ -15,28 +16,28 @@ $(VENV): pyproject.toml uv.lock | $(UV)
 	@touch $(VENV)
 
 demo: $(VENV)
-	$(UV) run --frozen convergent demo $(ARGS)
+	$(RUN) convergent demo $(ARGS)
 
 test: $(VENV)
-	$(UV) run --frozen pytest $(PYTEST_ARGS)
+	$(RUN) pytest $(PYTEST_ARGS)
 
 lint: $(VENV)
-	$(UV) run --frozen ruff check src tests bench
-	$(UV) run --frozen ruff format --check src tests bench
-	$(UV) run --frozen mypy
+	$(RUN) ruff check src tests bench
+	$(RUN) ruff format --check src tests bench
+	$(RUN) mypy
 
 format: $(VENV)
-	$(UV) run --frozen ruff check --fix src tests bench
-	$(UV) run --frozen ruff format src tests bench
+	$(RUN) ruff check --fix src tests bench
+	$(RUN) ruff format src tests bench
 
 bench: $(VENV)
-	@for b in bench/*.py; do echo "== $$b"; $(UV) run --frozen python $$b || exit 1; done
+	@for b in bench/*.py; do echo "== $$b"; $(RUN) python $$b || exit 1; done
 
 drill: $(VENV)
-	$(UV) run --frozen convergent drill $(ARGS)
+	$(RUN) convergent drill $(ARGS)
 
 serve: $(VENV)
-	$(UV) run --frozen convergent serve $(ARGS)
+	$(RUN) convergent serve $(ARGS)
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache convergent.db*
