@@ -4,7 +4,7 @@ export UV_PYTHON_DOWNLOADS := never
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 VENV := .venv/.synced
 # the env is synced once by $(VENV); `uv run` must not re-sync it (that would drop the bench group)
-RUN = $(RUN) --no-sync
+RUN = $(UV) run --frozen --no-sync
 
 .PHONY: demo test lint format bench drill serve clean
 
