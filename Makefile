@@ -10,6 +10,7 @@ RUN = $(UV) run --frozen --no-sync
 
 $(UV):
 	python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+	@[ -x $(UV) ] || { mkdir -p $(dir $(UV)) && ln -sf "$$(python3 -c 'import shutil; print(shutil.which("uv"))')" $(UV); }
 
 $(VENV): pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen --all-groups
