@@ -16,7 +16,7 @@ from convergent.store import Store
 __all__ = ["create_app"]
 
 
-def create_app(store: Store, *, migrate: bool = True) -> FastAPI:
+def create_app(store: Store, *, broker_url: str | None = None, migrate: bool = True) -> FastAPI:
     """Build the shop on ``store``; with ``migrate`` the tables are created at start-up."""
 
     @asynccontextmanager
@@ -29,6 +29,7 @@ def create_app(store: Store, *, migrate: bool = True) -> FastAPI:
 
     app = FastAPI(title="convergent shop", version="0.1.0", lifespan=lifespan)
     app.state.store = store
+    app.state.broker_url = broker_url
     install_problem_handlers(app)
     app.include_router(orders.router)
 

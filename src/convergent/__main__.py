@@ -1,0 +1,3 @@
+from convergent.cli import main
+
+main()

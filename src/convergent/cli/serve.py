@@ -1,0 +1,28 @@
+"""`convergent serve`: the reference shop over HTTP."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from convergent.cli.app import BrokerUrl, DatabaseUrl, app
+
+
+@app.command()
+def serve(
+    database_url: DatabaseUrl = None,
+    broker_url: BrokerUrl = None,
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
+) -> None:
+    """Serve the reference shop's HTTP API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from convergent.shop.app import create_app
+    from convergent.store import Store
+
+    store = Store(database_url)
+    application = create_app(store, broker_url=broker_url)
+    uvicorn.run(application, host=host, port=port, log_level=log_level, lifespan="on")

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from tests.acceptance.conftest import Server
+
+ORDER = {
+    "customer_id": "c1",
+    "items": [{"sku": "sku-1", "qty": 2}],
+    "amount": "20.00",
+    "currency": "EUR",
+}
+
+
+def test_an_accepted_order_can_be_read_back_with_its_etag(server: Server) -> None:
+    with server.client(headers={"X-Api-Key": "client-a"}) as http:
+        created = http.post("/orders", json=ORDER, headers={"Idempotency-Key": "k-1"})
+        assert created.status_code == 202
+        location = created.headers["Location"]
+        assert created.json()["state"] == "pending"
+        read = http.get(location)
+        assert read.status_code == 200
+        assert read.headers["ETag"] == f'"{read.json()["version"]}"'
+
+
+def test_an_invalid_order_is_a_problem_naming_the_field(server: Server) -> None:
+    with server.client(headers={"X-Api-Key": "client-a"}) as http:
+        bad = http.post(
+            "/orders", json={**ORDER, "currency": "euro"}, headers={"Idempotency-Key": "k-2"}
+        )
+    assert bad.status_code == 422
+    assert bad.headers["Content-Type"] == "application/problem+json"
+    assert [e["field"] for e in bad.json()["errors"]] == ["currency"]
