@@ -44,10 +44,8 @@ class Server:
 def start_process(
     args: list[str], database_url: str, log: Path, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
-    full_env = {**os.environ, "CONVERGENT_DATABASE_URL": database_url, **(env or {})}
-    full_env.pop(
-        "CONVERGENT_FAULTS", None
-    ) if env is None or "CONVERGENT_FAULTS" not in env else None
+    inherited = {k: v for k, v in os.environ.items() if k != "CONVERGENT_FAULTS"}
+    full_env = {**inherited, "CONVERGENT_DATABASE_URL": database_url, **(env or {})}
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "convergent", *args],
