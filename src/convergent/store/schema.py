@@ -12,7 +12,14 @@ import sqlalchemy as sa
 
 from convergent.store.types import JSONType, UTCDateTime
 
-__all__ = ["VERSION_TABLE", "dead_letters", "idempotency_keys", "include_object", "metadata"]
+__all__ = [
+    "VERSION_TABLE",
+    "dead_letters",
+    "idempotency_keys",
+    "inbox",
+    "include_object",
+    "metadata",
+]
 
 VERSION_TABLE = "convergent_alembic_version"
 
@@ -71,6 +78,15 @@ dead_letters = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("resolved_at", UTCDateTime(), nullable=True),
     sa.Index("ix_convergent_dead_letters_status_source", "status", "source"),
+)
+
+#: messages already handled, per consumer: a duplicate delivery finds its row and is skipped
+inbox = sa.Table(
+    "convergent_inbox",
+    metadata,
+    sa.Column("consumer", sa.String(255), primary_key=True),
+    sa.Column("message_id", sa.String(255), primary_key=True),
+    sa.Column("received_at", UTCDateTime(), nullable=False, index=True),
 )
 
 # resources (migration 0002) ------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Foundation: idempotency keys and dead letters.
+"""Foundation: idempotency keys, dead letters and the inbox.
 
 Revision ID: 0001
 Revises:
@@ -56,8 +56,17 @@ def upgrade() -> None:
         "convergent_dead_letters",
         ["status", "source"],
     )
+    op.create_table(
+        "convergent_inbox",
+        sa.Column("consumer", sa.String(255), nullable=False),
+        sa.Column("message_id", sa.String(255), nullable=False),
+        sa.Column("received_at", ct.UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("consumer", "message_id", name="pk_convergent_inbox"),
+    )
+    op.create_index("ix_convergent_inbox_received_at", "convergent_inbox", ["received_at"])
 
 
 def downgrade() -> None:
+    op.drop_table("convergent_inbox")
     op.drop_table("convergent_dead_letters")
     op.drop_table("convergent_idempotency_keys")
