@@ -162,22 +162,23 @@ class IdempotencyKeys:
     ) -> Lease | None:
         now = self.store.clock.now()
         token = now + self.lock_timeout
-        insert = postgresql.insert if self.store.is_postgres else sqlite.insert
-        stmt = (
-            insert(t)
-            .values(
-                scope=scope,
-                key=key,
-                fingerprint=fingerprint,
-                status=IN_PROGRESS,
-                locked_until=token,
-                created_at=now,
-                expires_at=now + max(self.retention, self.lock_timeout),
+        values = {
+            "scope": scope,
+            "key": key,
+            "fingerprint": fingerprint,
+            "status": IN_PROGRESS,
+            "locked_until": token,
+            "created_at": now,
+            "expires_at": now + max(self.retention, self.lock_timeout),
+        }
+        stmt: postgresql.Insert | sqlite.Insert
+        if self.store.is_postgres:
+            stmt = postgresql.insert(t).from_select(
+                list(values), sa.select(*_literals(values)).select_from(_ASYNC_COMMIT)
             )
-            .on_conflict_do_nothing()
-            .returning(t.c.key)
-        )
-        inserted = (await conn.execute(stmt)).first()
+        else:
+            stmt = sqlite.insert(t).values(**values)
+        inserted = (await conn.execute(stmt.on_conflict_do_nothing().returning(t.c.key))).first()
         return Lease(scope, key, token) if inserted is not None else None
 
     async def _take_over(
@@ -227,6 +228,18 @@ class IdempotencyKeys:
             if exc.connection_invalidated:
                 raise StoreUnavailable(f"database error: {exc.orig}") from exc
             raise
+
+
+# The lock's commit need not wait for the disk: the handler's durable commit comes later in the WAL
+# and flushes it too, and a lock lost in a database crash guarded a transaction lost with it.
+# set_config(..., true) applies to this statement's own (autocommit) transaction only.
+_ASYNC_COMMIT = sa.select(
+    sa.func.set_config("synchronous_commit", "off", sa.true()).label("async_commit")
+).subquery("async_commit")
+
+
+def _literals(values: dict[str, Any]) -> list[sa.ColumnElement[Any]]:
+    return [sa.literal(v, type_=t.c[name].type).label(name) for name, v in values.items()]
 
 
 def _owned(lease: Lease) -> sa.ColumnElement[bool]:
