@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import inspect
+import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -30,7 +31,7 @@ from convergent.errors import (
     StoreUnavailable,
 )
 from convergent.faults import fault_point, register
-from convergent.http.problem import Problem, problem_for
+from convergent.http.problem import PROBLEM_CONTENT_TYPE, Problem, problem_for
 from convergent.idempotency import metrics
 from convergent.idempotency.engine import IdempotencyKeys, Lease, StoredResponse
 from convergent.idempotency.keys import InvalidBody, fingerprint, parse_key
@@ -59,6 +60,8 @@ BEFORE_RESPONSE = register(
 
 #: response headers worth replaying; never Set-Cookie or Date
 REPLAYED_HEADERS = ("content-type", "location", "etag", "preference-applied", "retry-after")
+#: problem types that mean "rejected before the handler ran" (never stored, like Stripe)
+_NOT_STORED = ("/validation", "/invalid-json")
 _TX = "convergent.transaction"
 _STORE = "convergent.store"
 
@@ -191,7 +194,7 @@ class IdempotencyMiddleware:
                 scope[_TX] = conn
                 await self.app(scope, receive, captured.send)
                 response = captured.response(self.replayed_headers)
-                if response.status >= 500:
+                if not worth_storing(response):
                     raise _RollBack
                 await self.keys.complete(conn, lease, response)
                 fault_point(BEFORE_COMMIT)
@@ -219,8 +222,23 @@ class IdempotencyMiddleware:
             await self.keys.release(lease)
 
 
+def worth_storing(response: StoredResponse) -> bool:
+    """5xx answers and requests that failed validation leave the key free for a retry."""
+    if response.status >= 500:
+        return False
+    if response.status in (400, 422) and PROBLEM_CONTENT_TYPE in dict(response.headers).get(
+        "content-type", ""
+    ):
+        try:
+            kind = json.loads(response.body).get("type", "")
+        except (ValueError, AttributeError):
+            return True
+        return not str(kind).endswith(_NOT_STORED)
+    return True
+
+
 class _RollBack(Exception):
-    """A 5xx answer: undo the handler's writes and free the key."""
+    """An answer not worth storing: undo the handler's writes and free the key."""
 
 
 class _Captured:

@@ -43,3 +43,14 @@ async def test_a_replayed_order_points_at_the_same_order(shop: httpx.AsyncClient
     assert first.status_code == 202
     assert again.headers["Location"] == first.headers["Location"]
     assert (await shop.get(first.headers["Location"])).status_code == 200
+
+
+async def test_an_order_failing_validation_stores_nothing_so_the_fix_can_reuse_the_key(
+    shop: httpx.AsyncClient,
+) -> None:
+    headers = {"X-Api-Key": "a", "Idempotency-Key": "k"}
+    bad = await shop.post("/orders", json={**ORDER, "currency": "euro"}, headers=headers)
+    fixed = await shop.post("/orders", json=ORDER, headers=headers)
+    assert bad.status_code == 422
+    assert fixed.status_code == 202
+    assert "idempotent-replayed" not in fixed.headers
