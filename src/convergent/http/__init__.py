@@ -1,1 +1,12 @@
 """The HTTP edge: problem details, idempotency middleware, conditional requests, Prefer."""
+
+from __future__ import annotations
+
+from convergent.http.middleware import (
+    IdempotencyMiddleware,
+    Transaction,
+    header_principal,
+    transaction,
+)
+
+__all__ = ["IdempotencyMiddleware", "Transaction", "header_principal", "transaction"]

@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from convergent.http.middleware import IdempotencyMiddleware, header_principal
 from convergent.http.problem import install_problem_handlers
 from convergent.shop import orders
 from convergent.shop.db import create_shop_tables
@@ -32,6 +33,12 @@ def create_app(store: Store, *, broker_url: str | None = None, migrate: bool = T
     app.state.broker_url = broker_url
     install_problem_handlers(app)
     app.include_router(orders.router)
+    app.add_middleware(
+        IdempotencyMiddleware,
+        store=store,
+        routes=[("POST", "/orders")],
+        principal=header_principal("X-Api-Key"),
+    )
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, Any]:

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
 from convergent.errors import NotFound
+from convergent.http.middleware import transaction
 from convergent.ids import uuid7
 from convergent.shop.db import metadata
 from convergent.store import Store
@@ -73,7 +74,7 @@ async def create_order(body: OrderIn, request: Request, response: Response) -> d
     store = _store(request)
     now = store.clock.now()
     order_id = uuid7()
-    async with store.begin() as conn:
+    async with transaction(request) as conn:
         await conn.execute(
             orders.insert().values(
                 id=order_id,

@@ -1,0 +1,153 @@
+"""Idempotency-Key overhead: the same endpoint bare vs behind IdempotencyMiddleware.
+
+Both apps run in-process over httpx's ASGITransport with the same handler (one INSERT in one
+transaction), on SQLite and on PostgreSQL, in one run. Cases: bare, new key, replay. Rounds of
+each case are interleaved so drift hits all three alike. Prints p50/p99, ratio and added ms.
+
+    python bench/idempotency.py [--quick] [--requests N] [--pg-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from fastapi import FastAPI, Request
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from convergent.http import IdempotencyMiddleware, header_principal, transaction
+from convergent.ids import new_id
+from convergent.store import Store
+
+PG_ADMIN = os.environ.get(
+    "CONVERGENT_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+)
+meta = sa.MetaData()
+things = sa.Table(
+    "bench_things",
+    meta,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("body", sa.JSON(), nullable=False),
+)
+BODY = {"customer_id": "c1", "items": [{"sku": "s", "qty": 1}], "amount": "5.00"}
+
+
+def build(store: Store, protected: bool) -> FastAPI:
+    app = FastAPI()
+    app.state.store = store
+
+    @app.post("/things", status_code=201)
+    async def create(request: Request) -> dict[str, Any]:
+        body = await request.json()
+        thing_id = new_id()
+        async with transaction(request) as conn:
+            await conn.execute(things.insert().values(id=thing_id, body=body))
+        return {"id": thing_id}
+
+    if protected:
+        app.add_middleware(
+            IdempotencyMiddleware,
+            store=store,
+            routes=[("POST", "/things")],
+            principal=header_principal("X-Api-Key"),
+        )
+    return app
+
+
+async def timed(http: httpx.AsyncClient, key: str | None) -> float:
+    headers = {"X-Api-Key": "bench"}
+    if key:
+        headers["Idempotency-Key"] = key
+    start = time.perf_counter()
+    response = await http.post("/things", json=BODY, headers=headers)
+    elapsed = time.perf_counter() - start
+    assert response.status_code == 201, response.text
+    return elapsed * 1000
+
+
+async def measure(url: str, requests: int) -> dict[str, list[float]]:
+    store = Store(url)
+    await store.migrate()
+    async with store.begin() as conn:
+        await conn.run_sync(meta.create_all)
+    bare = httpx.AsyncClient(
+        transport=httpx.ASGITransport(build(store, False)), base_url="http://b"
+    )
+    idem = httpx.AsyncClient(transport=httpx.ASGITransport(build(store, True)), base_url="http://i")
+    samples: dict[str, list[float]] = {"bare": [], "new key": [], "replay": []}
+    replay_key = new_id()
+    try:
+        await timed(idem, replay_key)
+        for _ in range(50):  # warm-up: pools, statement caches
+            await timed(bare, None)
+            await timed(idem, new_id())
+            await timed(idem, replay_key)
+        for _ in range(max(1, requests // 50)):
+            for _ in range(50):
+                samples["bare"].append(await timed(bare, None))
+            for _ in range(50):
+                samples["new key"].append(await timed(idem, new_id()))
+            for _ in range(50):
+                samples["replay"].append(await timed(idem, replay_key))
+    finally:
+        await bare.aclose()
+        await idem.aclose()
+        await store.close()
+    return samples
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def report(db: str, samples: dict[str, list[float]]) -> None:
+    base = statistics.median(samples["bare"])
+    for case, values in samples.items():
+        p50 = statistics.median(values)
+        print(
+            f"{db:10} {case:8} n={len(values):5} p50={p50:7.3f} ms p99={pct(values, 0.99):7.3f} ms"
+            f"  ratio={p50 / base:5.2f}  added={p50 - base:+7.3f} ms"
+        )
+
+
+async def pg_database(create: bool, name: str) -> None:
+    engine = create_async_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            if create:
+                await conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+            else:
+                await conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        await engine.dispose()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer requests (about 10 s)")
+    parser.add_argument("--requests", type=int, default=None, help="requests per case")
+    parser.add_argument("--skip-postgres", action="store_true")
+    args = parser.parse_args()
+    requests = args.requests or (200 if args.quick else 1000)
+    with tempfile.TemporaryDirectory() as tmp:
+        report("sqlite", await measure(f"sqlite+aiosqlite:///{tmp}/bench.db", requests))
+    if args.skip_postgres:
+        return
+    name = f"convergent_bench_{os.getpid()}"
+    await pg_database(True, name)
+    try:
+        report("postgresql", await measure(PG_ADMIN.rsplit("/", 1)[0] + f"/{name}", requests))
+    finally:
+        await pg_database(False, name)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

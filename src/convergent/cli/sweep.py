@@ -1,0 +1,22 @@
+"""`convergent sweep`: purge what has outlived its retention."""
+
+from __future__ import annotations
+
+from convergent.cli.app import DatabaseUrl, app, console, run_async
+from convergent.idempotency.engine import purge_expired_keys
+from convergent.store import Store
+
+
+@app.command()
+def sweep(database_url: DatabaseUrl = None) -> None:
+    """Delete idempotency keys past their retention (safe to run at any time, and often)."""
+
+    async def go() -> int:
+        store = Store(database_url)
+        try:
+            return await purge_expired_keys(store)
+        finally:
+            await store.close()
+
+    purged = run_async(go())
+    console.print(f"purged {purged} expired idempotency keys")

@@ -1,0 +1,303 @@
+"""ASGI middleware for ``Idempotency-Key`` (IETF draft -07, Stripe's behaviour).
+
+On a configured route the middleware locks the key, opens ONE write transaction, runs the app with
+it (handlers reach it through ``transaction(request)`` or the ``Transaction`` dependency), stores
+the response in that same transaction, commits, and only then sends the response. A replay gets the
+stored status, body and a few headers plus ``Idempotent-Replayed: true``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import inspect
+import json
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import Depends
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.requests import HTTPConnection, Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from convergent.errors import (
+    ConfigurationError,
+    IdempotencyError,
+    IdempotencyKeyInProgress,
+    IdempotencyKeyMismatch,
+    StoreUnavailable,
+)
+from convergent.faults import fault_point, register
+from convergent.http.problem import PROBLEM_CONTENT_TYPE, Problem, problem_for
+from convergent.idempotency import metrics
+from convergent.idempotency.engine import IdempotencyKeys, Lease, StoredResponse
+from convergent.idempotency.keys import InvalidBody, fingerprint, parse_key
+from convergent.store import Store
+
+__all__ = [
+    "REPLAYED_HEADERS",
+    "IdempotencyMiddleware",
+    "Principal",
+    "Transaction",
+    "header_principal",
+    "transaction",
+]
+
+AFTER_LOCK = register(
+    "idempotency.after_lock_before_handler", "the key is locked; the handler has not run"
+)
+BEFORE_COMMIT = register(
+    "idempotency.after_handler_before_commit",
+    "the handler ran and its response is stored, in a transaction not yet committed",
+)
+BEFORE_RESPONSE = register(
+    "idempotency.after_commit_before_response",
+    "effect and stored response are committed; the client has not been answered",
+)
+
+#: response headers worth replaying; never Set-Cookie or Date
+REPLAYED_HEADERS = ("content-type", "location", "etag", "preference-applied", "retry-after")
+#: problem types that mean "rejected before the handler ran" (never stored, like Stripe)
+_NOT_STORED = ("/validation", "/invalid-json")
+_TX = "convergent.transaction"
+_STORE = "convergent.store"
+
+Principal = Callable[[HTTPConnection], str | Awaitable[str | None] | None]
+
+
+def header_principal(name: str) -> Principal:
+    """Identify the client by a request header (e.g. ``X-Api-Key``)."""
+
+    def principal(request: HTTPConnection) -> str | None:
+        return request.headers.get(name) or None
+
+    return principal
+
+
+@asynccontextmanager
+async def transaction(request: HTTPConnection) -> AsyncIterator[AsyncConnection]:
+    """The request's write transaction: the middleware's on an idempotent route, else a new one.
+
+    Write a handler once with ``async with transaction(request) as conn:``; on an idempotent
+    route the middleware commits (with the stored response), elsewhere the block does.
+    """
+    conn = request.scope.get(_TX)
+    if conn is not None:
+        yield conn
+        return
+    store = request.scope.get(_STORE) or getattr(request.app.state, "store", None)
+    if not isinstance(store, Store):
+        raise ConfigurationError(
+            "no Store for this request: add IdempotencyMiddleware or set app.state.store"
+        )
+    async with store.begin() as conn:
+        yield conn
+
+
+async def _transaction_dependency(request: Request) -> AsyncIterator[AsyncConnection]:
+    async with transaction(request) as conn:
+        yield conn
+
+
+#: FastAPI dependency; scope="function" commits before the response is sent
+Transaction = Annotated[AsyncConnection, Depends(_transaction_dependency, scope="function")]
+
+
+def _route_pattern(template: str) -> re.Pattern[str]:
+    parts = re.split(r"(\{[^}]+\})", template)
+    regex = "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts)
+    return re.compile(f"^{regex}/?$")
+
+
+class IdempotencyMiddleware:
+    """Exactly-once handling for ``routes`` (method, path template), e.g. ``("POST", "/orders")``.
+
+    ``principal`` names the client from the request; keys are scoped to it, and a protected
+    request without one is refused with 401. Lock timeout and retention: see ``IdempotencyKeys``.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        store: Store,
+        routes: Iterable[tuple[str, str]],
+        principal: Principal,
+        lock_timeout: float | None = None,
+        retention: float | None = None,
+        replayed_headers: Sequence[str] = REPLAYED_HEADERS,
+    ) -> None:
+        self.app = app
+        self.store = store
+        self.keys = IdempotencyKeys(store, lock_timeout=lock_timeout, retention=retention)
+        self.routes = [(m.upper(), _route_pattern(p)) for m, p in routes]
+        self.principal = principal
+        self.replayed_headers = frozenset(h.lower() for h in replayed_headers)
+
+    def protects(self, method: str, path: str) -> bool:
+        return any(m == method and p.match(path) for m, p in self.routes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        scope[_STORE] = self.store
+        if not self.protects(scope["method"], scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        try:
+            await self._guarded(scope, receive, send)
+        except Problem as problem:
+            await problem.to_response(scope["path"])(scope, receive, send)
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = HTTPConnection(scope)
+        who = self.principal(request)
+        client = await who if inspect.isawaitable(who) else who
+        if not client:
+            raise Problem(401, "unauthenticated", "identify the client to use this route")
+        try:
+            key = parse_key(request.headers.getlist("idempotency-key"))
+        except IdempotencyError as exc:
+            raise problem_for(exc) from None
+        body = await _read_body(receive)
+        target = scope["path"] + ("?" + qs.decode() if (qs := scope.get("query_string")) else "")
+        try:
+            fp = fingerprint(scope["method"], target, request.headers.get("content-type", ""), body)
+        except InvalidBody as exc:
+            raise Problem(400, "invalid-json", str(exc)) from None
+        scope_id = hashlib.sha256(client.encode()).hexdigest()  # never store the credential
+        try:
+            found = await self.keys.acquire(scope_id, key, fp)
+        except IdempotencyKeyMismatch as exc:
+            metrics.mismatches.inc()
+            raise problem_for(exc) from None
+        except IdempotencyKeyInProgress as exc:
+            metrics.conflicts.inc()
+            raise problem_for(exc) from None
+        except StoreUnavailable as exc:
+            raise problem_for(exc) from None
+        if isinstance(found, StoredResponse):
+            metrics.replays.inc()
+            await _send_stored(send, found, replayed=True)
+            return
+        await self._execute(scope, _replay_body(body, receive), send, found)
+
+    async def _execute(self, scope: Scope, receive: Receive, send: Send, lease: Lease) -> None:
+        fault_point(AFTER_LOCK)
+        captured = _Captured()
+        try:
+            async with self.store.begin() as conn:
+                scope[_TX] = conn
+                await self.app(scope, receive, captured.send)
+                response = captured.response(self.replayed_headers)
+                if not worth_storing(response):
+                    raise _RollBack
+                await self.keys.complete(conn, lease, response)
+                fault_point(BEFORE_COMMIT)
+        except _RollBack:
+            await self._release(lease)
+            await _send_stored(send, captured.response(None))
+            return
+        except IdempotencyKeyInProgress as exc:  # our lock expired and was taken over
+            metrics.conflicts.inc()
+            raise problem_for(exc) from None
+        except StoreUnavailable as exc:
+            await self._release(lease)
+            raise problem_for(exc) from None
+        except BaseException:
+            await asyncio.shield(self._release(lease))
+            raise
+        finally:
+            scope.pop(_TX, None)
+        fault_point(BEFORE_RESPONSE)
+        metrics.executions.inc()
+        await _send_stored(send, captured.response(None))
+
+    async def _release(self, lease: Lease) -> None:
+        with contextlib.suppress(StoreUnavailable):  # the lock expires on its own
+            await self.keys.release(lease)
+
+
+def worth_storing(response: StoredResponse) -> bool:
+    """5xx answers and requests that failed validation leave the key free for a retry."""
+    if response.status >= 500:
+        return False
+    if response.status in (400, 422) and PROBLEM_CONTENT_TYPE in dict(response.headers).get(
+        "content-type", ""
+    ):
+        try:
+            kind = json.loads(response.body).get("type", "")
+        except (ValueError, AttributeError):
+            return True
+        return not str(kind).endswith(_NOT_STORED)
+    return True
+
+
+class _RollBack(Exception):
+    """An answer not worth storing: undo the handler's writes and free the key."""
+
+
+class _Captured:
+    """Holds the app's response until the transaction has committed."""
+
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body = bytearray()
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = int(message["status"])
+            self.headers = list(message.get("headers", []))
+        elif message["type"] == "http.response.body":
+            self.body += message.get("body", b"")
+
+    def response(self, keep: frozenset[str] | None) -> StoredResponse:
+        """The response; with ``keep``, only the headers worth storing."""
+        if self.status is None:
+            raise RuntimeError("the app returned without sending a response")
+        headers = [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in self.headers]
+        if keep is not None:
+            headers = [(n, v) for n, v in headers if n in keep]
+        return StoredResponse(self.status, headers, bytes(self.body))
+
+
+async def _send_stored(send: Send, response: StoredResponse, *, replayed: bool = False) -> None:
+    headers = [
+        (n.encode("latin-1"), v.encode("latin-1"))
+        for n, v in response.headers
+        if n != "content-length"
+    ]
+    headers.append((b"content-length", str(len(response.body)).encode()))
+    if replayed:
+        headers.append((b"idempotent-replayed", b"true"))
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise Problem(400, "client-disconnected", "the client went away mid-request")
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay_body(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

@@ -1,0 +1,109 @@
+"""Client side: make keys, and retry a request with the same key until it has a final answer."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Awaitable, Callable
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from convergent.clock import utcnow
+from convergent.idempotency.keys import canonical_json
+from convergent.ids import new_id
+from convergent.retry import RetryPolicy
+
+__all__ = ["IdempotentClient", "deterministic_key", "new_key"]
+
+IDEMPOTENCY_KEY = "Idempotency-Key"
+
+
+def new_key() -> str:
+    """A fresh key (UUIDv7): make it once per operation and keep it across retries."""
+    return new_id()
+
+
+def deterministic_key(namespace: str, client: str, payload: object) -> str:
+    """The same key for the same (namespace, client, JSON payload), in any process."""
+    text = canonical_json([namespace, client, payload])
+    return f"{namespace}:{hashlib.sha256(text.encode()).hexdigest()}"[:255]
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    raw = response.headers.get("Retry-After")
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, (parsedate_to_datetime(raw) - utcnow()).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def _retryable(response: httpx.Response) -> bool:
+    """5xx, 429, and a 409 that says when to come back (the key is still in progress)."""
+    status = response.status_code
+    if status >= 500 or status == 429:
+        return True
+    return status == 409 and "Retry-After" in response.headers
+
+
+class IdempotentClient:
+    """Wraps an ``httpx.AsyncClient``; each call sends one key on every attempt.
+
+    Transport errors, 5xx, 429 and 409-with-Retry-After are retried with full-jitter backoff
+    (``RetryPolicy``), never sooner than the server's ``Retry-After``; other answers are final.
+    When attempts run out, the last response is returned or the last transport error raised.
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        policy: RetryPolicy | None = None,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.http = http
+        self.policy = policy or RetryPolicy(max_attempts=5, initial_delay=0.2, max_delay=10.0)
+        self._sleep = sleep
+
+    async def request(
+        self, method: str, url: str, *, key: str | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        headers = dict(kwargs.pop("headers", None) or {})
+        headers[IDEMPOTENCY_KEY] = key or new_key()
+        attempt = 0
+        while True:
+            attempt += 1
+            retry_after: float | None = None
+            try:
+                response = await self.http.request(method, url, headers=headers, **kwargs)
+            except httpx.TransportError:
+                if attempt >= self.policy.max_attempts:
+                    raise
+            else:
+                if not _retryable(response) or attempt >= self.policy.max_attempts:
+                    return response
+                retry_after = _retry_after(response)
+                await response.aclose()
+            delay = self.policy.backoff(attempt)
+            if retry_after is not None:
+                delay = max(delay, min(retry_after, self.policy.max_delay))
+            await self._sleep(delay)
+
+    async def post(self, url: str, *, key: str | None = None, **kwargs: Any) -> httpx.Response:
+        return await self.request("POST", url, key=key, **kwargs)
+
+    async def put(self, url: str, *, key: str | None = None, **kwargs: Any) -> httpx.Response:
+        return await self.request("PUT", url, key=key, **kwargs)
+
+    async def patch(self, url: str, *, key: str | None = None, **kwargs: Any) -> httpx.Response:
+        return await self.request("PATCH", url, key=key, **kwargs)
+
+    async def delete(self, url: str, *, key: str | None = None, **kwargs: Any) -> httpx.Response:
+        return await self.request("DELETE", url, key=key, **kwargs)

@@ -1,0 +1,268 @@
+"""Idempotency keys in the database: a lock while the first request runs, then its response.
+
+``acquire`` either hands out a ``Lease`` (this request runs the handler), returns the
+``StoredResponse`` to replay, or raises ``IdempotencyKeyMismatch`` / ``IdempotencyKeyInProgress``.
+``complete`` stores the response inside the handler's own transaction, so the effect and its
+answer commit together. The lease's ``token`` (its ``locked_until``) guards against a request whose
+lock expired and was taken over: its ``complete`` fails and its transaction rolls back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from convergent import settings
+from convergent.errors import IdempotencyKeyInProgress, IdempotencyKeyMismatch, StoreUnavailable
+from convergent.store import Store
+from convergent.store.schema import idempotency_keys as t
+
+__all__ = [
+    "DEFAULT_LOCK_TIMEOUT",
+    "DEFAULT_RETENTION",
+    "IdempotencyKeys",
+    "Lease",
+    "StoredResponse",
+    "purge_expired_keys",
+]
+
+DEFAULT_LOCK_TIMEOUT = 60.0  # seconds a crashed request may hold its key
+DEFAULT_RETENTION = 24 * 3600.0  # seconds a stored response is replayed
+IN_PROGRESS = "in_progress"
+COMPLETED = "completed"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    status: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """This request owns the key until ``token`` (its lock expiry)."""
+
+    scope: str
+    key: str
+    token: datetime
+
+
+class IdempotencyKeys:
+    """The idempotency-key table, for one ``Store``.
+
+    ``lock_timeout`` and ``retention`` default to ``CONVERGENT_IDEMPOTENCY_LOCK_TIMEOUT`` and
+    ``CONVERGENT_IDEMPOTENCY_RETENTION`` (seconds), else 60 s and 24 h.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        lock_timeout: float | None = None,
+        retention: float | None = None,
+    ) -> None:
+        self.store = store
+        self.lock_timeout = timedelta(
+            seconds=lock_timeout
+            if lock_timeout is not None
+            else settings.env_float("CONVERGENT_IDEMPOTENCY_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT)
+        )
+        self.retention = timedelta(
+            seconds=retention
+            if retention is not None
+            else settings.env_float("CONVERGENT_IDEMPOTENCY_RETENTION", DEFAULT_RETENTION)
+        )
+
+    async def acquire(self, scope: str, key: str, fingerprint: str) -> Lease | StoredResponse:
+        """Lock the key for this request, or say why not (replay, 409, 422)."""
+        if not self.store.is_postgres:
+            # a lock-free read first: replays and 409s never queue behind SQLite's one writer
+            async with self.store.read() as conn:
+                row = await _select(conn, scope, key)
+            if row is not None:
+                found = self._decide(row, fingerprint)
+                if found is not None:
+                    return found
+        async with self._write() as conn:
+            for _ in range(5):
+                lease = await self._insert(conn, scope, key, fingerprint)
+                if lease is not None:
+                    return lease
+                row = await _select(conn, scope, key)
+                if row is None:
+                    continue  # purged between the two statements
+                found = self._decide(row, fingerprint)
+                if found is not None:
+                    return found
+                lease = await self._take_over(conn, scope, key, fingerprint)
+                if lease is not None:
+                    return lease
+        raise IdempotencyKeyInProgress("the key is contended; try again", retry_after=1.0)
+
+    async def complete(self, conn: AsyncConnection, lease: Lease, response: StoredResponse) -> None:
+        """Store the response in the handler's transaction; raise if the lease was lost."""
+        now = self.store.clock.now()
+        result = await conn.execute(
+            t.update()
+            .where(_owned(lease))
+            .values(
+                status=COMPLETED,
+                locked_until=None,
+                response_status=response.status,
+                response_headers=[list(h) for h in response.headers],
+                response_body=response.body,
+                completed_at=now,
+                expires_at=now + self.retention,
+            )
+        )
+        if result.rowcount != 1:
+            raise IdempotencyKeyInProgress(
+                "this request held the key too long and another took it over", retry_after=1.0
+            )
+
+    async def release(self, lease: Lease) -> None:
+        """Forget an in-progress key so a retry runs again (after a 5xx or an error)."""
+        async with self._write() as conn:
+            await conn.execute(t.delete().where(_owned(lease)))
+
+    def _decide(self, row: Any, fingerprint: str) -> StoredResponse | None:
+        """The answer an existing row gives, or None when the key is free to take over."""
+        now = self.store.clock.now()
+        lock_expired = row.status == COMPLETED or row.locked_until <= now
+        if row.expires_at <= now and lock_expired:
+            return None  # past retention, not yet purged: as good as absent
+        if row.fingerprint != fingerprint:
+            raise IdempotencyKeyMismatch(
+                "this key was already used for a different request; use a new key"
+            )
+        if row.status == COMPLETED:
+            return StoredResponse(
+                row.response_status,
+                [(str(n), str(v)) for n, v in row.response_headers or []],
+                bytes(row.response_body or b""),
+            )
+        if not lock_expired:
+            remaining = (row.locked_until - now).total_seconds()
+            raise IdempotencyKeyInProgress(
+                "a request with this key is still running", retry_after=min(max(remaining, 1), 5)
+            )
+        return None  # its process died holding the lock
+
+    async def _insert(
+        self, conn: AsyncConnection, scope: str, key: str, fingerprint: str
+    ) -> Lease | None:
+        now = self.store.clock.now()
+        token = now + self.lock_timeout
+        values = {
+            "scope": scope,
+            "key": key,
+            "fingerprint": fingerprint,
+            "status": IN_PROGRESS,
+            "locked_until": token,
+            "created_at": now,
+            "expires_at": now + max(self.retention, self.lock_timeout),
+        }
+        stmt: postgresql.Insert | sqlite.Insert
+        if self.store.is_postgres:
+            stmt = postgresql.insert(t).from_select(
+                list(values), sa.select(*_literals(values)).select_from(_ASYNC_COMMIT)
+            )
+        else:
+            stmt = sqlite.insert(t).values(**values)
+        inserted = (await conn.execute(stmt.on_conflict_do_nothing().returning(t.c.key))).first()
+        return Lease(scope, key, token) if inserted is not None else None
+
+    async def _take_over(
+        self, conn: AsyncConnection, scope: str, key: str, fingerprint: str
+    ) -> Lease | None:
+        """Claim a key whose lock or retention expired; one contender wins."""
+        now = self.store.clock.now()
+        token = now + self.lock_timeout
+        result = await conn.execute(
+            t.update()
+            .where(
+                t.c.scope == scope,
+                t.c.key == key,
+                sa.or_(
+                    sa.and_(t.c.status == IN_PROGRESS, t.c.locked_until <= now),
+                    sa.and_(t.c.status == COMPLETED, t.c.expires_at <= now),
+                ),
+            )
+            .values(
+                fingerprint=fingerprint,
+                status=IN_PROGRESS,
+                locked_until=token,
+                response_status=None,
+                response_headers=None,
+                response_body=None,
+                created_at=now,
+                completed_at=None,
+                expires_at=now + max(self.retention, self.lock_timeout),
+            )
+        )
+        return Lease(scope, key, token) if result.rowcount == 1 else None
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        """SQLite: a write transaction. PostgreSQL: autocommit, one round trip per statement."""
+        if not self.store.is_postgres:
+            async with self.store.begin() as conn:
+                yield conn
+            return
+        try:
+            async with self.store.engine.connect() as raw:
+                conn = await raw.execution_options(isolation_level="AUTOCOMMIT")
+                yield conn
+        except (OperationalError, InterfaceError, OSError) as exc:
+            raise StoreUnavailable(f"cannot reach the database: {exc}") from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise StoreUnavailable(f"database error: {exc.orig}") from exc
+            raise
+
+
+# The lock's commit need not wait for the disk: the handler's durable commit comes later in the WAL
+# and flushes it too, and a lock lost in a database crash guarded a transaction lost with it.
+# set_config(..., true) applies to this statement's own (autocommit) transaction only.
+_ASYNC_COMMIT = sa.select(
+    sa.func.set_config("synchronous_commit", "off", sa.true()).label("async_commit")
+).subquery("async_commit")
+
+
+def _literals(values: dict[str, Any]) -> list[sa.ColumnElement[Any]]:
+    return [sa.literal(v, type_=t.c[name].type).label(name) for name, v in values.items()]
+
+
+def _owned(lease: Lease) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        t.c.scope == lease.scope,
+        t.c.key == lease.key,
+        t.c.status == IN_PROGRESS,
+        t.c.locked_until == lease.token,
+    )
+
+
+async def _select(conn: AsyncConnection, scope: str, key: str) -> Any:
+    return (await conn.execute(t.select().where(t.c.scope == scope, t.c.key == key))).first()
+
+
+async def purge_expired_keys(store: Store) -> int:
+    """Delete keys past their retention (never a live lock); return how many went."""
+    now = store.clock.now()
+    async with store.begin() as conn:
+        result = await conn.execute(
+            t.delete().where(
+                t.c.expires_at <= now,
+                sa.or_(t.c.status == COMPLETED, t.c.locked_until <= now),
+            )
+        )
+    return int(result.rowcount)

@@ -1,0 +1,83 @@
+"""Idempotency-Key on the real `convergent serve`, including crashes at each fault point."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from convergent.store import Store
+from tests.acceptance.conftest import Server
+
+ORDER = {
+    "customer_id": "c1",
+    "items": [{"sku": "sku-1", "qty": 2}],
+    "amount": "20.00",
+    "currency": "EUR",
+}
+FAST_LOCK = {"CONVERGENT_IDEMPOTENCY_LOCK_TIMEOUT": "1"}
+
+
+def count_orders(database_url: str, client: str) -> int:
+    async def count() -> int:
+        store = Store(database_url)
+        try:
+            async with store.read() as conn:
+                query = sa.text("SELECT count(*) FROM shop_orders WHERE client = :c")
+                return int((await conn.execute(query, {"c": client})).scalar_one())
+        finally:
+            await store.close()
+
+    return asyncio.run(count())
+
+
+def post_until_not_in_progress(server: Server, key: str, client: str) -> httpx.Response:
+    """Retry as a client would while the key's lock is held (poll with a deadline)."""
+    deadline = time.monotonic() + 20
+    with server.client(headers={"X-Api-Key": client}) as http:
+        while True:
+            response = http.post("/orders", json=ORDER, headers={"Idempotency-Key": key})
+            if response.status_code != 409 or time.monotonic() > deadline:
+                return response
+            time.sleep(0.1)
+
+
+def test_a_retried_order_is_created_once_and_replayed(server: Server) -> None:
+    with server.client(headers={"X-Api-Key": "acc-1"}) as http:
+        first = http.post("/orders", json=ORDER, headers={"Idempotency-Key": '"order-1"'})
+        again = http.post("/orders", json=ORDER, headers={"Idempotency-Key": "order-1"})
+    assert first.status_code == again.status_code == 202
+    assert again.json() == first.json()
+    assert again.headers["Location"] == first.headers["Location"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert count_orders(server.database_url, "acc-1") == 1
+
+
+@pytest.mark.parametrize(
+    ("point", "replayed"),
+    [
+        ("idempotency.after_handler_before_commit", False),
+        ("idempotency.after_commit_before_response", True),
+    ],
+)
+def test_a_crash_leaves_either_effect_and_response_or_neither(
+    start_server: Callable[..., Server], point: str, replayed: bool
+) -> None:
+    doomed = start_server(env={**FAST_LOCK, "CONVERGENT_FAULTS": point})
+    with (
+        doomed.client(headers={"X-Api-Key": "acc-3"}) as http,
+        pytest.raises(httpx.TransportError),
+    ):
+        http.post("/orders", json=ORDER, headers={"Idempotency-Key": "crash-1"})
+    assert doomed.process.wait(10) != 0
+    assert count_orders(doomed.database_url, "acc-3") == (1 if replayed else 0)
+
+    restarted = start_server(env=FAST_LOCK)
+    retry = post_until_not_in_progress(restarted, "crash-1", "acc-3")
+    assert retry.status_code == 202
+    assert (retry.headers.get("Idempotent-Replayed") == "true") is replayed
+    assert count_orders(restarted.database_url, "acc-3") == 1
