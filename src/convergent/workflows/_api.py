@@ -1,0 +1,322 @@
+"""Starting, signalling, cancelling and reading runs, from a Store or in a caller's transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from convergent.clock import Clock, system_clock
+from convergent.errors import RunCancelled, RunFailed, RunNotFound
+from convergent.ids import uuid7
+from convergent.store import Store
+from convergent.store.schema import run_events, run_steps, runs
+from convergent.workflows._committer import DONE_CHANNEL, Finished, add_done_waiter
+from convergent.workflows._registry import Workflow
+from convergent.workflows._statements import ACTIVE, FINAL, upsert
+
+__all__ = [
+    "RUNS_CHANNEL",
+    "RunInfo",
+    "StepInfo",
+    "cancel",
+    "list_runs",
+    "result",
+    "run_steps_of",
+    "send",
+    "start",
+    "status",
+]
+
+RUNS_CHANNEL = "convergent_runs"
+
+Target = Store | AsyncConnection
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    id: uuid.UUID
+    workflow: str
+    key: str
+    queue: str
+    status: str
+    result: Any
+    error: str | None
+    attempts: int
+    lease_owner: str | None
+    next_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def done(self) -> bool:
+        return self.status in FINAL
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    seq: int
+    kind: str
+    name: str
+    status: str
+    attempts: int
+    idempotency_key: str
+    next_attempt_at: datetime | None
+    result: Any
+    error: str | None
+    updated_at: datetime
+
+
+@contextlib.asynccontextmanager
+async def _tx(target: Target) -> AsyncIterator[AsyncConnection]:
+    if isinstance(target, Store):
+        async with target.begin() as conn:
+            yield conn
+    else:
+        yield target
+
+
+def _clock(target: Target, clock: Clock | None) -> Clock:
+    if clock is not None:
+        return clock
+    return target.clock if isinstance(target, Store) else system_clock
+
+
+async def start(
+    target: Target,
+    workflow: Workflow[Any, Any],
+    *args: Any,
+    key: str | None = None,
+    queue: str | None = None,
+    clock: Clock | None = None,
+) -> uuid.UUID:
+    """Record a run of ``workflow``; the same ``key`` always gives the same run.
+
+    Pass the caller's connection to start the run in the caller's transaction, so the run
+    exists exactly when the change that caused it does.
+    """
+    now = _clock(target, clock).now()
+    run_id = uuid7()
+    async with _tx(target) as conn:
+        ins = upsert(runs, conn.dialect.name)
+        await conn.execute(
+            ins.values(
+                id=run_id,
+                workflow=workflow.name,
+                key=key or str(run_id),
+                queue=queue or workflow.queue,
+                status="pending",
+                args={"args": list(args)},
+                attempts=0,
+                next_at=now,
+                cancel_requested=False,
+                created_at=now,
+                updated_at=now,
+            ).on_conflict_do_nothing(index_elements=["workflow", "key"])
+        )
+        if key is not None:
+            found = await conn.scalar(
+                sa.select(runs.c.id).where(runs.c.workflow == workflow.name, runs.c.key == key)
+            )
+            assert found is not None
+            run_id = found
+        await _notifier(target, conn).notify(conn, RUNS_CHANNEL)
+    return run_id
+
+
+async def send(
+    target: Target,
+    run_id: uuid.UUID,
+    event: str,
+    payload: Any = None,
+    *,
+    dedupe_key: str | None = None,
+    clock: Clock | None = None,
+) -> bool:
+    """Deliver ``event`` to a run's `wait_for`; False if this ``dedupe_key`` already came."""
+    now = _clock(target, clock).now()
+    async with _tx(target) as conn:
+        ins = upsert(run_events, conn.dialect.name)
+        inserted = await conn.execute(
+            ins.values(
+                id=uuid7(),
+                run_id=run_id,
+                name=event,
+                dedupe_key=dedupe_key or str(uuid7()),
+                payload=payload,
+                created_at=now,
+            ).on_conflict_do_nothing(index_elements=["run_id", "name", "dedupe_key"])
+        )
+        if not inserted.rowcount:
+            return False
+        woke = await conn.execute(
+            sa.update(runs)
+            .where(runs.c.id == run_id, runs.c.status.in_(ACTIVE))
+            .values(next_at=now)
+        )
+        if (
+            not woke.rowcount
+            and await conn.scalar(sa.select(runs.c.id).where(runs.c.id == run_id)) is None
+        ):
+            raise RunNotFound(f"no run {run_id}")
+        await _notifier(target, conn).notify(conn, RUNS_CHANNEL)
+    return True
+
+
+async def cancel(target: Target, run_id: uuid.UUID, *, clock: Clock | None = None) -> None:
+    """Cancel a run: at once if it never started, else its saga compensates first."""
+    now = _clock(target, clock).now()
+    r = runs.c
+    async with _tx(target) as conn:
+        unstarted = await conn.execute(
+            sa.update(runs)
+            .where(r.id == run_id, r.status == "pending", r.lease_owner.is_(None))
+            .values(
+                status="cancelled",
+                next_at=None,
+                error="cancelled before it started",
+                updated_at=now,
+            )
+        )
+        if unstarted.rowcount:
+            await _notifier(target, conn).notify(conn, DONE_CHANNEL)
+            return
+        active = await conn.execute(
+            sa.update(runs)
+            .where(r.id == run_id, r.status.in_(ACTIVE))
+            .values(cancel_requested=True, next_at=now, updated_at=now)
+        )
+        if not active.rowcount and await conn.scalar(sa.select(r.id).where(r.id == run_id)) is None:
+            raise RunNotFound(f"no run {run_id}")
+        await _notifier(target, conn).notify(conn, RUNS_CHANNEL)
+
+
+def _notifier(target: Target, conn: AsyncConnection) -> Any:
+    if isinstance(target, Store):
+        return target.notifier
+    from convergent.store.notify import Notifier
+
+    return Notifier(conn.engine)
+
+
+async def status(target: Target, run_id: uuid.UUID) -> RunInfo:
+    """The run as stored now."""
+    async with _read(target) as conn:
+        row = (await conn.execute(sa.select(runs).where(runs.c.id == run_id))).first()
+    if row is None:
+        raise RunNotFound(f"no run {run_id}")
+    return _info(row)
+
+
+async def list_runs(
+    target: Target,
+    *,
+    status_in: list[str] | None = None,
+    workflow: str | None = None,
+    limit: int = 50,
+) -> list[RunInfo]:
+    stmt = sa.select(runs).order_by(runs.c.created_at.desc()).limit(limit)
+    if status_in:
+        stmt = stmt.where(runs.c.status.in_(status_in))
+    if workflow:
+        stmt = stmt.where(runs.c.workflow == workflow)
+    async with _read(target) as conn:
+        return [_info(row) for row in (await conn.execute(stmt)).all()]
+
+
+async def run_steps_of(target: Target, run_id: uuid.UUID) -> list[StepInfo]:
+    """The checkpoints of a run, in order."""
+    c = run_steps.c
+    async with _read(target) as conn:
+        rows = (
+            await conn.execute(sa.select(run_steps).where(c.run_id == run_id).order_by(c.seq))
+        ).all()
+    return [
+        StepInfo(
+            r.seq,
+            r.kind,
+            r.name,
+            r.status,
+            r.attempts,
+            r.idempotency_key,
+            r.next_attempt_at,
+            r.result,
+            r.error,
+            r.updated_at,
+        )
+        for r in rows
+    ]
+
+
+async def result(target: Store, run_id: uuid.UUID, *, wait: float = 0.0, poll: float = 1.0) -> Any:
+    """The run's result; waits up to ``wait`` seconds for it to finish.
+
+    Raises `RunFailed` / `RunCancelled` if it ended without success, TimeoutError if still running.
+    """
+    deadline = time.monotonic() + wait
+    done: asyncio.Future[Finished] = asyncio.get_running_loop().create_future()
+
+    def on_done(finished: Finished) -> None:
+        if not done.done():
+            done.set_result(finished)
+
+    remove = add_done_waiter(run_id, on_done)
+    try:
+        async with target.notifier.subscribe(DONE_CHANNEL) as sub:
+            info = await status(target, run_id)
+            while not info.done:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"run {run_id} is still {info.status}")
+                hint = asyncio.ensure_future(sub.wait(min(remaining, poll)))
+                await asyncio.wait([hint, done], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
+                hint.cancel()
+                if done.done():
+                    f = done.result()
+                    return _outcome(run_id, f.status, f.result, f.error)
+                info = await status(target, run_id)
+            return _outcome(run_id, info.status, info.result, info.error)
+    finally:
+        remove()
+
+
+def _outcome(run_id: uuid.UUID, state: str, value: Any, error: str | None) -> Any:
+    if state == "completed":
+        return value
+    if state == "cancelled":
+        raise RunCancelled(f"run {run_id} was cancelled: {error}", run_id=str(run_id))
+    raise RunFailed(f"run {run_id} failed: {error}", run_id=str(run_id))
+
+
+@contextlib.asynccontextmanager
+async def _read(target: Target) -> AsyncIterator[AsyncConnection]:
+    if isinstance(target, Store):
+        async with target.read() as conn:
+            yield conn
+    else:
+        yield target
+
+
+def _info(row: Any) -> RunInfo:
+    return RunInfo(
+        row.id,
+        row.workflow,
+        row.key,
+        row.queue,
+        row.status,
+        row.result,
+        row.error,
+        row.attempts,
+        row.lease_owner,
+        row.next_at,
+        row.created_at,
+        row.updated_at,
+    )
