@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,9 +20,11 @@ from convergent.errors import RunCancelled, RunFailed, RunNotFound
 from convergent.ids import uuid7
 from convergent.store import Store
 from convergent.store.schema import run_events, run_steps, runs
+from convergent.workflows._batch import Batcher
 from convergent.workflows._committer import DONE_CHANNEL, Finished, add_done_waiter
+from convergent.workflows._context import to_json
 from convergent.workflows._registry import Workflow
-from convergent.workflows._statements import ACTIVE, FINAL, upsert
+from convergent.workflows._statements import ACTIVE, FINAL, RUNS_CHANNEL, upsert
 
 __all__ = [
     "RUNS_CHANNEL",
@@ -36,7 +39,6 @@ __all__ = [
     "status",
 ]
 
-RUNS_CHANNEL = "convergent_runs"
 
 Target = Store | AsyncConnection
 
@@ -101,35 +103,111 @@ async def start(
     """Record a run of ``workflow``; the same ``key`` always gives the same run.
 
     Pass the caller's connection to start the run in the caller's transaction, so the run
-    exists exactly when the change that caused it does.
+    exists exactly when the change that caused it does. Given a `Store`, concurrent starts
+    share one transaction.
     """
     now = _clock(target, clock).now()
     run_id = uuid7()
-    async with _tx(target) as conn:
-        ins = upsert(runs, conn.dialect.name)
-        await conn.execute(
-            ins.values(
-                id=run_id,
-                workflow=workflow.name,
-                key=key or str(run_id),
-                queue=queue or workflow.queue,
-                status="pending",
-                args={"args": list(args)},
-                attempts=0,
-                next_at=now,
-                cancel_requested=False,
-                created_at=now,
-                updated_at=now,
-            ).on_conflict_do_nothing(index_elements=["workflow", "key"])
-        )
-        if key is not None:
-            found = await conn.scalar(
-                sa.select(runs.c.id).where(runs.c.workflow == workflow.name, runs.c.key == key)
+    row = {
+        "id": run_id,
+        "workflow": workflow.name,
+        "key": key or str(run_id),
+        "queue": queue or workflow.queue,
+        "status": "pending",
+        "args": {"args": to_json(list(args))},
+        "attempts": 0,
+        "next_at": now,
+        "cancel_requested": False,
+        "created_at": now,
+        "updated_at": now,
+    }
+    if isinstance(target, Store):
+        return await _batchers(target).start(row)
+    ids = await _insert_runs(target, [row])
+    await _notifier(target, target).notify(target, RUNS_CHANNEL)
+    return ids[0]
+
+
+async def _insert_runs(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[uuid.UUID]:
+    """Insert runs (a duplicate key keeps the first run) and return each row's run id."""
+    ins = upsert(runs, conn.dialect.name)
+    stmt = ins.on_conflict_do_nothing(index_elements=["workflow", "key"]).returning(
+        runs.c.id, runs.c.workflow, runs.c.key
+    )
+    got = {(r.workflow, r.key): r.id for r in (await conn.execute(stmt, rows)).all()}
+    missing = [(r["workflow"], r["key"]) for r in rows if (r["workflow"], r["key"]) not in got]
+    if missing:
+        found = await conn.execute(
+            sa.select(runs.c.id, runs.c.workflow, runs.c.key).where(
+                sa.tuple_(runs.c.workflow, runs.c.key).in_(missing)
             )
-            assert found is not None
-            run_id = found
-        await _notifier(target, conn).notify(conn, RUNS_CHANNEL)
-    return run_id
+        )
+        got.update({(r.workflow, r.key): r.id for r in found.all()})
+    return [got[(r["workflow"], r["key"])] for r in rows]
+
+
+class _StoreBatchers:
+    """Per-store batchers: concurrent starts and status reads share round trips."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.start: Batcher[dict[str, Any], uuid.UUID] = Batcher(self._start)
+        self.status: Batcher[uuid.UUID, Any] = Batcher(self._status)
+
+    async def _start(self, rows: list[dict[str, Any]]) -> list[uuid.UUID]:
+        from convergent.workflows._worker import Worker, local_workers
+
+        # a worker of this process with a free slot takes the run at insert time: no claim
+        workers = local_workers(self.store)
+        taken: dict[uuid.UUID, Worker] = {}
+        for row in rows:
+            for worker in workers:
+                if worker.reserve(row["workflow"], row["queue"]):
+                    taken[row["id"]] = worker
+                    row.update(
+                        status="running",
+                        lease_owner=worker.id,
+                        lease_until=row["created_at"] + worker.lease,
+                        next_at=None,
+                    )
+                    break
+            else:
+                row.update(lease_owner=None, lease_until=None)
+        try:
+            async with self.store.begin() as conn:
+                ids = await _insert_runs(conn, rows)
+                if len(taken) < len(rows):
+                    await self.store.notifier.notify(conn, RUNS_CHANNEL)
+        except BaseException:
+            for row in rows:
+                if row["id"] in taken:
+                    taken[row["id"]].unreserve(row["queue"])
+            raise
+        for row, run_id in zip(rows, ids, strict=True):
+            holder = taken.get(row["id"])
+            if holder is None:
+                continue
+            if run_id == row["id"]:
+                holder.adopt(run_id, row["workflow"], row["args"], row["queue"])
+            else:  # the key named an existing run; it is not ours to run
+                holder.unreserve(row["queue"])
+        return ids
+
+    async def _status(self, ids: list[uuid.UUID]) -> list[Any]:
+        async with self.store.read() as conn:
+            rows = (await conn.execute(sa.select(runs).where(runs.c.id.in_(set(ids))))).all()
+        by_id = {row.id: row for row in rows}
+        return [by_id.get(run_id) for run_id in ids]
+
+
+_per_store: weakref.WeakKeyDictionary[Store, _StoreBatchers] = weakref.WeakKeyDictionary()
+
+
+def _batchers(store: Store) -> _StoreBatchers:
+    found = _per_store.get(store)
+    if found is None:
+        found = _per_store[store] = _StoreBatchers(store)
+    return found
 
 
 async def send(
@@ -209,8 +287,10 @@ def _notifier(target: Target, conn: AsyncConnection) -> Any:
 
 async def status(target: Target, run_id: uuid.UUID) -> RunInfo:
     """The run as stored now."""
-    async with _read(target) as conn:
-        row = (await conn.execute(sa.select(runs).where(runs.c.id == run_id))).first()
+    if isinstance(target, Store):
+        row = await _batchers(target).status(run_id)
+    else:
+        row = (await target.execute(sa.select(runs).where(runs.c.id == run_id))).first()
     if row is None:
         raise RunNotFound(f"no run {run_id}")
     return _info(row)

@@ -76,9 +76,15 @@ class Committer:
         self, statement: Any, params: dict[str, Any], finished: Finished | None = None
     ) -> None:
         """Write and wait until it is committed."""
+        await asyncio.shield(self.enqueue(statement, params, finished))
+
+    def enqueue(
+        self, statement: Any, params: dict[str, Any], finished: Finished | None = None
+    ) -> asyncio.Future[None]:
+        """Queue a write; the future resolves when it is committed (writes commit in order)."""
         item = _Write(statement, params, finished)
         self._queue.put_nowait(item)
-        await asyncio.shield(item.future)
+        return item.future
 
     async def run(self) -> None:
         """Write batches until `close` is called (after draining what was queued)."""

@@ -6,6 +6,7 @@ and name at each position, or it raises `NonDeterminism`.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import json
 import logging
@@ -114,6 +115,15 @@ class RunContext:
     cancel_requested: bool = False
     compensating: bool = False
     _seq: int = field(default=0)
+    # the last step's checkpoint, awaited before anything else durable happens
+    _pending: asyncio.Future[None] | None = field(default=None)
+
+    async def settle(self) -> None:
+        """Wait until the last checkpoint is committed."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            await asyncio.shield(pending)
+            fault_point(AFTER_CHECKPOINT)
 
     # -- public, for workflow code ---------------------------------------------------------
 
@@ -129,6 +139,7 @@ class RunContext:
 
     async def wait_for(self, event: str, timeout: float | None = None) -> Any:
         """The payload of the next `send` of ``event`` to this run, or None after ``timeout``."""
+        await self.settle()
         seq, rec = self._position("wait", event)
         if rec is not None and rec.status == "completed":
             return rec.result["payload"] if rec.result.get("received") else None
@@ -151,6 +162,7 @@ class RunContext:
         """Mark the run compensating; steps called from now on are compensations."""
         if self.compensating:
             return
+        await self.settle()
         self.compensating = True
         await self.committer.write(
             self.statements.set_status,
@@ -167,6 +179,7 @@ class RunContext:
     async def run_step(
         self, step: Step[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
+        await self.settle()
         seq, rec = self._position("step", step.name)
         if rec is not None and rec.status == "completed":
             return rec.result
@@ -228,9 +241,24 @@ class RunContext:
             return await self._complete(seq, step.name, key, attempts, value)
 
     async def _complete(self, seq: int, name: str, key: str, attempts: int, value: Any) -> Any:
+        # not awaited here: pure workflow code may run on; the next durable call (or the end
+        # of the run, whose write commits after this one) waits for it
         value = to_json(value)
-        await self._save(seq, "step", name, "completed", key=key, attempts=attempts, result=value)
-        fault_point(AFTER_CHECKPOINT)
+        params = _step_params(
+            self.run_id,
+            seq,
+            "step",
+            name,
+            "completed",
+            key,
+            attempts,
+            None,
+            value,
+            None,
+            self.now(),
+        )
+        self.records[seq] = StepRecord(seq, "step", name, "completed", attempts, None, value)
+        self._pending = self.committer.enqueue(self.statements.save_step, params)
         return value
 
     async def _give_up(
@@ -296,6 +324,7 @@ class RunContext:
     # -- plumbing --------------------------------------------------------------------------
 
     def _position(self, kind: str, name: str) -> tuple[int, StepRecord | None]:
+        assert self._pending is None, "settle() before the next durable call"
         self._seq += 1
         rec = self.records.get(self._seq)
         if rec is not None and (rec.kind, rec.name) != (kind, name):
@@ -312,6 +341,7 @@ class RunContext:
             raise RunCancelled(f"run {self.run_id} was cancelled")
 
     async def _timer(self, when: Any) -> None:
+        await self.settle()
         seq, rec = self._position("sleep", "sleep")
         if rec is not None:
             until = _parse(rec.result["until"])

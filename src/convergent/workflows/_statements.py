@@ -10,8 +10,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from convergent.store.schema import run_steps, runs
 
-__all__ = ["ACTIVE", "FINAL", "Statements", "statements_for"]
+__all__ = ["ACTIVE", "FINAL", "RUNS_CHANNEL", "Statements", "statements_for"]
 
+RUNS_CHANNEL = "convergent_runs"
 ACTIVE = ("pending", "running", "compensating")
 FINAL = ("completed", "failed", "cancelled")
 

@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import uuid
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -25,16 +26,23 @@ from convergent.ids import uuid7
 from convergent.store import Store
 from convergent.store.claims import lock_for_claim
 from convergent.store.schema import dead_letters, run_steps, runs
-from convergent.workflows._api import RUNS_CHANNEL
 from convergent.workflows._committer import Committer, Finished
 from convergent.workflows._context import RunContext, Suspend, _current, record_from_row, to_json
 from convergent.workflows._metrics import dead_lettered
 from convergent.workflows._registry import get_workflow, registered
-from convergent.workflows._statements import ACTIVE, statements_for
+from convergent.workflows._statements import ACTIVE, RUNS_CHANNEL, statements_for
 
-__all__ = ["Worker"]
+__all__ = ["Worker", "local_workers"]
 
 log = logging.getLogger("convergent.workflows")
+
+_local: weakref.WeakKeyDictionary[Store, list[Worker]] = weakref.WeakKeyDictionary()
+
+
+def local_workers(store: Store) -> list[Worker]:
+    """Workers running in this process on ``store``: runs started here go straight to them."""
+    return _local.setdefault(store, [])
+
 
 AFTER_CLAIM = register("workflow.after_claim", "a worker claimed runs and holds their lease")
 
@@ -81,10 +89,13 @@ class Worker:
         self._per_queue: dict[str, int] = dict.fromkeys(self.queue_limits, 0)
         self._slot_freed = asyncio.Event()
         self.completed = 0
+        self._reserved = 0
+        self._stopping = False
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and run work until ``stop`` is set, then release every lease held."""
         committer = asyncio.create_task(self.committer.run())
+        local_workers(self.store).append(self)
         helpers = [
             asyncio.create_task(
                 self._every(self.lease.total_seconds() / 3, self.renew_leases, stop)
@@ -108,12 +119,39 @@ class Worker:
                     for p in pending:
                         p.cancel()
         finally:
+            self._stopping = True
+            local_workers(self.store).remove(self)
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
             await self._release_all()
             self.committer.close()
             await committer
+
+    def reserve(self, workflow: str, queue: str) -> bool:
+        """Take a slot for a run started in this process, so it needs no separate claim."""
+        if self._stopping or workflow not in registered() or queue not in self.queue_limits:
+            return False
+        if self._free_slots() <= 0 or self._per_queue[queue] >= self.queue_limits[queue]:
+            return False
+        self._reserved += 1
+        self._per_queue[queue] += 1
+        return True
+
+    def unreserve(self, queue: str) -> None:
+        self._reserved -= 1
+        self._per_queue[queue] -= 1
+
+    def adopt(self, run_id: uuid.UUID, workflow: str, args: Any, queue: str) -> None:
+        """Run a reserved run this process inserted already leased to this worker."""
+        self._reserved -= 1
+        fault_point(AFTER_CLAIM)
+        self._contexts[run_id] = RunContext(
+            run_id, workflow, self.store, self.committer, self.statements, self.id, {}
+        )
+        self._tasks[run_id] = asyncio.create_task(
+            self._execute(_Claimed(run_id, workflow, args, False), queue)
+        )
 
     async def claim_due_runs(self) -> int:
         """Claim due runs up to the free slots of each queue; start them; return how many."""
@@ -132,7 +170,7 @@ class Worker:
         return total
 
     def _free_slots(self) -> int:
-        return self.concurrency - len(self._tasks)
+        return self.concurrency - len(self._tasks) - self._reserved
 
     async def _claim(self, queue: str, limit: int) -> list[_Claimed]:
         names = list(registered())
@@ -202,6 +240,7 @@ class Worker:
             try:
                 value = to_json(await wf.fn(ctx, *args))
             except Suspend as s:
+                await ctx.settle()
                 await self.committer.write(
                     self.statements.suspend_run,
                     {
@@ -234,7 +273,8 @@ class Worker:
             self._slot_freed.set()
 
     async def _finish(self, ctx: RunContext, status: str, value: Any, error: str | None) -> None:
-        await self.committer.write(
+        pending = ctx.settle()  # the last checkpoint commits with or before this write
+        done = self.committer.enqueue(
             self.statements.finish_run,
             {
                 "b_id": ctx.run_id,
@@ -246,6 +286,8 @@ class Worker:
             },
             Finished(ctx.run_id, status, value, error),
         )
+        await pending
+        await asyncio.shield(done)
         self.completed += 1
 
     async def renew_leases(self) -> None:
