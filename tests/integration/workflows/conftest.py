@@ -1,4 +1,4 @@
-"""Fixtures for workflow tests: a store on a manual clock, the effects table, a loopback provider."""
+"""Workflow test fixtures: a store on a manual clock, the effects table, a loopback provider."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ class Provider:
         provider = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the stdlib's naming
+            def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", 0))
                 self.rfile.read(length)
                 key = self.headers.get("idempotency-key", "")
@@ -32,7 +32,7 @@ class Provider:
                     provider.applied.setdefault(key, self.path.strip("/"))
                 self._answer(200, {"id": key, "kind": provider.applied[key]})
 
-            def do_GET(self) -> None:  # noqa: N802 - the stdlib's naming
+            def do_GET(self) -> None:
                 key = self.path.rsplit("/", 1)[-1]
                 with provider.lock:
                     found = provider.applied.get(key)
