@@ -21,7 +21,7 @@ from convergent.ids import uuid7
 from convergent.store import Store
 from convergent.store.schema import run_events, run_steps, runs
 from convergent.workflows._batch import Batcher
-from convergent.workflows._committer import DONE_CHANNEL, Finished, add_done_waiter
+from convergent.workflows._committer import DONE_CHANNEL, Finished, add_done_waiter, local_active
 from convergent.workflows._context import to_json
 from convergent.workflows._registry import Workflow
 from convergent.workflows._statements import ACTIVE, FINAL, RUNS_CHANNEL, upsert
@@ -351,18 +351,22 @@ async def result(target: Store, run_id: uuid.UUID, *, wait: float = 0.0, poll: f
     remove = add_done_waiter(run_id, on_done)
     try:
         async with target.notifier.subscribe(DONE_CHANNEL) as sub:
-            info = await status(target, run_id)
-            while not info.done:
+            # a run held by a worker of this process reports its end here; no read needed
+            info = None if run_id in local_active else await status(target, run_id)
+            while info is None or not info.done:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise TimeoutError(f"run {run_id} is still {info.status}")
+                    raise TimeoutError(
+                        f"run {run_id} is still {info.status if info else 'running'}"
+                    )
                 hint = asyncio.ensure_future(sub.wait(min(remaining, poll)))
                 await asyncio.wait([hint, done], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
                 hint.cancel()
                 if done.done():
                     f = done.result()
                     return _outcome(run_id, f.status, f.result, f.error)
-                info = await status(target, run_id)
+                if run_id not in local_active:
+                    info = await status(target, run_id)
             return _outcome(run_id, info.status, info.result, info.error)
     finally:
         remove()

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent.store import Store
 
-__all__ = ["DONE_CHANNEL", "Committer", "Finished", "add_done_waiter"]
+__all__ = ["DONE_CHANNEL", "Committer", "Finished", "add_done_waiter", "local_active"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,9 @@ class Finished:
     result: Any
     error: str | None
 
+
+#: runs a worker of this process holds now: result() needs no first read for them
+local_active: set[uuid.UUID] = set()
 
 # result() waiters in this process, resolved right after the commit that made a run final
 _done_waiters: dict[uuid.UUID, list[Callable[[Finished], None]]] = {}
@@ -87,11 +90,21 @@ class Committer:
         return item.future
 
     async def run(self) -> None:
-        """Write batches until `close` is called (after draining what was queued)."""
+        """Write batches until `close` is called (after draining what was queued).
+
+        On PostgreSQL a few batches are in flight at once (rows of different runs never
+        conflict, and each run waits for its own write); SQLite has one writer anyway.
+        """
+        flushers = 3 if self.store.is_postgres else 1
+        await asyncio.gather(*(self._flush_loop(flushers) for _ in range(flushers)))
+
+    async def _flush_loop(self, flushers: int) -> None:
         closing = False
         while not closing:
             first = await self._queue.get()
             if first is None:
+                if flushers > 1:
+                    self._queue.put_nowait(None)  # let the other flushers see it too
                 break
             batch = [first]
             while len(batch) < self.max_batch:
@@ -101,6 +114,8 @@ class Committer:
                     break
                 if item is None:
                     closing = True
+                    if flushers > 1:
+                        self._queue.put_nowait(None)
                     break
                 batch.append(item)
             await self._commit(batch)

@@ -26,7 +26,7 @@ from convergent.ids import uuid7
 from convergent.store import Store
 from convergent.store.claims import lock_for_claim
 from convergent.store.schema import dead_letters, run_steps, runs
-from convergent.workflows._committer import Committer, Finished
+from convergent.workflows._committer import Committer, Finished, local_active
 from convergent.workflows._context import RunContext, Suspend, _current, record_from_row, to_json
 from convergent.workflows._metrics import dead_lettered
 from convergent.workflows._registry import get_workflow, registered
@@ -234,6 +234,7 @@ class Worker:
     async def _execute(self, claimed: _Claimed, queue: str) -> None:
         ctx = self._contexts[claimed.id]
         token = _current.set(ctx)
+        local_active.add(claimed.id)
         try:
             wf = get_workflow(claimed.workflow)
             args = claimed.args.get("args", [])
@@ -266,6 +267,7 @@ class Worker:
                 ctx.run_id,
             )
         finally:
+            local_active.discard(claimed.id)
             _current.reset(token)
             self._tasks.pop(claimed.id, None)
             self._contexts.pop(claimed.id, None)
