@@ -30,6 +30,7 @@ ConvergentError
 │   ├── RunFailed                 awaited a run that ended failed or cancelled
 │   ├── RunCancelled
 │   ├── NonDeterminism            a resumed run asked for steps in another order
+│   ├── StepFailed                a step failed for good (permanent error or retries exhausted)
 │   └── LeaseLost                 another worker took over this run
 └── WebhookError
     ├── UnsafeDestination         URL refused by the SSRF guard
@@ -64,6 +65,7 @@ __all__ = [
     "SchemaViolation",
     "SignatureInvalid",
     "StaleVersion",
+    "StepFailed",
     "StoreUnavailable",
     "TransientError",
     "TransportError",
@@ -255,6 +257,12 @@ class NonDeterminism(WorkflowError):
     """A resumed run asked for steps in a different order than it recorded."""
 
     code = "non-determinism"
+
+
+class StepFailed(WorkflowError):
+    """A step failed for good: a permanent error, or its retries ran out."""
+
+    code = "step-failed"
 
 
 class LeaseLost(WorkflowError):

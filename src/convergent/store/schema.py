@@ -19,6 +19,9 @@ __all__ = [
     "inbox",
     "include_object",
     "metadata",
+    "run_events",
+    "run_steps",
+    "runs",
 ]
 
 VERSION_TABLE = "convergent_alembic_version"
@@ -94,5 +97,62 @@ inbox = sa.Table(
 # messages: outbox, embedded log, inbox (migration 0003) --------------------------------------
 
 # workflows (migration 0004) ------------------------------------------------------------------
+
+#: one row per workflow run; ``next_at`` says when it is due, the lease says who holds it
+runs = sa.Table(
+    "convergent_runs",
+    metadata,
+    sa.Column("id", sa.Uuid(), primary_key=True),
+    sa.Column("workflow", sa.String(255), nullable=False),
+    sa.Column("key", sa.String(255), nullable=False),  # the run's idempotency key
+    sa.Column("queue", sa.String(64), nullable=False, server_default="default"),
+    # pending | running | compensating | completed | failed | cancelled
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("args", JSONType, nullable=False),
+    sa.Column("result", JSONType, nullable=True),
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),  # claims so far
+    sa.Column("next_at", UTCDateTime(), nullable=True),  # None once final
+    sa.Column("lease_owner", sa.String(64), nullable=True),
+    sa.Column("lease_until", UTCDateTime(), nullable=True),
+    sa.Column("cancel_requested", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("workflow", "key"),
+    sa.Index("ix_convergent_runs_queue_next_at", "queue", "next_at"),
+    sa.Index("ix_convergent_runs_lease_until", "lease_until"),
+)
+
+#: the checkpoints of a run, by position: steps, timers, waits and compensations
+run_steps = sa.Table(
+    "convergent_run_steps",
+    metadata,
+    sa.Column("run_id", sa.Uuid(), primary_key=True),
+    sa.Column("seq", sa.Integer(), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # step | sleep | wait
+    sa.Column("name", sa.String(255), nullable=False),
+    # started | retrying | completed | failed | waiting
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("idempotency_key", sa.String(255), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=True),
+    sa.Column("result", JSONType, nullable=True),
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+#: events sent to runs (callbacks, partial fills); the dedupe key drops a second copy
+run_events = sa.Table(
+    "convergent_run_events",
+    metadata,
+    sa.Column("id", sa.Uuid(), primary_key=True),
+    sa.Column("run_id", sa.Uuid(), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("dedupe_key", sa.String(255), nullable=False),
+    sa.Column("payload", JSONType, nullable=True),
+    sa.Column("consumed_seq", sa.Integer(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("run_id", "name", "dedupe_key"),
+)
 
 # webhooks (migration 0005) -------------------------------------------------------------------

@@ -1,1 +1,46 @@
-"""convergent.workflows."""
+"""Durable workflows and sagas.
+
+A ``@workflow`` calls ``@step`` functions; each step's result is checkpointed before the workflow
+goes on, so after a crash any worker replays the run and finished steps return their recorded
+results. See docs/workflows.md.
+"""
+
+from convergent.workflows._api import (
+    RUNS_CHANNEL,
+    RunInfo,
+    StepInfo,
+    cancel,
+    list_runs,
+    result,
+    run_steps_of,
+    send,
+    start,
+    status,
+)
+from convergent.workflows._context import StepContext, WorkflowContext
+from convergent.workflows._registry import Step, Workflow, get_workflow, registered, step, workflow
+from convergent.workflows._worker import Worker
+from convergent.workflows.saga import Saga
+
+__all__ = [
+    "RUNS_CHANNEL",
+    "RunInfo",
+    "Saga",
+    "Step",
+    "StepContext",
+    "StepInfo",
+    "Worker",
+    "Workflow",
+    "WorkflowContext",
+    "cancel",
+    "get_workflow",
+    "list_runs",
+    "registered",
+    "result",
+    "run_steps_of",
+    "send",
+    "start",
+    "status",
+    "step",
+    "workflow",
+]

@@ -1,0 +1,406 @@
+"""Starting, signalling, cancelling and reading runs, from a Store or in a caller's transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+import weakref
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from convergent.clock import Clock, system_clock
+from convergent.errors import RunCancelled, RunFailed, RunNotFound
+from convergent.ids import uuid7
+from convergent.store import Store
+from convergent.store.schema import run_events, run_steps, runs
+from convergent.workflows._batch import Batcher
+from convergent.workflows._committer import DONE_CHANNEL, Finished, add_done_waiter, local_active
+from convergent.workflows._context import to_json
+from convergent.workflows._registry import Workflow
+from convergent.workflows._statements import ACTIVE, FINAL, RUNS_CHANNEL, upsert
+
+__all__ = [
+    "RUNS_CHANNEL",
+    "RunInfo",
+    "StepInfo",
+    "cancel",
+    "list_runs",
+    "result",
+    "run_steps_of",
+    "send",
+    "start",
+    "status",
+]
+
+
+Target = Store | AsyncConnection
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    id: uuid.UUID
+    workflow: str
+    key: str
+    queue: str
+    status: str
+    result: Any
+    error: str | None
+    attempts: int
+    lease_owner: str | None
+    next_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def done(self) -> bool:
+        return self.status in FINAL
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    seq: int
+    kind: str
+    name: str
+    status: str
+    attempts: int
+    idempotency_key: str
+    next_attempt_at: datetime | None
+    result: Any
+    error: str | None
+    updated_at: datetime
+
+
+@contextlib.asynccontextmanager
+async def _tx(target: Target) -> AsyncIterator[AsyncConnection]:
+    if isinstance(target, Store):
+        async with target.begin() as conn:
+            yield conn
+    else:
+        yield target
+
+
+def _clock(target: Target, clock: Clock | None) -> Clock:
+    if clock is not None:
+        return clock
+    return target.clock if isinstance(target, Store) else system_clock
+
+
+async def start(
+    target: Target,
+    workflow: Workflow[Any, Any],
+    *args: Any,
+    key: str | None = None,
+    queue: str | None = None,
+    clock: Clock | None = None,
+) -> uuid.UUID:
+    """Record a run of ``workflow``; the same ``key`` always gives the same run.
+
+    Pass the caller's connection to start the run in the caller's transaction, so the run
+    exists exactly when the change that caused it does. Given a `Store`, concurrent starts
+    share one transaction.
+    """
+    now = _clock(target, clock).now()
+    run_id = uuid7()
+    row = {
+        "id": run_id,
+        "workflow": workflow.name,
+        "key": key or str(run_id),
+        "queue": queue or workflow.queue,
+        "status": "pending",
+        "args": {"args": to_json(list(args))},
+        "attempts": 0,
+        "next_at": now,
+        "cancel_requested": False,
+        "created_at": now,
+        "updated_at": now,
+    }
+    if isinstance(target, Store):
+        return await _batchers(target).start(row)
+    ids = await _insert_runs(target, [row])
+    await _notifier(target, target).notify(target, RUNS_CHANNEL)
+    return ids[0]
+
+
+async def _insert_runs(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[uuid.UUID]:
+    """Insert runs (a duplicate key keeps the first run) and return each row's run id."""
+    ins = upsert(runs, conn.dialect.name)
+    stmt = ins.on_conflict_do_nothing(index_elements=["workflow", "key"]).returning(
+        runs.c.id, runs.c.workflow, runs.c.key
+    )
+    got = {(r.workflow, r.key): r.id for r in (await conn.execute(stmt, rows)).all()}
+    missing = [(r["workflow"], r["key"]) for r in rows if (r["workflow"], r["key"]) not in got]
+    if missing:
+        found = await conn.execute(
+            sa.select(runs.c.id, runs.c.workflow, runs.c.key).where(
+                sa.tuple_(runs.c.workflow, runs.c.key).in_(missing)
+            )
+        )
+        got.update({(r.workflow, r.key): r.id for r in found.all()})
+    return [got[(r["workflow"], r["key"])] for r in rows]
+
+
+class _StoreBatchers:
+    """Per-store batchers: concurrent starts and status reads share round trips."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.start: Batcher[dict[str, Any], uuid.UUID] = Batcher(self._start)
+        self.status: Batcher[uuid.UUID, Any] = Batcher(self._status)
+
+    async def _start(self, rows: list[dict[str, Any]]) -> list[uuid.UUID]:
+        from convergent.workflows._worker import Worker, local_workers
+
+        # a worker of this process with a free slot takes the run at insert time: no claim
+        workers = local_workers(self.store)
+        taken: dict[uuid.UUID, Worker] = {}
+        for row in rows:
+            for worker in workers:
+                if worker.reserve(row["workflow"], row["queue"]):
+                    taken[row["id"]] = worker
+                    row.update(
+                        status="running",
+                        lease_owner=worker.id,
+                        lease_until=row["created_at"] + worker.lease,
+                        next_at=None,
+                    )
+                    break
+            else:
+                row.update(lease_owner=None, lease_until=None)
+        try:
+            async with self.store.begin() as conn:
+                ids = await _insert_runs(conn, rows)
+                if len(taken) < len(rows):
+                    await self.store.notifier.notify(conn, RUNS_CHANNEL)
+        except BaseException:
+            for row in rows:
+                if row["id"] in taken:
+                    taken[row["id"]].unreserve(row["queue"])
+            raise
+        for row, run_id in zip(rows, ids, strict=True):
+            holder = taken.get(row["id"])
+            if holder is None:
+                continue
+            if run_id == row["id"]:
+                holder.adopt(run_id, row["workflow"], row["args"], row["queue"])
+            else:  # the key named an existing run; it is not ours to run
+                holder.unreserve(row["queue"])
+        return ids
+
+    async def _status(self, ids: list[uuid.UUID]) -> list[Any]:
+        async with self.store.read() as conn:
+            rows = (await conn.execute(sa.select(runs).where(runs.c.id.in_(set(ids))))).all()
+        by_id = {row.id: row for row in rows}
+        return [by_id.get(run_id) for run_id in ids]
+
+
+_per_store: weakref.WeakKeyDictionary[Store, _StoreBatchers] = weakref.WeakKeyDictionary()
+
+
+def _batchers(store: Store) -> _StoreBatchers:
+    found = _per_store.get(store)
+    if found is None:
+        found = _per_store[store] = _StoreBatchers(store)
+    return found
+
+
+async def send(
+    target: Target,
+    run_id: uuid.UUID,
+    event: str,
+    payload: Any = None,
+    *,
+    dedupe_key: str | None = None,
+    clock: Clock | None = None,
+) -> bool:
+    """Deliver ``event`` to a run's `wait_for`; False if this ``dedupe_key`` already came."""
+    now = _clock(target, clock).now()
+    async with _tx(target) as conn:
+        ins = upsert(run_events, conn.dialect.name)
+        inserted = await conn.execute(
+            ins.values(
+                id=uuid7(),
+                run_id=run_id,
+                name=event,
+                dedupe_key=dedupe_key or str(uuid7()),
+                payload=payload,
+                created_at=now,
+            ).on_conflict_do_nothing(index_elements=["run_id", "name", "dedupe_key"])
+        )
+        if not inserted.rowcount:
+            return False
+        woke = await conn.execute(
+            sa.update(runs)
+            .where(runs.c.id == run_id, runs.c.status.in_(ACTIVE))
+            .values(next_at=now)
+        )
+        if (
+            not woke.rowcount
+            and await conn.scalar(sa.select(runs.c.id).where(runs.c.id == run_id)) is None
+        ):
+            raise RunNotFound(f"no run {run_id}")
+        await _notifier(target, conn).notify(conn, RUNS_CHANNEL)
+    return True
+
+
+async def cancel(target: Target, run_id: uuid.UUID, *, clock: Clock | None = None) -> None:
+    """Cancel a run: at once if it never started, else its saga compensates first."""
+    now = _clock(target, clock).now()
+    r = runs.c
+    async with _tx(target) as conn:
+        unstarted = await conn.execute(
+            sa.update(runs)
+            .where(r.id == run_id, r.status == "pending", r.lease_owner.is_(None))
+            .values(
+                status="cancelled",
+                next_at=None,
+                error="cancelled before it started",
+                updated_at=now,
+            )
+        )
+        if unstarted.rowcount:
+            await _notifier(target, conn).notify(conn, DONE_CHANNEL)
+            return
+        active = await conn.execute(
+            sa.update(runs)
+            .where(r.id == run_id, r.status.in_(ACTIVE))
+            .values(cancel_requested=True, next_at=now, updated_at=now)
+        )
+        if not active.rowcount and await conn.scalar(sa.select(r.id).where(r.id == run_id)) is None:
+            raise RunNotFound(f"no run {run_id}")
+        await _notifier(target, conn).notify(conn, RUNS_CHANNEL)
+
+
+def _notifier(target: Target, conn: AsyncConnection) -> Any:
+    if isinstance(target, Store):
+        return target.notifier
+    from convergent.store.notify import Notifier
+
+    return Notifier(conn.engine)
+
+
+async def status(target: Target, run_id: uuid.UUID) -> RunInfo:
+    """The run as stored now."""
+    if isinstance(target, Store):
+        row = await _batchers(target).status(run_id)
+    else:
+        row = (await target.execute(sa.select(runs).where(runs.c.id == run_id))).first()
+    if row is None:
+        raise RunNotFound(f"no run {run_id}")
+    return _info(row)
+
+
+async def list_runs(
+    target: Target,
+    *,
+    status_in: list[str] | None = None,
+    workflow: str | None = None,
+    limit: int = 50,
+) -> list[RunInfo]:
+    stmt = sa.select(runs).order_by(runs.c.created_at.desc()).limit(limit)
+    if status_in:
+        stmt = stmt.where(runs.c.status.in_(status_in))
+    if workflow:
+        stmt = stmt.where(runs.c.workflow == workflow)
+    async with _read(target) as conn:
+        return [_info(row) for row in (await conn.execute(stmt)).all()]
+
+
+async def run_steps_of(target: Target, run_id: uuid.UUID) -> list[StepInfo]:
+    """The checkpoints of a run, in order."""
+    c = run_steps.c
+    async with _read(target) as conn:
+        rows = (
+            await conn.execute(sa.select(run_steps).where(c.run_id == run_id).order_by(c.seq))
+        ).all()
+    return [
+        StepInfo(
+            r.seq,
+            r.kind,
+            r.name,
+            r.status,
+            r.attempts,
+            r.idempotency_key,
+            r.next_attempt_at,
+            r.result,
+            r.error,
+            r.updated_at,
+        )
+        for r in rows
+    ]
+
+
+async def result(target: Store, run_id: uuid.UUID, *, wait: float = 0.0, poll: float = 1.0) -> Any:
+    """The run's result; waits up to ``wait`` seconds for it to finish.
+
+    Raises `RunFailed` / `RunCancelled` if it ended without success, TimeoutError if still running.
+    """
+    deadline = time.monotonic() + wait
+    done: asyncio.Future[Finished] = asyncio.get_running_loop().create_future()
+
+    def on_done(finished: Finished) -> None:
+        if not done.done():
+            done.set_result(finished)
+
+    remove = add_done_waiter(run_id, on_done)
+    try:
+        async with target.notifier.subscribe(DONE_CHANNEL) as sub:
+            # a run held by a worker of this process reports its end here; no read needed
+            info = None if run_id in local_active else await status(target, run_id)
+            while info is None or not info.done:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"run {run_id} is still {info.status if info else 'running'}"
+                    )
+                hint = asyncio.ensure_future(sub.wait(min(remaining, poll)))
+                await asyncio.wait([hint, done], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
+                hint.cancel()
+                if done.done():
+                    f = done.result()
+                    return _outcome(run_id, f.status, f.result, f.error)
+                if run_id not in local_active:
+                    info = await status(target, run_id)
+            return _outcome(run_id, info.status, info.result, info.error)
+    finally:
+        remove()
+
+
+def _outcome(run_id: uuid.UUID, state: str, value: Any, error: str | None) -> Any:
+    if state == "completed":
+        return value
+    if state == "cancelled":
+        raise RunCancelled(f"run {run_id} was cancelled: {error}", run_id=str(run_id))
+    raise RunFailed(f"run {run_id} failed: {error}", run_id=str(run_id))
+
+
+@contextlib.asynccontextmanager
+async def _read(target: Target) -> AsyncIterator[AsyncConnection]:
+    if isinstance(target, Store):
+        async with target.read() as conn:
+            yield conn
+    else:
+        yield target
+
+
+def _info(row: Any) -> RunInfo:
+    return RunInfo(
+        row.id,
+        row.workflow,
+        row.key,
+        row.queue,
+        row.status,
+        row.result,
+        row.error,
+        row.attempts,
+        row.lease_owner,
+        row.next_at,
+        row.created_at,
+        row.updated_at,
+    )

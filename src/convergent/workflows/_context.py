@@ -1,0 +1,488 @@
+"""Replay: a run re-executes its workflow function; recorded checkpoints answer instead of work.
+
+Positions (``seq``) count every durable call in order. A resumed run must ask for the same kind
+and name at each position, or it raises `NonDeterminism`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from convergent.errors import (
+    NonDeterminism,
+    PermanentError,
+    RunCancelled,
+    StepFailed,
+    WorkflowError,
+)
+from convergent.faults import fault_point, register
+from convergent.ids import uuid7
+from convergent.store import Store
+from convergent.store.schema import dead_letters, run_events, run_steps
+from convergent.workflows._committer import Committer
+from convergent.workflows._statements import Statements
+
+if TYPE_CHECKING:
+    from convergent.workflows._registry import Step
+
+__all__ = ["RunContext", "StepContext", "StepRecord", "Suspend", "WorkflowContext", "current_run"]
+
+log = logging.getLogger("convergent.workflows")
+
+AFTER_STEP = register(
+    "workflow.after_step_before_checkpoint", "a step's effect happened but its result is not saved"
+)
+AFTER_CHECKPOINT = register(
+    "workflow.after_checkpoint", "a step's result is saved; the run has not moved on"
+)
+BEFORE_COMPENSATION_CHECKPOINT = register(
+    "workflow.before_compensation_checkpoint", "a compensation ran but is not recorded"
+)
+BEFORE_STEP = register(
+    "workflow.before_step_call", "the step's start is recorded; the call may or may not have left"
+)
+
+_current: contextvars.ContextVar[RunContext] = contextvars.ContextVar("convergent_run")
+
+
+def current_run() -> RunContext:
+    try:
+        return _current.get()
+    except LookupError:
+        raise WorkflowError("steps can only be called from inside a running workflow") from None
+
+
+# BaseException so that `except Exception` in user code cannot swallow it
+class Suspend(BaseException):
+    """Unwinds a run that must wait (timer, retry delay, event); ``until`` None waits for a send."""
+
+    def __init__(self, until: datetime | None) -> None:
+        super().__init__(until)
+        self.until = until
+
+
+@dataclass
+class StepRecord:
+    seq: int
+    kind: str
+    name: str
+    status: str
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    result: Any = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a step knows about itself; pass ``idempotency_key`` to the system you call."""
+
+    run_id: uuid.UUID
+    name: str
+    seq: int
+    attempt: int
+    idempotency_key: str
+
+
+def to_json(value: Any) -> Any:
+    """The value as it will read back from the database, so replays see the same thing."""
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as exc:
+        raise WorkflowError(f"results must be JSON (dicts, lists, str, numbers): {exc}") from exc
+
+
+@dataclass
+class RunContext:
+    """The state of one run held by a worker. Workflows see it as `WorkflowContext`."""
+
+    run_id: uuid.UUID
+    workflow: str
+    store: Store
+    committer: Committer
+    statements: Statements
+    owner: str
+    records: dict[int, StepRecord]
+    cancel_requested: bool = False
+    compensating: bool = False
+    _seq: int = field(default=0)
+    # the last step's checkpoint, awaited before anything else durable happens
+    _pending: asyncio.Future[None] | None = field(default=None)
+
+    async def settle(self) -> None:
+        """Wait until the last checkpoint is committed."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            await asyncio.shield(pending)
+            fault_point(AFTER_CHECKPOINT)
+
+    # -- public, for workflow code ---------------------------------------------------------
+
+    def now(self) -> datetime:
+        return self.store.clock.now()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep durably: a restart keeps the wake-up time; the worker is free meanwhile."""
+        await self._timer(lambda: self.now() + timedelta(seconds=seconds))
+
+    async def sleep_until(self, when: datetime) -> None:
+        await self._timer(lambda: when)
+
+    async def wait_for(self, event: str, timeout: float | None = None) -> Any:
+        """The payload of the next `send` of ``event`` to this run, or None after ``timeout``."""
+        await self.settle()
+        seq, rec = self._position("wait", event)
+        if rec is not None and rec.status == "completed":
+            return rec.result["payload"] if rec.result.get("received") else None
+        self._check_cancel()
+        if rec is not None:
+            deadline = _parse(rec.result.get("deadline"))
+        else:
+            deadline = None if timeout is None else self.now() + timedelta(seconds=timeout)
+        payload, received = await self._take_event(seq, event)
+        if received:
+            return payload
+        if deadline is not None and self.now() >= deadline:
+            await self._save(seq, "wait", event, "completed", result={"received": False})
+            return None
+        if rec is None:
+            await self._save(seq, "wait", event, "waiting", result={"deadline": _iso(deadline)})
+        raise Suspend(deadline)
+
+    async def begin_compensation(self) -> None:
+        """Mark the run compensating; steps called from now on are compensations."""
+        if self.compensating:
+            return
+        await self.settle()
+        self.compensating = True
+        await self.committer.write(
+            self.statements.set_status,
+            {
+                "b_id": self.run_id,
+                "b_owner": self.owner,
+                "b_status": "compensating",
+                "b_now": self.now(),
+            },
+        )
+
+    # -- steps -----------------------------------------------------------------------------
+
+    async def run_step(
+        self, step: Step[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        await self.settle()
+        seq, rec = self._position("step", step.name)
+        if rec is not None and rec.status == "completed":
+            return rec.result
+        if rec is not None and rec.status == "failed":
+            if self.compensating:
+                return None  # a dead-lettered compensation: already reported
+            raise StepFailed(f"step {step.name} failed: {rec.error}", step=step.name)
+        if not self.compensating:
+            self._check_cancel()
+        attempts = rec.attempts if rec is not None else 0
+        first_at = _parse((rec.result or {}).get("first_attempt_at")) if rec is not None else None
+        if rec is not None and rec.next_attempt_at is not None and rec.next_attempt_at > self.now():
+            raise Suspend(rec.next_attempt_at)
+        key = f"{self.run_id}:{seq}:{step.name}"
+        first_at = first_at or self.now()
+        meta = {"first_attempt_at": _iso(first_at)}
+        while True:
+            attempts += 1
+            sctx = StepContext(self.run_id, step.name, seq, attempts, key)
+            try:
+                if step.reconcile is not None:
+                    if attempts > 1:  # an earlier attempt may have taken effect: ask first
+                        found = await step.reconcile(sctx, *args, **kwargs)
+                        if found is not None:
+                            return await self._complete(seq, step.name, key, attempts, found)
+                    await self._save(
+                        seq, "step", step.name, "started", key=key, attempts=attempts, result=meta
+                    )
+                    fault_point(BEFORE_STEP)
+                value = await step.fn(sctx, *args, **kwargs)
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                retry_after = getattr(exc, "retry_after", None)
+                when = None
+                if not isinstance(exc, (PermanentError, WorkflowError)):
+                    when = step.retry.next_attempt_at(
+                        attempts, self.now(), first_attempt_at=first_at, retry_after=retry_after
+                    )
+                if when is None:
+                    return await self._give_up(seq, step, key, attempts, error, args, exc)
+                await self._save(
+                    seq,
+                    "step",
+                    step.name,
+                    "retrying",
+                    key=key,
+                    attempts=attempts,
+                    next_attempt_at=when,
+                    result=meta,
+                    error=error,
+                )
+                if when > self.now():
+                    raise Suspend(when) from None
+                continue
+            if self.compensating:
+                fault_point(BEFORE_COMPENSATION_CHECKPOINT)
+            else:
+                fault_point(AFTER_STEP)
+            return await self._complete(seq, step.name, key, attempts, value)
+
+    async def _complete(self, seq: int, name: str, key: str, attempts: int, value: Any) -> Any:
+        # not awaited here: pure workflow code may run on; the next durable call (or the end
+        # of the run, whose write commits after this one) waits for it
+        value = to_json(value)
+        params = _step_params(
+            self.run_id,
+            seq,
+            "step",
+            name,
+            "completed",
+            key,
+            attempts,
+            None,
+            value,
+            None,
+            self.now(),
+        )
+        self.records[seq] = StepRecord(seq, "step", name, "completed", attempts, None, value)
+        self._pending = self.committer.enqueue(self.statements.save_step, params)
+        return value
+
+    async def _give_up(
+        self,
+        seq: int,
+        step: Step[Any, Any],
+        key: str,
+        attempts: int,
+        error: str,
+        args: tuple[Any, ...],
+        exc: Exception,
+    ) -> Any:
+        if not self.compensating:
+            await self._save(
+                seq, "step", step.name, "failed", key=key, attempts=attempts, error=error
+            )
+            raise StepFailed(f"step {step.name} failed: {error}", step=step.name) from exc
+        # a compensation that cannot succeed: a person must look at it
+        now = self.now()
+        async with self.store.begin() as conn:
+            await conn.execute(
+                self.statements.save_step,
+                _step_params(
+                    self.run_id,
+                    seq,
+                    "step",
+                    step.name,
+                    "failed",
+                    key,
+                    attempts,
+                    None,
+                    None,
+                    error,
+                    now,
+                ),
+            )
+            await conn.execute(
+                sa.insert(dead_letters).values(
+                    id=uuid7(),
+                    source="workflow",
+                    source_ref=f"{self.run_id}:{seq}",
+                    name=step.name,
+                    key=key,
+                    payload={"workflow": self.workflow, "args": to_json(list(args))},
+                    reason=error,
+                    attempts=attempts,
+                    status="dead",
+                    created_at=now,
+                )
+            )
+        from convergent.workflows._metrics import dead_lettered
+
+        dead_lettered(self.workflow, step.name)
+        log.error(
+            "compensation %s of run %s dead-lettered after %d attempts: %s",
+            step.name,
+            self.run_id,
+            attempts,
+            error,
+        )
+        return None
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _position(self, kind: str, name: str) -> tuple[int, StepRecord | None]:
+        assert self._pending is None, "settle() before the next durable call"
+        self._seq += 1
+        rec = self.records.get(self._seq)
+        if rec is not None and (rec.kind, rec.name) != (kind, name):
+            raise NonDeterminism(
+                f"run {self.run_id} recorded {rec.kind} {rec.name!r} at position {self._seq} but "
+                f"now asks for {kind} {name!r}: workflow code must make the same calls in the same "
+                "order on every replay (put changes in a new workflow name)",
+                seq=self._seq,
+            )
+        return self._seq, rec
+
+    def _check_cancel(self) -> None:
+        if self.cancel_requested and not self.compensating:
+            raise RunCancelled(f"run {self.run_id} was cancelled")
+
+    async def _timer(self, when: Any) -> None:
+        await self.settle()
+        seq, rec = self._position("sleep", "sleep")
+        if rec is not None:
+            until = _parse(rec.result["until"])
+        else:
+            self._check_cancel()
+            until = when()
+            await self._save(seq, "sleep", "sleep", "waiting", result={"until": _iso(until)})
+        if until is not None and self.now() >= until:
+            return
+        self._check_cancel()
+        raise Suspend(until)
+
+    async def _take_event(self, seq: int, event: str) -> tuple[Any, bool]:
+        ev = run_events.c
+        async with self.store.begin() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(ev.id, ev.payload)
+                    .where(ev.run_id == self.run_id, ev.name == event, ev.consumed_seq.is_(None))
+                    .order_by(ev.created_at, ev.id)
+                    .limit(1)
+                )
+            ).first()
+            if row is None:
+                return None, False
+            await conn.execute(
+                sa.update(run_events).where(ev.id == row.id).values(consumed_seq=seq)
+            )
+            await conn.execute(
+                self.statements.save_step,
+                _step_params(
+                    self.run_id,
+                    seq,
+                    "wait",
+                    event,
+                    "completed",
+                    f"{self.run_id}:{seq}:{event}",
+                    1,
+                    None,
+                    {"received": True, "payload": row.payload},
+                    None,
+                    self.now(),
+                ),
+            )
+        return row.payload, True
+
+    async def _save(
+        self,
+        seq: int,
+        kind: str,
+        name: str,
+        status: str,
+        *,
+        key: str | None = None,
+        attempts: int = 0,
+        next_attempt_at: datetime | None = None,
+        result: Any = None,
+        error: str | None = None,
+    ) -> None:
+        params = _step_params(
+            self.run_id,
+            seq,
+            kind,
+            name,
+            status,
+            key or f"{self.run_id}:{seq}:{name}",
+            attempts,
+            next_attempt_at,
+            result,
+            error,
+            self.now(),
+        )
+        self.records[seq] = StepRecord(
+            seq, kind, name, status, attempts, next_attempt_at, result, error
+        )
+        await self.committer.write(self.statements.save_step, params)
+
+
+#: what workflow functions receive as their first argument
+WorkflowContext = RunContext
+
+
+def _step_params(
+    run_id: uuid.UUID,
+    seq: int,
+    kind: str,
+    name: str,
+    status: str,
+    key: str,
+    attempts: int,
+    next_attempt_at: datetime | None,
+    result: Any,
+    error: str | None,
+    now: datetime,
+) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "seq": seq,
+        "kind": kind,
+        "name": name,
+        "status": status,
+        "idempotency_key": key,
+        "attempts": attempts,
+        "next_attempt_at": next_attempt_at,
+        "result": result,
+        "error": error,
+        "updated_at": now,
+    }
+
+
+def record_from_row(row: Any) -> StepRecord:
+    return StepRecord(
+        row.seq,
+        row.kind,
+        row.name,
+        row.status,
+        row.attempts,
+        row.next_attempt_at,
+        row.result,
+        row.error,
+    )
+
+
+def _iso(when: datetime | None) -> str | None:
+    return None if when is None else when.isoformat()
+
+
+def _parse(raw: str | None) -> datetime | None:
+    return None if raw is None else datetime.fromisoformat(raw)
+
+
+def run_steps_columns() -> list[Any]:
+    c = run_steps.c
+    return [
+        c.run_id,
+        c.seq,
+        c.kind,
+        c.name,
+        c.status,
+        c.attempts,
+        c.next_attempt_at,
+        c.result,
+        c.error,
+    ]

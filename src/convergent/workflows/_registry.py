@@ -1,0 +1,144 @@
+"""`@workflow` and `@step`: plain async functions, registered by a stable name."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+
+from convergent.errors import UnknownWorkflow
+from convergent.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from convergent.workflows._context import StepContext, WorkflowContext
+
+__all__ = ["Step", "Workflow", "get_workflow", "registered", "step", "workflow"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+DEFAULT_STEP_RETRY = RetryPolicy(max_attempts=5, initial_delay=0.5, max_delay=30.0)
+
+_workflows: dict[str, Workflow[Any, Any]] = {}
+
+
+class Workflow(Generic[P, T]):
+    """A registered workflow function; start it with `convergent.workflows.start`."""
+
+    def __init__(
+        self,
+        fn: Callable[Concatenate[WorkflowContext, P], Awaitable[T]],
+        name: str,
+        queue: str,
+    ) -> None:
+        self.fn = fn
+        self.name = name
+        self.queue = queue
+
+    def __repr__(self) -> str:
+        return f"Workflow({self.name!r})"
+
+
+class Step(Generic[P, T]):
+    """A checkpointed step; call it from a workflow like the function it wraps."""
+
+    def __init__(
+        self,
+        fn: Callable[Concatenate[StepContext, P], Awaitable[T]],
+        name: str,
+        retry: RetryPolicy,
+        reconcile: Callable[Concatenate[StepContext, P], Awaitable[T | None]] | None,
+    ) -> None:
+        self.fn = fn
+        self.name = name
+        self.retry = retry
+        self.reconcile = reconcile
+
+    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
+        from convergent.workflows._context import current_run
+
+        value: T = await current_run().run_step(self, args, kwargs)
+        return value
+
+    def reconciler(
+        self, fn: Callable[Concatenate[StepContext, P], Awaitable[T | None]]
+    ) -> Callable[Concatenate[StepContext, P], Awaitable[T | None]]:
+        """Declare how to ask the other system whether an attempt with this key took effect.
+
+        It returns the step's result if it did, None if it did not.
+        """
+        self.reconcile = fn
+        return fn
+
+    def __repr__(self) -> str:
+        return f"Step({self.name!r})"
+
+
+@overload
+def workflow(
+    fn: Callable[Concatenate[WorkflowContext, P], Awaitable[T]],
+) -> Workflow[P, T]: ...
+
+
+@overload
+def workflow(
+    *, name: str | None = None, queue: str = "default"
+) -> Callable[[Callable[Concatenate[WorkflowContext, P], Awaitable[T]]], Workflow[P, T]]: ...
+
+
+def workflow(
+    fn: Callable[Concatenate[WorkflowContext, P], Awaitable[T]] | None = None,
+    *,
+    name: str | None = None,
+    queue: str = "default",
+) -> Any:
+    """Register an async function taking a `WorkflowContext` first as a workflow."""
+
+    def register(f: Callable[Concatenate[WorkflowContext, P], Awaitable[T]]) -> Workflow[P, T]:
+        wf: Workflow[P, T] = Workflow(f, name or f"{f.__module__}.{f.__qualname__}", queue)
+        _workflows[wf.name] = wf
+        return wf
+
+    return register(fn) if fn is not None else register
+
+
+@overload
+def step(fn: Callable[Concatenate[StepContext, P], Awaitable[T]]) -> Step[P, T]: ...
+
+
+@overload
+def step(
+    *,
+    name: str | None = None,
+    retry: RetryPolicy | None = None,
+    reconcile: Callable[..., Awaitable[Any]] | None = None,
+) -> Callable[[Callable[Concatenate[StepContext, P], Awaitable[T]]], Step[P, T]]: ...
+
+
+def step(
+    fn: Callable[Concatenate[StepContext, P], Awaitable[T]] | None = None,
+    *,
+    name: str | None = None,
+    retry: RetryPolicy | None = None,
+    reconcile: Callable[..., Awaitable[Any]] | None = None,
+) -> Any:
+    """Make an async function taking a `StepContext` first a checkpointed step."""
+
+    def wrap(f: Callable[Concatenate[StepContext, P], Awaitable[T]]) -> Step[P, T]:
+        return Step(f, name or f.__qualname__, retry or DEFAULT_STEP_RETRY, reconcile)
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def get_workflow(name: str) -> Workflow[Any, Any]:
+    try:
+        return _workflows[name]
+    except KeyError:
+        raise UnknownWorkflow(
+            f"no workflow named {name!r} is registered in this process: import the module that "
+            "defines it (convergent worker --import module)"
+        ) from None
+
+
+def registered() -> dict[str, Workflow[Any, Any]]:
+    """Every workflow registered in this process, by name."""
+    return dict(_workflows)

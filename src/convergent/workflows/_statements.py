@@ -1,0 +1,80 @@
+"""The few write statements a worker sends, built once per dialect so a batch can reuse them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from convergent.store.schema import run_steps, runs
+
+__all__ = ["ACTIVE", "FINAL", "RUNS_CHANNEL", "Statements", "statements_for"]
+
+RUNS_CHANNEL = "convergent_runs"
+ACTIVE = ("pending", "running", "compensating")
+FINAL = ("completed", "failed", "cancelled")
+
+
+def upsert(table: sa.Table, dialect: str) -> Any:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(table)
+
+
+@dataclass(frozen=True)
+class Statements:
+    save_step: Any  # upsert a checkpoint; a completed one is never overwritten
+    finish_run: sa.Update  # final state, only while we hold the lease
+    suspend_run: sa.Update  # release until ``until``, unless a wake-up came meanwhile
+    set_status: sa.Update
+
+
+def statements_for(dialect: str) -> Statements:
+    ins = upsert(run_steps, dialect)
+    cols = ("kind", "name", "status", "idempotency_key", "attempts", "next_attempt_at")
+    save_step = ins.on_conflict_do_update(
+        index_elements=["run_id", "seq"],
+        set_={
+            **{c: ins.excluded[c] for c in cols},
+            **{c: ins.excluded[c] for c in ("result", "error", "updated_at")},
+        },
+        where=run_steps.c.status != "completed",
+    )
+    mine = sa.and_(runs.c.id == sa.bindparam("b_id"), runs.c.lease_owner == sa.bindparam("b_owner"))
+    finish_run = (
+        sa.update(runs)
+        .where(mine)
+        .values(
+            status=sa.bindparam("b_status"),
+            result=sa.bindparam("b_result", type_=runs.c.result.type),
+            error=sa.bindparam("b_error"),
+            next_at=None,
+            lease_owner=None,
+            lease_until=None,
+            updated_at=sa.bindparam("b_now", type_=runs.c.updated_at.type),
+        )
+    )
+    # a NULL next_at while held means "no wake-up since the claim"; a send or cancel sets it
+    suspend_run = (
+        sa.update(runs)
+        .where(mine)
+        .values(
+            next_at=sa.case(
+                (runs.c.next_at.is_(None), sa.bindparam("b_until", type_=runs.c.next_at.type)),
+                else_=runs.c.next_at,
+            ),
+            lease_owner=None,
+            lease_until=None,
+            updated_at=sa.bindparam("b_now", type_=runs.c.updated_at.type),
+        )
+    )
+    set_status = (
+        sa.update(runs)
+        .where(mine)
+        .values(
+            status=sa.bindparam("b_status"),
+            updated_at=sa.bindparam("b_now", type_=runs.c.updated_at.type),
+        )
+    )
+    return Statements(save_step, finish_run, suspend_run, set_status)

@@ -1,0 +1,422 @@
+"""The worker: claims due runs with a lease, keeps them in memory, checkpoints by group commit.
+
+Any worker on any machine can take any run: a sweeper in every worker frees runs whose lease
+expired (their worker died) and dead-letters runs that keep killing their workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from convergent.errors import RunCancelled
+from convergent.faults import fault_point, register
+from convergent.ids import uuid7
+from convergent.store import Store
+from convergent.store.claims import lock_for_claim
+from convergent.store.schema import dead_letters, run_steps, runs
+from convergent.workflows._committer import Committer, Finished, local_active
+from convergent.workflows._context import RunContext, Suspend, _current, record_from_row, to_json
+from convergent.workflows._metrics import dead_lettered
+from convergent.workflows._registry import get_workflow, registered
+from convergent.workflows._statements import ACTIVE, RUNS_CHANNEL, statements_for
+
+__all__ = ["Worker", "local_workers"]
+
+log = logging.getLogger("convergent.workflows")
+
+_local: weakref.WeakKeyDictionary[Store, list[Worker]] = weakref.WeakKeyDictionary()
+
+
+def local_workers(store: Store) -> list[Worker]:
+    """Workers running in this process on ``store``: runs started here go straight to them."""
+    return _local.setdefault(store, [])
+
+
+AFTER_CLAIM = register("workflow.after_claim", "a worker claimed runs and holds their lease")
+
+
+@dataclass
+class _Claimed:
+    id: uuid.UUID
+    workflow: str
+    args: Any
+    cancel_requested: bool
+
+
+class Worker:
+    """Runs workflow runs concurrently on asyncio until ``stop`` is set."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        queues: Mapping[str, int] | Sequence[str] | None = None,
+        concurrency: int = 50,
+        lease_seconds: float = 30.0,
+        poll_interval: float = 1.0,
+        sweep_interval: float | None = None,
+        max_run_attempts: int = 10,
+        worker_id: str | None = None,
+    ) -> None:
+        self.store = store
+        if queues is None:
+            queues = {"default": concurrency}
+        if not isinstance(queues, Mapping):
+            queues = {q: concurrency for q in queues}
+        self.queue_limits: dict[str, int] = dict(queues)
+        self.concurrency = concurrency
+        self.lease = timedelta(seconds=lease_seconds)
+        self.poll_interval = poll_interval
+        self.sweep_interval = sweep_interval if sweep_interval is not None else lease_seconds / 2
+        self.max_run_attempts = max_run_attempts
+        self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid7().hex[-6:]}"
+        self.committer = Committer(store)
+        self.statements = statements_for(store.dialect)
+        self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._contexts: dict[uuid.UUID, RunContext] = {}
+        self._per_queue: dict[str, int] = dict.fromkeys(self.queue_limits, 0)
+        self._slot_freed = asyncio.Event()
+        self.completed = 0
+        self._reserved = 0
+        self._stopping = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Claim and run work until ``stop`` is set, then release every lease held."""
+        committer = asyncio.create_task(self.committer.run())
+        local_workers(self.store).append(self)
+        helpers = [
+            asyncio.create_task(
+                self._every(self.lease.total_seconds() / 3, self.renew_leases, stop)
+            ),
+            asyncio.create_task(self._every(self.sweep_interval, self.sweep, stop)),
+        ]
+        try:
+            async with self.store.notifier.subscribe(RUNS_CHANNEL) as sub:
+                while not stop.is_set():
+                    claimed = await self.claim_due_runs()
+                    if claimed and self._free_slots() > 0:
+                        continue  # there may be more due work
+                    self._slot_freed.clear()
+                    waits = [
+                        asyncio.ensure_future(sub.wait(self.poll_interval)),
+                        asyncio.ensure_future(stop.wait()),
+                    ]
+                    if self._free_slots() <= 0:
+                        waits.append(asyncio.ensure_future(self._slot_freed.wait()))
+                    _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                    for p in pending:
+                        p.cancel()
+        finally:
+            self._stopping = True
+            local_workers(self.store).remove(self)
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            await self._release_all()
+            self.committer.close()
+            await committer
+
+    def reserve(self, workflow: str, queue: str) -> bool:
+        """Take a slot for a run started in this process, so it needs no separate claim."""
+        if self._stopping or workflow not in registered() or queue not in self.queue_limits:
+            return False
+        if self._free_slots() <= 0 or self._per_queue[queue] >= self.queue_limits[queue]:
+            return False
+        self._reserved += 1
+        self._per_queue[queue] += 1
+        return True
+
+    def unreserve(self, queue: str) -> None:
+        self._reserved -= 1
+        self._per_queue[queue] -= 1
+
+    def adopt(self, run_id: uuid.UUID, workflow: str, args: Any, queue: str) -> None:
+        """Run a reserved run this process inserted already leased to this worker."""
+        self._reserved -= 1
+        fault_point(AFTER_CLAIM)
+        self._contexts[run_id] = RunContext(
+            run_id, workflow, self.store, self.committer, self.statements, self.id, {}
+        )
+        self._tasks[run_id] = asyncio.create_task(
+            self._execute(_Claimed(run_id, workflow, args, False), queue)
+        )
+
+    async def claim_due_runs(self) -> int:
+        """Claim due runs up to the free slots of each queue; start them; return how many."""
+        total = 0
+        for queue, limit in self.queue_limits.items():
+            free = min(limit - self._per_queue[queue], self._free_slots())
+            if free <= 0:
+                continue
+            claimed = await self._claim(queue, free)
+            if claimed:
+                fault_point(AFTER_CLAIM)
+            for run in claimed:
+                self._per_queue[queue] += 1
+                self._tasks[run.id] = asyncio.create_task(self._execute(run, queue))
+            total += len(claimed)
+        return total
+
+    def _free_slots(self) -> int:
+        return self.concurrency - len(self._tasks) - self._reserved
+
+    async def _claim(self, queue: str, limit: int) -> list[_Claimed]:
+        names = list(registered())
+        if not names:
+            return []
+        now = self.store.clock.now()
+        r = runs.c
+        select = lock_for_claim(
+            sa.select(r.id, r.workflow, r.args, r.cancel_requested)
+            .where(
+                r.queue == queue,
+                r.workflow.in_(names),
+                r.status.in_(ACTIVE),
+                r.lease_owner.is_(None),
+                r.next_at <= now,
+            )
+            .order_by(r.next_at)
+            .limit(limit),
+            self.store.dialect,
+        )
+        async with self.store.begin() as conn:
+            rows = (await conn.execute(select)).all()
+            if not rows:
+                return []
+            ids = [row.id for row in rows]
+            await conn.execute(
+                sa.update(runs)
+                .where(r.id.in_(ids))
+                .values(
+                    lease_owner=self.id,
+                    lease_until=now + self.lease,
+                    next_at=None,
+                    status=sa.case((r.status == "pending", "running"), else_=r.status),
+                    updated_at=now,
+                )
+            )
+            steps = (
+                await conn.execute(
+                    sa.select(run_steps)
+                    .where(run_steps.c.run_id.in_(ids))
+                    .order_by(run_steps.c.seq)
+                )
+            ).all()
+        claimed = [_Claimed(row.id, row.workflow, row.args, row.cancel_requested) for row in rows]
+        records: dict[uuid.UUID, dict[int, Any]] = {c.id: {} for c in claimed}
+        for s in steps:
+            records[s.run_id][s.seq] = record_from_row(s)
+        for c in claimed:
+            self._contexts[c.id] = RunContext(
+                c.id,
+                c.workflow,
+                self.store,
+                self.committer,
+                self.statements,
+                self.id,
+                records[c.id],
+                cancel_requested=c.cancel_requested,
+            )
+        return claimed
+
+    async def _execute(self, claimed: _Claimed, queue: str) -> None:
+        ctx = self._contexts[claimed.id]
+        token = _current.set(ctx)
+        local_active.add(claimed.id)
+        try:
+            wf = get_workflow(claimed.workflow)
+            args = claimed.args.get("args", [])
+            try:
+                value = to_json(await wf.fn(ctx, *args))
+            except Suspend as s:
+                await ctx.settle()
+                await self.committer.write(
+                    self.statements.suspend_run,
+                    {
+                        "b_id": ctx.run_id,
+                        "b_owner": self.id,
+                        "b_until": s.until,
+                        "b_now": self.store.clock.now(),
+                    },
+                )
+                return
+            except RunCancelled as exc:
+                await self._finish(ctx, "cancelled", None, exc.message)
+            except Exception as exc:
+                log.warning("run %s of %s failed: %s", ctx.run_id, ctx.workflow, exc)
+                await self._finish(ctx, "failed", None, f"{type(exc).__name__}: {exc}")
+            else:
+                await self._finish(ctx, "completed", value, None)
+        except asyncio.CancelledError:
+            pass  # stopping, or the lease was lost: the next holder replays from the checkpoints
+        except Exception:
+            log.exception(
+                "run %s could not be saved; its lease will expire and it will be retried",
+                ctx.run_id,
+            )
+        finally:
+            local_active.discard(claimed.id)
+            _current.reset(token)
+            self._tasks.pop(claimed.id, None)
+            self._contexts.pop(claimed.id, None)
+            self._per_queue[queue] -= 1
+            self._slot_freed.set()
+
+    async def _finish(self, ctx: RunContext, status: str, value: Any, error: str | None) -> None:
+        pending = ctx.settle()  # the last checkpoint commits with or before this write
+        done = self.committer.enqueue(
+            self.statements.finish_run,
+            {
+                "b_id": ctx.run_id,
+                "b_owner": self.id,
+                "b_status": status,
+                "b_result": value,
+                "b_error": error,
+                "b_now": self.store.clock.now(),
+            },
+            Finished(ctx.run_id, status, value, error),
+        )
+        await pending
+        await asyncio.shield(done)
+        self.completed += 1
+
+    async def renew_leases(self) -> None:
+        """Extend the lease of every held run; stop the runs someone else took; see cancels."""
+        if not self._tasks:
+            return
+        now = self.store.clock.now()
+        r = runs.c
+        held = list(self._tasks)
+        async with self.store.begin() as conn:
+            await conn.execute(
+                sa.update(runs)
+                .where(r.id.in_(held), r.lease_owner == self.id)
+                .values(lease_until=now + self.lease)
+            )
+            rows = (
+                await conn.execute(
+                    sa.select(r.id, r.cancel_requested).where(
+                        r.id.in_(held), r.lease_owner == self.id
+                    )
+                )
+            ).all()
+        still = {row.id: row.cancel_requested for row in rows}
+        for run_id in held:
+            ctx = self._contexts.get(run_id)
+            if run_id not in still:
+                task = self._tasks.get(run_id)
+                if task is not None:
+                    log.warning("lost the lease of run %s; another worker has it", run_id)
+                    task.cancel()
+            elif ctx is not None and still[run_id]:
+                ctx.cancel_requested = True
+
+    async def sweep(self) -> int:
+        """Free runs whose worker vanished; dead-letter those that exhausted their attempts."""
+        now = self.store.clock.now()
+        r = runs.c
+        async with self.store.begin() as conn:
+            rows = (
+                await conn.execute(
+                    lock_for_claim(
+                        sa.select(r.id, r.workflow, r.key, r.attempts, r.args).where(
+                            r.status.in_(ACTIVE), r.lease_until < now
+                        ),
+                        self.store.dialect,
+                    )
+                )
+            ).all()
+            dead = [row for row in rows if row.attempts + 1 >= self.max_run_attempts]
+            live = [row.id for row in rows if row.attempts + 1 < self.max_run_attempts]
+            if live:
+                await conn.execute(
+                    sa.update(runs)
+                    .where(r.id.in_(live))
+                    .values(
+                        lease_owner=None,
+                        lease_until=None,
+                        next_at=now,
+                        attempts=r.attempts + 1,
+                        updated_at=now,
+                    )
+                )
+                await self.store.notifier.notify(conn, RUNS_CHANNEL)
+            for row in dead:
+                reason = f"the run's worker died {row.attempts + 1} times; giving up"
+                await conn.execute(
+                    sa.update(runs)
+                    .where(r.id == row.id)
+                    .values(
+                        status="failed",
+                        error=reason,
+                        lease_owner=None,
+                        lease_until=None,
+                        next_at=None,
+                        attempts=r.attempts + 1,
+                        updated_at=now,
+                    )
+                )
+                await conn.execute(
+                    sa.insert(dead_letters).values(
+                        id=uuid7(),
+                        source="workflow",
+                        source_ref=str(row.id),
+                        name=row.workflow,
+                        key=row.key,
+                        payload=row.args,
+                        reason=reason,
+                        attempts=row.attempts + 1,
+                        status="dead",
+                        created_at=now,
+                    )
+                )
+        for row in dead:
+            dead_lettered(row.workflow, "")
+            log.error(
+                "run %s of %s dead-lettered: it killed its worker too often", row.id, row.workflow
+            )
+        return len(rows)
+
+    async def _release_all(self) -> None:
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        now = self.store.clock.now()
+        r = runs.c
+        with contextlib.suppress(Exception):
+            async with self.store.begin() as conn:
+                await conn.execute(
+                    sa.update(runs)
+                    .where(r.lease_owner == self.id, r.status.in_(ACTIVE))
+                    .values(
+                        lease_owner=None,
+                        lease_until=None,
+                        next_at=sa.func.coalesce(r.next_at, now),
+                        updated_at=now,
+                    )
+                )
+                await self.store.notifier.notify(conn, RUNS_CHANNEL)
+
+    async def _every(self, seconds: float, job: Any, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), seconds)
+            if stop.is_set():
+                return
+            try:
+                await job()
+            except Exception:
+                log.exception("worker housekeeping failed; trying again")

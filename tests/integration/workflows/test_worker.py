@@ -1,0 +1,134 @@
+"""The worker fleet: leases, takeover, queue limits, graceful stop, poison runs."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from convergent.clock import ManualClock
+from convergent.errors import RunFailed
+from convergent.store import Store
+from convergent.store.schema import dead_letters, run_steps, runs
+from convergent.workflows import StepContext, WorkflowContext, result, start, status, step, workflow
+from tests.integration.workflows.conftest import running, until
+
+ran: list[str] = []
+gate: dict[str, asyncio.Event] = {}
+inside = {"now": 0, "max": 0}
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> None:
+    ran.clear()
+    gate.clear()
+    inside.update(now=0, max=0)
+
+
+@step
+async def work(ctx: StepContext, name: str) -> str:
+    ran.append(name)
+    return name
+
+
+@workflow(name="tests.worker.pair")
+async def pair(ctx: WorkflowContext) -> list[str]:
+    return [await work("a"), await work("b")]
+
+
+async def test_a_run_whose_worker_vanished_is_taken_over_when_its_lease_expires(
+    mstore: Store, clock: ManualClock
+) -> None:
+    run_id = await start(mstore, pair)
+    now = clock.now()
+    async with mstore.begin() as conn:  # worker "dead" claimed it and checkpointed step a
+        await conn.execute(
+            sa.update(runs)
+            .where(runs.c.id == run_id)
+            .values(status="running", lease_owner="dead", lease_until=now + timedelta(seconds=30))
+        )
+        await conn.execute(
+            sa.insert(run_steps).values(
+                run_id=run_id,
+                seq=1,
+                kind="step",
+                name="work",
+                status="completed",
+                idempotency_key=f"{run_id}:1:work",
+                attempts=1,
+                result="a",
+                updated_at=now,
+            )
+        )
+    async with running(mstore, lease_seconds=30, sweep_interval=0.05) as other:
+        await asyncio.sleep(0.3)
+        assert (await status(mstore, run_id)).lease_owner == "dead"  # the lease still holds
+        clock.advance(31)
+        assert await result(mstore, run_id, wait=10) == ["a", "b"]
+        assert other.completed == 1
+    assert ran == ["b"]
+    assert (await status(mstore, run_id)).attempts == 1
+
+
+async def test_a_run_that_keeps_killing_its_workers_is_dead_lettered(
+    mstore: Store, clock: ManualClock
+) -> None:
+    run_id = await start(mstore, pair)
+    async with mstore.begin() as conn:
+        await conn.execute(
+            sa.update(runs)
+            .where(runs.c.id == run_id)
+            .values(status="running", lease_owner="dead", lease_until=clock.now(), attempts=2)
+        )
+    clock.advance(1)
+    async with running(mstore, sweep_interval=0.05, max_run_attempts=3):
+        with pytest.raises(RunFailed, match="died 3 times"):
+            await result(mstore, run_id, wait=10)
+    async with mstore.read() as conn:
+        row = (await conn.execute(sa.select(dead_letters))).one()
+    assert (row.source, row.source_ref) == ("workflow", str(run_id))
+    assert ran == []
+
+
+@step
+async def hold(ctx: StepContext, name: str) -> str:
+    inside["now"] += 1
+    inside["max"] = max(inside["max"], inside["now"])
+    try:
+        await gate.setdefault(name, asyncio.Event()).wait()
+    finally:
+        inside["now"] -= 1
+    return name
+
+
+@workflow(name="tests.worker.held", queue="slow")
+async def held(ctx: WorkflowContext, name: str) -> str:
+    return await hold(name)
+
+
+async def test_a_queue_limit_caps_the_runs_held_at_once(mstore: Store) -> None:
+    ids = [await start(mstore, held, str(i)) for i in range(3)]
+    async with running(mstore, queues={"slow": 1}, concurrency=10):
+        for i, run_id in enumerate(ids):
+            await until(lambda i=i: _true(str(i) in gate))
+            gate[str(i)].set()
+            assert await result(mstore, run_id, wait=10) == str(i)
+    assert inside["max"] == 1
+
+
+async def test_stopping_a_worker_releases_its_leases_for_others(mstore: Store) -> None:
+    run_id = await start(mstore, held, "x")
+    async with running(mstore, queues=["slow"]):
+        await until(lambda: _true("x" in gate))
+    info = await status(mstore, run_id)
+    assert (info.lease_owner, info.status) == (None, "running")
+    async with running(mstore, queues=["slow"]):  # another worker picks it up at once
+        await until(lambda: _true(inside["now"] == 1))
+        gate["x"].set()
+        assert await result(mstore, run_id, wait=10) == "x"
+
+
+async def _true(value: bool) -> bool:
+    return value

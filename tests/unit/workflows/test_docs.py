@@ -1,0 +1,16 @@
+"""The python examples in docs/workflows.md run as written."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+DOC = Path(__file__).resolve().parents[3] / "docs" / "workflows.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
+
+
+@pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
+def test_the_example_runs(code: str, capsys: pytest.CaptureFixture[str]) -> None:
+    exec(compile(code, str(DOC), "exec"), {"__name__": "docs_example"})
