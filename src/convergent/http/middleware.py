@@ -196,15 +196,18 @@ class IdempotencyMiddleware:
                 response = captured.response(self.replayed_headers)
                 if not worth_storing(response):
                     raise _RollBack
-                await self.keys.complete(conn, lease, response)
+                try:
+                    await self.keys.complete(conn, lease, response)
+                except IdempotencyKeyInProgress as exc:
+                    raise _LockLost(exc) from None
                 fault_point(BEFORE_COMMIT)
         except _RollBack:
             await self._release(lease)
             await _send_stored(send, captured.response(None))
             return
-        except IdempotencyKeyInProgress as exc:  # our lock expired and was taken over
+        except _LockLost as lost:  # our lock expired and another request took the key
             metrics.conflicts.inc()
-            raise problem_for(exc) from None
+            raise problem_for(lost.error) from None
         except StoreUnavailable as exc:
             await self._release(lease)
             raise problem_for(exc) from None
@@ -239,6 +242,12 @@ def worth_storing(response: StoredResponse) -> bool:
 
 class _RollBack(Exception):
     """An answer not worth storing: undo the handler's writes and free the key."""
+
+
+class _LockLost(Exception):
+    def __init__(self, error: IdempotencyKeyInProgress) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 class _Captured:
