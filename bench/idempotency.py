@@ -72,6 +72,26 @@ async def timed(http: httpx.AsyncClient, key: str | None) -> float:
     return elapsed * 1000
 
 
+async def statements(store: Store, http: httpx.AsyncClient, key: str | None) -> int:
+    """SQL statements (incl. BEGIN/COMMIT) one request sends: a load-independent cost."""
+    sent: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append(statement)
+
+    def count_commit(conn: Any) -> None:
+        sent.append("COMMIT")
+
+    sa.event.listen(store.engine.sync_engine, "before_cursor_execute", count)
+    sa.event.listen(store.engine.sync_engine, "commit", count_commit)
+    try:
+        await timed(http, key)
+    finally:
+        sa.event.remove(store.engine.sync_engine, "before_cursor_execute", count)
+        sa.event.remove(store.engine.sync_engine, "commit", count_commit)
+    return len(sent)
+
+
 async def measure(url: str, requests: int) -> dict[str, list[float]]:
     store = Store(url)
     await store.migrate()
@@ -89,6 +109,12 @@ async def measure(url: str, requests: int) -> dict[str, list[float]]:
             await timed(bare, None)
             await timed(idem, new_id())
             await timed(idem, replay_key)
+        counts = [
+            await statements(store, bare, None),
+            await statements(store, idem, new_id()),
+            await statements(store, idem, replay_key),
+        ]
+        print(f"{store.dialect:10} statements per request: bare/new key/replay = {counts}")
         for _ in range(max(1, requests // 50)):
             for _ in range(50):
                 samples["bare"].append(await timed(bare, None))

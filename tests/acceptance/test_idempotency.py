@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 import sqlalchemy as sa
 
 from convergent.store import Store
-from tests.acceptance.conftest import Server
+from tests.acceptance.conftest import Server, free_port, start_process, wait_until_healthy
 
 ORDER = {
     "customer_id": "c1",
@@ -57,6 +58,28 @@ def test_a_retried_order_is_created_once_and_replayed(server: Server) -> None:
     assert count_orders(server.database_url, "acc-1") == 1
 
 
+@pytest.fixture
+def launch_pair(
+    database_url: str, tmp_path: Path
+) -> Iterator[Callable[[dict[str, str], dict[str, str]], tuple[Server, Server]]]:
+    """Start two `convergent serve` processes on one database together (half the wait)."""
+    started: list[Server] = []
+
+    def launch(first_env: dict[str, str], second_env: dict[str, str]) -> tuple[Server, Server]:
+        for env in (first_env, second_env):
+            port = free_port()
+            log = tmp_path / f"serve-{port}.log"
+            process = start_process(["serve", "--port", str(port)], database_url, log, env)
+            started.append(Server(f"http://127.0.0.1:{port}", database_url, process, log))
+        for server in started:
+            wait_until_healthy(server)
+        return started[0], started[1]
+
+    yield launch
+    for server in started:
+        server.stop()
+
+
 @pytest.mark.parametrize(
     ("point", "replayed"),
     [
@@ -65,9 +88,11 @@ def test_a_retried_order_is_created_once_and_replayed(server: Server) -> None:
     ],
 )
 def test_a_crash_leaves_either_effect_and_response_or_neither(
-    start_server: Callable[..., Server], point: str, replayed: bool
+    launch_pair: Callable[[dict[str, str], dict[str, str]], tuple[Server, Server]],
+    point: str,
+    replayed: bool,
 ) -> None:
-    doomed = start_server(env={**FAST_LOCK, "CONVERGENT_FAULTS": point})
+    doomed, survivor = launch_pair({**FAST_LOCK, "CONVERGENT_FAULTS": point}, FAST_LOCK)
     with (
         doomed.client(headers={"X-Api-Key": "acc-3"}) as http,
         pytest.raises(httpx.TransportError),
@@ -76,8 +101,7 @@ def test_a_crash_leaves_either_effect_and_response_or_neither(
     assert doomed.process.wait(10) != 0
     assert count_orders(doomed.database_url, "acc-3") == (1 if replayed else 0)
 
-    restarted = start_server(env=FAST_LOCK)
-    retry = post_until_not_in_progress(restarted, "crash-1", "acc-3")
+    retry = post_until_not_in_progress(survivor, "crash-1", "acc-3")
     assert retry.status_code == 202
     assert (retry.headers.get("Idempotent-Replayed") == "true") is replayed
-    assert count_orders(restarted.database_url, "acc-3") == 1
+    assert count_orders(survivor.database_url, "acc-3") == 1

@@ -129,6 +129,7 @@ class IdempotencyMiddleware:
         lock_timeout: float | None = None,
         retention: float | None = None,
         replayed_headers: Sequence[str] = REPLAYED_HEADERS,
+        max_body: int = 1 << 20,
     ) -> None:
         self.app = app
         self.store = store
@@ -136,6 +137,7 @@ class IdempotencyMiddleware:
         self.routes = [(m.upper(), _route_pattern(p)) for m, p in routes]
         self.principal = principal
         self.replayed_headers = frozenset(h.lower() for h in replayed_headers)
+        self.max_body = max_body  # bodies are buffered to fingerprint and replay them
 
     def protects(self, method: str, path: str) -> bool:
         return any(m == method and p.match(path) for m, p in self.routes)
@@ -163,7 +165,7 @@ class IdempotencyMiddleware:
             key = parse_key(request.headers.getlist("idempotency-key"))
         except IdempotencyError as exc:
             raise problem_for(exc) from None
-        body = await _read_body(receive)
+        body = await _read_body(receive, self.max_body)
         target = scope["path"] + ("?" + qs.decode() if (qs := scope.get("query_string")) else "")
         try:
             fp = fingerprint(scope["method"], target, request.headers.get("content-type", ""), body)
@@ -196,15 +198,18 @@ class IdempotencyMiddleware:
                 response = captured.response(self.replayed_headers)
                 if not worth_storing(response):
                     raise _RollBack
-                await self.keys.complete(conn, lease, response)
+                try:
+                    await self.keys.complete(conn, lease, response)
+                except IdempotencyKeyInProgress as exc:
+                    raise _LockLost(exc) from None
                 fault_point(BEFORE_COMMIT)
         except _RollBack:
             await self._release(lease)
             await _send_stored(send, captured.response(None))
             return
-        except IdempotencyKeyInProgress as exc:  # our lock expired and was taken over
+        except _LockLost as lost:  # our lock expired and another request took the key
             metrics.conflicts.inc()
-            raise problem_for(exc) from None
+            raise problem_for(lost.error) from None
         except StoreUnavailable as exc:
             await self._release(lease)
             raise problem_for(exc) from None
@@ -239,6 +244,12 @@ def worth_storing(response: StoredResponse) -> bool:
 
 class _RollBack(Exception):
     """An answer not worth storing: undo the handler's writes and free the key."""
+
+
+class _LockLost(Exception):
+    def __init__(self, error: IdempotencyKeyInProgress) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 class _Captured:
@@ -279,13 +290,19 @@ async def _send_stored(send: Send, response: StoredResponse, *, replayed: bool =
     await send({"type": "http.response.body", "body": response.body})
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def _read_body(receive: Receive, limit: int) -> bytes:
     chunks: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise Problem(400, "client-disconnected", "the client went away mid-request")
         chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if size > limit:
+            raise Problem(
+                413, "content-too-large", f"at most {limit} bytes", title="Content Too Large"
+            )
         if not message.get("more_body", False):
             return b"".join(chunks)
 

@@ -58,7 +58,8 @@ class IdempotentClient:
 
     Transport errors, 5xx, 429 and 409-with-Retry-After are retried with full-jitter backoff
     (``RetryPolicy``), never sooner than the server's ``Retry-After``; other answers are final.
-    When attempts run out, the last response is returned or the last transport error raised.
+    When attempts (or the policy's ``deadline``, counted in backoff seconds) run out, the last
+    response is returned or the last transport error raised.
     """
 
     def __init__(
@@ -77,7 +78,7 @@ class IdempotentClient:
     ) -> httpx.Response:
         headers = dict(kwargs.pop("headers", None) or {})
         headers[IDEMPOTENCY_KEY] = key or new_key()
-        attempt = 0
+        attempt, waited = 0, 0.0
         while True:
             attempt += 1
             retry_after: float | None = None
@@ -86,14 +87,22 @@ class IdempotentClient:
             except httpx.TransportError:
                 if attempt >= self.policy.max_attempts:
                     raise
+                last: httpx.Response | None = None
             else:
                 if not _retryable(response) or attempt >= self.policy.max_attempts:
                     return response
                 retry_after = _retry_after(response)
-                await response.aclose()
+                last = response
             delay = self.policy.backoff(attempt)
             if retry_after is not None:
                 delay = max(delay, min(retry_after, self.policy.max_delay))
+            if self.policy.deadline is not None and waited + delay > self.policy.deadline:
+                if last is None:
+                    raise httpx.TimeoutException(f"gave up on {method} {url} at the deadline")
+                return last
+            if last is not None:
+                await last.aclose()
+            waited += delay
             await self._sleep(delay)
 
     async def post(self, url: str, *, key: str | None = None, **kwargs: Any) -> httpx.Response:

@@ -84,7 +84,7 @@ class IdempotencyKeys:
 
     async def acquire(self, scope: str, key: str, fingerprint: str) -> Lease | StoredResponse:
         """Lock the key for this request, or say why not (replay, 409, 422)."""
-        if not self.store.is_postgres:
+        if not self.store.is_postgres and _writer_busy(self.store):
             # a lock-free read first: replays and 409s never queue behind SQLite's one writer
             async with self.store.read() as conn:
                 row = await _select(conn, scope, key)
@@ -240,6 +240,12 @@ _ASYNC_COMMIT = sa.select(
 
 def _literals(values: dict[str, Any]) -> list[sa.ColumnElement[Any]]:
     return [sa.literal(v, type_=t.c[name].type).label(name) for name, v in values.items()]
+
+
+def _writer_busy(store: Store) -> bool:
+    """Is this process's SQLite writer in use? (If not, going straight to the write is cheaper.)"""
+    lock = getattr(store, "_write_lock", None)
+    return lock is None or bool(lock.locked())
 
 
 def _owned(lease: Lease) -> sa.ColumnElement[bool]:

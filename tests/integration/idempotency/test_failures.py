@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
@@ -84,6 +86,28 @@ async def test_an_unreachable_store_is_a_503_and_the_handler_never_runs(
         assert response.status_code == 503
         assert response.headers["content-type"] == "application/problem+json"
         assert h.calls == 0
+    finally:
+        await h.http.aclose()
+        await h.store.close()
+
+
+async def test_a_request_that_overran_its_lock_commits_nothing_and_gets_409(pg_url: str) -> None:
+    # PostgreSQL only: on SQLite the overrunning handler holds the one writer, so no take-over
+    # can happen while it runs
+    h = await make_harness(pg_url)
+    try:
+        gate = h.gate = asyncio.Event()
+        slow = asyncio.create_task(h.post())
+        await asyncio.wait_for(h.entered.wait(), 10)
+        h.clock.advance(LOCK_TIMEOUT + 1)
+        h.gate = None
+        taken = await h.post()
+        gate.set()
+        lost = await slow
+        assert taken.status_code == 201
+        assert lost.status_code == 409
+        assert await h.rows() == 1
+        assert (await h.post()).content == taken.content
     finally:
         await h.http.aclose()
         await h.store.close()

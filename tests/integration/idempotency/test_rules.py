@@ -74,3 +74,11 @@ async def test_invalid_json_is_rejected_and_stores_nothing(harness: Harness) -> 
     assert response.headers["content-type"] == PROBLEM
     assert await harness.keys() == []
     assert (await harness.post({"n": 1})).status_code == 201
+
+
+async def test_a_body_over_the_limit_is_a_413_and_stores_nothing(harness: Harness) -> None:
+    response = await harness.post({"blob": "x" * (1 << 20)})
+    assert response.status_code == 413
+    assert response.headers["content-type"] == PROBLEM
+    assert harness.calls == 0
+    assert await harness.keys() == []

@@ -92,3 +92,17 @@ async def test_when_attempts_run_out_the_last_transport_error_is_raised() -> Non
     script = Script(httpx.ConnectError("a"), httpx.ReadTimeout("b"))
     with pytest.raises(httpx.ReadTimeout):
         await client(script, [], attempts=2).post("/orders")
+
+
+async def test_the_policy_deadline_stops_retrying_with_the_last_answer() -> None:
+    sleeps: list[float] = []
+    script = Script(httpx.Response(409, headers={"Retry-After": "3"}), httpx.Response(201))
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(script), base_url="http://t")
+    policy = RetryPolicy(max_attempts=5, initial_delay=0.1, deadline=2.0)
+    response = await IdempotentClient(http, policy, sleep=sleep).post("/orders")
+    assert response.status_code == 409
+    assert sleeps == []
