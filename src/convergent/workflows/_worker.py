@@ -84,6 +84,16 @@ class Worker:
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid7().hex[-6:]}"
         self.committer = Committer(store)
         self.statements = statements_for(store.dialect)
+        if store.is_postgres:
+            st = self.statements
+            self.committer.use_single_statement(
+                {
+                    id(st.save_step): "steps",
+                    id(st.finish_run): "finish",
+                    id(st.suspend_run): "suspend",
+                    id(st.set_status): "status",
+                }
+            )
         self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._contexts: dict[uuid.UUID, RunContext] = {}
         self._per_queue: dict[str, int] = dict.fromkeys(self.queue_limits, 0)
