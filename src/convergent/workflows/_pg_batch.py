@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-__all__ = ["BATCH_SQL", "batch_params"]
+__all__ = ["BATCH_SQL", "START_SQL", "batch_params", "start_params"]
 
 
 def _rows(name: str) -> str:
@@ -84,3 +84,42 @@ def _strip(kind: str, row: dict[str, Any]) -> dict[str, Any]:
     if kind == "steps":
         return row
     return {k.removeprefix("b_"): v for k, v in row.items()} | {"owner": row["b_owner"]}
+
+
+#: insert a batch of runs; answer each (workflow, key) with its run id, new or existing
+START_SQL = sa.text(f"""
+WITH x AS (
+  SELECT * FROM {_rows("runs")} AS x(id uuid, workflow text, key text, queue text,
+     status text, args jsonb, next_at timestamptz, lease_owner text, lease_until timestamptz,
+     created_at timestamptz)
+), ins AS (
+  INSERT INTO convergent_runs (id, workflow, key, queue, status, args, attempts, next_at,
+     lease_owner, lease_until, cancel_requested, created_at, updated_at)
+  SELECT id, workflow, key, queue, status, args, 0, next_at, lease_owner, lease_until, false,
+     created_at, created_at
+  FROM x
+  ON CONFLICT (workflow, key) DO NOTHING
+  RETURNING id, workflow, key
+)
+SELECT id, workflow, key FROM ins
+UNION ALL
+SELECT r.id, r.workflow, r.key FROM convergent_runs AS r JOIN x
+  ON r.workflow = x.workflow AND r.key = x.key
+WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.workflow = x.workflow AND ins.key = x.key)
+""")
+
+
+def start_params(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    keep = (
+        "id",
+        "workflow",
+        "key",
+        "queue",
+        "status",
+        "args",
+        "next_at",
+        "lease_owner",
+        "lease_until",
+        "created_at",
+    )
+    return {"runs": json.dumps([{k: r.get(k) for k in keep} for r in rows], default=_default)}
