@@ -368,6 +368,15 @@ async def result(target: Store, run_id: uuid.UUID, *, wait: float = 0.0, poll: f
 
     remove = add_done_waiter(run_id, on_done)
     try:
+        # a run held by a worker of this process reports its end here: no reads, no LISTEN
+        while run_id in local_active and not done.done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"run {run_id} is still running")
+            await asyncio.wait([done], timeout=min(remaining, poll))
+        if done.done():
+            f = done.result()
+            return _outcome(run_id, f.status, f.result, f.error)
         async with target.notifier.subscribe(DONE_CHANNEL) as sub:
             # a run held by a worker of this process reports its end here; no read needed
             info = None if run_id in local_active else await status(target, run_id)

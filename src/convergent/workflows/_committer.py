@@ -80,7 +80,7 @@ class Committer:
         self, statement: Any, params: dict[str, Any], finished: Finished | None = None
     ) -> None:
         """Write and wait until it is committed."""
-        await asyncio.shield(self.enqueue(statement, params, finished))
+        await self.enqueue(statement, params, finished)  # cancelling the wait keeps the write
 
     def enqueue(
         self, statement: Any, params: dict[str, Any], finished: Finished | None = None

@@ -134,9 +134,10 @@ class Worker:
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
-            await self._release_all()
-            self.committer.close()
+            await self._stop_runs()
+            self.committer.close()  # queued checkpoints commit before the leases go
             await committer
+            await self._release_leases()
 
     def reserve(self, workflow: str, queue: str) -> bool:
         """Take a slot for a run started in this process, so it needs no separate claim."""
@@ -155,6 +156,9 @@ class Worker:
     def adopt(self, run_id: uuid.UUID, workflow: str, args: Any, queue: str) -> None:
         """Run a reserved run this process inserted already leased to this worker."""
         self._reserved -= 1
+        if self._stopping:  # its lease expires and the sweeper of some worker frees it
+            self._per_queue[queue] -= 1
+            return
         fault_point(AFTER_CLAIM)
         self._contexts[run_id] = RunContext(
             run_id, workflow, self.store, self.committer, self.statements, self.id, {}
@@ -299,7 +303,7 @@ class Worker:
             Finished(ctx.run_id, status, value, error),
         )
         await pending
-        await asyncio.shield(done)
+        await done
         self.completed += 1
 
     async def renew_leases(self) -> None:
@@ -399,11 +403,13 @@ class Worker:
             )
         return len(rows)
 
-    async def _release_all(self) -> None:
+    async def _stop_runs(self) -> None:
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _release_leases(self) -> None:
         now = self.store.clock.now()
         r = runs.c
         with contextlib.suppress(Exception):
