@@ -15,7 +15,7 @@ import uuid
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -100,6 +100,7 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self.completed = 0
         self._reserved = 0
+        self._timers: list[datetime] = []
         self._stopping = False
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -120,7 +121,7 @@ class Worker:
                         continue  # there may be more due work
                     self._slot_freed.clear()
                     waits = [
-                        asyncio.ensure_future(sub.wait(self.poll_interval)),
+                        asyncio.ensure_future(sub.wait(self._idle_timeout())),
                         asyncio.ensure_future(stop.wait()),
                     ]
                     if self._free_slots() <= 0:
@@ -138,6 +139,14 @@ class Worker:
             self.committer.close()  # queued checkpoints commit before the leases go
             await committer
             await self._release_leases()
+
+    def _idle_timeout(self) -> float:
+        """Sleep until the next poll, or sooner when a timer this worker set falls due."""
+        now = self.store.clock.now()
+        self._timers = [t for t in self._timers if t > now]
+        if not self._timers:
+            return self.poll_interval
+        return max(0.0, min(self.poll_interval, (min(self._timers) - now).total_seconds()))
 
     def reserve(self, workflow: str, queue: str) -> bool:
         """Take a slot for a run started in this process, so it needs no separate claim."""
@@ -255,6 +264,8 @@ class Worker:
             try:
                 value = to_json(await wf.fn(ctx, *args))
             except Suspend as s:
+                if s.until is not None:  # wake for our own timers without waiting for a poll
+                    self._timers.append(s.until)
                 await ctx.settle()
                 await self.committer.write(
                     self.statements.suspend_run,

@@ -301,3 +301,15 @@ async def test_a_local_worker_runs_a_run_started_many_times_with_one_key_once(
         clock.advance(61)
         assert await result(mstore, ids[0], wait=10) == 12
     assert calls["double"] == 2
+
+
+@workflow(name="tests.engine.nap")
+async def nap(ctx: WorkflowContext) -> str:
+    await ctx.sleep(0.2)
+    return "awake"
+
+
+async def test_a_worker_wakes_for_its_own_timer_without_waiting_for_a_poll(store: Store) -> None:
+    run_id = await start(store, nap)
+    async with running(store, poll_interval=30):
+        assert await result(store, run_id, wait=5) == "awake"
