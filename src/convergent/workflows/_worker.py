@@ -101,6 +101,7 @@ class Worker:
         self.completed = 0
         self._reserved = 0
         self._timers: list[datetime] = []
+        self._timer_set = asyncio.Event()
         self._stopping = False
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -126,6 +127,8 @@ class Worker:
                     ]
                     if self._free_slots() <= 0:
                         waits.append(asyncio.ensure_future(self._slot_freed.wait()))
+                    self._timer_set.clear()
+                    waits.append(asyncio.ensure_future(self._timer_set.wait()))
                     _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                     for p in pending:
                         p.cancel()
@@ -266,6 +269,7 @@ class Worker:
             except Suspend as s:
                 if s.until is not None:  # wake for our own timers without waiting for a poll
                     self._timers.append(s.until)
+                    self._timer_set.set()
                 await ctx.settle()
                 await self.committer.write(
                     self.statements.suspend_run,
