@@ -65,7 +65,15 @@ async def _drive(n: int, concurrency: int, one: Any) -> dict[str, float]:
 
 async def run_convergent(url: str, n: int, concurrency: int) -> dict[str, float]:
     from convergent.store import Store
-    from convergent.workflows import StepContext, Worker, WorkflowContext, result, start, step, workflow
+    from convergent.workflows import (
+        StepContext,
+        Worker,
+        WorkflowContext,
+        result,
+        start,
+        step,
+        workflow,
+    )
 
     @step
     async def one(ctx: StepContext, x: int) -> int:
@@ -146,9 +154,21 @@ async def run_dbos(url: str, n: int, concurrency: int) -> dict[str, float]:
 
 def _child(engine: str, url: str, n: int, concurrency: int) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", engine, "--url", url, "--n", str(n),
-         "--concurrency", str(concurrency)],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            engine,
+            "--url",
+            url,
+            "--n",
+            str(n),
+            "--concurrency",
+            str(concurrency),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if out.returncode != 0:
         raise SystemExit(f"{engine} run failed:\n{out.stderr[-3000:]}")
@@ -197,7 +217,8 @@ def main() -> None:
         )
     finally:
         drop = [
-            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname IN ('{ours}', '{theirs}')",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname IN ('{ours}', '{theirs}')",
             f'DROP DATABASE IF EXISTS "{ours}"',
             f'DROP DATABASE IF EXISTS "{theirs}"',
         ]

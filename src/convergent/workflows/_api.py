@@ -174,10 +174,13 @@ class _StoreBatchers:
             else:
                 row.update(lease_owner=None, lease_until=None)
         try:
-            async with self.store.begin() as conn:
-                ids = await _insert_runs(conn, rows)
-                if len(taken) < len(rows):
-                    await self.store.notifier.notify(conn, RUNS_CHANNEL)
+            if self.store.is_postgres:
+                ids = await self._insert_runs_pg(rows, notify=len(taken) < len(rows))
+            else:
+                async with self.store.begin() as conn:
+                    ids = await _insert_runs(conn, rows)
+                    if len(taken) < len(rows):
+                        await self.store.notifier.notify(conn, RUNS_CHANNEL)
         except BaseException:
             for row in rows:
                 if row["id"] in taken:
@@ -192,6 +195,21 @@ class _StoreBatchers:
             else:  # the key named an existing run; it is not ours to run
                 holder.unreserve(row["queue"])
         return ids
+
+    async def _insert_runs_pg(self, rows: list[dict[str, Any]], notify: bool) -> list[uuid.UUID]:
+        """One autocommit statement for the whole batch (see _pg_batch)."""
+        from convergent.workflows._pg_batch import START_SQL, start_params
+
+        async with self.store.engine.connect() as conn:
+            auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            found = await auto.execute(START_SQL, start_params(rows))
+            got = {(r.workflow, r.key): r.id for r in found.all()}
+            if len(got) < len(rows):  # a concurrent start of the same key committed meanwhile
+                async with self.store.begin() as tx:
+                    return await _insert_runs(tx, rows)
+            if notify:
+                await auto.execute(sa.select(sa.func.pg_notify(RUNS_CHANNEL, "")))
+        return [got[(r["workflow"], r["key"])] for r in rows]
 
     async def _status(self, ids: list[uuid.UUID]) -> list[Any]:
         async with self.store.read() as conn:
@@ -350,6 +368,15 @@ async def result(target: Store, run_id: uuid.UUID, *, wait: float = 0.0, poll: f
 
     remove = add_done_waiter(run_id, on_done)
     try:
+        # a run held by a worker of this process reports its end here: no reads, no LISTEN
+        while run_id in local_active and not done.done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"run {run_id} is still running")
+            await asyncio.wait([done], timeout=min(remaining, poll))
+        if done.done():
+            f = done.result()
+            return _outcome(run_id, f.status, f.result, f.error)
         async with target.notifier.subscribe(DONE_CHANNEL) as sub:
             # a run held by a worker of this process reports its end here; no read needed
             info = None if run_id in local_active else await status(target, run_id)

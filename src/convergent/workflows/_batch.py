@@ -31,7 +31,7 @@ class Batcher(Generic[ItemT, R]):
         self._pending.append((item, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
-        return await asyncio.shield(future)
+        return await future
 
     async def _flush(self) -> None:
         await asyncio.sleep(0)  # let the callers of this loop turn join the batch

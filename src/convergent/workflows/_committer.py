@@ -74,12 +74,13 @@ class Committer:
         self._queue: asyncio.Queue[_Write | None] = asyncio.Queue()
         self.batches = 0
         self.writes = 0
+        self._kinds: dict[int, str] = {}
 
     async def write(
         self, statement: Any, params: dict[str, Any], finished: Finished | None = None
     ) -> None:
         """Write and wait until it is committed."""
-        await asyncio.shield(self.enqueue(statement, params, finished))
+        await self.enqueue(statement, params, finished)  # cancelling the wait keeps the write
 
     def enqueue(
         self, statement: Any, params: dict[str, Any], finished: Finished | None = None
@@ -123,10 +124,17 @@ class Committer:
     def close(self) -> None:
         self._queue.put_nowait(None)
 
+    def use_single_statement(self, kinds: dict[int, str]) -> None:
+        """On PostgreSQL, write batches as one statement; ``kinds`` names each known statement."""
+        self._kinds = kinds
+
     async def _commit(self, batch: list[_Write]) -> None:
         try:
-            async with self.store.begin() as conn:
-                await self._execute(conn, batch)
+            if self._kinds and all(id(item.statement) in self._kinds for item in batch):
+                await self._execute_single(batch)
+            else:
+                async with self.store.begin() as conn:
+                    await self._execute(conn, batch)
         except Exception as exc:
             if len(batch) == 1:
                 _settle(batch, exc)
@@ -142,6 +150,18 @@ class Committer:
                     self._done([item])
             return
         self._done(batch)
+
+    async def _execute_single(self, batch: list[_Write]) -> None:
+        from convergent.workflows._pg_batch import BATCH_SQL, batch_params
+
+        by_kind: dict[str, list[dict[str, Any]]] = {}
+        for item in batch:
+            by_kind.setdefault(self._kinds[id(item.statement)], []).append(item.params)
+        notify = any(item.finished for item in batch)
+        params = batch_params(by_kind, notify, DONE_CHANNEL)
+        async with self.store.engine.connect() as conn:
+            auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await auto.execute(BATCH_SQL, params)
 
     async def _execute(self, conn: AsyncConnection, batch: list[_Write]) -> None:
         groups: dict[int, tuple[Any, list[dict[str, Any]]]] = {}

@@ -95,6 +95,8 @@ class StepContext:
 
 def to_json(value: Any) -> Any:
     """The value as it will read back from the database, so replays see the same thing."""
+    if value is None or type(value) in (str, int, bool):
+        return value  # reads back as itself
     try:
         return json.loads(json.dumps(value))
     except (TypeError, ValueError) as exc:
@@ -122,7 +124,7 @@ class RunContext:
         """Wait until the last checkpoint is committed."""
         pending, self._pending = self._pending, None
         if pending is not None:
-            await asyncio.shield(pending)
+            await pending
             fault_point(AFTER_CHECKPOINT)
 
     # -- public, for workflow code ---------------------------------------------------------

@@ -15,7 +15,7 @@ import uuid
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -84,12 +84,24 @@ class Worker:
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid7().hex[-6:]}"
         self.committer = Committer(store)
         self.statements = statements_for(store.dialect)
+        if store.is_postgres:
+            st = self.statements
+            self.committer.use_single_statement(
+                {
+                    id(st.save_step): "steps",
+                    id(st.finish_run): "finish",
+                    id(st.suspend_run): "suspend",
+                    id(st.set_status): "status",
+                }
+            )
         self._tasks: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._contexts: dict[uuid.UUID, RunContext] = {}
         self._per_queue: dict[str, int] = dict.fromkeys(self.queue_limits, 0)
         self._slot_freed = asyncio.Event()
         self.completed = 0
         self._reserved = 0
+        self._timers: list[datetime] = []
+        self._timer_set = asyncio.Event()
         self._stopping = False
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -110,11 +122,13 @@ class Worker:
                         continue  # there may be more due work
                     self._slot_freed.clear()
                     waits = [
-                        asyncio.ensure_future(sub.wait(self.poll_interval)),
+                        asyncio.ensure_future(sub.wait(self._idle_timeout())),
                         asyncio.ensure_future(stop.wait()),
                     ]
                     if self._free_slots() <= 0:
                         waits.append(asyncio.ensure_future(self._slot_freed.wait()))
+                    self._timer_set.clear()
+                    waits.append(asyncio.ensure_future(self._timer_set.wait()))
                     _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                     for p in pending:
                         p.cancel()
@@ -124,9 +138,18 @@ class Worker:
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
-            await self._release_all()
-            self.committer.close()
+            await self._stop_runs()
+            self.committer.close()  # queued checkpoints commit before the leases go
             await committer
+            await self._release_leases()
+
+    def _idle_timeout(self) -> float:
+        """Sleep until the next poll, or sooner when a timer this worker set falls due."""
+        now = self.store.clock.now()
+        self._timers = [t for t in self._timers if t > now]
+        if not self._timers:
+            return self.poll_interval
+        return max(0.0, min(self.poll_interval, (min(self._timers) - now).total_seconds()))
 
     def reserve(self, workflow: str, queue: str) -> bool:
         """Take a slot for a run started in this process, so it needs no separate claim."""
@@ -145,6 +168,9 @@ class Worker:
     def adopt(self, run_id: uuid.UUID, workflow: str, args: Any, queue: str) -> None:
         """Run a reserved run this process inserted already leased to this worker."""
         self._reserved -= 1
+        if self._stopping:  # its lease expires and the sweeper of some worker frees it
+            self._per_queue[queue] -= 1
+            return
         fault_point(AFTER_CLAIM)
         self._contexts[run_id] = RunContext(
             run_id, workflow, self.store, self.committer, self.statements, self.id, {}
@@ -241,6 +267,9 @@ class Worker:
             try:
                 value = to_json(await wf.fn(ctx, *args))
             except Suspend as s:
+                if s.until is not None:  # wake for our own timers without waiting for a poll
+                    self._timers.append(s.until)
+                    self._timer_set.set()
                 await ctx.settle()
                 await self.committer.write(
                     self.statements.suspend_run,
@@ -289,7 +318,7 @@ class Worker:
             Finished(ctx.run_id, status, value, error),
         )
         await pending
-        await asyncio.shield(done)
+        await done
         self.completed += 1
 
     async def renew_leases(self) -> None:
@@ -389,11 +418,13 @@ class Worker:
             )
         return len(rows)
 
-    async def _release_all(self) -> None:
+    async def _stop_runs(self) -> None:
         tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _release_leases(self) -> None:
         now = self.store.clock.now()
         r = runs.c
         with contextlib.suppress(Exception):

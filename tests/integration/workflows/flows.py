@@ -76,6 +76,18 @@ async def charge(ctx: StepContext, order_id: str, fail_ship: bool) -> dict[str, 
     return body
 
 
+@charge.reconciler
+async def find_charge(ctx: StepContext, order_id: str, fail_ship: bool) -> dict[str, Any] | None:
+    async with httpx.AsyncClient(base_url=_provider(), timeout=5) as client:
+        response = await client.get(f"/charges/{ctx.idempotency_key}")
+    if response.status_code == 404:
+        return None
+    raise_for_status(response)
+    body: dict[str, Any] = response.json()
+    await record_effect(ctx, "charge")  # the effect's own write is idempotent by key
+    return body
+
+
 @step
 async def ship(ctx: StepContext, order_id: str, fail_ship: bool) -> str:
     if fail_ship:

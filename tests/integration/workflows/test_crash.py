@@ -86,7 +86,12 @@ async def crash_then_recover(
 
 @pytest.mark.parametrize(
     "point",
-    ["workflow.after_claim", "workflow.after_step_before_checkpoint", "workflow.after_checkpoint"],
+    [
+        "workflow.after_claim",
+        "workflow.before_step_call",  # charge recorded its start; the request never left
+        "workflow.after_step_before_checkpoint",
+        "workflow.after_checkpoint",
+    ],
 )
 async def test_a_killed_worker_is_replaced_and_each_effect_happens_once(
     effects_db: str, provider: Provider, point: str, tmp_path: Path
@@ -110,5 +115,18 @@ async def test_a_crash_before_a_compensation_checkpoint_still_compensates_once_i
         assert await effects_of(store, run_id) == ["reserve", "charge", "refund", "release"]
         assert provider.applied_kinds(str(run_id)) == ["charge", "refund"]
         assert (await status(store, run_id)).status == "failed"
+    finally:
+        await store.close()
+
+
+async def test_a_crash_after_the_provider_charged_is_reconciled_without_a_second_request(
+    effects_db: str, provider: Provider, tmp_path: Path
+) -> None:
+    point = "workflow.after_step_before_checkpoint@2"  # the 2nd step: charge
+    store, run_id = await crash_then_recover(effects_db, provider, point, False, tmp_path / "w.log")
+    try:
+        assert await effects_of(store, run_id) == ["reserve", "charge", "ship"]
+        assert provider.applied_kinds(str(run_id)) == ["charge"]
+        assert provider.requests[f"{run_id}:2:charge"] == 1  # asked, not charged again
     finally:
         await store.close()

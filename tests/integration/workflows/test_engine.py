@@ -282,3 +282,34 @@ async def _has_step(store: Store, run_id: uuid.UUID, seq: int) -> bool:
 
 async def _step_attempts(store: Store, run_id: uuid.UUID, attempts: int) -> bool:
     return any(s.attempts >= attempts for s in await run_steps_of(store, run_id))
+
+
+async def test_concurrent_starts_with_one_key_make_one_run(mstore: Store) -> None:
+    ids = await asyncio.gather(*(start(mstore, twice, i, key="same") for i in range(5)))
+    assert len(set(ids)) == 1
+    async with mstore.read() as conn:
+        assert await conn.scalar(sa.select(sa.func.count()).select_from(runs)) == 1
+
+
+async def test_a_local_worker_runs_a_run_started_many_times_with_one_key_once(
+    mstore: Store, clock: ManualClock
+) -> None:
+    async with running(mstore):
+        ids = await asyncio.gather(*(start(mstore, twice, 3, key="k") for _ in range(5)))
+        assert len(set(ids)) == 1
+        await until(lambda: _has_step(mstore, ids[0], 2))
+        clock.advance(61)
+        assert await result(mstore, ids[0], wait=10) == 12
+    assert calls["double"] == 2
+
+
+@workflow(name="tests.engine.nap")
+async def nap(ctx: WorkflowContext) -> str:
+    await ctx.sleep(0.2)
+    return "awake"
+
+
+async def test_a_worker_wakes_for_its_own_timer_without_waiting_for_a_poll(store: Store) -> None:
+    run_id = await start(store, nap)
+    async with running(store, poll_interval=30):
+        assert await result(store, run_id, wait=5) == "awake"
