@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -9,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from convergent.http.problem import install_problem_handlers
-from convergent.shop import orders
+from convergent.shop import bookings, orders
 from convergent.shop.db import create_shop_tables
 from convergent.store import Store
 
@@ -25,13 +27,23 @@ def create_app(store: Store, *, broker_url: str | None = None, migrate: bool = T
             await store.migrate()
             async with store.begin() as conn:
                 await create_shop_tables(conn)
+        stop = asyncio.Event()
+        confirmer = None
+        if bookings.confirmer_enabled():
+            confirmer = asyncio.create_task(bookings.run_confirmer(store, stop))
         yield
+        stop.set()
+        if confirmer is not None:
+            confirmer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await confirmer
 
     app = FastAPI(title="convergent shop", version="0.1.0", lifespan=lifespan)
     app.state.store = store
     app.state.broker_url = broker_url
     install_problem_handlers(app)
     app.include_router(orders.router)
+    app.include_router(bookings.router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, Any]:
