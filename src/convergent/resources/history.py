@@ -14,6 +14,8 @@ from convergent.store.schema import resource_history
 
 __all__ = ["HistoryEntry", "list_history", "record_history"]
 
+_INSERT = resource_history.insert()
+
 
 @dataclass(frozen=True)
 class HistoryEntry:
@@ -56,19 +58,20 @@ async def record_history(
     metadata: dict[str, Any] | None = None,
 ) -> None:
     await conn.execute(
-        resource_history.insert().values(
-            id=uuid7(),
-            resource_type=resource_type,
-            resource_id=resource_id,
-            action=action,
-            from_state=from_state,
-            to_state=to_state,
-            version=version,
-            at=at,
-            actor=actor,
-            cause=cause,
-            meta=metadata,
-        )
+        _INSERT,
+        {
+            "id": uuid7(),
+            "resource_type": resource_type,
+            "resource_id": resource_id,
+            "action": action,
+            "from_state": from_state,
+            "to_state": to_state,
+            "version": version,
+            "at": at,
+            "actor": actor,
+            "cause": cause,
+            "meta": metadata,
+        },
     )
 
 

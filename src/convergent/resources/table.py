@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -21,6 +21,7 @@ from convergent.errors import ConfigurationError, InvalidTransition, NotFound, S
 from convergent.ids import uuid7
 from convergent.resources.history import HistoryEntry, list_history, record_history
 from convergent.resources.machine import Action, StateMachine
+from convergent.resources.single_statement import history_params, transition_statement
 
 if TYPE_CHECKING:
     from convergent.store import Store
@@ -49,6 +50,8 @@ class ResourceTable:
     version_column: str = "version"
     updated_at_column: str | None = "updated_at"
     store: Store | None = None
+    # built statements by shape, shared by every bind() of this declaration
+    _statements: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.resource_type:
@@ -162,10 +165,11 @@ class ResourceTable:
         extra = dict(values or {})
         if len(act.sources) == 1:
             (source,) = act.sources
-            row = await self._update(conn, resource_id, act, source, expected_version, extra)
+            row = await self._move(
+                conn, resource_id, act, source, expected_version, extra, (actor, cause, metadata)
+            )
             if row is None:
                 raise await self._why(conn, resource_id, act, expected_version)
-            await self._recorded(conn, row, action, source, actor, cause, metadata)
             return row
         # several sources: learn the current state, then update only if it is still that state
         # and version (compare-and-set), so the history names the true from-state
@@ -178,9 +182,10 @@ class ResourceTable:
                 raise _stale(self.resource_type, resource_id, version, expected_version)
             if state not in act.sources:
                 raise _invalid(self.resource_type, resource_id, action, state)
-            row = await self._update(conn, resource_id, act, state, version, extra)
+            row = await self._move(
+                conn, resource_id, act, state, version, extra, (actor, cause, metadata)
+            )
             if row is not None:
-                await self._recorded(conn, row, action, state, actor, cause, metadata)
                 return row
             if expected_version is not None:
                 break
@@ -220,7 +225,7 @@ class ResourceTable:
         return row
 
     # internals
-    async def _update(
+    async def _move(
         self,
         conn: AsyncConnection,
         resource_id: Any,
@@ -228,14 +233,72 @@ class ResourceTable:
         source: str,
         version: int | None,
         extra: dict[str, Any],
+        why: tuple[str | None, str | None, dict[str, Any] | None],
     ) -> Row | None:
-        stmt = sa.update(self.table).where(self._id == resource_id, self._state == source)
-        if version is not None:
-            stmt = stmt.where(self._version == version)
+        """The conditional UPDATE and, if it matched, the history row and the wake-up."""
         new = self._stamp(dict(extra))
-        new[self.state_column] = act.target_for(source)
-        new[self.version_column] = self._version + 1
-        return (await conn.execute(stmt.values(new).returning(*self.table.c))).first()
+        is_pg = conn.dialect.name == "postgresql"
+        notify = self.store is not None
+        shape = (source, act.target_for(source), version is not None, tuple(sorted(new)), is_pg)
+        stmt = self._statements.get((*shape, notify))
+        if stmt is None:
+            stmt = self._move_statement(*shape, notify=notify)
+            self._statements[(*shape, notify)] = stmt
+        params = {f"v_{k}": v for k, v in new.items()}
+        params["r_id"] = resource_id
+        if version is not None:
+            params["r_version"] = version
+        actor, cause, metadata = why
+        if is_pg:
+            params.update(
+                history_params(
+                    resource_type=self.resource_type,
+                    action=act.name,
+                    from_state=source,
+                    at=self.clock.now(),
+                    actor=actor,
+                    cause=cause,
+                    metadata=metadata,
+                )
+            )
+            moved: Row | None = (await conn.execute(stmt, params)).first()
+            return moved
+        row: Row | None = (await conn.execute(stmt, params)).first()
+        if row is not None:
+            await self._recorded(conn, row, act.name, source, actor, cause, metadata)
+        return row
+
+    def _move_statement(
+        self,
+        source: str,
+        target: str,
+        with_version: bool,
+        columns: tuple[str, ...],
+        is_pg: bool,
+        *,
+        notify: bool,
+    ) -> Any:
+        stmt = sa.update(self.table).where(
+            self._id == sa.bindparam("r_id", type_=self._id.type), self._state == source
+        )
+        if with_version:
+            stmt = stmt.where(self._version == sa.bindparam("r_version", type_=self._version.type))
+        values: dict[str, Any] = {
+            k: sa.bindparam(f"v_{k}", type_=self.table.c[k].type) for k in columns
+        }
+        values[self.state_column] = target
+        values[self.version_column] = self._version + 1
+        stmt = stmt.values(values)
+        if not is_pg:
+            return stmt.returning(*self.table.c)
+        return transition_statement(
+            stmt,
+            self.table,
+            id_column=self.id_column,
+            state_column=self.state_column,
+            version_column=self.version_column,
+            channel=CHANNEL if notify else None,
+        )
 
     async def _current(self, conn: AsyncConnection, resource_id: Any) -> tuple[str, int] | None:
         row = (
