@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -42,12 +40,11 @@ TICKETS = ResourceTable(
 
 
 @pytest.fixture
-async def resource(store: Store) -> AsyncIterator[ResourceTable]:
+async def resource(store: Store) -> ResourceTable:
+    """The tickets table, fresh: SQLite databases are per test, PostgreSQL drops it between."""
     async with store.begin() as conn:
         await conn.run_sync(user_metadata.create_all)
-    yield TICKETS.bind(store)
-    async with store.begin() as conn:
-        await conn.run_sync(user_metadata.drop_all)
+    return TICKETS.bind(store)
 
 
 async def new_ticket(store: Store, resource: ResourceTable, **values: object) -> sa.Row[object]:
