@@ -200,3 +200,13 @@ async def test_order_prefer_wait_times_out_to_202(http: httpx.AsyncClient) -> No
     assert answer.status_code == 202
     assert answer.headers["Preference-Applied"] == "wait=1"
     assert answer.headers["Location"] == f"/orders/{answer.json()['id']}"
+
+
+async def test_concurrent_puts_of_one_code_create_one_booking(
+    http: httpx.AsyncClient, store: Store
+) -> None:
+    answers = await asyncio.gather(*(put_booking(http, "race") for _ in range(6)))
+    history = (await http.get("/bookings/race/history")).json()["items"]
+    assert {a.status_code for a in answers} == {202}
+    assert len({a.json()["created_at"] for a in answers}) == 1
+    assert [e["action"] for e in history] == ["create"]
