@@ -5,7 +5,7 @@ Each operation is one committed transaction. The baseline runs
 ``ResourceTable.transition`` (conditional UPDATE ... RETURNING, a history row and a wake-up);
 "by hand" is the same conditional UPDATE and history INSERT written directly, so the second
 ratio is the cost of the engine itself and the first the cost of keeping a history at all.
-Rounds alternate so both sides see the same machine load; the best round of each counts.
+Many short rounds alternate so all sides see the same machine load; the median round counts.
 
     python bench/transitions.py [--quick] [--database sqlite|postgres|both]
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import secrets
+import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -114,7 +115,7 @@ async def measure(url: str, ops: int, rounds: int) -> dict[str, float]:
     store = Store(url)
     try:
         await store.migrate()
-        best: dict[str, float] = {"plain": 0.0, "by_hand": 0.0, "transition": 0.0}
+        rates: dict[str, list[float]] = {"plain": [], "by_hand": [], "transition": []}
         sides: list[tuple[str, Callable[[Store, int], Awaitable[float]]]] = [
             ("plain", plain_round),
             ("by_hand", by_hand_round),
@@ -123,8 +124,8 @@ async def measure(url: str, ops: int, rounds: int) -> dict[str, float]:
         for _ in range(rounds):
             for name, run in sides:
                 await reset(store)
-                best[name] = max(best[name], await run(store, ops))
-        return best
+                rates[name].append(await run(store, ops))
+        return {name: statistics.median(values) for name, values in rates.items()}
     finally:
         await store.close()
 
@@ -153,8 +154,8 @@ async def drop_pg(url: str) -> None:
         await engine.dispose()
 
 
-def report(database: str, best: dict[str, float]) -> None:
-    plain, by_hand, moved = best["plain"], best["by_hand"], best["transition"]
+def report(database: str, rates: dict[str, float]) -> None:
+    plain, by_hand, moved = rates["plain"], rates["by_hand"], rates["transition"]
     print(
         f"{database:<12}{plain:>16.0f}{by_hand:>11.0f}{moved:>14.0f}"
         f"{moved / plain:>7.2f}{moved / by_hand:>12.2f}"
@@ -166,8 +167,8 @@ async def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a few seconds instead of a minute")
     parser.add_argument("--database", choices=["sqlite", "postgres", "both"], default="both")
     args = parser.parse_args()
-    ops, rounds = (300, 2) if args.quick else (2000, 3)
-    print(f"{ops} transactions per round, best of {rounds} rounds, one writer")
+    ops, rounds = (100, 3) if args.quick else (250, 8)
+    print(f"{ops} transactions per round, median of {rounds} rounds per side, one writer")
     print(
         f"{'database':<12}{'plain UPDATE/s':>16}{'by hand/s':>11}{'transition/s':>14}"
         f"{'ratio':>7}{'vs by hand':>12}"
