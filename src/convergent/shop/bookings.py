@@ -205,15 +205,19 @@ async def confirm_pending(store: Store, limit: int = 100) -> int:
 
 
 async def run_confirmer(store: Store, stop: asyncio.Event, poll_interval: float = 1.0) -> None:
-    """Confirm bookings until ``stop``: woken by resource changes, polling as a fallback."""
+    """Confirm bookings until ``stop``: woken by booking changes, polling as a fallback."""
+    loop = asyncio.get_running_loop()
+    prefix = f"{BOOKINGS.resource_type}:"
     async with store.notifier.subscribe(CHANNEL) as sub:
         while not stop.is_set():
             try:
                 await confirm_pending(store)
             except Exception:  # keep confirming; the next round retries
                 log.exception("booking confirmer round failed")
-            await sub.wait(poll_interval)
-            sub.drain()
+            poll_at = loop.time() + poll_interval
+            while (left := poll_at - loop.time()) > 0:  # other resources' changes do not wake us
+                if await sub.wait(left) and any(p.startswith(prefix) for p in sub.drain()):
+                    break
 
 
 def confirmer_enabled() -> bool:
