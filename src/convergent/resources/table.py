@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from convergent import faults
 from convergent.clock import Clock, system_clock
 from convergent.errors import ConfigurationError, InvalidTransition, NotFound, StaleVersion
 from convergent.ids import uuid7
@@ -30,6 +31,10 @@ __all__ = ["CHANNEL", "ResourceTable"]
 
 #: notifier channel; the payload is ``"{resource_type}:{id}"``
 CHANNEL = "convergent_resources"
+AFTER_TRANSITION = faults.register(
+    "resources.after_transition_before_commit",
+    "the UPDATE, its history row and its wake-up are written but not committed",
+)
 _CAS_ATTEMPTS = 8  # multi-source actions: how often to retry when the row moves under us
 
 Row = sa.Row[Any]
@@ -262,10 +267,12 @@ class ResourceTable:
                 )
             )
             moved: Row | None = (await conn.execute(stmt, params)).first()
+            faults.fault_point(AFTER_TRANSITION)
             return moved
         row: Row | None = (await conn.execute(stmt, params)).first()
         if row is not None:
             await self._recorded(conn, row, act.name, source, actor, cause, metadata)
+            faults.fault_point(AFTER_TRANSITION)
         return row
 
     def _move_statement(
