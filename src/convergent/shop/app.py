@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -10,7 +12,7 @@ from fastapi import FastAPI
 
 from convergent.http.middleware import IdempotencyMiddleware, header_principal
 from convergent.http.problem import install_problem_handlers
-from convergent.shop import orders
+from convergent.shop import bookings, orders
 from convergent.shop.db import create_shop_tables
 from convergent.store import Store
 
@@ -26,7 +28,16 @@ def create_app(store: Store, *, broker_url: str | None = None, migrate: bool = T
             await store.migrate()
             async with store.begin() as conn:
                 await create_shop_tables(conn)
+        stop = asyncio.Event()
+        confirmer = None
+        if bookings.confirmer_enabled():
+            confirmer = asyncio.create_task(bookings.run_confirmer(store, stop))
         yield
+        stop.set()
+        if confirmer is not None:
+            confirmer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await confirmer
 
     app = FastAPI(title="convergent shop", version="0.1.0", lifespan=lifespan)
     app.state.store = store
@@ -39,6 +50,7 @@ def create_app(store: Store, *, broker_url: str | None = None, migrate: bool = T
         routes=[("POST", "/orders")],
         principal=header_principal("X-Api-Key"),
     )
+    app.include_router(bookings.router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, Any]:

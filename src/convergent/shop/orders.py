@@ -9,15 +9,19 @@ from typing import Annotated, Any
 import sqlalchemy as sa
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent.errors import NotFound
+from convergent.http.conditional import etag, evaluate_request
 from convergent.http.middleware import transaction
+from convergent.http.prefer import accepted_headers, preference_applied, requested_wait
 from convergent.ids import uuid7
+from convergent.resources import Action, ResourceTable, StateMachine, wait_for
 from convergent.shop.db import metadata
 from convergent.store import Store
 from convergent.store.types import JSONType, UTCDateTime
 
-__all__ = ["OrderIn", "orders", "router"]
+__all__ = ["ORDERS", "OrderIn", "orders", "router"]
 
 orders = sa.Table(
     "shop_orders",
@@ -33,6 +37,46 @@ orders = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
 )
+
+# the saga (DESIGN.md): reserve inventory -> authorize payment -> create shipment; a failure after
+# a step runs compensations (compensating) and ends failed, a cancel ends cancelled
+ORDER_MACHINE = StateMachine(
+    "order",
+    initial="pending",
+    actions=[
+        Action("reserve", "pending", "reserved"),
+        Action("authorize", "reserved", "authorized"),
+        Action("complete", "authorized", "completed"),
+        Action("compensate", ["reserved", "authorized"], "compensating"),
+        Action(
+            "cancel",
+            ["pending", "reserved", "authorized"],
+            {"pending": "cancelled", "reserved": "compensating", "authorized": "compensating"},
+        ),
+        Action("mark_cancelled", "compensating", "cancelled"),
+        Action("mark_failed", ["pending", "compensating"], "failed"),
+    ],
+    terminal=["completed", "cancelled", "failed"],
+)
+ORDERS = ResourceTable(orders, ORDER_MACHINE)
+ORDER_WAIT_LIMIT = 30.0  # most a POST /orders waits for Prefer: wait
+_STEPS = ("reserve", "authorize", "ship")
+_DONE_STEPS = {"pending": 0, "reserved": 1, "authorized": 2, "completed": 3}
+
+
+def order_actions(state: str) -> dict[str, dict[str, str]]:
+    """Per-step statuses (pending / succeeded / failed) derived from the order's state."""
+    if state in _DONE_STEPS:
+        done = _DONE_STEPS[state]
+        return {
+            step: {"status": "succeeded" if i < done else "pending"}
+            for i, step in enumerate(_STEPS)
+        }
+    if state == "cancelled":
+        return {"cancel": {"status": "succeeded"}}
+    if state == "compensating":
+        return {"compensate": {"status": "pending"}}
+    return {"order": {"status": "failed"}}
 
 
 class Item(BaseModel):
@@ -56,6 +100,7 @@ def order_view(row: Any) -> dict[str, Any]:
         "currency": row.currency,
         "state": row.state,
         "version": row.version,
+        "actions": order_actions(row.state),
         "created_at": row.created_at.isoformat(),
         "updated_at": row.updated_at.isoformat(),
     }
@@ -90,20 +135,80 @@ async def create_order(body: OrderIn, request: Request, response: Response) -> d
             )
         )
         row = (await conn.execute(orders.select().where(orders.c.id == order_id))).one()
+        await ORDERS.bind(store).record_created(conn, row, actor=row.client or None)
     response.headers["Location"] = f"/orders/{order_id}"
-    return order_view(row)
+    return order_view(await _wait_if_preferred(request, response, row))
+
+
+async def _wait_if_preferred(request: Request, response: Response, row: Any) -> Any:
+    """Prefer: wait=N: answer the final order (201) if it ends within min(N, limit), else 202."""
+    wait = requested_wait(request, limit=ORDER_WAIT_LIMIT)
+    if wait is not None:
+        store = _store(request)
+        row = await wait_for(
+            store,
+            ORDERS.resource_type,
+            row.id,
+            lambda conn: _load(conn, row.id),
+            lambda r: ORDER_MACHINE.is_terminal(r.state),
+            timeout=wait,
+        )
+        response.headers.update(preference_applied(wait))
+    response.headers["ETag"] = etag(row.version)
+    if ORDER_MACHINE.is_terminal(row.state):
+        response.status_code = 201
+    else:
+        response.status_code = 202
+        response.headers.update(accepted_headers(f"/orders/{row.id}"))
+    return row
+
+
+def _order_id(order_id: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(order_id)
+    except ValueError:
+        raise NotFound(f"no order {order_id}") from None
+
+
+async def _load(conn: AsyncConnection, key: uuid.UUID) -> Any:
+    row = (await conn.execute(orders.select().where(orders.c.id == key))).one_or_none()
+    if row is None:
+        raise NotFound(f"no order {key}")
+    return row
 
 
 @router.get("/orders/{order_id}")
-async def get_order(order_id: str, request: Request, response: Response) -> dict[str, Any]:
+async def get_order(order_id: str, request: Request, response: Response) -> Any:
     store = _store(request)
-    try:
-        key = uuid.UUID(order_id)
-    except ValueError:
-        raise NotFound(f"no order {order_id}") from None
     async with store.read() as conn:
-        row = (await conn.execute(orders.select().where(orders.c.id == key))).one_or_none()
-    if row is None:
-        raise NotFound(f"no order {order_id}")
-    response.headers["ETag"] = f'"{row.version}"'
+        row = await _load(conn, _order_id(order_id))
+    if evaluate_request(request, row.version).not_modified:
+        return Response(status_code=304, headers={"ETag": etag(row.version)})
+    response.headers["ETag"] = etag(row.version)
     return order_view(row)
+
+
+@router.post("/orders/{order_id}/cancel")
+async def cancel_order(order_id: str, request: Request, response: Response) -> dict[str, Any]:
+    """Cancel (with compensation once steps ran); If-Match required: 428 / 412 / 409."""
+    store = _store(request)
+    async with store.begin() as conn:
+        row = await _load(conn, _order_id(order_id))
+        expected = evaluate_request(request, row.version, require_if_match=True).expected_version
+        row = await ORDERS.bind(store).transition(
+            conn,
+            row.id,
+            "cancel",
+            expected_version=expected,
+            actor=request.headers.get("x-api-key") or None,
+        )
+    response.headers["ETag"] = etag(row.version)
+    return order_view(row)
+
+
+@router.get("/orders/{order_id}/history")
+async def order_history(order_id: str, request: Request) -> dict[str, Any]:
+    async with _store(request).read() as conn:
+        row = await _load(conn, _order_id(order_id))
+        entries = await ORDERS.history(conn, row.id)
+    return {"id": str(row.id), "items": [e.to_dict() for e in entries]}

@@ -19,6 +19,7 @@ __all__ = [
     "inbox",
     "include_object",
     "metadata",
+    "resource_history",
     "run_events",
     "run_steps",
     "runs",
@@ -93,6 +94,29 @@ inbox = sa.Table(
 )
 
 # resources (migration 0002) ------------------------------------------------------------------
+
+#: one row per state transition or versioned update of a resource, written in the same transaction
+resource_history = sa.Table(
+    "convergent_resource_history",
+    metadata,
+    sa.Column("id", sa.Uuid(), primary_key=True),
+    sa.Column("resource_type", sa.String(64), nullable=False),
+    sa.Column("resource_id", sa.String(255), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("from_state", sa.String(64), nullable=True),  # None for the creation
+    sa.Column("to_state", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("actor", sa.String(255), nullable=True),
+    sa.Column("cause", sa.String(255), nullable=True),
+    sa.Column("meta", JSONType, nullable=True),
+    sa.Index(
+        "ix_convergent_resource_history_resource",
+        "resource_type",
+        "resource_id",
+        "version",
+    ),
+)
 
 # messages: outbox, embedded log, inbox (migration 0003) --------------------------------------
 
