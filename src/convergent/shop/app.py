@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from convergent.http.problem import install_problem_handlers
-from convergent.shop import orders
+from convergent.shop import inventory, orders, payments, shipping, trading  # noqa: F401 (tables)
 from convergent.shop.db import create_shop_tables
 from convergent.store import Store
 
@@ -32,6 +32,7 @@ def create_app(store: Store, *, broker_url: str | None = None, migrate: bool = T
     app.state.broker_url = broker_url
     install_problem_handlers(app)
     app.include_router(orders.router)
+    app.include_router(trading.router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, Any]:
