@@ -26,7 +26,16 @@ from convergent.shop.sim.servers import free_port, serve_app
 from convergent.shop.sim.workload import Workload, WorkloadConfig
 from convergent.store import Store
 
-__all__ = ["DEMO_LOOPS", "DemoContext", "DemoOptions", "Loop", "register_loop", "run_demo"]
+__all__ = [
+    "DEMO_LOOPS",
+    "DemoContext",
+    "DemoOptions",
+    "Loop",
+    "register_loop",
+    "run_demo",
+    "settle",
+    "stock_up_catalogue",
+]
 
 STOCK_PER_SKU = 100_000
 
@@ -69,6 +78,8 @@ class DemoOptions:
 
 
 def _port_or_free(port: int) -> int:
+    if port == 0:
+        return free_port()
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", port))
@@ -77,7 +88,7 @@ def _port_or_free(port: int) -> int:
     return port
 
 
-async def _settle(store: Store, expected: int, timeout: float) -> float | None:
+async def settle(store: Store, expected: int, timeout: float) -> float | None:
     """Wait until ``expected`` orders are final; seconds it took, or None on timeout."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
@@ -88,7 +99,7 @@ async def _settle(store: Store, expected: int, timeout: float) -> float | None:
     return None
 
 
-async def _stock_up(store: Store) -> None:
+async def stock_up_catalogue(store: Store) -> None:
     from convergent.shop import inventory
     from convergent.shop.sim.workload import SKUS
 
@@ -118,7 +129,7 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> dict
             serve_app(create_psp_app(psp_store, faults)) as psp_url,
         ):
             console.print(f"shop on [bold]{shop_url}[/] (API docs at /docs), psp on {psp_url}")
-            await _stock_up(store)
+            await stock_up_catalogue(store)
             ctx = DemoContext(store, psp_store, shop_url, psp_url)
             config = WorkloadConfig(
                 orders=options.orders,
@@ -139,7 +150,7 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> dict
                 await asyncio.wait_for(asyncio.shield(workload_task), options.duration)
             stop_workload.set()
             await workload_task
-            settled = await _settle(store, workload.stats.accepted, options.settle_timeout)
+            settled = await settle(store, workload.stats.accepted, options.settle_timeout)
             await sampler.sample()
             stop_loops.set()
             await asyncio.gather(*tasks)
