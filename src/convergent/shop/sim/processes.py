@@ -138,9 +138,8 @@ class Cluster:
         if self.seed is not None:
             psp_args += ["--seed", str(self.seed)]
         psp = self._add("psp", psp_args, CONVERGENT_PSP_DATABASE_URL=psp_db)
-        await wait_healthy(self.psp_url, psp)
         serve = self._add("serve", ["serve", "--port", str(shop_port)])
-        await wait_healthy(self.shop_url, serve)
+        await asyncio.gather(wait_healthy(self.psp_url, psp), wait_healthy(self.shop_url, serve))
         faults = {"CONVERGENT_FAULTS": self.worker_faults} if self.worker_faults else {}
         if "worker" in commands:
             for n in range(self.workers):
