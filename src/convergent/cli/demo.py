@@ -17,8 +17,9 @@ def demo(
     orders: Annotated[int, typer.Option(help="orders to place")] = 200,
     bookings: Annotated[int, typer.Option(help="bookings to make")] = 20,
     customers: Annotated[int, typer.Option(help="customers to update")] = 10,
+    trades: Annotated[int, typer.Option(help="exchange orders, whose fills get lost")] = 20,
     fault_rate: Annotated[float, typer.Option(help="payment provider failure rate, 0..1")] = 0.1,
-    settle_timeout: Annotated[float, typer.Option(help="seconds to wait to settle")] = 15.0,
+    settle_timeout: Annotated[float, typer.Option(help="seconds to wait to settle")] = 10.0,
     port: Annotated[int, typer.Option(help="shop port (a free one if taken)")] = 8000,
     report_dir: Annotated[Path, typer.Option(help="where report.json/.html go")] = Path(
         "demo-report"
@@ -43,6 +44,7 @@ def demo(
         orders=orders,
         bookings=bookings,
         customers=customers,
+        trades=trades,
         fault_rate=fault_rate,
         settle_timeout=settle_timeout,
         port=port,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from convergent.ids import uuid7
-from convergent.shop import inventory, payments
+from convergent.shop import inventory, payments, trading
 from convergent.shop.orders import orders
 from convergent.shop.sim.checks import CheckContext, CheckResult, run_checks
 from convergent.store import Store
@@ -102,3 +102,20 @@ async def test_a_key_in_progress_past_its_lock_is_stuck(shop_store: Store) -> No
         )
     results = by_name(await run_checks(CheckContext(shop_store, None)))
     assert results["no_stuck_idempotency_keys"] == "fail"
+
+
+async def test_a_key_answered_with_two_orders_fails_one_order_per_key(store: Store) -> None:
+    ctx = CheckContext(store, None, {"k1": {"a"}, "k2": {"b", "c"}})
+    results = {r.name: r for r in await run_checks(ctx)}
+    assert results["one_order_per_key"].status == "fail"
+    assert list(results["one_order_per_key"].data["keys"]) == ["k2"]
+
+
+async def test_an_unfilled_trade_fails_trades_filled(shop_store: Store) -> None:
+    async with shop_store.begin() as conn:
+        await trading.place_order(
+            conn, client_order_id="t1", symbol="ACME", side="buy", qty=5, now=shop_store.clock.now()
+        )
+    results = by_name(await run_checks(CheckContext(shop_store, None)))
+    assert results["trades_filled"] == "fail"
+    assert results["fills_applied_once"] == "pass"

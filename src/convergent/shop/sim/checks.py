@@ -39,6 +39,8 @@ Status = Literal["pass", "fail", "skipped"]
 class CheckContext:
     store: Store
     psp_ledger: dict[str, Any] | None = None
+    #: idempotency key -> order ids the clients were answered with (from the workload)
+    orders_by_key: dict[str, set[str]] | None = None
 
 
 @dataclass
@@ -115,6 +117,18 @@ async def _all_terminal(
 @check("orders_terminal", "every order reached a final state")
 async def orders_terminal(ctx: CheckContext) -> CheckResult:
     return await _all_terminal(ctx, "orders_terminal", "shop_orders", ORDER_TERMINAL, "orders")
+
+
+@check("one_order_per_key", "every Idempotency-Key created exactly one order")
+async def one_order_per_key(ctx: CheckContext) -> CheckResult:
+    name = "one_order_per_key"
+    if not ctx.orders_by_key:
+        return _skip(name, "no workload answers to compare")
+    several = {k: sorted(ids) for k, ids in ctx.orders_by_key.items() if len(ids) > 1}
+    if several:
+        detail = f"{len(several)} keys created more than one order (retries or double submits)"
+        return CheckResult(name, "fail", detail, {"keys": dict(list(several.items())[:50])})
+    return CheckResult(name, "pass", f"{len(ctx.orders_by_key)} keys, one order each")
 
 
 @check("bookings_terminal", "every booking reached a final state")
@@ -232,6 +246,19 @@ async def fills_applied_once(ctx: CheckContext) -> CheckResult:
         ids = [r[0] for r in mismatched]
         return CheckResult(name, "fail", f"{len(ids)} orders miscounted", {"orders": ids})
     return CheckResult(name, "pass", "fills and positions agree")
+
+
+@check("trades_filled", "every trade order is completely filled in the shop's books")
+async def trades_filled(ctx: CheckContext) -> CheckResult:
+    name = "trades_filled"
+    async with ctx.store.read() as conn:
+        if await table_columns(conn, "shop_trade_orders") is None:
+            return _skip(name, "no shop_trade_orders table")
+        states = await _states(conn, "shop_trade_orders", "status")
+    open_ = {s: n for s, n in states.items() if s != "filled"}
+    if open_:
+        return CheckResult(name, "fail", f"{sum(open_.values())} trades not filled", states)
+    return CheckResult(name, "pass", f"{states.get('filled', 0)} trades filled", states)
 
 
 async def run_checks(ctx: CheckContext, checks: list[Check] | None = None) -> list[CheckResult]:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,10 +19,11 @@ from typing import Any, Protocol
 from rich.console import Console
 
 from convergent.shop.sim.checks import CheckContext, run_checks
-from convergent.shop.sim.metrics import Sampler, read_figures, time_to_consistency
+from convergent.shop.sim.metrics import Sampler, read_figures, time_to_consistency, time_to_fill
 from convergent.shop.sim.progress import LiveProgress
 from convergent.shop.sim.report import build_report, write_report
 from convergent.shop.sim.servers import free_port, serve_app
+from convergent.shop.sim.trades import TradeWorkload
 from convergent.shop.sim.workload import Workload, WorkloadConfig
 from convergent.store import Store
 
@@ -50,6 +51,7 @@ class DemoContext:
     psp_store: Store
     shop_url: str
     psp_url: str
+    exchange_url: str
 
 
 #: factories of the extra in-process loops (workers, relay, sweeper) the demo runs
@@ -68,8 +70,9 @@ class DemoOptions:
     orders: int = 200
     bookings: int = 20
     customers: int = 10
+    trades: int = 20
     fault_rate: float = 0.1
-    settle_timeout: float = 15.0
+    settle_timeout: float = 10.0
     port: int = 8000
     keep_serving: bool = False
     live: bool = True
@@ -89,11 +92,11 @@ def _port_or_free(port: int) -> int:
 
 
 async def settle(store: Store, expected: int, timeout: float) -> float | None:
-    """Wait until ``expected`` orders are final; seconds it took, or None on timeout."""
+    """Wait until ``expected`` orders are final and no trade is open; seconds, or None."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         figures = await read_figures(store)
-        if figures.get("converged", 0) >= expected:
+        if figures.get("converged", 0) >= expected and not figures.get("trades_open"):
             return time.monotonic() - started
         await asyncio.sleep(0.25)
     return None
@@ -110,9 +113,6 @@ async def stock_up_catalogue(store: Store) -> None:
 
 async def run_demo(options: DemoOptions, console: Console | None = None) -> dict[str, Any]:
     """Run the demo end to end and write its report; returns the report."""
-    from convergent.shop.app import create_app
-    from convergent.shop.psp import Faults, create_psp_app
-
     console = console or Console()
     report_dir = options.report_dir
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -121,60 +121,13 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> dict
             stale.unlink()
     db_url = options.database_url or f"sqlite+aiosqlite:///{report_dir / 'shop.db'}"
     store, psp_store = Store(db_url), Store(f"sqlite+aiosqlite:///{report_dir / 'psp.db'}")
-    faults = Faults.spread(options.fault_rate, seed=options.seed)
-    stop_loops = asyncio.Event()
     try:
-        async with (
-            serve_app(create_app(store), port=_port_or_free(options.port)) as shop_url,
-            serve_app(create_psp_app(psp_store, faults)) as psp_url,
-        ):
-            console.print(f"shop on [bold]{shop_url}[/] (API docs at /docs), psp on {psp_url}")
-            await stock_up_catalogue(store)
-            ctx = DemoContext(store, psp_store, shop_url, psp_url)
-            config = WorkloadConfig(
-                orders=options.orders,
-                bookings=options.bookings,
-                customers=options.customers,
-                seed=options.seed,
+        async with _servers(options, store, psp_store) as ctx:
+            console.print(
+                f"shop on [bold]{ctx.shop_url}[/] (API docs at /docs), "
+                f"psp on {ctx.psp_url}, exchange on {ctx.exchange_url}"
             )
-            workload = Workload(shop_url, config)
-            sampler = Sampler(store, lambda: workload.stats.as_dict())
-            loops: list[Loop] = [sampler, *options.loops, *(f(ctx) for f in DEMO_LOOPS)]
-            if options.live:
-                loops.append(LiveProgress(sampler, "convergent demo", console))
-            tasks = [asyncio.create_task(loop.run(stop_loops)) for loop in loops]
-            stop_workload = asyncio.Event()
-            started = time.monotonic()
-            workload_task = asyncio.create_task(workload.run(stop_workload))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(workload_task), options.duration)
-            stop_workload.set()
-            await workload_task
-            settled = await settle(store, workload.stats.accepted, options.settle_timeout)
-            await sampler.sample()
-            stop_loops.set()
-            await asyncio.gather(*tasks)
-            async with psp_store.read() as conn:
-                from convergent.shop.psp import read_ledger
-
-                ledger = await read_ledger(conn)
-            checks = await run_checks(CheckContext(store, ledger))
-            report = build_report(
-                title="convergent demo",
-                checks=checks,
-                workload={
-                    **workload.stats.as_dict(),
-                    "seconds": round(time.monotonic() - started, 2),
-                    "settled_in": None if settled is None else round(settled, 2),
-                },
-                samples=sampler.samples,
-                consistency=await time_to_consistency(store),
-                settings={
-                    **{k: v for k, v in asdict(options).items() if k != "loops"},
-                    "database_url": store.url.render_as_string(hide_password=True),
-                },
-                extra={"psp_ledger": {k: v for k, v in ledger.items() if k != "per_key"}},
-            )
+            report = await _load_settle_check(options, ctx, console)
             json_path, html_path = write_report(report, report_dir)
             _print_summary(console, report, json_path, html_path)
             if options.keep_serving:
@@ -182,9 +135,97 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> dict
                 await asyncio.Event().wait()
             return report
     finally:
-        stop_loops.set()
         await store.close()
         await psp_store.close()
+
+
+@contextlib.asynccontextmanager
+async def _servers(
+    options: DemoOptions, store: Store, psp_store: Store
+) -> AsyncIterator[DemoContext]:
+    """The shop, the provider and the exchange, each on its loopback port."""
+    from convergent.shop.app import create_app
+    from convergent.shop.exchange import Exchange, ExchangeConfig, create_exchange_app
+    from convergent.shop.psp import Faults, create_psp_app
+
+    faults = Faults.spread(options.fault_rate, seed=options.seed)
+    shop_port = _port_or_free(options.port)
+    exchange = Exchange(
+        ExchangeConfig(
+            callback_url=f"http://127.0.0.1:{shop_port}/trading/fills",
+            lost_fill_rate=options.fault_rate,
+            duplicate_fill_rate=options.fault_rate,
+            fill_interval_ms=100,
+            seed=options.seed,
+        )
+    )
+    async with (
+        serve_app(create_app(store), port=shop_port) as shop_url,
+        serve_app(create_psp_app(psp_store, faults)) as psp_url,
+        serve_app(create_exchange_app(exchange)) as exchange_url,
+    ):
+        await stock_up_catalogue(store)
+        yield DemoContext(store, psp_store, shop_url, psp_url, exchange_url)
+
+
+async def _load_settle_check(
+    options: DemoOptions, ctx: DemoContext, console: Console
+) -> dict[str, Any]:
+    from convergent.shop.psp import read_ledger
+    from convergent.shop.trading import FillPoller
+
+    store = ctx.store
+    config = WorkloadConfig(
+        orders=options.orders,
+        bookings=options.bookings,
+        customers=options.customers,
+        seed=options.seed,
+    )
+    workload = Workload(ctx.shop_url, config)
+    trades = TradeWorkload(store, ctx.exchange_url, options.trades, config.run_id, options.seed)
+    sampler = Sampler(store, lambda: workload.stats.as_dict() | trades.stats.as_dict())
+    poller = FillPoller(store, ctx.exchange_url, interval=1.0)
+    loops: list[Loop] = [sampler, poller, *options.loops, *(f(ctx) for f in DEMO_LOOPS)]
+    if options.live:
+        loops.append(LiveProgress(sampler, "convergent demo", console))
+    stop_loops, stop_load = asyncio.Event(), asyncio.Event()
+    tasks = [asyncio.create_task(loop.run(stop_loops)) for loop in loops]
+    started = time.monotonic()
+    try:
+        load = asyncio.gather(workload.run(stop_load), trades.run(stop_load))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(load), options.duration)
+        stop_load.set()
+        await load
+        settled = await settle(store, workload.stats.accepted, options.settle_timeout)
+        await sampler.sample()
+    finally:
+        stop_loops.set()
+        await asyncio.gather(*tasks)
+    async with ctx.psp_store.read() as conn:
+        ledger = await read_ledger(conn)
+    checks = await run_checks(CheckContext(store, ledger, workload.stats.orders_by_key))
+    return build_report(
+        title="convergent demo",
+        checks=checks,
+        workload={
+            **workload.stats.as_dict(),
+            **trades.stats.as_dict(),
+            "fills_recovered_by_polling": poller.recovered,
+            "seconds": round(time.monotonic() - started, 2),
+            "settled_in": None if settled is None else round(settled, 2),
+        },
+        samples=sampler.samples,
+        consistency=await time_to_consistency(store),
+        settings={
+            **{k: v for k, v in asdict(options).items() if k != "loops"},
+            "database_url": store.url.render_as_string(hide_password=True),
+        },
+        extra={
+            "psp_ledger": {k: v for k, v in ledger.items() if k != "per_key"},
+            "trade_time_to_fill": await time_to_fill(store),
+        },
+    )
 
 
 def _print_summary(

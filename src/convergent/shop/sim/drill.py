@@ -124,7 +124,8 @@ async def _round(
         await sampler.sample()
         stop.set()
         await asyncio.gather(*tasks, supervisor)
-        checks = await run_checks(CheckContext(store, await _ledger(cluster.psp_url)))
+        ledger = await _ledger(cluster.psp_url)
+        checks = await run_checks(CheckContext(store, ledger, workload.stats.orders_by_key))
         return build_report(
             title=f"convergent drill: {name}",
             checks=checks,

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from convergent.shop.sim.checks import ORDER_TERMINAL, table_columns
 from convergent.store import Store
 
-__all__ = ["Sampler", "read_figures", "time_to_consistency"]
+__all__ = ["Sampler", "read_figures", "time_to_consistency", "time_to_fill"]
 
 
 async def _scalar(conn: AsyncConnection, sql: str) -> int | None:
@@ -59,6 +59,9 @@ async def read_figures(store: Store) -> dict[str, Any]:
         figures["dead_letters"] = await _count(
             conn, "convergent_dead_letters", {"status": "status = 'dead'"}
         )
+        figures["trades_open"] = await _count(
+            conn, "shop_trade_orders", {"status": "status != 'filled'"}
+        )
         figures["keys_in_progress"] = await _count(
             conn, "convergent_idempotency_keys", {"status": "status = 'in_progress'"}
         )
@@ -76,6 +79,19 @@ async def time_to_consistency(store: Store) -> list[float]:
             sa.select(orders.c.created_at, orders.c.updated_at).where(
                 orders.c.state.in_(sorted(ORDER_TERMINAL))
             )
+        )
+        return sorted(max(0.0, (done - start).total_seconds()) for start, done in rows)
+
+
+async def time_to_fill(store: Store) -> list[float]:
+    """Seconds from recording a trade order to its last fill, for every filled one."""
+    async with store.read() as conn:
+        if await table_columns(conn, "shop_trade_orders") is None:
+            return []
+        from convergent.shop.trading import trade_orders as t
+
+        rows = await conn.execute(
+            sa.select(t.c.created_at, t.c.updated_at).where(t.c.status == "filled")
         )
         return sorted(max(0.0, (done - start).total_seconds()) for start, done in rows)
 

@@ -22,6 +22,8 @@ _ROWS = [
     ("runs_in_flight", "workflow runs in flight"),
     ("outbox_backlog", "outbox backlog"),
     ("dead_letters", "dead letters"),
+    ("trades_placed", "exchange orders placed"),
+    ("trades_open", "exchange orders not yet filled"),
     ("keys_in_progress", "idempotency keys in progress"),
 ]
 
@@ -56,3 +58,4 @@ class LiveProgress:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 0.25)
             live.update(render(self.title, self.sampler.latest))
+        self.console.print()

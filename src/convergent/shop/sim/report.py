@@ -117,6 +117,17 @@ def _empty_svg(message: str) -> str:
     )
 
 
+_LINES = [
+    ("outbox_backlog", "outbox backlog"),
+    ("runs_in_flight", "workflow runs in flight"),
+    ("trades_open", "exchange orders not yet filled"),
+]
+
+
+def _series(samples: list[dict[str, Any]], key: str) -> list[tuple[float, float]]:
+    return [(float(s["t"]), float(s[key])) for s in samples if s.get(key) is not None]
+
+
 def _html(report: dict[str, Any]) -> str:
     esc = html.escape
     rows = "".join(
@@ -129,11 +140,11 @@ def _html(report: dict[str, Any]) -> str:
         for k, v in report["workload"].items()
     )
     ttc = report["time_to_consistency"]
-    backlog = [
-        (float(s["t"]), float(s["outbox_backlog"]))
-        for s in report["samples"]
-        if s.get("outbox_backlog") is not None
-    ]
+    fills = report.get("trade_time_to_fill") or []
+    lines = "".join(
+        f"<h3>{esc(label)}</h3>" + line_svg(_series(report["samples"], key), label)
+        for key, label in _LINES
+    )
     verdict = "all invariants hold" if report["ok"] else f"violated: {', '.join(report['failed'])}"
     summary = (
         f"{ttc['count']} orders final; p50 {ttc['p50']}s, p95 {ttc['p95']}s, max {ttc['max']}s"
@@ -151,7 +162,9 @@ tr.skipped td:nth-child(2) {{ color: #6b7280; }}
 <p><strong>{esc(verdict)}</strong></p>
 <h2>Invariants</h2><table>{rows}</table>
 <h2>Time to consistency</h2><p>{esc(summary)}</p>{histogram_svg(ttc["values"])}
-<h2>Outbox backlog over time</h2>{line_svg(backlog, "outbox backlog")}
+<h2>Exchange orders: time to fill (lost fills recovered by polling)</h2>
+{histogram_svg(fills)}
+<h2>Over time</h2>{lines}
 <h2>Workload</h2><table>{figures}</table>
 <h2>Settings</h2><pre>{esc(json.dumps(report["settings"], indent=2, default=str))}</pre>
 </body></html>

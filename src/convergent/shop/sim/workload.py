@@ -52,6 +52,7 @@ class WorkloadStats:
     statuses: Counter[int] = field(default_factory=Counter)
     not_available: Counter[str] = field(default_factory=Counter)
     order_ids: set[str] = field(default_factory=set)
+    orders_by_key: dict[str, set[str]] = field(default_factory=dict)
     booking_codes: set[str] = field(default_factory=set)
 
     def as_dict(self) -> dict[str, Any]:
@@ -61,6 +62,7 @@ class WorkloadStats:
             "double_submits": self.double_submits,
             "accepted_orders": self.accepted,
             "distinct_orders": len(self.order_ids),
+            "keys_with_several_orders": sum(len(ids) > 1 for ids in self.orders_by_key.values()),
             "cancels": self.cancels,
             "bookings": self.bookings,
             "customers": self.customers,
@@ -166,7 +168,9 @@ class Workload:
             answers = [await self.send(http, "POST", "/orders", "POST /orders", **kwargs)]
         created = [a for a in answers if a is not None and a.status_code in (200, 201, 202)]
         for answer in created:
-            self.stats.order_ids.add(str(answer.json().get("id")))
+            order_id = str(answer.json().get("id"))
+            self.stats.order_ids.add(order_id)
+            self.stats.orders_by_key.setdefault(key, set()).add(order_id)
         if not created:
             return
         self.stats.accepted += 1
