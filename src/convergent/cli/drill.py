@@ -35,8 +35,8 @@ def drill(
     """Kill, restart and disconnect the shop's processes under load; exit 1 on any violation."""
     from convergent.shop.sim.drill import DrillOptions, known_fault_points, run_drill
 
-    known = known_fault_points()
     points: list[str | None]
+    known = [] if crash_points == "none" else known_fault_points()
     if crash_points == "none":
         points = [None]
     elif crash_points == "all":

@@ -36,10 +36,10 @@ def available_commands() -> set[str]:
 
 @dataclass
 class Managed:
-    """One ``convergent <command>`` process, restartable, its output appended to ``log``."""
+    """One process (``argv``), restartable, its output appended to ``log``."""
 
     name: str
-    args: list[str]
+    argv: list[str]
     env: dict[str, str]
     log: Path
     process: subprocess.Popen[bytes] | None = None
@@ -49,7 +49,7 @@ class Managed:
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "convergent", *self.args],
+                self.argv,
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -116,7 +116,8 @@ class Cluster:
         }
 
     def _add(self, name: str, args: list[str], **env: str) -> Managed:
-        managed = Managed(name, args, self._env(**env), self.workdir / f"{name}.log")
+        argv = [sys.executable, "-m", "convergent", *args]
+        managed = Managed(name, argv, self._env(**env), self.workdir / f"{name}.log")
         self.processes[name] = managed
         managed.start()
         return managed
