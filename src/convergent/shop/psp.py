@@ -244,8 +244,8 @@ def _router(state: _State) -> APIRouter:
                     .where(table.c.id == row.id, table.c.status == row.status)
                     .values(status=target, updated_at=state.store.clock.now())
                 )
-                row = await by_id(conn, payment_id)
-            elif row.status not in done:
+                row = await by_id(conn, payment_id)  # a concurrent move may have won instead
+            if row.status not in done:
                 raise InvalidTransition(f"cannot {action} a payment that is {row.status}")
         state.after(response)
         return payment_view(row)

@@ -137,3 +137,13 @@ async def test_authorize_without_a_key_is_refused(psp: Psp) -> None:
         )
     assert answer.status_code == 400
     assert answer.headers["content-type"] == "application/problem+json"
+
+
+async def test_concurrent_capture_and_void_let_exactly_one_win(psp: Psp) -> None:
+    made = await psp.client.authorize("k1", amount="10.00", currency="EUR", reference="o1")
+    outcomes = await asyncio.gather(
+        psp.client.capture(made["id"]), psp.client.void(made["id"]), return_exceptions=True
+    )
+    refused = [o for o in outcomes if isinstance(o, PermanentError)]
+    assert len(refused) == 1
+    assert refused[0].details["status"] == 409

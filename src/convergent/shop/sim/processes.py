@@ -134,6 +134,8 @@ class Cluster:
             f"http://127.0.0.1:{psp_port}",
             f"http://127.0.0.1:{shop_port}",
         )
+        for stale in self.workdir.glob("psp.db*"):  # each round's provider starts empty
+            stale.unlink()
         psp_db = f"sqlite+aiosqlite:///{self.workdir / 'psp.db'}"
         psp_args = ["psp", "--port", str(psp_port), "--fault-rate", str(self.psp_fault_rate)]
         if self.seed is not None:
