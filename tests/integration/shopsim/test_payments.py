@@ -87,3 +87,43 @@ async def test_reconcile_reports_what_the_provider_holds(shop_store: Store, psp:
     async with shop_store.begin() as conn:
         seen = await payments.reconcile(conn, psp.client, "o1", "rec-o1", shop_store.clock.now())
     assert seen["status"] == "captured"
+
+
+async def test_under_every_provider_fault_each_order_is_charged_exactly_once(
+    sqlite_url: str, psp: Psp
+) -> None:
+    from convergent.shop.db import create_shop_tables
+
+    store = Store(sqlite_url)
+    async with store.begin() as conn:
+        await create_shop_tables(conn)
+    await psp.client.set_faults(
+        lost_response_rate=0.2, error_before_rate=0.15, error_after_rate=0.15, seed=11
+    )
+
+    async def until_done(step: str, order_id: str) -> None:
+        for _ in range(50):
+            try:
+                async with store.begin() as conn:
+                    now = store.clock.now()
+                    if step == "authorize":
+                        key = f"pay-{order_id}"
+                        client = psp.client
+                        await payments.authorize(conn, client, order_id, "3.00", "EUR", key, now)
+                    else:
+                        await payments.capture(conn, psp.client, order_id, f"cap-{order_id}", now)
+                return
+            except TransientError:
+                continue  # the saga retries the step with the same key
+        raise AssertionError(f"{step} {order_id} never went through")
+
+    try:
+        for n in range(20):
+            await until_done("authorize", f"o{n}")
+            await until_done("capture", f"o{n}")
+        ledger = await psp.client.ledger()
+    finally:
+        await store.close()
+    assert ledger["captured"]["count"] == 20
+    assert ledger["payments"] == 20
+    assert ledger["double_charges"] == []
