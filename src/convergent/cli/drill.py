@@ -16,6 +16,7 @@ def drill(
     broker_url: BrokerUrl = None,
     orders: Annotated[int, typer.Option(help="orders per round")] = 100,
     bookings: Annotated[int, typer.Option(help="bookings per round")] = 10,
+    trades: Annotated[int, typer.Option(help="exchange orders per round")] = 10,
     workers: Annotated[int, typer.Option(help="worker processes (when `worker` exists)")] = 2,
     kills: Annotated[int, typer.Option(help="SIGKILLs of workers/relay per round")] = 3,
     fault_rate: Annotated[float, typer.Option(help="payment provider failure rate, 0..1")] = 0.1,
@@ -56,6 +57,7 @@ def drill(
         broker_url=broker_url or "embedded://",
         orders=orders,
         bookings=bookings,
+        trades=trades,
         workers=workers,
         kills=kills,
         fault_rate=fault_rate,
@@ -67,6 +69,9 @@ def drill(
         live=live,
         seed=seed,
     )
-    report = run_async(run_drill(options, console))
+    try:
+        report = run_async(run_drill(options, console))
+    except RuntimeError as exc:  # a process that would not start; its log is named
+        raise fail(f"{exc}") from None
     if not report["ok"]:
         raise fail(f"invariants violated: {', '.join(report['failed'])}")

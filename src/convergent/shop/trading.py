@@ -20,7 +20,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from convergent.errors import PermanentError, TransientError
+from convergent.errors import PermanentError, StoreUnavailable, TransientError
 from convergent.shop.db import metadata
 from convergent.shop.keyed import insert_once
 from convergent.shop.psp import money, to_cents
@@ -207,7 +207,7 @@ class FillPoller:
             while not stop.is_set():
                 try:
                     self.recovered += await recover_fills(self.store, http)
-                except TransientError as exc:
+                except (TransientError, StoreUnavailable) as exc:
                     log.info("fill recovery will retry: %s", exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.interval)

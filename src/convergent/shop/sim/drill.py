@@ -28,7 +28,9 @@ from convergent.shop.sim.metrics import Sampler, time_to_consistency
 from convergent.shop.sim.processes import Cluster
 from convergent.shop.sim.progress import LiveProgress
 from convergent.shop.sim.report import build_report, write_report
+from convergent.shop.sim.trades import TradeWorkload
 from convergent.shop.sim.workload import Workload, WorkloadConfig
+from convergent.shop.trading import FillPoller
 from convergent.store import Store
 
 __all__ = ["DrillOptions", "known_fault_points", "run_drill"]
@@ -41,6 +43,7 @@ class DrillOptions:
     broker_url: str = "embedded://"
     orders: int = 100
     bookings: int = 10
+    trades: int = 10
     workers: int = 2
     kills: int = 3
     fault_rate: float = 0.1
@@ -100,7 +103,11 @@ async def _round(
                 run_id=f"{name}-{int(time.time())}",
             ),
         )
-        sampler = Sampler(store, lambda: workload.stats.as_dict())
+        trades = TradeWorkload(
+            store, cluster.exchange_url, options.trades, workload.config.run_id, options.seed
+        )
+        sampler = Sampler(store, lambda: workload.stats.as_dict() | trades.stats.as_dict())
+        poller = FillPoller(store, cluster.exchange_url, interval=1.0)
         chaos = Chaos(
             cluster,
             options.duration,
@@ -109,17 +116,17 @@ async def _round(
             broker_outage=options.broker_outage,
             seed=options.seed,
         )
-        loops: list[Loop] = [sampler, chaos]
+        loops: list[Loop] = [sampler, chaos, poller]
         if options.live:
             loops.append(LiveProgress(sampler, f"convergent drill: {name}", console))
         tasks = [asyncio.create_task(loop.run(stop)) for loop in loops]
         supervisor = asyncio.create_task(cluster.supervise(stop))
         stop_workload = asyncio.Event()
-        workload_task = asyncio.create_task(workload.run(stop_workload))
+        load = asyncio.gather(workload.run(stop_workload), trades.run(stop_workload))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(workload_task), options.duration)
+            await asyncio.wait_for(asyncio.shield(load), options.duration)
         stop_workload.set()
-        await workload_task
+        await load
         settled = await settle(store, workload.stats.accepted, options.settle_timeout)
         await sampler.sample()
         stop.set()
@@ -129,7 +136,12 @@ async def _round(
         return build_report(
             title=f"convergent drill: {name}",
             checks=checks,
-            workload={**workload.stats.as_dict(), "settled_in": settled},
+            workload={
+                **workload.stats.as_dict(),
+                **trades.stats.as_dict(),
+                "fills_recovered_by_polling": poller.recovered,
+                "settled_in": settled,
+            },
             samples=sampler.samples,
             consistency=await time_to_consistency(store),
             settings={"crash_point": point, "database_url": db_url},

@@ -77,7 +77,7 @@ class Managed:
                 self.process.wait(10)
 
 
-async def wait_healthy(url: str, managed: Managed, timeout: float = 30.0) -> None:
+async def wait_healthy(url: str, managed: Managed, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient(timeout=1) as http:
         while time.monotonic() < deadline:
@@ -123,6 +123,10 @@ class Cluster:
         return managed
 
     @property
+    def exchange_url(self) -> str:
+        return f"{self.psp_url}/exchange"
+
+    @property
     def killable(self) -> list[Managed]:
         return [m for n, m in self.processes.items() if n.startswith(("worker", "relay"))]
 
@@ -137,7 +141,10 @@ class Cluster:
         for stale in self.workdir.glob("psp.db*"):  # each round's provider starts empty
             stale.unlink()
         psp_db = f"sqlite+aiosqlite:///{self.workdir / 'psp.db'}"
-        psp_args = ["psp", "--port", str(psp_port), "--fault-rate", str(self.psp_fault_rate)]
+        rate = str(self.psp_fault_rate)
+        psp_args = ["psp", "--port", str(psp_port), "--fault-rate", rate]
+        psp_args += ["--exchange-callback-url", f"{self.shop_url}/trading/fills"]
+        psp_args += ["--lost-fill-rate", rate, "--duplicate-fill-rate", rate]
         if self.seed is not None:
             psp_args += ["--seed", str(self.seed)]
         psp = self._add("psp", psp_args, CONVERGENT_PSP_DATABASE_URL=psp_db)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from convergent.errors import StoreUnavailable
 from convergent.shop import trading
 from convergent.store import Store
 
@@ -49,15 +50,24 @@ class TradeWorkload:
         self, http: httpx.AsyncClient, client_order_id: str, qty: int, rng: random.Random
     ) -> None:
         side = rng.choice(["buy", "sell"])
-        async with self.store.begin() as conn:
-            await trading.place_order(
-                conn,
-                client_order_id=client_order_id,
-                symbol="ACME",
-                side=side,
-                qty=qty,
-                now=self.store.clock.now(),
-            )
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                async with self.store.begin() as conn:
+                    await trading.place_order(
+                        conn,
+                        client_order_id=client_order_id,
+                        symbol="ACME",
+                        side=side,
+                        qty=qty,
+                        now=self.store.clock.now(),
+                    )
+                break
+            except StoreUnavailable:  # the database may be restarting during a drill
+                self.stats.retries += 1
+                await asyncio.sleep(0.2 * attempt)  # backoff between attempts
+        else:
+            self.stats.gave_up += 1
+            return
         body = {"client_order_id": client_order_id, "side": side, "qty": qty}
         for attempt in range(1, self.max_attempts + 1):
             try:
