@@ -18,6 +18,7 @@ from convergent.shop.sim.servers import free_port
 
 def test_demo_runs_and_writes_a_json_and_html_report(tmp_path: Path) -> None:
     args = ["demo", "--duration", "5", "--orders", "8", "--bookings", "1", "--customers", "1"]
+    args += ["--trades", "3"]
     args += ["--settle-timeout", "0.5", "--no-live", "--port", "0", "--report-dir", str(tmp_path)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -29,6 +30,7 @@ def test_demo_runs_and_writes_a_json_and_html_report(tmp_path: Path) -> None:
 
 def test_strict_demo_exits_non_zero_while_orders_cannot_complete(tmp_path: Path) -> None:
     args = ["demo", "--duration", "5", "--orders", "2", "--bookings", "0", "--customers", "0"]
+    args += ["--trades", "0"]
     args += ["--settle-timeout", "0.2", "--no-live", "--port", "0", "--strict"]
     result = CliRunner().invoke(app, [*args, "--report-dir", str(tmp_path)])
     report = json.loads((tmp_path / "report.json").read_text())
@@ -38,6 +40,7 @@ def test_strict_demo_exits_non_zero_while_orders_cannot_complete(tmp_path: Path)
 def test_drill_starts_the_processes_and_reports_each_invariant(tmp_path: Path) -> None:
     args = [sys.executable, "-m", "convergent", "drill", "--orders", "4", "--bookings", "1"]
     args += ["--duration", "5", "--settle-timeout", "0.5", "--kills", "0", "--no-live"]
+    args += ["--trades", "2"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVERGENT_")}
     done = subprocess.run(
         [*args, "--report-dir", str(tmp_path)], env=env, capture_output=True, timeout=120
