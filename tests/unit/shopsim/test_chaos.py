@@ -46,3 +46,20 @@ async def test_a_kill_with_nothing_to_kill_is_recorded_not_raised(tmp_path: Path
     chaos = Chaos(Cluster("sqlite://", "embedded://", tmp_path), duration=0.05, kills=1)
     await chaos.run(asyncio.Event())
     assert chaos.events == ["kill skipped: no worker or relay running"]
+
+
+async def test_a_process_restarted_after_a_crash_point_runs_without_it(tmp_path: Path) -> None:
+    cluster = Cluster("sqlite+aiosqlite:///x.db", "embedded://", tmp_path)
+    env = {**os.environ, "CONVERGENT_FAULTS": "workflow.some_point"}
+    worker = Managed("worker-0", ["true"], env, tmp_path / "w.log")
+    cluster.processes["worker-0"] = worker
+    worker.start()
+    stop = asyncio.Event()
+    supervisor = asyncio.create_task(cluster.supervise(stop))
+    try:
+        await eventually(lambda: worker.starts >= 2)
+        assert "CONVERGENT_FAULTS" not in worker.env
+    finally:
+        stop.set()
+        await supervisor
+        cluster.stop()

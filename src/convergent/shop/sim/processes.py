@@ -162,6 +162,8 @@ class Cluster:
         while not stop.is_set():
             for managed in self.processes.values():
                 if not managed.alive:
+                    # a crash point fires once per process; the restart must be able to recover
+                    managed.env.pop("CONVERGENT_FAULTS", None)
                     managed.start()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.2)

@@ -145,6 +145,11 @@ def _html(report: dict[str, Any]) -> str:
         f"<h3>{esc(label)}</h3>" + line_svg(_series(report["samples"], key), label)
         for key, label in _LINES
     )
+    details = {
+        k: report[k] for k in ("psp_ledger", "events", "restarts") if report.get(k) is not None
+    }
+    if report.get("rounds"):
+        details["rounds"] = [{"title": r["title"], "failed": r["failed"]} for r in report["rounds"]]
     verdict = "all invariants hold" if report["ok"] else f"violated: {', '.join(report['failed'])}"
     summary = (
         f"{ttc['count']} orders final; p50 {ttc['p50']}s, p95 {ttc['p95']}s, max {ttc['max']}s"
@@ -166,6 +171,7 @@ tr.skipped td:nth-child(2) {{ color: #6b7280; }}
 {histogram_svg(fills)}
 <h2>Over time</h2>{lines}
 <h2>Workload</h2><table>{figures}</table>
+<h2>Details</h2><pre>{esc(json.dumps(details, indent=2, default=str))}</pre>
 <h2>Settings</h2><pre>{esc(json.dumps(report["settings"], indent=2, default=str))}</pre>
 </body></html>
 """
