@@ -124,6 +124,10 @@ _LINES = [
 ]
 
 
+def _secs(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}s"
+
+
 def _series(samples: list[dict[str, Any]], key: str) -> list[tuple[float, float]]:
     return [(float(s["t"]), float(s[key])) for s in samples if s.get(key) is not None]
 
@@ -152,7 +156,8 @@ def _html(report: dict[str, Any]) -> str:
         details["rounds"] = [{"title": r["title"], "failed": r["failed"]} for r in report["rounds"]]
     verdict = "all invariants hold" if report["ok"] else f"violated: {', '.join(report['failed'])}"
     summary = (
-        f"{ttc['count']} orders final; p50 {ttc['p50']}s, p95 {ttc['p95']}s, max {ttc['max']}s"
+        f"{ttc['count']} orders final; p50 {_secs(ttc['p50'])}, p95 {_secs(ttc['p95'])}, "
+        f"max {_secs(ttc['max'])}"
     )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{esc(report["title"])}</title>
