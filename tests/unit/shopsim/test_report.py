@@ -54,3 +54,15 @@ def test_a_failed_check_makes_the_report_not_ok_and_both_files_are_written(
     assert "<svg" in page
     assert "<script" not in page
     assert "violated: b" in page
+
+
+def test_the_live_view_shows_not_available_figures_as_such() -> None:
+    from rich.console import Console
+
+    from convergent.shop.sim.progress import render
+
+    console = Console(width=100, record=True)
+    console.print(render("t", {"t": 1.0, "requests": 7, "outbox_backlog": None}))
+    text = console.export_text()
+    assert "HTTP requests sent" in text
+    assert "n/a" in text

@@ -118,6 +118,10 @@ class Sampler:
     async def sample(self) -> dict[str, Any]:
         try:
             figures = await read_figures(self.store)
+            durations = await time_to_consistency(self.store)
+            if durations:
+                figures["ttc_p50"] = round(durations[len(durations) // 2], 3)
+                figures["ttc_p95"] = round(durations[int(len(durations) * 0.95)], 3)
         except Exception as exc:  # the database may be restarting during a drill
             figures = {"error": str(exc)[:200]}
         snapshot = {"t": round(time.monotonic() - self.started, 2), **figures, **self.counters()}

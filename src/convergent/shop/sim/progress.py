@@ -19,6 +19,8 @@ _ROWS = [
     ("retries", "retries (same key)"),
     ("accepted_orders", "orders accepted"),
     ("converged", "orders final"),
+    ("ttc_p50", "time to consistency p50 (s)"),
+    ("ttc_p95", "time to consistency p95 (s)"),
     ("runs_in_flight", "workflow runs in flight"),
     ("outbox_backlog", "outbox backlog"),
     ("dead_letters", "dead letters"),
