@@ -38,7 +38,7 @@ async def psp(tmp_path: Path) -> AsyncIterator[Psp]:
 @pytest.fixture
 async def shop_store(store: Store) -> Store:
     """The test's database (SQLite and PostgreSQL) with the shop's tables created."""
-    from convergent.shop import inventory, payments, shipping, trading  # noqa: F401 (tables)
+    from convergent.shop import inventory, orders, payments, shipping, trading  # noqa: F401
     from convergent.shop.db import create_shop_tables
 
     async with store.begin() as conn:
