@@ -116,9 +116,9 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> dict
     console = console or Console()
     report_dir = options.report_dir
     report_dir.mkdir(parents=True, exist_ok=True)
-    if options.database_url is None:
-        for stale in report_dir.glob("*.db*"):
-            stale.unlink()
+    stale_files = "*.db*" if options.database_url is None else "psp.db*"
+    for stale in report_dir.glob(stale_files):  # each run starts from empty books
+        stale.unlink()
     db_url = options.database_url or f"sqlite+aiosqlite:///{report_dir / 'shop.db'}"
     store, psp_store = Store(db_url), Store(f"sqlite+aiosqlite:///{report_dir / 'psp.db'}")
     try:
