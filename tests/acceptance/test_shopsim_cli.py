@@ -86,3 +86,11 @@ def test_psp_command_serves_the_provider_and_the_exchange(tmp_path: Path) -> Non
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_drill_refuses_an_unknown_crash_point_and_names_the_known_ones(tmp_path: Path) -> None:
+    args = ["drill", "--crash-points", "no.such.point", "--report-dir", str(tmp_path)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    assert "unknown fault points" in result.output
+    assert not (tmp_path / "report.json").exists()
