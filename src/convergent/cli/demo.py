@@ -22,7 +22,7 @@ def demo(
     settle_timeout: Annotated[float, typer.Option(help="seconds to wait to settle")] = 10.0,
     port: Annotated[int, typer.Option(help="shop port (a free one if taken)")] = 8000,
     report_dir: Annotated[Path, typer.Option(help="where report.json/.html go")] = Path(
-        "demo-report"
+        "reports/demo"
     ),
     keep_serving: Annotated[bool, typer.Option(help="keep serving after the report")] = False,
     live: Annotated[bool, typer.Option(help="draw live progress")] = True,

@@ -28,7 +28,7 @@ def drill(
     duration: Annotated[float, typer.Option(help="seconds of workload per round at most")] = 30.0,
     settle_timeout: Annotated[float, typer.Option(help="seconds to wait to settle")] = 30.0,
     report_dir: Annotated[Path, typer.Option(help="where logs and reports go")] = Path(
-        "drill-report"
+        "reports/drill"
     ),
     live: Annotated[bool, typer.Option(help="draw live progress")] = True,
     seed: Annotated[int | None, typer.Option(help="seed for a repeatable run")] = None,

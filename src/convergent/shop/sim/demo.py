@@ -64,7 +64,7 @@ def register_loop(factory: Callable[[DemoContext], Loop]) -> None:
 
 @dataclass
 class DemoOptions:
-    report_dir: Path = Path("demo-report")
+    report_dir: Path = Path("reports/demo")
     database_url: str | None = None
     duration: float = 30.0
     orders: int = 200

@@ -38,7 +38,7 @@ __all__ = ["DrillOptions", "known_fault_points", "run_drill"]
 
 @dataclass
 class DrillOptions:
-    report_dir: Path = Path("drill-report")
+    report_dir: Path = Path("reports/drill")
     database_url: str | None = None
     broker_url: str = "embedded://"
     orders: int = 100
