@@ -12,7 +12,14 @@ from fastapi import FastAPI
 
 from convergent.http.middleware import IdempotencyMiddleware, header_principal
 from convergent.http.problem import install_problem_handlers
-from convergent.shop import bookings, orders
+from convergent.shop import (  # noqa: F401 (modules that only declare tables are imported for them)
+    bookings,
+    inventory,
+    orders,
+    payments,
+    shipping,
+    trading,
+)
 from convergent.shop.db import create_shop_tables
 from convergent.store import Store
 
@@ -51,6 +58,7 @@ def create_app(store: Store, *, broker_url: str | None = None, migrate: bool = T
         principal=header_principal("X-Api-Key"),
     )
     app.include_router(bookings.router)
+    app.include_router(trading.router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, Any]:

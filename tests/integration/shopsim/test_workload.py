@@ -1,0 +1,19 @@
+"""The workload against a real shop: retries with the same key, tolerates missing routes."""
+
+from __future__ import annotations
+
+import asyncio
+
+from convergent.shop.app import create_app
+from convergent.shop.sim.servers import serve_app
+from convergent.shop.sim.workload import Workload, WorkloadConfig
+from convergent.store import Store
+
+
+async def test_the_workload_places_orders_and_counts_missing_routes(shop_store: Store) -> None:
+    async with serve_app(create_app(shop_store)) as url:
+        workload = Workload(url, WorkloadConfig(orders=5, bookings=2, customers=1, seed=1))
+        await workload.run(asyncio.Event())
+    assert workload.stats.accepted == 5
+    assert workload.stats.not_available["PUT /bookings/{code}"] == 2
+    assert workload.stats.gave_up == 0
