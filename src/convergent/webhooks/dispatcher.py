@@ -90,7 +90,7 @@ class Dispatcher:
         self._on_event = on_event
         self._in_flight: Tally[uuid.UUID] = Tally()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._results: list[tuple[_Job, SendResult]] = []
+        self._results: list[tuple[_Job, SendResult, datetime]] = []
         self._wake = asyncio.Event()
 
     # running -------------------------------------------------------------------------------
@@ -233,8 +233,9 @@ class Dispatcher:
 
     async def _send(self, job: _Job) -> None:
         assert self._client is not None
+        started_at = self.store.clock.now()
         try:
-            timestamp = int(self.store.clock.now().timestamp())
+            timestamp = int(started_at.timestamp())
             result = await send(
                 self._client,
                 job.url,
@@ -250,7 +251,7 @@ class Dispatcher:
         fault_point(AFTER_SEND)
         metrics.ATTEMPTS.labels(result.outcome).inc()
         metrics.ATTEMPT_SECONDS.observe(result.duration_ms / 1000)
-        self._results.append((job, result))
+        self._results.append((job, result, started_at))
         self._in_flight[job.endpoint_id] -= 1
         if self._in_flight[job.endpoint_id] <= 0:
             del self._in_flight[job.endpoint_id]
@@ -265,8 +266,8 @@ class Dispatcher:
         events: list[WebhookEvent] = []
         try:
             async with self.store.begin() as conn:
-                for job, result in batch:
-                    events += await self._record(conn, job, result)
+                for job, result, started_at in batch:
+                    events += await self._record(conn, job, result, started_at)
         except BaseException:
             self._results[:0] = batch  # try again next round; the leases still hold them
             raise
@@ -277,7 +278,7 @@ class Dispatcher:
                 self._on_event(event)
 
     async def _record(
-        self, conn: AsyncConnection, job: _Job, result: SendResult
+        self, conn: AsyncConnection, job: _Job, result: SendResult, started_at: datetime
     ) -> list[WebhookEvent]:
         now = self.store.clock.now()
         cfg = self.settings
@@ -294,7 +295,7 @@ class Dispatcher:
                 duration_ms=result.duration_ms,
                 error=result.error,
                 response_snippet=result.snippet,
-                started_at=now - timedelta(milliseconds=result.duration_ms),
+                started_at=started_at,
             )
         )
         this = d.update().where(d.c.id == job.delivery_id)
