@@ -8,6 +8,8 @@ In: `verify` checks a signature; `webhook_router` verifies and applies a webhook
 
 from __future__ import annotations
 
+from typing import Any
+
 from convergent.webhooks.config import DEFAULT_SCHEDULE, WebhookSettings
 from convergent.webhooks.dispatcher import Dispatcher, WebhookEvent
 from convergent.webhooks.endpoints import (
@@ -27,7 +29,6 @@ from convergent.webhooks.outbound import (
     recover,
     resend,
 )
-from convergent.webhooks.receiver import ReceivedWebhook, receive, webhook_router
 from convergent.webhooks.safety import ALLOW_HOSTS_ENV, AllowList, check_destination
 from convergent.webhooks.signing import new_secret, sign, signature_header, verify
 
@@ -60,3 +61,14 @@ __all__ = [
     "verify",
     "webhook_router",
 ]
+
+_RECEIVER = frozenset({"ReceivedWebhook", "receive", "webhook_router"})
+
+
+def __getattr__(name: str) -> Any:
+    # the receiving side needs FastAPI; senders and workers should not pay for importing it
+    if name in _RECEIVER:
+        from convergent.webhooks import receiver
+
+        return getattr(receiver, name)
+    raise AttributeError(name)

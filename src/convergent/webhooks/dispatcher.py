@@ -102,7 +102,7 @@ class Dispatcher:
             sub = await stack.enter_async_context(self.store.notifier.subscribe(CHANNEL))
             helpers = [
                 asyncio.create_task(self._forward(sub.wait)),
-                asyncio.create_task(self._forward(lambda _t: stop.wait())),
+                asyncio.create_task(self._wake_on(stop)),
             ]
             try:
                 while not stop.is_set():
@@ -143,6 +143,10 @@ class Dispatcher:
         while True:
             await wait(None)
             self._wake.set()
+
+    async def _wake_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._wake.set()
 
     @contextlib.asynccontextmanager
     async def _client_scope(self) -> Any:
