@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -51,7 +51,7 @@ async def receive(
     data = payload.get("data") if isinstance(payload, dict) else None
     return ReceivedWebhook(
         id=request.headers["webhook-id"],
-        timestamp=datetime.fromtimestamp(stamp).astimezone(),
+        timestamp=datetime.fromtimestamp(stamp, UTC),
         type=str(kind),
         data=data,
         payload=payload,
