@@ -31,13 +31,6 @@ def test_an_endpoint_shows_its_secret_once_and_can_be_managed(server: Server) ->
         assert http.get(location).status_code == 404
 
 
-def test_a_private_destination_is_refused_at_registration(server: Server) -> None:
-    with server.client() as http:
-        refused = http.post("/webhooks/endpoints", json={"url": "http://169.254.169.254/latest"})
-    assert refused.status_code == 422
-    assert refused.json()["type"].endswith("/unsafe-destination")
-
-
 def test_a_committed_event_reaches_a_subscribed_receiver_through_the_served_dispatcher(
     start_server: Callable[..., Server],
 ) -> None:
