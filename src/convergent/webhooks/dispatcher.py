@@ -25,7 +25,7 @@ from convergent import faults
 from convergent.faults import fault_point
 from convergent.ids import uuid7
 from convergent.store import Store
-from convergent.store.claims import lock_for_claim
+from convergent.store.claims import lock_for_claim, lock_row
 from convergent.store.schema import (
     dead_letters,
     webhook_attempts,
@@ -287,6 +287,9 @@ class Dispatcher:
         now = self.store.clock.now()
         cfg = self.settings
         d, e = webhook_deliveries, webhook_endpoints
+        still_there = sa.select(d.c.id).where(d.c.id == job.delivery_id)
+        if (await conn.execute(lock_row(still_there, self.store.dialect))).one_or_none() is None:
+            return []  # deleted with its endpoint while the send was in flight
         await conn.execute(
             webhook_attempts.insert().values(
                 id=uuid7(),

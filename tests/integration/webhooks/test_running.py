@@ -135,3 +135,26 @@ async def test_a_crash_after_sending_sends_again_with_the_same_webhook_id(
     clock.advance(3600)  # the lease expires
     await Dispatcher(wstore, settings()).drain()
     assert [r.headers["webhook-id"] for r in receiver.requests] == [str(message_id)] * 2
+
+
+async def test_deleting_an_endpoint_during_a_send_loses_nothing_else(
+    wstore: Store, receiver: Receiver, add_endpoint: AddEndpoint
+) -> None:
+    from convergent.webhooks import delete_endpoint, list_attempts
+
+    doomed, _ = await add_endpoint(receiver.url)
+    receiver.queue(Reply(delay=0.5))
+    async with wstore.begin() as conn:
+        await enqueue(conn, "order.paid", {"id": "o-1"}, store=wstore)
+    dispatcher = Dispatcher(wstore, settings())
+    sending = asyncio.create_task(dispatcher.run_once())
+    await asyncio.wait_for(receiver.received.wait(), 5)
+    async with wstore.begin() as conn:
+        await delete_endpoint(conn, doomed)
+    assert await sending == 1
+    kept, _ = await add_endpoint(receiver.url)
+    async with wstore.begin() as conn:
+        await enqueue(conn, "order.paid", {"id": "o-2"}, store=wstore)
+    assert await dispatcher.drain() == 1
+    async with wstore.read() as conn:
+        assert [a.outcome for a in await list_attempts(conn, kept)] == ["succeeded"]
