@@ -15,10 +15,12 @@ from convergent.http.problem import install_problem_handlers
 from convergent.shop import (  # noqa: F401 (modules that only declare tables are imported for them)
     bookings,
     inventory,
+    notifications,
     orders,
     payments,
     shipping,
     trading,
+    webhooks,
 )
 from convergent.shop.db import create_shop_tables
 from convergent.store import Store
@@ -39,7 +41,8 @@ def create_app(store: Store, *, broker_url: str | None = None, migrate: bool = T
         confirmer = None
         if bookings.confirmer_enabled():
             confirmer = asyncio.create_task(bookings.run_confirmer(store, stop))
-        yield
+        async with webhooks.run_dispatcher(store):
+            yield
         stop.set()
         if confirmer is not None:
             confirmer.cancel()
@@ -59,6 +62,8 @@ def create_app(store: Store, *, broker_url: str | None = None, migrate: bool = T
     )
     app.include_router(bookings.router)
     app.include_router(trading.router)
+    app.include_router(webhooks.router)
+    app.include_router(notifications.router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, Any]:

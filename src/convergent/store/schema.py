@@ -23,6 +23,11 @@ __all__ = [
     "run_events",
     "run_steps",
     "runs",
+    "webhook_attempts",
+    "webhook_deliveries",
+    "webhook_endpoints",
+    "webhook_events",
+    "webhook_messages",
 ]
 
 VERSION_TABLE = "convergent_alembic_version"
@@ -180,3 +185,92 @@ run_events = sa.Table(
 )
 
 # webhooks (migration 0005) -------------------------------------------------------------------
+
+#: callback destinations; ``secrets`` holds every signing secret still valid (rotation grace)
+webhook_endpoints = sa.Table(
+    "convergent_webhook_endpoints",
+    metadata,
+    sa.Column("id", sa.Uuid(), primary_key=True),
+    sa.Column("url", sa.String(2048), nullable=False),
+    sa.Column("description", sa.Text(), nullable=False, server_default=""),
+    sa.Column("event_types", JSONType, nullable=True),  # None: every event type
+    sa.Column("enabled", sa.Boolean(), nullable=False),
+    sa.Column("disabled_reason", sa.String(255), nullable=True),
+    sa.Column("secrets", JSONType, nullable=False),
+    sa.Column("failing_since", UTCDateTime(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+#: one row per event sent out; its id is the ``webhook-id`` header, stable across retries
+webhook_messages = sa.Table(
+    "convergent_webhook_messages",
+    metadata,
+    sa.Column("id", sa.Uuid(), primary_key=True),
+    sa.Column("event_type", sa.String(255), nullable=False),
+    sa.Column("payload", JSONType, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False, index=True),
+)
+
+#: one row per (message, endpoint) to send: pending until succeeded or failed
+webhook_deliveries = sa.Table(
+    "convergent_webhook_deliveries",
+    metadata,
+    sa.Column("id", sa.Uuid(), primary_key=True),
+    sa.Column(
+        "message_id",
+        sa.Uuid(),
+        sa.ForeignKey("convergent_webhook_messages.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column(
+        "endpoint_id",
+        sa.Uuid(),
+        sa.ForeignKey("convergent_webhook_endpoints.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("status", sa.String(16), nullable=False),  # pending | succeeded | failed
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=False),
+    sa.Column("last_status_code", sa.Integer(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_convergent_webhook_deliveries_status_due", "status", "next_attempt_at"),
+    sa.Index("ix_convergent_webhook_deliveries_endpoint", "endpoint_id", "created_at"),
+)
+
+#: every attempt to send a delivery, kept for operators (a bounded response snippet)
+webhook_attempts = sa.Table(
+    "convergent_webhook_attempts",
+    metadata,
+    sa.Column("id", sa.Uuid(), primary_key=True),
+    sa.Column(
+        "delivery_id",
+        sa.Uuid(),
+        sa.ForeignKey("convergent_webhook_deliveries.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("endpoint_id", sa.Uuid(), nullable=False),
+    sa.Column("message_id", sa.Uuid(), nullable=False),
+    sa.Column("attempt", sa.Integer(), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("status_code", sa.Integer(), nullable=True),
+    sa.Column("duration_ms", sa.Integer(), nullable=False),
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.Column("response_snippet", sa.Text(), nullable=True),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_convergent_webhook_attempts_endpoint", "endpoint_id", "started_at"),
+)
+
+#: operational events (delivery exhausted, endpoint disabled) other code can observe
+webhook_events = sa.Table(
+    "convergent_webhook_events",
+    metadata,
+    sa.Column("id", sa.Uuid(), primary_key=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("endpoint_id", sa.Uuid(), nullable=True),
+    sa.Column("delivery_id", sa.Uuid(), nullable=True),
+    sa.Column("detail", JSONType, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False, index=True),
+)

@@ -1,0 +1,182 @@
+"""Webhook endpoint management for API consumers, and the dispatcher the shop runs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, Field
+
+from convergent.errors import NotFound
+from convergent.store import Store
+from convergent.webhooks import (
+    Dispatcher,
+    WebhookSettings,
+    create_endpoint,
+    delete_endpoint,
+    get_endpoint,
+    list_attempts,
+    list_endpoints,
+    recover,
+    resend,
+    rotate_secret,
+    update_endpoint,
+)
+
+__all__ = ["DISPATCHER_ENV", "router", "run_dispatcher"]
+
+#: set to 0 to run the dispatcher elsewhere (a worker) instead of inside `convergent serve`
+DISPATCHER_ENV = "CONVERGENT_WEBHOOK_DISPATCHER"
+
+router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+
+EventTypes = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=255)]], Field(max_length=100)
+]
+
+
+class EndpointIn(BaseModel):
+    url: Annotated[str, Field(min_length=1, max_length=2048)]
+    event_types: EventTypes | None = None
+    description: Annotated[str, Field(max_length=1000)] = ""
+
+
+class EndpointPatch(BaseModel):
+    url: Annotated[str, Field(min_length=1, max_length=2048)] | None = None
+    event_types: EventTypes | None = None
+    description: Annotated[str, Field(max_length=1000)] | None = None
+    enabled: bool | None = None
+
+
+class RecoverIn(BaseModel):
+    since: datetime
+
+
+def _store(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
+def _settings(request: Request) -> WebhookSettings:
+    return getattr(request.app.state, "webhook_settings", None) or WebhookSettings()
+
+
+def _id(raw: str, what: str = "webhook endpoint") -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise NotFound(f"no {what} {raw}") from None
+
+
+@router.post("/endpoints", status_code=201)
+async def add_endpoint(body: EndpointIn, request: Request, response: Response) -> dict[str, Any]:
+    """Subscribe a URL; the answer carries the signing secret, shown this once only."""
+    store, cfg = _store(request), _settings(request)
+    async with store.begin() as conn:
+        endpoint, secret = await create_endpoint(
+            conn,
+            body.url,
+            now=store.clock.now(),
+            event_types=body.event_types,
+            description=body.description,
+            allow=cfg.allow,
+        )
+    response.headers["Location"] = f"/webhooks/endpoints/{endpoint.id}"
+    return {**endpoint.to_dict(), "secret": secret}
+
+
+@router.get("/endpoints")
+async def endpoints(request: Request) -> list[dict[str, Any]]:
+    async with _store(request).read() as conn:
+        return [e.to_dict() for e in await list_endpoints(conn)]
+
+
+@router.get("/endpoints/{endpoint_id}")
+async def endpoint(endpoint_id: str, request: Request) -> dict[str, Any]:
+    async with _store(request).read() as conn:
+        return (await get_endpoint(conn, _id(endpoint_id))).to_dict()
+
+
+@router.patch("/endpoints/{endpoint_id}")
+async def change_endpoint(
+    endpoint_id: str, body: EndpointPatch, request: Request
+) -> dict[str, Any]:
+    store = _store(request)
+    changes: dict[str, Any] = {
+        k: getattr(body, k) for k in ("url", "description", "enabled") if k in body.model_fields_set
+    }
+    if "event_types" in body.model_fields_set:
+        changes["event_types"] = body.event_types
+    async with store.begin() as conn:
+        updated = await update_endpoint(
+            conn, _id(endpoint_id), now=store.clock.now(), allow=_settings(request).allow, **changes
+        )
+    return updated.to_dict()
+
+
+@router.delete("/endpoints/{endpoint_id}", status_code=204)
+async def remove_endpoint(endpoint_id: str, request: Request) -> Response:
+    async with _store(request).begin() as conn:
+        await delete_endpoint(conn, _id(endpoint_id))
+    return Response(status_code=204)
+
+
+@router.get("/endpoints/{endpoint_id}/attempts")
+async def attempts(
+    endpoint_id: str, request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[dict[str, Any]]:
+    """Latest delivery attempts, newest first."""
+    async with _store(request).read() as conn:
+        return [a.to_dict() for a in await list_attempts(conn, _id(endpoint_id), limit)]
+
+
+@router.post("/endpoints/{endpoint_id}/rotate-secret")
+async def rotate(endpoint_id: str, request: Request) -> dict[str, Any]:
+    """A new secret (shown this once); the old one keeps signing during the grace period."""
+    store, cfg = _store(request), _settings(request)
+    async with store.begin() as conn:
+        secret = await rotate_secret(
+            conn, _id(endpoint_id), now=store.clock.now(), grace=cfg.rotation_grace
+        )
+    grace_ends = store.clock.now() + cfg.rotation_grace
+    return {"secret": secret, "previous_secret_valid_until": grace_ends.isoformat()}
+
+
+@router.post("/endpoints/{endpoint_id}/messages/{message_id}/resend", status_code=202)
+async def resend_message(endpoint_id: str, message_id: str, request: Request) -> dict[str, Any]:
+    store = _store(request)
+    async with store.begin() as conn:
+        await resend(conn, _id(message_id, "webhook message"), _id(endpoint_id), store=store)
+    return {"message_id": message_id, "status": "queued"}
+
+
+@router.post("/endpoints/{endpoint_id}/recover", status_code=202)
+async def recover_since(endpoint_id: str, body: RecoverIn, request: Request) -> dict[str, Any]:
+    """Resend every message since a time whose delivery to this endpoint failed."""
+    store = _store(request)
+    async with store.begin() as conn:
+        count = await recover(conn, _id(endpoint_id), body.since, store=store)
+    return {"queued": count}
+
+
+@contextlib.asynccontextmanager
+async def run_dispatcher(
+    store: Store, settings: WebhookSettings | None = None
+) -> AsyncIterator[None]:
+    """Deliver webhooks in the background while the block runs (unless turned off by env)."""
+    if os.environ.get(DISPATCHER_ENV, "1").lower() in ("0", "false", "no", "off"):
+        yield
+        return
+    stop = asyncio.Event()
+    task = asyncio.create_task(Dispatcher(store, settings).run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await task

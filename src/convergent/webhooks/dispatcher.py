@@ -1,0 +1,396 @@
+"""The dispatcher: claims due deliveries, sends them, records attempts, schedules retries.
+
+One loop owns the database writes (claims and results are batched per transaction); the HTTP
+sends run as tasks, at most ``per_endpoint_concurrency`` per endpoint, so a slow endpoint only
+ever holds its own slots and never stalls the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import Counter as Tally
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from convergent import faults
+from convergent.faults import fault_point
+from convergent.ids import uuid7
+from convergent.store import Store
+from convergent.store.claims import lock_for_claim, lock_row
+from convergent.store.schema import (
+    dead_letters,
+    webhook_attempts,
+    webhook_deliveries,
+    webhook_endpoints,
+    webhook_events,
+    webhook_messages,
+)
+from convergent.webhooks import metrics
+from convergent.webhooks.config import WebhookSettings
+from convergent.webhooks.endpoints import active_secrets
+from convergent.webhooks.outbound import CHANNEL
+from convergent.webhooks.sender import Outcome, SendResult, send
+
+__all__ = ["Dispatcher", "WebhookEvent"]
+
+log = logging.getLogger(__name__)
+
+AFTER_SEND = faults.register(
+    "webhooks.after_send_before_record",
+    "the callback was sent but its attempt not recorded: it is sent again (same webhook-id)",
+)
+_LEASE_MARGIN = 60.0  # seconds past the send timeout before another dispatcher may take a claim
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    """Something an operator should know: ``delivery_exhausted`` or ``endpoint_disabled``."""
+
+    kind: str
+    endpoint_id: uuid.UUID
+    delivery_id: uuid.UUID | None
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Job:
+    delivery_id: uuid.UUID
+    endpoint_id: uuid.UUID
+    message_id: uuid.UUID
+    attempt: int
+    url: str
+    secrets: list[str]
+    payload: Any
+
+
+class Dispatcher:
+    """Delivers webhooks from ``store``; run it with ``await dispatcher.run(stop)``."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: WebhookSettings | None = None,
+        *,
+        client: httpx.AsyncClient | None = None,
+        on_event: Callable[[WebhookEvent], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings or WebhookSettings()
+        self._client = client
+        self._own_client = client is None
+        self._on_event = on_event
+        self._in_flight: Tally[uuid.UUID] = Tally()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._results: list[tuple[_Job, SendResult, datetime]] = []
+        self._wake = asyncio.Event()
+
+    # running -------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until ``stop`` is set; in-flight sends are finished and recorded first."""
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(self._client_scope())
+            sub = await stack.enter_async_context(self.store.notifier.subscribe(CHANNEL))
+            helpers = [
+                asyncio.create_task(self._forward(sub.wait)),
+                asyncio.create_task(self._wake_on(stop)),
+            ]
+            try:
+                while not stop.is_set():
+                    try:
+                        await self._flush()
+                        started = await self._claim_and_start()
+                    except Exception:  # keep delivering; the database may come back
+                        log.exception("webhook dispatcher step failed")
+                        started = 0
+                    if not started:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._wake.wait(), self.settings.poll_interval)
+                        self._wake.clear()
+                await self._finish()
+            finally:
+                for helper in helpers:
+                    helper.cancel()
+                await asyncio.gather(*helpers, return_exceptions=True)
+
+    async def run_once(self) -> int:
+        """Claim what is due now, send it, record it; the number of attempts made."""
+        async with self._client_scope():
+            started = await self._claim_and_start()
+            await self._finish()
+        return started
+
+    async def drain(self, max_rounds: int = 100) -> int:
+        """``run_once`` until nothing is due; the number of attempts made."""
+        total = 0
+        for _ in range(max_rounds):
+            made = await self.run_once()
+            if not made:
+                break
+            total += made
+        return total
+
+    async def _forward(self, wait: Callable[[float | None], Any]) -> None:
+        while True:
+            await wait(None)
+            self._wake.set()
+
+    async def _wake_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._wake.set()
+
+    @contextlib.asynccontextmanager
+    async def _client_scope(self) -> Any:
+        if self._client is not None:
+            yield
+            return
+        limits = httpx.Limits(max_connections=self.settings.max_in_flight)
+        async with httpx.AsyncClient(limits=limits, timeout=self.settings.timeout) as client:
+            self._client = client
+            try:
+                yield
+            finally:
+                self._client = None
+
+    async def _finish(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._flush()
+
+    # claiming ------------------------------------------------------------------------------
+
+    async def _claim_and_start(self) -> int:
+        budget = self.settings.max_in_flight - sum(self._in_flight.values())
+        if budget <= 0:
+            return 0
+        jobs = await self._claim(min(budget, self.settings.batch_size))
+        for job in jobs:
+            self._in_flight[job.endpoint_id] += 1
+            task = asyncio.create_task(self._send(job))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return len(jobs)
+
+    async def _claim(self, limit: int) -> list[_Job]:
+        store, cfg = self.store, self.settings
+        now = store.clock.now()
+        full = [e for e, n in self._in_flight.items() if n >= cfg.per_endpoint_concurrency]
+        d, e, m = webhook_deliveries, webhook_endpoints, webhook_messages
+        enabled = sa.select(e.c.id).where(e.c.enabled.is_(True))
+        stmt = (
+            sa.select(d.c.id, d.c.endpoint_id, d.c.message_id, d.c.attempts)
+            .where(d.c.status == "pending", d.c.next_attempt_at <= now)
+            .where(d.c.endpoint_id.in_(enabled))
+            .order_by(d.c.next_attempt_at)
+            .limit(limit)
+        )
+        if full:
+            stmt = stmt.where(d.c.endpoint_id.not_in(full))
+        async with store.begin() as conn:
+            candidates = (await conn.execute(lock_for_claim(stmt, store.dialect))).all()
+            chosen, per_endpoint = [], Tally(self._in_flight)
+            for row in candidates:
+                if per_endpoint[row.endpoint_id] < cfg.per_endpoint_concurrency:
+                    per_endpoint[row.endpoint_id] += 1
+                    chosen.append(row)
+            if not chosen:
+                return []
+            lease = now + timedelta(seconds=cfg.timeout + _LEASE_MARGIN)
+            await conn.execute(
+                d.update()
+                .where(d.c.id.in_([r.id for r in chosen]))
+                .values(attempts=d.c.attempts + 1, next_attempt_at=lease, updated_at=now)
+            )
+            endpoint_rows = await conn.execute(
+                sa.select(e.c.id, e.c.url, e.c.secrets).where(
+                    e.c.id.in_({r.endpoint_id for r in chosen})
+                )
+            )
+            endpoints = {r.id: r for r in endpoint_rows}
+            message_rows = await conn.execute(
+                sa.select(m.c.id, m.c.payload).where(m.c.id.in_({r.message_id for r in chosen}))
+            )
+            payloads = {r.id: r.payload for r in message_rows}
+        return [
+            _Job(
+                delivery_id=r.id,
+                endpoint_id=r.endpoint_id,
+                message_id=r.message_id,
+                attempt=r.attempts + 1,
+                url=endpoints[r.endpoint_id].url,
+                secrets=active_secrets(endpoints[r.endpoint_id].secrets, now),
+                payload=payloads[r.message_id],
+            )
+            for r in chosen
+        ]
+
+    # sending -------------------------------------------------------------------------------
+
+    async def _send(self, job: _Job) -> None:
+        assert self._client is not None
+        started_at = self.store.clock.now()
+        try:
+            timestamp = int(started_at.timestamp())
+            result = await send(
+                self._client,
+                job.url,
+                str(job.message_id),
+                job.payload,
+                job.secrets,
+                timestamp,
+                self.settings,
+            )
+        except Exception as exc:  # a bug in sending must not lose the delivery
+            log.exception("sending webhook %s failed", job.delivery_id)
+            result = SendResult(Outcome.ERROR, None, 0, error=f"{type(exc).__name__}: {exc}")
+        fault_point(AFTER_SEND)
+        metrics.ATTEMPTS.labels(result.outcome).inc()
+        metrics.ATTEMPT_SECONDS.observe(result.duration_ms / 1000)
+        self._results.append((job, result, started_at))
+        self._in_flight[job.endpoint_id] -= 1
+        if self._in_flight[job.endpoint_id] <= 0:
+            del self._in_flight[job.endpoint_id]
+        self._wake.set()
+
+    # recording -----------------------------------------------------------------------------
+
+    async def _flush(self) -> None:
+        if not self._results:
+            return
+        batch, self._results = self._results, []
+        events: list[WebhookEvent] = []
+        try:
+            async with self.store.begin() as conn:
+                for job, result, started_at in batch:
+                    events += await self._record(conn, job, result, started_at)
+        except BaseException:
+            self._results[:0] = batch  # try again next round; the leases still hold them
+            raise
+        for event in events:
+            metrics.EVENTS.labels(event.kind).inc()
+            log.warning("webhook %s: endpoint %s %s", event.kind, event.endpoint_id, event.detail)
+            if self._on_event is not None:
+                self._on_event(event)
+
+    async def _record(
+        self, conn: AsyncConnection, job: _Job, result: SendResult, started_at: datetime
+    ) -> list[WebhookEvent]:
+        now = self.store.clock.now()
+        cfg = self.settings
+        d, e = webhook_deliveries, webhook_endpoints
+        still_there = sa.select(d.c.id).where(d.c.id == job.delivery_id)
+        if (await conn.execute(lock_row(still_there, self.store.dialect))).one_or_none() is None:
+            return []  # deleted with its endpoint while the send was in flight
+        await conn.execute(
+            webhook_attempts.insert().values(
+                id=uuid7(),
+                delivery_id=job.delivery_id,
+                endpoint_id=job.endpoint_id,
+                message_id=job.message_id,
+                attempt=job.attempt,
+                outcome=result.outcome,
+                status_code=result.status_code,
+                duration_ms=result.duration_ms,
+                error=result.error,
+                response_snippet=result.snippet,
+                started_at=started_at,
+            )
+        )
+        this = d.update().where(d.c.id == job.delivery_id)
+        if result.ok:
+            await conn.execute(
+                this.values(status="succeeded", last_status_code=result.status_code, updated_at=now)
+            )
+            await conn.execute(
+                e.update()
+                .where(e.c.id == job.endpoint_id, e.c.failing_since.is_not(None))
+                .values(failing_since=None)
+            )
+            return []
+        events: list[WebhookEvent] = []
+        gone = result.outcome == Outcome.GONE
+        delay = None if gone else cfg.delay_after(job.attempt, result.retry_after)
+        if delay is None:
+            await conn.execute(
+                this.values(status="failed", last_status_code=result.status_code, updated_at=now)
+            )
+            why = "410 Gone" if gone else (result.error or f"HTTP {result.status_code}")
+            events.append(await self._dead_letter(conn, job, why, now))
+        else:
+            await conn.execute(
+                this.values(
+                    next_attempt_at=now + timedelta(seconds=delay),
+                    last_status_code=result.status_code,
+                    updated_at=now,
+                )
+            )
+        row = (
+            await conn.execute(
+                sa.select(e.c.enabled, e.c.failing_since).where(e.c.id == job.endpoint_id)
+            )
+        ).one_or_none()
+        if row is None or not row.enabled:
+            return events
+        since = row.failing_since or now
+        if row.failing_since is None:
+            await conn.execute(
+                e.update().where(e.c.id == job.endpoint_id).values(failing_since=now)
+            )
+        reason = None
+        if result.outcome == Outcome.GONE:
+            reason = "the receiver answered 410 Gone"
+        elif now - since >= cfg.disable_after:
+            reason = f"failing continuously since {since.isoformat()}"
+        if reason is not None:
+            await conn.execute(
+                e.update()
+                .where(e.c.id == job.endpoint_id)
+                .values(enabled=False, disabled_reason=reason, updated_at=now)
+            )
+            events.append(
+                await self._event(conn, "endpoint_disabled", job, {"reason": reason}, now)
+            )
+        return events
+
+    async def _dead_letter(
+        self, conn: AsyncConnection, job: _Job, reason: str, now: datetime
+    ) -> WebhookEvent:
+        await conn.execute(
+            dead_letters.insert().values(
+                id=uuid7(),
+                source="webhook",
+                source_ref=str(job.delivery_id),
+                name=str(job.endpoint_id),
+                key=str(job.message_id),
+                payload=job.payload,
+                reason=reason,
+                attempts=job.attempt,
+                created_at=now,
+            )
+        )
+        detail = {"message_id": str(job.message_id), "attempts": job.attempt, "reason": reason}
+        return await self._event(conn, "delivery_exhausted", job, detail, now)
+
+    async def _event(
+        self, conn: AsyncConnection, kind: str, job: _Job, detail: dict[str, Any], now: datetime
+    ) -> WebhookEvent:
+        await conn.execute(
+            webhook_events.insert().values(
+                id=uuid7(),
+                kind=kind,
+                endpoint_id=job.endpoint_id,
+                delivery_id=job.delivery_id,
+                detail=detail,
+                created_at=now,
+            )
+        )
+        return WebhookEvent(kind, job.endpoint_id, job.delivery_id, detail)
