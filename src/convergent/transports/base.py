@@ -10,9 +10,12 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from convergent.messages import Message
-from convergent.outbox.topics import Topic
+
+if TYPE_CHECKING:  # the port imports no engine at run time (engines import the port)
+    from convergent.outbox.topics import Topic
 
 __all__ = ["Delivery", "Subscription", "SubscriptionOptions", "Transport"]
 

@@ -3,7 +3,7 @@
 The message key picks the partition (murmur2, Kafka's default), so order per key holds; entity
 topics are created with ``cleanup.policy=compact`` and a tombstone is a null value. Attributes
 travel as ``ce_`` headers (the CloudEvents Kafka binding). Consumers commit offsets explicitly,
-one message at a time, after the handler's transaction committed. The idempotent producer is off
+after the handler's transaction committed (batched into the next fetch). The idempotent producer is off
 (tansu, our test broker, lacks it); duplicates are dropped by the consumer's inbox.
 """
 
@@ -31,8 +31,9 @@ _PREFIX = "ce_"
 
 
 class KafkaTransport(Transport):
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, **consumer_options: Any) -> None:
         self.url = url
+        self.consumer_options = consumer_options
         self.bootstrap = url.split("://", 1)[1].rstrip("/")
         self._producer: AIOKafkaProducer | None = None
         self._topics: set[str] = set()
@@ -99,6 +100,10 @@ class KafkaTransport(Transport):
             group_id=group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=200,
+            rebalance_timeout_ms=1000,
+            **self.consumer_options,
         )
         await consumer.start()
         return KafkaSubscription(topic, consumer)
@@ -115,8 +120,9 @@ class KafkaDelivery(Delivery):
         self.order_key = f"{record.topic}/{record.partition}"
 
     async def ack(self) -> None:
-        offsets = {self.tp: OffsetAndMetadata(self.record.offset + 1, "")}
-        await self.sub.consumer.commit(offsets)
+        # committed with the next fetch (or close): a crash before that redelivers, and the
+        # consumer's inbox drops the duplicate
+        self.sub.acked[self.tp] = OffsetAndMetadata(self.record.offset + 1, "")
         self.sub.attempts.pop((self.tp, self.record.offset), None)
 
     async def nak(self, delay: float) -> None:
@@ -129,6 +135,12 @@ class KafkaSubscription(Subscription):
         self.consumer = consumer
         self.attempts: dict[tuple[TopicPartition, int], int] = {}
         self.paused: dict[TopicPartition, float] = {}  # partition -> monotonic resume time
+        self.acked: dict[TopicPartition, OffsetAndMetadata] = {}
+
+    async def commit(self) -> None:
+        if self.acked:
+            offsets, self.acked = self.acked, {}
+            await self.consumer.commit(offsets)
 
     async def retry_later(self, d: KafkaDelivery, delay: float) -> None:
         """Rewind the partition to the message and pause it for ``delay`` seconds."""
@@ -141,6 +153,7 @@ class KafkaSubscription(Subscription):
         self.paused[d.tp] = time.monotonic() + delay
 
     async def fetch(self, max_messages: int, timeout: float) -> list[Delivery]:
+        await self.commit()
         now = time.monotonic()
         for tp, until in list(self.paused.items()):
             if until <= now:
@@ -157,4 +170,7 @@ class KafkaSubscription(Subscription):
         return out
 
     async def close(self) -> None:
-        await self.consumer.stop()
+        try:
+            await self.commit()
+        finally:
+            await self.consumer.stop()
