@@ -104,6 +104,7 @@ class Relay:
             return 0
         async with self.store.read() as conn:
             rows = (await conn.execute(_due_rows(list(held), now, self.batch_size))).all()
+        rows = _hold_back_behind_retries(rows)
         if not rows:
             return 0
         fault_point(AFTER_CLAIM)
@@ -162,6 +163,22 @@ def _due_rows(partitions: list[int], now: datetime, limit: int) -> sa.Select[Any
         .order_by(outbox.c.id)
         .limit(limit)
     )
+
+
+def _hold_back_behind_retries(rows: Sequence[Any]) -> list[Any]:
+    """A key whose oldest row is being retried sends only that row until it goes through."""
+    retrying: set[tuple[str, str]] = set()
+    seen: set[tuple[str, str]] = set()
+    kept = []
+    for row in rows:
+        key = (row.topic, row.key)
+        if key in retrying:
+            continue
+        if key not in seen and row.attempts > 0:
+            retrying.add(key)
+        seen.add(key)
+        kept.append(row)
+    return kept
 
 
 async def _dead_letter(

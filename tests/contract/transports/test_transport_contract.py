@@ -8,7 +8,7 @@ from collections import defaultdict
 from convergent.messages import Message
 from convergent.outbox.topics import Topic
 from convergent.transports import Delivery, Transport
-from tests.contract.transports.conftest import unique_topic
+from tests.contract.transports.brokers import unique_topic
 
 
 async def fetch_all(transport: Transport, topic: Topic, group: str, want: int) -> list[Delivery]:
