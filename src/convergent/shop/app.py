@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from convergent.http.problem import install_problem_handlers
-from convergent.shop import orders
+from convergent.shop import customers, orders, readmodels
 from convergent.shop.db import create_shop_tables
 from convergent.store import Store
 
@@ -25,13 +25,16 @@ def create_app(store: Store, *, broker_url: str | None = None, migrate: bool = T
             await store.migrate()
             async with store.begin() as conn:
                 await create_shop_tables(conn)
-        yield
+        async with readmodels.messaging_loops(store, broker_url):  # CONVERGENT_SHOP_LOOPS=0: off
+            yield
 
     app = FastAPI(title="convergent shop", version="0.1.0", lifespan=lifespan)
     app.state.store = store
     app.state.broker_url = broker_url
     install_problem_handlers(app)
     app.include_router(orders.router)
+    app.include_router(customers.router)
+    app.include_router(readmodels.router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, Any]:

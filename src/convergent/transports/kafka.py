@@ -3,8 +3,8 @@
 The message key picks the partition (murmur2, Kafka's default), so order per key holds; entity
 topics are created with ``cleanup.policy=compact`` and a tombstone is a null value. Attributes
 travel as ``ce_`` headers (the CloudEvents Kafka binding). Consumers commit offsets explicitly,
-after the handler's transaction committed (batched into the next fetch). The idempotent producer is off
-(tansu, our test broker, lacks it); duplicates are dropped by the consumer's inbox.
+after the handler's transaction committed (batched into the next fetch). The idempotent producer
+is off (tansu, our test broker, lacks it); duplicates are dropped by the consumer's inbox.
 """
 
 from __future__ import annotations

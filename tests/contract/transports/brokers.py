@@ -1,4 +1,4 @@
-"""Broker fixtures shared by the transports and messages test areas (imported by their conftests)."""
+"""Broker fixtures shared by the transports and messages test areas."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Transport fixtures: embedded (on each database), NATS and Kafka (tansu), each isolated per test."""
+"""Transport fixtures: embedded (SQLite, PostgreSQL), NATS and Kafka (tansu), isolated per test."""
 
 from tests.contract.transports.brokers import broker, broker_store, kafka_url, transport
 

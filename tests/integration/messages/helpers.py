@@ -31,9 +31,7 @@ async def create_effects(store: Store) -> None:
 async def record_effect(conn: AsyncConnection, message: Message) -> None:
     """The handler: one row per handled message, so a double effect shows up as two rows."""
     seq = message.data.get("seq") if isinstance(message.data, dict) else None
-    await conn.execute(
-        sa.insert(effects).values(message_id=message.id, key=message.key, seq=seq)
-    )
+    await conn.execute(sa.insert(effects).values(message_id=message.id, key=message.key, seq=seq))
 
 
 async def effect_rows(store: Store) -> list[sa.Row[tuple[int, str, str, int | None]]]:

@@ -29,7 +29,7 @@ def run_convergent(args: list[str], database_url: str, faults: str, tmp_path: Pa
     env = {**os.environ, "CONVERGENT_DATABASE_URL": database_url, "CONVERGENT_FAULTS": faults}
     log = tmp_path / "child.log"
     with log.open("wb") as out:
-        proc = subprocess.run(  # noqa: S603 - our own CLI
+        proc = subprocess.run(
             [sys.executable, *args], env=env, stdout=out, stderr=subprocess.STDOUT, timeout=60
         )
     return proc.returncode
@@ -66,10 +66,13 @@ async def test_a_crash_after_insert_before_commit_publishes_nothing(
         "        await emit(conn, 'crash-topic', 'k', 'tick', {'seq': 1})\n"
         "asyncio.run(main())\n"
     )
-    script = script.replace("'crash-topic'", "__import__('convergent.outbox.topics').outbox."
-                            "topics.declare_topic('crash-topic')")
-    code = run_convergent(["-c", script], database_url, "outbox.after_insert_before_commit",
-                          tmp_path)
+    script = script.replace(
+        "'crash-topic'",
+        "__import__('convergent.outbox.topics').outbox.topics.declare_topic('crash-topic')",
+    )
+    code = run_convergent(
+        ["-c", script], database_url, "outbox.after_insert_before_commit", tmp_path
+    )
     assert code == -9
     store = Store(database_url)
     try:
@@ -87,8 +90,9 @@ async def test_a_relay_killed_between_publish_and_mark_still_delivers_once(
         await create_effects(store)
         async with store.begin() as conn:
             await emit(conn, topic, "k", "tick", {"seq": 1})
-        code = run_convergent(["-m", "convergent", "relay"], database_url,
-                              "relay.after_publish_before_mark", tmp_path)
+        code = run_convergent(
+            ["-m", "convergent", "relay"], database_url, "relay.after_publish_before_mark", tmp_path
+        )
         assert code == -9, (tmp_path / "child.log").read_text()
         assert await outbox_count(store) == 1  # published, but not marked
         transport = EmbeddedTransport(store)

@@ -10,8 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent.errors import TransportError
 from convergent.messages import Message
-from convergent.outbox import Consumer, Relay, emit
-from convergent.outbox import dlq
+from convergent.outbox import Consumer, Relay, dlq, emit
 from convergent.retry import RetryPolicy, zero_delays
 from convergent.store import Store
 from convergent.store.schema import dead_letters, outbox
@@ -99,7 +98,7 @@ async def test_a_retried_outbox_dead_letter_is_published_again(store: Store) -> 
         return await original(messages)
 
     fixed.publish = spy  # type: ignore[method-assign]
-    await drain_outbox(Relay(store, fixed))
+    await drain_outbox(Relay(store, fixed, holder=relay.leases.holder))  # same process
     assert [m.id for m in sent] == [letter.payload["envelope"]["id"]]
     [after] = await dead(store)
     assert after.status == "retried"
@@ -119,7 +118,11 @@ async def test_a_failing_handler_is_retried_then_dead_lettered_and_the_rest_flow
         await record_effect(conn, message)
 
     consumer = Consumer(
-        broker_store, transport, topic, f"g-{topic.name}", handler,
+        broker_store,
+        transport,
+        topic,
+        f"g-{topic.name}",
+        handler,
         retry=RetryPolicy(max_attempts=2),
     )
     try:
