@@ -91,8 +91,12 @@ class Relay:
                         task.cancel()
         finally:
             with contextlib.suppress(Exception):
-                async with self.store.begin() as conn:
-                    await self.leases.release_all(conn)
+                await self.release()
+
+    async def release(self) -> None:
+        """Give up this relay's partitions so other relays take them at once."""
+        async with self.store.begin() as conn:
+            await self.leases.release_all(conn)
 
     async def run_once(self) -> int:
         """One pass: refresh leases, publish one batch of due rows, settle them. Returns the
