@@ -14,6 +14,7 @@ import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -32,9 +33,13 @@ _PREFIX = "ce_"
 
 class KafkaTransport(Transport):
     def __init__(self, url: str, **consumer_options: Any) -> None:
+        """Consumer options may also come as URL query integers:
+        ``kafka://host:9092?session_timeout_ms=2000&rebalance_timeout_ms=500``."""
         self.url = url
-        self.consumer_options = consumer_options
-        self.bootstrap = url.split("://", 1)[1].rstrip("/")
+        parsed = urlsplit(url)
+        query = {k: int(v) for k, v in parse_qsl(parsed.query)}
+        self.consumer_options = {**query, **consumer_options}
+        self.bootstrap = parsed.netloc
         self._producer: AIOKafkaProducer | None = None
         self._topics: set[str] = set()
 
@@ -100,10 +105,7 @@ class KafkaTransport(Transport):
             group_id=group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            session_timeout_ms=6000,
-            heartbeat_interval_ms=200,
-            rebalance_timeout_ms=1000,
-            **self.consumer_options,
+            **{"session_timeout_ms": 10000, "heartbeat_interval_ms": 1000, **self.consumer_options},
         )
         await consumer.start()
         return KafkaSubscription(topic, consumer)

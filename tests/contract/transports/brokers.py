@@ -54,7 +54,11 @@ def kafka_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             proc.kill()
             pytest.fail(f"tansu did not start:\n{log.read_text()}")
         time.sleep(0.05)
-    yield f"kafka://127.0.0.1:{port}"
+    # short group timeouts: tansu holds a rejoining group for the old member's session
+    yield (
+        f"kafka://127.0.0.1:{port}?session_timeout_ms=2000&heartbeat_interval_ms=200"
+        "&rebalance_timeout_ms=500"
+    )
     proc.terminate()
     proc.wait(10)
 
