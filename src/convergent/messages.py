@@ -90,6 +90,25 @@ class Message:
             headers=extra,
         )
 
+    def to_envelope(self) -> dict[str, Any]:
+        """Everything but topic and key, as JSON-ready values (how the outbox stores it)."""
+        return {**self.attributes(), "data": self.data, "headers": dict(self.headers)}
+
+    @classmethod
+    def from_envelope(cls, topic: str, key: str, envelope: dict[str, Any]) -> Message:
+        return cls(
+            topic=topic,
+            key=key,
+            type=envelope["type"],
+            data=envelope.get("data"),
+            source=envelope.get("source", "convergent"),
+            id=envelope["id"],
+            time=datetime.fromisoformat(envelope["time"]),
+            specversion=envelope.get("specversion", SPECVERSION),
+            datacontenttype=envelope.get("datacontenttype", "application/json"),
+            headers=dict(envelope.get("headers") or {}),
+        )
+
     def attributes(self) -> dict[str, Any]:
         """CloudEvents attributes as a dict (structured mode, minus data)."""
         return {

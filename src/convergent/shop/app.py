@@ -14,10 +14,12 @@ from convergent.http.middleware import IdempotencyMiddleware, header_principal
 from convergent.http.problem import install_problem_handlers
 from convergent.shop import (  # noqa: F401 (modules that only declare tables are imported for them)
     bookings,
+    customers,
     inventory,
     notifications,
     orders,
     payments,
+    readmodels,
     shipping,
     trading,
     webhooks,
@@ -41,7 +43,10 @@ def create_app(store: Store, *, broker_url: str | None = None, migrate: bool = T
         confirmer = None
         if bookings.confirmer_enabled():
             confirmer = asyncio.create_task(bookings.run_confirmer(store, stop))
-        async with webhooks.run_dispatcher(store):
+        async with (
+            webhooks.run_dispatcher(store),
+            readmodels.messaging_loops(store, broker_url),  # CONVERGENT_SHOP_LOOPS=0: off
+        ):
             yield
         stop.set()
         if confirmer is not None:
@@ -64,6 +69,8 @@ def create_app(store: Store, *, broker_url: str | None = None, migrate: bool = T
     app.include_router(trading.router)
     app.include_router(webhooks.router)
     app.include_router(notifications.router)
+    app.include_router(customers.router)
+    app.include_router(readmodels.router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, Any]:

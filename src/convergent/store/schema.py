@@ -18,7 +18,12 @@ __all__ = [
     "idempotency_keys",
     "inbox",
     "include_object",
+    "leases",
+    "log_entries",
+    "log_heads",
+    "log_offsets",
     "metadata",
+    "outbox",
     "resource_history",
     "run_events",
     "run_steps",
@@ -124,6 +129,67 @@ resource_history = sa.Table(
 )
 
 # messages: outbox, embedded log, inbox (migration 0003) --------------------------------------
+
+#: events written in the caller's transaction, waiting for the relay to publish them
+outbox = sa.Table(
+    "convergent_outbox",
+    metadata,
+    sa.Column("id", sa.Uuid(), primary_key=True),  # UUIDv7: per-key publish order
+    sa.Column("topic", sa.String(255), nullable=False),
+    sa.Column("key", sa.String(255), nullable=False),
+    sa.Column("partition", sa.Integer(), nullable=False),  # relay partition: hash(key) % N
+    sa.Column("envelope", JSONType, nullable=False),  # CloudEvents attributes, data, headers
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=True, index=True),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Index("ix_convergent_outbox_partition_id", "partition", "id"),
+    sa.Index("ix_convergent_outbox_topic_key_id", "topic", "key", "id"),
+)
+
+#: named leases (relay partitions, embedded consumer partitions, group membership)
+leases = sa.Table(
+    "convergent_leases",
+    metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("holder", sa.String(64), nullable=True),
+    sa.Column("token", sa.String(64), nullable=True),  # changes on every takeover
+    sa.Column("lease_until", UTCDateTime(), nullable=True),
+)
+
+#: the embedded broker's log: positions are dense per (topic, partition), assigned at append
+log_entries = sa.Table(
+    "convergent_log",
+    metadata,
+    sa.Column("topic", sa.String(255), primary_key=True),
+    sa.Column("partition", sa.Integer(), primary_key=True),
+    sa.Column("position", sa.BigInteger(), primary_key=True),
+    sa.Column("message_id", sa.String(64), nullable=False),
+    sa.Column("key", sa.String(255), nullable=False),
+    sa.Column("envelope", JSONType, nullable=False),
+    sa.Column("appended_at", UTCDateTime(), nullable=False, index=True),
+)
+
+#: the next position per (topic, partition); its row lock makes one appender at a time
+log_heads = sa.Table(
+    "convergent_log_heads",
+    metadata,
+    sa.Column("topic", sa.String(255), primary_key=True),
+    sa.Column("partition", sa.Integer(), primary_key=True),
+    sa.Column("next_position", sa.BigInteger(), nullable=False),
+)
+
+#: committed offsets per consumer group, plus the retry state of the message at the offset
+log_offsets = sa.Table(
+    "convergent_log_offsets",
+    metadata,
+    sa.Column("consumer_group", sa.String(255), primary_key=True),
+    sa.Column("topic", sa.String(255), primary_key=True),
+    sa.Column("partition", sa.Integer(), primary_key=True),
+    sa.Column("position", sa.BigInteger(), nullable=False),  # next position to handle
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=True),
+)
 
 # workflows (migration 0004) ------------------------------------------------------------------
 

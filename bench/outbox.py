@@ -1,0 +1,200 @@
+"""Outbox relay on PostgreSQL: throughput to embedded:// and NATS, commit→publish latency.
+
+Baseline (same run): a bare pipelined ``js.publish_async`` loop with the same messages and headers.
+Usage: python bench/outbox.py [--quick] [--events N] [--rate 1000] [--seconds S]
+Needs PostgreSQL (CONVERGENT_BENCH_PG_URL, default postgres@127.0.0.1) and NATS (127.0.0.1:4222).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import statistics
+import time
+from collections.abc import Sequence
+
+import psutil
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from convergent.messages import Message
+from convergent.outbox import Relay, declare_topic, emit
+from convergent.store import Store
+from convergent.store.schema import outbox
+from convergent.transports import Transport
+from convergent.transports.embedded import EmbeddedTransport
+from convergent.transports.nats import NatsTransport, subject_for
+
+PG = os.environ.get(
+    "CONVERGENT_BENCH_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+)
+NATS = os.environ.get("CONVERGENT_BENCH_NATS_URL", "nats://127.0.0.1:4222")
+
+
+async def admin(statements: list[str]) -> None:
+    engine = create_async_engine(PG, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            for s in statements:
+                await conn.execute(sa.text(s))
+    finally:
+        await engine.dispose()
+
+
+async def fill(store: Store, topic: str, n: int) -> None:
+    per_tx = 1000
+    for start in range(0, n, per_tx):
+        async with store.begin() as conn:
+            for i in range(start, min(n, start + per_tx)):
+                await emit(conn, topic, f"k{i % 500}", "bench.tick", {"seq": i, "pad": "x" * 64})
+
+
+async def relay_throughput(store: Store, transport: Transport, topic: str, n: int) -> float:
+    await fill(store, topic, n)
+    relay = Relay(store, transport, batch_size=2000)
+    started = time.perf_counter()
+    while True:
+        await relay.run_once()
+        async with store.read() as conn:
+            if not await conn.scalar(sa.select(sa.func.count()).select_from(outbox)):
+                break
+    rate = n / (time.perf_counter() - started)
+    await relay.release()
+    return rate
+
+
+async def bare_publish(transport: NatsTransport, topic: str, n: int) -> float:
+    messages = [
+        Message(topic, f"k{i % 500}", "bench.tick", {"seq": i, "pad": "x" * 64}) for i in range(n)
+    ]
+    js = transport.js
+    started = time.perf_counter()
+    for chunk in range(0, n, 2000):
+        futures = []
+        for m in messages[chunk : chunk + 2000]:
+            headers = {**m.ce_headers(), "Nats-Msg-Id": m.id}
+            futures.append(
+                await js.publish_async(
+                    subject_for(m.topic, m.key), m.body() or b"", headers=headers
+                )
+            )
+        await asyncio.gather(*futures)
+    return n / (time.perf_counter() - started)
+
+
+class Timed(Transport):
+    """Wraps a transport and notes when each message was acked."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.acked: dict[str, float] = {}
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def publish(self, messages: Sequence[Message]) -> list[BaseException | None]:
+        results = await self.inner.publish(messages)
+        now = time.perf_counter()
+        for m, r in zip(messages, results, strict=True):
+            if r is None:
+                self.acked.setdefault(m.id, now)
+        return results
+
+    async def subscribe(self, *args: object, **kwargs: object) -> object:  # type: ignore[override]
+        raise NotImplementedError
+
+
+async def latency(
+    store: Store, transport: Transport, topic: str, rate: float, seconds: float
+) -> tuple[float, float, float]:
+    timed = Timed(transport)
+    stop = asyncio.Event()
+    relay = Relay(store, timed, poll_interval=1.0)
+    task = asyncio.create_task(relay.run(stop))
+    committed: dict[str, float] = {}
+    rss_before = psutil.Process().memory_info().rss
+    interval = 1.0 / rate
+    started = time.perf_counter()
+    sent = 0
+    in_flight: set[asyncio.Task[None]] = set()
+    slots = asyncio.Semaphore(64)  # concurrent request handlers, as a web app would have
+
+    async def one(seq: int) -> None:
+        async with slots, store.begin() as conn:
+            m = await emit(conn, topic, f"k{seq % 500}", "bench.tick", {"seq": seq})
+        committed[m.id] = time.perf_counter()
+
+    while time.perf_counter() - started < seconds:
+        delay = started + sent * interval - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        t = asyncio.create_task(one(sent))
+        in_flight.add(t)
+        t.add_done_callback(in_flight.discard)
+        sent += 1
+    await asyncio.gather(*in_flight)
+    deadline = time.perf_counter() + 10
+    while len(timed.acked) < len(committed) and time.perf_counter() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)  # a bench, not a test: a plain poll keeps Timed simple
+    stop.set()
+    await task
+    rss_growth = (psutil.Process().memory_info().rss - rss_before) / 2**20
+    lat = sorted((timed.acked[i] - t) * 1000 for i, t in committed.items() if i in timed.acked)
+    if len(lat) < len(committed):
+        print(f"  warning: {len(committed) - len(lat)} messages not published in time")
+    p50 = statistics.median(lat)
+    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    achieved = sent / (time.perf_counter() - started)
+    print(f"  offered {rate:.0f}/s, achieved {achieved:.0f}/s, RSS growth {rss_growth:+.1f} MiB")
+    return p50, p99, rss_growth
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--events", type=int, default=None)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--seconds", type=float, default=None)
+    args = parser.parse_args()
+    n = args.events or (5_000 if args.quick else 50_000)
+    seconds = args.seconds or (3.0 if args.quick else 10.0)
+    db = f"convergent_bench_{os.getpid()}_{secrets.token_hex(3)}"
+    await admin([f'CREATE DATABASE "{db}"'])
+    store = Store(PG.rsplit("/", 1)[0] + f"/{db}")
+    nats_t = NatsTransport(NATS)
+    run = secrets.token_hex(3)
+    topics = {name: declare_topic(f"bench{name}{run}") for name in ("emb", "nats", "bare", "lat")}
+    try:
+        await store.migrate()
+        await nats_t.start()
+        print(f"outbox bench on PostgreSQL, {n} events, 500 keys")
+        emb = await relay_throughput(store, EmbeddedTransport(store), topics["emb"].name, n)
+        print(f"relay to embedded: {emb:,.0f} events/s")
+        await nats_t.ensure_topic(topics["bare"])
+        bare = await bare_publish(nats_t, topics["bare"].name, n)
+        to_nats = await relay_throughput(store, nats_t, topics["nats"].name, n)
+        p50, p99, _ = await latency(store, nats_t, topics["lat"].name, args.rate, seconds)
+        print(
+            f"commit→publish to nats at {args.rate:.0f}/s: p50 {p50:.1f} ms, p99 {p99:.1f} ms "
+            "(goal p99 ≤ 50 ms)"
+        )
+        print(f"ratio relay/bare publish: {to_nats / bare:.2f} (goal ≥ 20,000 events/s)")
+        print(f"relay to nats: {to_nats:,.0f} events/s (bare publish: {bare:,.0f} events/s)")
+    finally:
+        for t in topics.values():
+            await nats_t.delete_topic(t.name)
+        await nats_t.close()
+        await store.close()
+        await admin(
+            [
+                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'",
+                f'DROP DATABASE IF EXISTS "{db}"',
+            ]
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

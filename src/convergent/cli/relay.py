@@ -1,0 +1,64 @@
+"""`convergent relay`: publish the outbox through the broker until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import signal
+from typing import Annotated
+
+import typer
+
+from convergent.cli.app import BrokerUrl, DatabaseUrl, app, console, run_async
+
+Imports = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--import",
+        help="module to import first (declares topics and consumers); repeatable",
+        show_default=False,
+    ),
+]
+
+
+def import_modules(modules: list[str] | None) -> None:
+    for name in modules or []:
+        importlib.import_module(name)
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT finish the current batch, release leases and exit."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+@app.command()
+def relay(
+    database_url: DatabaseUrl = None,
+    broker_url: BrokerUrl = None,
+    imports: Imports = None,
+    batch_size: Annotated[int, typer.Option(help="rows per publish batch")] = 1000,
+) -> None:
+    """Publish committed outbox rows through the broker, in order per key, until SIGTERM."""
+    from convergent.outbox.relay import Relay
+    from convergent.store import Store
+    from convergent.transports import transport_from_url
+
+    import_modules(imports)
+
+    async def go() -> int:
+        store = Store(database_url)
+        transport = transport_from_url(broker_url, store)
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        worker = Relay(store, transport, batch_size=batch_size)
+        try:
+            await worker.run(stop)
+        finally:
+            await transport.close()
+            await store.close()
+        return worker.published
+
+    published = run_async(go())
+    console.print(f"relay stopped after publishing {published} messages")

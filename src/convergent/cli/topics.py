@@ -1,0 +1,29 @@
+"""`convergent topics`: declared topics and their payload JSON Schemas."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from convergent.cli.app import app, console
+from convergent.cli.relay import Imports, import_modules
+
+
+@app.command()
+def topics(
+    imports: Imports = None,
+    schema: Annotated[bool, typer.Option(help="print each topic's JSON Schema")] = False,
+) -> None:
+    """List declared topics (import the modules that declare them with --import)."""
+    from convergent.outbox.topics import TOPICS
+
+    import_modules(imports)
+    if schema:
+        out = {name: t.json_schema() for name, t in sorted(TOPICS.items())}
+        console.print_json(json.dumps(out))
+        return
+    for name, t in sorted(TOPICS.items()):
+        model = t.schema.__name__ if t.schema else "any JSON"
+        console.print(f"{name}\t{t.kind}\tpartitions={t.partitions}\t{model}")

@@ -1,0 +1,189 @@
+"""Consuming: each message handled in ONE transaction with its inbox row.
+
+Duplicates (redeliveries, a relay that published twice) find the inbox row and are skipped, so a
+handler's effects happen once. A failing handler is retried with backoff; after
+``retry.max_attempts`` the message goes to ``convergent_dead_letters`` (source ``consumer``) and
+the consumer moves on. Later messages of the same key wait while one is being retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from prometheus_client import Histogram
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from convergent.faults import fault_point, register
+from convergent.ids import uuid7
+from convergent.messages import Message
+from convergent.outbox.topics import Topic, get_topic
+from convergent.retry import RetryPolicy
+from convergent.store import Store
+from convergent.store.inbox import record_once
+from convergent.store.schema import dead_letters
+from convergent.transports.base import Delivery, Subscription, SubscriptionOptions, Transport
+
+__all__ = ["CONSUMERS", "Consumer", "ConsumerSpec", "Handler", "consumer"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[AsyncConnection, Message], Awaitable[None]]
+
+AFTER_HANDLE = register(
+    "consumer.after_commit_before_ack",
+    "handler and inbox row committed, broker not acked: the redelivery is skipped as a duplicate",
+)
+
+TIME_TO_CONSISTENCY = Histogram(
+    "convergent_time_to_consistency_seconds",
+    "From a message's event time to its effect committed by a consumer",
+    ["group", "topic"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerSpec:
+    topic: Topic
+    group: str
+    handler: Handler
+    retry: RetryPolicy
+
+
+#: consumers declared with ``@consumer``
+CONSUMERS: list[ConsumerSpec] = []
+
+
+def consumer(
+    topic: Topic | str, group: str, *, retry: RetryPolicy | None = None
+) -> Callable[[Handler], Handler]:
+    """Declare ``handler`` as consumer group ``group`` of ``topic`` (run with ``Consumer``)."""
+
+    def register_handler(handler: Handler) -> Handler:
+        CONSUMERS.append(ConsumerSpec(get_topic(topic), group, handler, retry or RetryPolicy()))
+        return handler
+
+    return register_handler
+
+
+class Consumer:
+    """Runs one consumer group member: fetch, handle once, ack; nak or dead-letter on failure."""
+
+    def __init__(
+        self,
+        store: Store,
+        transport: Transport,
+        topic: Topic | str,
+        group: str,
+        handler: Handler,
+        *,
+        retry: RetryPolicy | None = None,
+        batch_size: int = 100,
+        fetch_timeout: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.transport = transport
+        self.topic = get_topic(topic)
+        self.group = group
+        self.handler = handler
+        self.retry = retry or RetryPolicy()
+        self.batch_size = batch_size
+        self.fetch_timeout = fetch_timeout
+        self.handled = 0
+        self._sub: Subscription | None = None
+
+    @classmethod
+    def from_spec(cls, store: Store, transport: Transport, spec: ConsumerSpec) -> Consumer:
+        return cls(store, transport, spec.topic, spec.group, spec.handler, retry=spec.retry)
+
+    async def subscription(self) -> Subscription:
+        if self._sub is None:
+            await self.transport.start()
+            await self.transport.ensure_topic(self.topic)
+            options = SubscriptionOptions(max_deliver=self.retry.max_attempts)
+            self._sub = await self.transport.subscribe(self.topic, self.group, options)
+        return self._sub
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set."""
+        try:
+            while not stop.is_set():
+                try:
+                    await self.run_once()
+                except Exception:
+                    log.exception("consumer %s/%s pass failed", self.group, self.topic.name)
+                    await asyncio.sleep(self.fetch_timeout)
+        finally:
+            await self.close()
+
+    async def run_once(self, timeout: float | None = None) -> int:
+        """Fetch one batch and settle every delivery in it; returns how many were fetched."""
+        sub = await self.subscription()
+        deliveries = await sub.fetch(
+            self.batch_size, self.fetch_timeout if timeout is None else timeout
+        )
+        waiting: dict[str, float] = {}  # order keys held back behind a retry, with its delay
+        for d in deliveries:
+            if d.order_key in waiting:
+                await d.nak(waiting[d.order_key])
+                continue
+            delay = await self._handle(d)
+            if delay is not None:
+                waiting[d.order_key] = delay
+        return len(deliveries)
+
+    async def _handle(self, d: Delivery) -> float | None:
+        """Handle and settle one delivery; returns the retry delay when it was nak'ed."""
+        message = d.message
+        try:
+            async with self.store.begin() as conn:
+                now = self.store.clock.now()
+                if await record_once(conn, self.group, message.id, now):
+                    await self.handler(conn, message)
+                    lag = (now - message.time).total_seconds()
+                    TIME_TO_CONSISTENCY.labels(self.group, self.topic.name).observe(max(0.0, lag))
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            if d.attempt >= self.retry.max_attempts:
+                await self._dead_letter(message, d.attempt, reason)
+                await d.ack()
+                return None
+            delay = self.retry.backoff(d.attempt)
+            log.warning(
+                "consumer %s: %s failed (attempt %d): %s", self.group, message.id, d.attempt, reason
+            )
+            await d.nak(delay)
+            return delay
+        fault_point(AFTER_HANDLE)
+        await d.ack()
+        self.handled += 1
+        return None
+
+    async def _dead_letter(self, message: Message, attempts: int, reason: str) -> None:
+        async with self.store.begin() as conn:
+            await conn.execute(
+                dead_letters.insert().values(
+                    id=uuid7(),
+                    source="consumer",
+                    source_ref=message.id,
+                    name=message.topic,
+                    key=message.key,
+                    payload={
+                        "topic": message.topic,
+                        "key": message.key,
+                        "group": self.group,
+                        "envelope": message.to_envelope(),
+                    },
+                    reason=reason,
+                    attempts=attempts,
+                    created_at=self.store.clock.now(),
+                )
+            )
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            sub, self._sub = self._sub, None
+            await sub.close()

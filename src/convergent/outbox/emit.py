@@ -1,0 +1,82 @@
+"""Writing: outbox rows inserted in the caller's transaction, published only after it commits."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from opentelemetry import propagate
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from convergent.clock import utcnow
+from convergent.faults import fault_point, register
+from convergent.ids import uuid7
+from convergent.messages import Message
+from convergent.outbox.topics import Topic, get_topic, partition_for
+from convergent.store.notify import Notifier
+from convergent.store.schema import outbox
+
+__all__ = ["OUTBOX_CHANNEL", "RELAY_PARTITIONS", "emit", "insert_messages"]
+
+OUTBOX_CHANNEL = "convergent_outbox"
+#: relay partitions: each has one relay holding it at a time, so order per key holds
+RELAY_PARTITIONS = 16
+
+AFTER_INSERT = register(
+    "outbox.after_insert_before_commit",
+    "outbox rows inserted, caller's transaction not committed: nothing may be published",
+)
+
+# notify() only needs the connection; a bare instance avoids threading the Store through emit
+_hint = Notifier.__new__(Notifier)
+
+
+async def emit(
+    conn: AsyncConnection,
+    topic: Topic | str,
+    key: str,
+    type: str,
+    data: Any,
+    *,
+    headers: dict[str, str] | None = None,
+    source: str = "convergent",
+    now: datetime | None = None,
+) -> Message:
+    """Validate ``data`` against the topic's schema and add it to the outbox in ``conn``'s
+    transaction. Returns the message (its ``id`` is the CloudEvents id)."""
+    spec = get_topic(topic)
+    extra = dict(headers or {})
+    propagate.inject(extra)  # W3C traceparent when OpenTelemetry has an active span
+    message = Message(
+        topic=spec.name,
+        key=key,
+        type=type,
+        data=spec.validate(data),
+        source=source,
+        id=str(uuid7()),
+        time=now or utcnow(),
+        headers=extra,
+    )
+    await insert_messages(conn, [message])
+    return message
+
+
+async def insert_messages(conn: AsyncConnection, messages: list[Message]) -> None:
+    """Insert already-built messages (used by emit and by DLQ retries)."""
+    if not messages:
+        return
+    rows = [
+        {
+            "id": uuid7(),
+            "topic": m.topic,
+            "key": m.key,
+            "partition": partition_for(m.key, RELAY_PARTITIONS),
+            "envelope": m.to_envelope(),
+            "created_at": m.time,
+        }
+        for m in messages
+    ]
+    await conn.execute(sa.insert(outbox), rows)
+    await _hint.notify(conn, OUTBOX_CHANNEL)
+    fault_point(AFTER_INSERT)

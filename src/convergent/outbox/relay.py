@@ -1,0 +1,204 @@
+"""The relay: publishes committed outbox rows through a transport, in order per key.
+
+Keys hash into ``RELAY_PARTITIONS`` partitions; each partition is leased to one relay at a time
+(see ``leases``), and a relay reads *all* unpublished rows of its partitions in id order, so a
+row that committed late is picked up on the next pass instead of being skipped. Rows are deleted
+only after the transport acked them, and only while the lease token is still ours.
+
+A failing message blocks its own key (later rows of that key wait), never other keys. After
+``retry.max_attempts`` it moves to ``convergent_dead_letters`` (source ``outbox``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from convergent.faults import fault_point, register
+from convergent.ids import uuid7
+from convergent.messages import Message
+from convergent.outbox.emit import OUTBOX_CHANNEL, RELAY_PARTITIONS
+from convergent.outbox.leases import PartitionLeases, tokens_still_held
+from convergent.retry import RetryPolicy
+from convergent.store import Store
+from convergent.store.schema import dead_letters, outbox
+from convergent.transports.base import Transport
+
+__all__ = ["Relay"]
+
+log = logging.getLogger(__name__)
+
+AFTER_PUBLISH = register(
+    "relay.after_publish_before_mark",
+    "published to the broker, outbox rows not yet deleted: the next relay publishes again",
+)
+AFTER_CLAIM = register(
+    "relay.after_claim_before_publish", "rows read under a lease, nothing published yet"
+)
+LEASE_GROUP = "relay"
+DEFAULT_RETRY = RetryPolicy(max_attempts=10, initial_delay=0.5, max_delay=300.0)
+
+
+class Relay:
+    """One relay process (or task). ``await relay.run(stop)`` until ``stop`` is set."""
+
+    def __init__(
+        self,
+        store: Store,
+        transport: Transport,
+        *,
+        batch_size: int = 1000,
+        lease_seconds: float = 15.0,
+        poll_interval: float = 1.0,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        holder: str | None = None,
+    ) -> None:
+        self.store = store
+        self.transport = transport
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.retry = retry
+        self.leases = PartitionLeases(
+            LEASE_GROUP, RELAY_PARTITIONS, holder or secrets.token_hex(6), lease_seconds
+        )
+        self.published = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Publish until ``stop`` is set; wakes on outbox commits, polls as a fallback."""
+        await self.transport.start()
+        try:
+            async with self.store.notifier.subscribe(OUTBOX_CHANNEL) as wake:
+                while not stop.is_set():
+                    try:
+                        count = await self.run_once()
+                    except Exception:
+                        log.exception("relay pass failed; retrying")
+                        count = 0
+                    if count >= self.batch_size:
+                        continue  # more waiting: no sleep
+                    stopped = asyncio.ensure_future(stop.wait())
+                    woken = asyncio.ensure_future(wake.wait(self.poll_interval))
+                    await asyncio.wait({stopped, woken}, return_when=asyncio.FIRST_COMPLETED)
+                    for task in (stopped, woken):
+                        task.cancel()
+        finally:
+            with contextlib.suppress(Exception):
+                await self.release()
+
+    async def release(self) -> None:
+        """Give up this relay's partitions so other relays take them at once."""
+        async with self.store.begin() as conn:
+            await self.leases.release_all(conn)
+
+    async def run_once(self) -> int:
+        """One pass: refresh leases, publish one batch of due rows, settle them. Returns the
+        number of rows settled (published or given up)."""
+        now = self.store.clock.now()
+        async with self.store.begin() as conn:
+            held = await self.leases.refresh(conn, now)
+        if not held:
+            return 0
+        async with self.store.read() as conn:
+            rows = (await conn.execute(_due_rows(list(held), now, self.batch_size))).all()
+        rows = _hold_back_behind_retries(rows)
+        if not rows:
+            return 0
+        fault_point(AFTER_CLAIM)
+        messages = [Message.from_envelope(r.topic, r.key, r.envelope) for r in rows]
+        results = await self.transport.publish(messages)
+        fault_point(AFTER_PUBLISH)
+        await self._settle(rows, results, held)
+        return len(rows)
+
+    async def _settle(
+        self, rows: Sequence[Any], results: list[BaseException | None], held: dict[int, str]
+    ) -> None:
+        now = self.store.clock.now()
+        async with self.store.begin() as conn:
+            mine = await tokens_still_held(conn, LEASE_GROUP, held, self.leases.holder)
+            outcomes = [(r, e) for r, e in zip(rows, results, strict=True) if r.partition in mine]
+            acked = [r.id for r, err in outcomes if err is None]
+            if acked:
+                await conn.execute(sa.delete(outbox).where(outbox.c.id.in_(acked)))
+            self.published += len(acked)
+            for row, err in outcomes:
+                if err is None:
+                    continue
+                attempt = row.attempts + 1
+                when = self.retry.next_attempt_at(attempt, now)
+                reason = f"{type(err).__name__}: {err}"
+                if when is None:
+                    await _dead_letter(conn, row, attempt, reason, now)
+                else:
+                    await conn.execute(
+                        sa.update(outbox)
+                        .where(outbox.c.id == row.id)
+                        .values(attempts=attempt, next_attempt_at=when, last_error=reason)
+                    )
+
+
+def _due_rows(partitions: list[int], now: datetime, limit: int) -> sa.Select[Any]:
+    blocked = outbox.alias("blocked")
+    later_than_a_waiting_row = (
+        sa.select(blocked.c.id)
+        .where(
+            blocked.c.next_attempt_at > now,
+            blocked.c.topic == outbox.c.topic,
+            blocked.c.key == outbox.c.key,
+            blocked.c.id < outbox.c.id,
+        )
+        .exists()
+    )
+    return (
+        sa.select(outbox)
+        .where(
+            outbox.c.partition.in_(partitions),
+            sa.or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= now),
+            ~later_than_a_waiting_row,
+        )
+        .order_by(outbox.c.id)
+        .limit(limit)
+    )
+
+
+def _hold_back_behind_retries(rows: Sequence[Any]) -> list[Any]:
+    """A key whose oldest row is being retried sends only that row until it goes through."""
+    retrying: set[tuple[str, str]] = set()
+    seen: set[tuple[str, str]] = set()
+    kept = []
+    for row in rows:
+        key = (row.topic, row.key)
+        if key in retrying:
+            continue
+        if key not in seen and row.attempts > 0:
+            retrying.add(key)
+        seen.add(key)
+        kept.append(row)
+    return kept
+
+
+async def _dead_letter(
+    conn: AsyncConnection, row: Any, attempts: int, reason: str, now: datetime
+) -> None:
+    await conn.execute(
+        sa.insert(dead_letters).values(
+            id=uuid7(),
+            source="outbox",
+            source_ref=str(row.id),
+            name=row.topic,
+            key=row.key,
+            payload={"topic": row.topic, "key": row.key, "envelope": row.envelope},
+            reason=reason,
+            attempts=attempts,
+            created_at=now,
+        )
+    )
+    await conn.execute(sa.delete(outbox).where(outbox.c.id == row.id))

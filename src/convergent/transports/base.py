@@ -1,0 +1,89 @@
+"""The transport port: what the relay publishes through and consumers read from.
+
+Delivery is at least once. ``publish`` returns one result per message (None = acked by the broker),
+so a batch can partly fail. A subscription hands out deliveries in order per key; each must end
+in ``ack()`` or ``nak(delay)``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from convergent.messages import Message
+
+if TYPE_CHECKING:  # the port imports no engine at run time (engines import the port)
+    from convergent.outbox.topics import Topic
+
+__all__ = ["Delivery", "Subscription", "SubscriptionOptions", "Transport"]
+
+
+class Delivery(abc.ABC):
+    """One message handed to a consumer."""
+
+    message: Message
+    attempt: int  # 1 on first delivery
+    order_key: str  # deliveries sharing it must be handled in order (key, subject, partition)
+
+    @abc.abstractmethod
+    async def ack(self) -> None:
+        """Done: never deliver it to this group again."""
+
+    @abc.abstractmethod
+    async def nak(self, delay: float) -> None:
+        """Deliver it again after ``delay`` seconds; later messages of its key wait."""
+
+
+class Subscription(abc.ABC):
+    """A consumer group's view of one topic."""
+
+    @abc.abstractmethod
+    async def fetch(self, max_messages: int, timeout: float) -> list[Delivery]:
+        """Up to ``max_messages`` deliveries; waits up to ``timeout`` s for the first one."""
+
+    async def close(self) -> None:
+        """Release what this member holds (leases, server-side state)."""
+        return
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionOptions:
+    max_deliver: int = 5  # the consumer dead-letters at this attempt; brokers keep one spare
+    ack_wait: float = 30.0
+
+
+class Transport(abc.ABC):
+    """A broker behind one interface. Build with ``transport_from_url``."""
+
+    url: str
+
+    async def start(self) -> None:
+        """Connect (idempotent)."""
+        return
+
+    async def close(self) -> None:
+        """Disconnect."""
+        return
+
+    async def ensure_topic(self, topic: Topic) -> None:
+        """Create the topic's broker-side resources if missing."""
+        return
+
+    @abc.abstractmethod
+    async def publish(self, messages: Sequence[Message]) -> list[BaseException | None]:
+        """Publish in order; one result per message, None when the broker acknowledged it."""
+
+    @abc.abstractmethod
+    async def subscribe(
+        self, topic: Topic, group: str, options: SubscriptionOptions | None = None
+    ) -> Subscription:
+        """A durable subscription of ``group`` (created on first use, from the beginning)."""
+
+    async def __aenter__(self) -> Transport:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

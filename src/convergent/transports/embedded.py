@@ -1,0 +1,229 @@
+"""``embedded://``: a durable log in the application's own database.
+
+Positions are dense per (topic, partition) and assigned by the appender while it holds the
+partition's head row, so positions commit in order and a reader at offset N never skips a row
+that committed late. Consumer groups keep a committed offset per partition; each partition of a
+group has one member at a time (a lease).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from convergent.errors import TransportError
+from convergent.messages import Message
+from convergent.outbox.leases import PartitionLeases, tokens_still_held
+from convergent.outbox.topics import TOPICS, Topic, partition_for
+from convergent.store import Store
+from convergent.store.claims import lock_row
+from convergent.store.schema import log_entries, log_heads, log_offsets
+from convergent.transports.base import Delivery, Subscription, SubscriptionOptions, Transport
+
+__all__ = ["LOG_CHANNEL", "EmbeddedTransport"]
+
+LOG_CHANNEL = "convergent_log"
+_POLL = 1.0  # fallback poll when a wake-up is missed
+
+
+def _insert(conn: AsyncConnection) -> type[sqlite.Insert] | type[postgresql.Insert]:
+    return postgresql.Insert if conn.dialect.name == "postgresql" else sqlite.Insert
+
+
+class EmbeddedTransport(Transport):
+    def __init__(self, store: Store, url: str = "embedded://") -> None:
+        self.store = store
+        self.url = url
+
+    def partitions_of(self, topic: str) -> int:
+        spec = TOPICS.get(topic)
+        return spec.partitions if spec else 8
+
+    async def publish(self, messages: Sequence[Message]) -> list[BaseException | None]:
+        groups: dict[tuple[str, int], list[Message]] = defaultdict(list)
+        for m in messages:
+            groups[(m.topic, partition_for(m.key, self.partitions_of(m.topic)))].append(m)
+        now = self.store.clock.now()
+        try:
+            async with self.store.begin() as conn:
+                for (topic, partition), batch in sorted(groups.items()):  # fixed lock order
+                    await self._append(conn, topic, partition, batch, now)
+                await self.store.notifier.notify(conn, LOG_CHANNEL)
+        except Exception as exc:
+            error = TransportError(f"embedded append failed: {exc}")
+            return [error] * len(messages)
+        return [None] * len(messages)
+
+    async def _append(
+        self, conn: AsyncConnection, topic: str, partition: int, batch: list[Message], now: datetime
+    ) -> None:
+        await conn.execute(
+            _insert(conn)(log_heads)
+            .values(topic=topic, partition=partition, next_position=0)
+            .on_conflict_do_nothing()
+        )
+        where = (log_heads.c.topic == topic) & (log_heads.c.partition == partition)
+        head = await conn.scalar(
+            lock_row(sa.select(log_heads.c.next_position).where(where), conn.dialect.name)
+        )
+        start = int(head or 0)
+        rows = [
+            {
+                "topic": topic,
+                "partition": partition,
+                "position": start + i,
+                "message_id": m.id,
+                "key": m.key,
+                "envelope": m.to_envelope(),
+                "appended_at": now,
+            }
+            for i, m in enumerate(batch)
+        ]
+        await conn.execute(sa.insert(log_entries), rows)
+        await conn.execute(
+            sa.update(log_heads).where(where).values(next_position=start + len(batch))
+        )
+
+    async def subscribe(
+        self, topic: Topic, group: str, options: SubscriptionOptions | None = None
+    ) -> Subscription:
+        return EmbeddedSubscription(self.store, topic, group, options or SubscriptionOptions())
+
+    async def apply_retention(self, older_than: datetime) -> int:
+        """Drop log entries appended before ``older_than`` (consumers behind them skip ahead)."""
+        async with self.store.begin() as conn:
+            result = await conn.execute(
+                sa.delete(log_entries).where(log_entries.c.appended_at < older_than)
+            )
+        return int(result.rowcount)
+
+
+class EmbeddedDelivery(Delivery):
+    def __init__(
+        self,
+        sub: EmbeddedSubscription,
+        message: Message,
+        partition: int,
+        position: int,
+        attempt: int,
+    ) -> None:
+        self.sub = sub
+        self.message = message
+        self.partition = partition
+        self.position = position
+        self.attempt = attempt
+        self.order_key = f"p{partition}"
+
+    async def ack(self) -> None:
+        await self.sub.settle(self, None)
+
+    async def nak(self, delay: float) -> None:
+        await self.sub.settle(self, delay)
+
+
+class EmbeddedSubscription(Subscription):
+    def __init__(
+        self, store: Store, topic: Topic, group: str, options: SubscriptionOptions
+    ) -> None:
+        self.store = store
+        self.topic = topic
+        self.group = group
+        self.options = options
+        self.leases = PartitionLeases(
+            f"log/{group}/{topic.name}", topic.partitions, secrets.token_hex(6), ttl=15.0
+        )
+        self._where = (log_offsets.c.consumer_group == group) & (log_offsets.c.topic == topic.name)
+
+    async def fetch(self, max_messages: int, timeout: float) -> list[Delivery]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        async with self.store.notifier.subscribe(LOG_CHANNEL) as wake:
+            while True:
+                found = await self._poll(max_messages)
+                remaining = deadline - loop.time()
+                if found or remaining <= 0:
+                    return found
+                await wake.wait(min(remaining, _POLL))
+
+    async def _poll(self, max_messages: int) -> list[Delivery]:
+        now = self.store.clock.now()
+        async with self.store.begin() as conn:
+            held = await self.leases.refresh(conn, now)
+            if not held:
+                return []
+            await conn.execute(
+                _insert(conn)(log_offsets).on_conflict_do_nothing(),
+                [
+                    {
+                        "consumer_group": self.group,
+                        "topic": self.topic.name,
+                        "partition": p,
+                        "position": 0,
+                    }
+                    for p in held
+                ],
+            )
+        async with self.store.read() as conn:
+            offsets = (
+                await conn.execute(
+                    sa.select(log_offsets).where(
+                        self._where, log_offsets.c.partition.in_(list(held))
+                    )
+                )
+            ).all()
+            out: list[Delivery] = []
+            for off in offsets:
+                if off.next_attempt_at is not None and off.next_attempt_at > now:
+                    continue  # the message at the offset waits for its retry; its key waits too
+                entries = await conn.execute(
+                    sa.select(log_entries)
+                    .where(
+                        log_entries.c.topic == self.topic.name,
+                        log_entries.c.partition == off.partition,
+                        log_entries.c.position >= off.position,
+                    )
+                    .order_by(log_entries.c.position)
+                    .limit(max_messages - len(out))
+                )
+                for e in entries:
+                    message = Message.from_envelope(self.topic.name, e.key, e.envelope)
+                    attempt = off.attempts + 1 if e.position == off.position else 1
+                    out.append(EmbeddedDelivery(self, message, e.partition, e.position, attempt))
+                if len(out) >= max_messages:
+                    break
+        return out
+
+    async def settle(self, d: EmbeddedDelivery, delay: float | None) -> None:
+        now = self.store.clock.now()
+        async with self.store.begin() as conn:
+            if d.partition not in await tokens_still_held(
+                conn, self.leases.group, self.leases.held, self.leases.holder
+            ):
+                return  # another member owns the partition now; it will redeliver
+            where = self._where & (log_offsets.c.partition == d.partition)
+            if delay is None:
+                await conn.execute(
+                    sa.update(log_offsets)
+                    .where(where, log_offsets.c.position <= d.position)
+                    .values(position=d.position + 1, attempts=0, next_attempt_at=None)
+                )
+            else:
+                await conn.execute(
+                    sa.update(log_offsets)
+                    .where(where, log_offsets.c.position == d.position)
+                    .values(
+                        attempts=log_offsets.c.attempts + 1,
+                        next_attempt_at=now + timedelta(seconds=delay),
+                    )
+                )
+
+    async def close(self) -> None:
+        async with self.store.begin() as conn:
+            await self.leases.release_all(conn)

@@ -1,0 +1,178 @@
+"""``kafka://host:9092``: Apache Kafka or a Kafka-protocol broker (the only ``aiokafka`` import).
+
+The message key picks the partition (murmur2, Kafka's default), so order per key holds; entity
+topics are created with ``cleanup.policy=compact`` and a tombstone is a null value. Attributes
+travel as ``ce_`` headers (the CloudEvents Kafka binding). Consumers commit offsets explicitly,
+after the handler's transaction committed (batched into the next fetch). The idempotent producer
+is off (tansu, our test broker, lacks it); duplicates are dropped by the consumer's inbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.structs import OffsetAndMetadata
+
+from convergent.errors import TransportError
+from convergent.messages import Message
+from convergent.outbox.topics import TOPICS, Topic, TopicKind
+from convergent.transports.base import Delivery, Subscription, SubscriptionOptions, Transport
+
+__all__ = ["KafkaTransport"]
+
+_PREFIX = "ce_"
+
+
+class KafkaTransport(Transport):
+    def __init__(self, url: str, **consumer_options: Any) -> None:
+        """Consumer options may also come as URL query integers:
+        ``kafka://host:9092?session_timeout_ms=2000&rebalance_timeout_ms=500``."""
+        self.url = url
+        parsed = urlsplit(url)
+        query = {k: int(v) for k, v in parse_qsl(parsed.query)}
+        self.consumer_options = {**query, **consumer_options}
+        self.bootstrap = parsed.netloc
+        self._producer: AIOKafkaProducer | None = None
+        self._topics: set[str] = set()
+
+    async def start(self) -> None:
+        if self._producer is None:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=False, linger_ms=2
+            )
+            try:
+                await producer.start()
+            except Exception as exc:
+                await producer.stop()
+                raise TransportError(f"cannot reach Kafka at {self.bootstrap}: {exc}") from exc
+            self._producer = producer
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            await producer.stop()
+
+    async def ensure_topic(self, topic: Topic) -> None:
+        if topic.name in self._topics:
+            return
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            configs = {"cleanup.policy": "compact"} if topic.kind is TopicKind.ENTITY else {}
+            new = NewTopic(topic.name, topic.partitions, 1, topic_configs=configs)
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics([new])
+        finally:
+            await admin.close()
+        self._topics.add(topic.name)
+
+    async def publish(self, messages: Sequence[Message]) -> list[BaseException | None]:
+        try:
+            await self.start()
+            for name in {m.topic for m in messages}:
+                await self.ensure_topic(TOPICS.get(name) or Topic(name))
+            assert self._producer is not None
+            futures = []
+            for m in messages:
+                headers = [
+                    (k.replace("ce-", _PREFIX, 1), v.encode()) for k, v in m.ce_headers().items()
+                ]
+                futures.append(
+                    await self._producer.send(
+                        m.topic, value=m.body(), key=m.key.encode(), headers=headers
+                    )
+                )
+        except Exception as exc:
+            return [TransportError(f"Kafka publish failed: {exc}")] * len(messages)
+        done = await asyncio.gather(*futures, return_exceptions=True)
+        return [TransportError(str(r)) if isinstance(r, BaseException) else None for r in done]
+
+    async def subscribe(
+        self, topic: Topic, group: str, options: SubscriptionOptions | None = None
+    ) -> Subscription:
+        await self.ensure_topic(topic)
+        consumer = AIOKafkaConsumer(
+            topic.name,
+            bootstrap_servers=self.bootstrap,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            **{"session_timeout_ms": 10000, "heartbeat_interval_ms": 1000, **self.consumer_options},
+        )
+        await consumer.start()
+        return KafkaSubscription(topic, consumer)
+
+
+class KafkaDelivery(Delivery):
+    def __init__(self, sub: KafkaSubscription, record: ConsumerRecord[Any, Any], attempt: int):
+        self.sub = sub
+        self.record = record
+        self.tp = TopicPartition(record.topic, record.partition)
+        headers = {k.replace(_PREFIX, "ce-", 1): v.decode() for k, v in record.headers}
+        self.message = Message.from_ce_headers(record.topic, headers, record.value)
+        self.attempt = attempt
+        self.order_key = f"{record.topic}/{record.partition}"
+
+    async def ack(self) -> None:
+        # committed with the next fetch (or close): a crash before that redelivers, and the
+        # consumer's inbox drops the duplicate
+        self.sub.acked[self.tp] = OffsetAndMetadata(self.record.offset + 1, "")
+        self.sub.attempts.pop((self.tp, self.record.offset), None)
+
+    async def nak(self, delay: float) -> None:
+        await self.sub.retry_later(self, delay)
+
+
+class KafkaSubscription(Subscription):
+    def __init__(self, topic: Topic, consumer: AIOKafkaConsumer) -> None:
+        self.topic = topic
+        self.consumer = consumer
+        self.attempts: dict[tuple[TopicPartition, int], int] = {}
+        self.paused: dict[TopicPartition, float] = {}  # partition -> monotonic resume time
+        self.acked: dict[TopicPartition, OffsetAndMetadata] = {}
+
+    async def commit(self) -> None:
+        if self.acked:
+            offsets, self.acked = self.acked, {}
+            await self.consumer.commit(offsets)
+
+    async def retry_later(self, d: KafkaDelivery, delay: float) -> None:
+        """Rewind the partition to the message and pause it for ``delay`` seconds."""
+        if d.tp in self.paused:
+            return  # an earlier message of this partition already rewound it
+        key = (d.tp, d.record.offset)
+        self.attempts[key] = self.attempts.get(key, 1) + 1
+        self.consumer.seek(d.tp, d.record.offset)
+        self.consumer.pause(d.tp)
+        self.paused[d.tp] = time.monotonic() + delay
+
+    async def fetch(self, max_messages: int, timeout: float) -> list[Delivery]:
+        await self.commit()
+        now = time.monotonic()
+        for tp, until in list(self.paused.items()):
+            if until <= now:
+                self.consumer.resume(tp)
+                del self.paused[tp]
+        batches = await self.consumer.getmany(
+            timeout_ms=int(timeout * 1000), max_records=max_messages
+        )
+        out: list[Delivery] = []
+        for records in batches.values():
+            for r in records:
+                tp = TopicPartition(r.topic, r.partition)
+                out.append(KafkaDelivery(self, r, self.attempts.get((tp, r.offset), 1)))
+        return out
+
+    async def close(self) -> None:
+        try:
+            await self.commit()
+        finally:
+            await self.consumer.stop()

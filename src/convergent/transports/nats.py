@@ -1,0 +1,188 @@
+"""``nats://host:4222``: NATS JetStream (the only module that imports ``nats``).
+
+One stream per topic capturing ``<topic>.>``; a message goes to subject ``<topic>.<key>`` with
+its CloudEvents attributes as ``ce-`` headers and ``Nats-Msg-Id`` = its id, so a republish within
+the stream's duplicate window is dropped by the server. Entity topics keep the latest message per
+subject (``max_msgs_per_subject=1``). Consumers are durable pull consumers with explicit acks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote, unquote
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext, api
+from nats.js.errors import BadRequestError, NotFoundError
+
+from convergent.errors import TransportError
+from convergent.messages import Message
+from convergent.outbox.topics import TOPICS, Topic, TopicKind
+from convergent.transports.base import Delivery, Subscription, SubscriptionOptions, Transport
+
+__all__ = ["NatsTransport", "stream_name", "subject_for"]
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_\-:=@+]")
+
+
+def stream_name(topic: str) -> str:
+    return "cv_" + re.sub(r"[^A-Za-z0-9_-]", "_", topic)
+
+
+def subject_for(topic: str, key: str) -> str:
+    """``<topic>.<key>``; characters NATS reserves (``.``, ``*``, ``>``, spaces) are %-escaped."""
+    return f"{topic}.{quote(key, safe='') if _UNSAFE.search(key) or not key else key}"
+
+
+class NatsTransport(Transport):
+    def __init__(
+        self, url: str, *, duplicate_window: float = 120.0, publish_timeout: float = 10.0
+    ) -> None:
+        self.url = url
+        self.duplicate_window = duplicate_window
+        self.publish_timeout = publish_timeout
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._topics: set[str] = set()
+        self._lock = asyncio.Lock()
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise TransportError("NATS transport not started; call start() first")
+        return self._js
+
+    async def start(self) -> None:
+        async with self._lock:
+            if self._nc is not None and self._nc.is_connected:
+                return
+            try:
+                self._nc = await nats.connect(
+                    self.url, connect_timeout=5, max_reconnect_attempts=-1
+                )
+            except Exception as exc:
+                raise TransportError(f"cannot reach NATS at {self.url}: {exc}") from exc
+            self._js = self._nc.jetstream(publish_async_max_pending=20000)
+
+    async def close(self) -> None:
+        if self._nc is not None:
+            nc, self._nc, self._js = self._nc, None, None
+            await nc.drain()
+
+    async def ensure_topic(self, topic: Topic) -> None:
+        if topic.name in self._topics:
+            return
+        await self.start()
+        config = api.StreamConfig(
+            name=stream_name(topic.name),
+            subjects=[f"{topic.name}.>"],
+            duplicate_window=self.duplicate_window,
+            max_msgs_per_subject=1 if topic.kind is TopicKind.ENTITY else -1,
+            storage=api.StorageType.FILE,
+        )
+        try:
+            await self.js.add_stream(config)
+        except BadRequestError:
+            await self.js.update_stream(config)
+        self._topics.add(topic.name)
+
+    async def publish(self, messages: Sequence[Message]) -> list[BaseException | None]:
+        try:
+            await self.start()
+            for name in {m.topic for m in messages}:
+                await self.ensure_topic(TOPICS.get(name) or Topic(name))
+        except Exception as exc:
+            return [TransportError(f"NATS unavailable: {exc}")] * len(messages)
+        futures: list[asyncio.Future[Any] | BaseException] = []
+        for m in messages:  # pipelined: all sent before the first ack is awaited
+            headers = {**m.ce_headers(), "Nats-Msg-Id": m.id}
+            try:
+                futures.append(
+                    await self.js.publish_async(
+                        subject_for(m.topic, m.key), m.body() or b"", headers=headers
+                    )
+                )
+            except Exception as exc:
+                futures.append(TransportError(f"NATS publish failed: {exc}"))
+        pending = [f for f in futures if isinstance(f, asyncio.Future)]
+        if pending:
+            await asyncio.wait(pending, timeout=self.publish_timeout)
+        results: list[BaseException | None] = []
+        for f in futures:
+            if isinstance(f, BaseException):
+                results.append(f)
+            elif not f.done():
+                f.cancel()
+                results.append(TransportError("NATS publish ack timed out"))
+            elif f.exception() is not None:
+                results.append(TransportError(f"NATS refused the message: {f.exception()}"))
+            else:
+                results.append(None)
+        return results
+
+    async def subscribe(
+        self, topic: Topic, group: str, options: SubscriptionOptions | None = None
+    ) -> Subscription:
+        options = options or SubscriptionOptions()
+        await self.ensure_topic(topic)
+        config = api.ConsumerConfig(
+            durable_name=group,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            deliver_policy=api.DeliverPolicy.ALL,
+            ack_wait=options.ack_wait,
+            max_deliver=options.max_deliver + 1,  # one spare: the consumer dead-letters first
+        )
+        sub = await self.js.pull_subscribe(
+            f"{topic.name}.>", durable=group, stream=stream_name(topic.name), config=config
+        )
+        return NatsSubscription(topic, sub)
+
+    async def delete_topic(self, topic: str) -> None:
+        """Remove the topic's stream (tests and operators)."""
+        await self.start()
+        with contextlib.suppress(NotFoundError):
+            await self.js.delete_stream(stream_name(topic))
+        self._topics.discard(topic)
+
+
+class NatsDelivery(Delivery):
+    def __init__(self, topic: str, msg: Msg) -> None:
+        self.msg = msg
+        headers = dict(msg.headers or {})
+        body = msg.data or None
+        self.message = Message.from_ce_headers(topic, headers, body)
+        if self.message.key == "":
+            self.message = Message.from_ce_headers(
+                topic, {**headers, "ce-subject": unquote(msg.subject.split(".", 1)[1])}, body
+            )
+        self.attempt = msg.metadata.num_delivered
+        self.order_key = msg.subject
+
+    async def ack(self) -> None:
+        await self.msg.ack()
+
+    async def nak(self, delay: float) -> None:
+        await self.msg.nak(delay=delay)
+
+
+class NatsSubscription(Subscription):
+    def __init__(self, topic: Topic, sub: JetStreamContext.PullSubscription) -> None:
+        self.topic = topic
+        self.sub = sub
+
+    async def fetch(self, max_messages: int, timeout: float) -> list[Delivery]:
+        try:
+            msgs = await self.sub.fetch(max_messages, timeout=max(timeout, 0.05))
+        except NatsTimeout:
+            return []
+        return [NatsDelivery(self.topic.name, m) for m in msgs]
+
+    async def close(self) -> None:
+        await self.sub.unsubscribe()
