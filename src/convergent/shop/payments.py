@@ -24,7 +24,17 @@ from convergent.shop.psp import money, to_cents
 from convergent.shop.psp_client import PspClient
 from convergent.store.types import UTCDateTime
 
-__all__ = ["authorize", "capture", "payments", "reconcile", "void"]
+__all__ = [
+    "adopt",
+    "authorize",
+    "capture",
+    "decline",
+    "open_authorization",
+    "payment_row",
+    "payments",
+    "reconcile",
+    "void",
+]
 
 payments = sa.Table(
     "shop_payments",
@@ -69,6 +79,58 @@ async def _set(conn: AsyncConnection, order_id: str, now: datetime, **values: An
 async def _adopt(conn: AsyncConnection, order_id: str, found: dict[str, Any], now: datetime) -> Any:
     """Take the provider's word for the payment's state."""
     return await _set(conn, order_id, now, status=found["status"], psp_payment_id=found["id"])
+
+
+async def payment_row(conn: AsyncConnection, order_id: str) -> Any:
+    """The order's payment record, or None."""
+    return await _row(conn, order_id)
+
+
+async def open_authorization(
+    conn: AsyncConnection,
+    order_id: str,
+    amount: Decimal | str,
+    currency: str,
+    key: str,
+    now: datetime,
+) -> Any:
+    """Record the intent to authorize with ``key`` (once); returns the payment row.
+
+    The provider is then called OUTSIDE any transaction and the outcome recorded with `adopt`
+    or `decline`, so no database lock is held while the provider thinks (or never answers).
+    """
+    values = {
+        "order_id": order_id,
+        "authorize_key": key,
+        "amount_cents": to_cents(Decimal(str(amount))),
+        "currency": currency,
+        "status": "pending",
+        "updated_at": now,
+    }
+    await insert_once(conn, payments, values)
+    return await _row(conn, order_id)
+
+
+async def adopt(
+    conn: AsyncConnection, order_id: str, found: dict[str, Any], now: datetime
+) -> dict[str, Any]:
+    """Record what the provider says about the order's payment."""
+    return _view(await _adopt(conn, order_id, found, now))
+
+
+async def decline(
+    conn: AsyncConnection, order_id: str, reason: str, now: datetime
+) -> dict[str, Any]:
+    """Record that the provider refused the payment for good."""
+    return _view(await _set(conn, order_id, now, status="declined", reason=reason[:255]))
+
+
+def is_settled(row: Any) -> bool:
+    return row is not None and row.status in _SETTLED
+
+
+def view(row: Any) -> dict[str, Any]:
+    return _view(row)
 
 
 async def authorize(
