@@ -217,6 +217,8 @@ class Worker:
             .limit(limit),
             self.store.dialect,
         )
+        if self._tasks:  # a run we still execute (our lease lapsed meanwhile) is not new work
+            select = select.where(r.id.not_in(list(self._tasks)))
         async with self.store.begin() as conn:
             rows = (await conn.execute(select)).all()
             if not rows:

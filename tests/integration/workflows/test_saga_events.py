@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
+from prometheus_client import REGISTRY
 
 from convergent.clock import ManualClock
 from convergent.errors import PermanentError, RunCancelled, RunFailed
@@ -79,6 +80,7 @@ async def test_a_compensation_that_keeps_failing_is_dead_lettered_and_the_rest_s
     mstore: Store,
 ) -> None:
     broken_undo["on"] = True
+    alerts_before = _dead_letter_alerts()
     run_id = await start(mstore, three, "fail")
     async with running(mstore):
         with pytest.raises(RunFailed):
@@ -88,6 +90,13 @@ async def test_a_compensation_that_keeps_failing_is_dead_lettered_and_the_rest_s
         rows = (await conn.execute(sa.select(dead_letters))).all()
     assert [(r.source, r.name, r.attempts) for r in rows] == [("workflow", "undo", 2)]
     assert "refund API is down" in rows[0].reason
+    assert _dead_letter_alerts() == alerts_before + 1
+
+
+def _dead_letter_alerts() -> float:
+    labels = {"workflow": "tests.saga.three", "step": "undo"}
+    value = REGISTRY.get_sample_value("convergent_workflow_dead_letters_total", labels)
+    return value or 0.0
 
 
 @step

@@ -132,3 +132,19 @@ async def test_stopping_a_worker_releases_its_leases_for_others(mstore: Store) -
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_two_workers_when_the_holders_lease_expires_the_other_takes_over(
+    mstore: Store, clock: ManualClock
+) -> None:
+    run_id = await start(mstore, held, "y")
+    async with running(mstore, queues=["slow"], lease_seconds=30) as first:
+        await until(lambda: _true(inside["now"] == 1))  # the first worker is stuck in the step
+        assert (await status(mstore, run_id)).lease_owner == first.id
+        clock.advance(31)  # it never renewed: as if its machine froze
+        async with running(mstore, queues=["slow"], sweep_interval=0.05) as second:
+            await until(lambda: _true(inside["now"] == 2))  # the second replays and runs it
+            assert (await status(mstore, run_id)).lease_owner == second.id
+            gate["y"].set()
+            assert await result(mstore, run_id, wait=10) == "y"
+        assert (await status(mstore, run_id)).attempts == 1
