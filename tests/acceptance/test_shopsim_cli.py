@@ -1,4 +1,4 @@
-"""`convergent demo`, `convergent drill` and `convergent psp` end to end, kept short."""
+"""`convergent demo` and `convergent drill` (which starts `convergent psp`) end to end, short."""
 
 from __future__ import annotations
 
@@ -6,14 +6,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 from typer.testing import CliRunner
 
 from convergent.cli import app
-from convergent.shop.sim.servers import free_port
 
 
 def test_demo_runs_and_writes_a_json_and_html_report(tmp_path: Path) -> None:
@@ -37,7 +34,7 @@ def test_strict_demo_exits_non_zero_while_orders_cannot_complete(tmp_path: Path)
     assert (result.exit_code != 0) == (not report["ok"])
 
 
-def test_drill_starts_the_processes_and_reports_each_invariant(tmp_path: Path) -> None:
+def test_drill_runs_shop_and_provider_processes_and_checks_invariants(tmp_path: Path) -> None:
     args = [sys.executable, "-m", "convergent", "drill", "--orders", "4", "--bookings", "1"]
     args += ["--duration", "5", "--settle-timeout", "0.5", "--kills", "0", "--no-live"]
     args += ["--trades", "2"]
@@ -46,46 +43,11 @@ def test_drill_starts_the_processes_and_reports_each_invariant(tmp_path: Path) -
         [*args, "--report-dir", str(tmp_path)], env=env, capture_output=True, timeout=120
     )
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["rounds"][0]["workload"]["accepted_orders"] == 4
+    workload = report["rounds"][0]["workload"]
+    assert workload["accepted_orders"] == 4
+    assert workload["trades_placed"] == 2  # `convergent psp` serves the exchange too
     assert (done.returncode != 0) == (not report["ok"])
     assert (tmp_path / "no-crash-point" / "serve.log").exists()
-
-
-def wait_until_up(http: httpx.Client, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if http.get("/healthz").status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.05)  # poll interval
-    raise AssertionError("convergent psp did not come up")
-
-
-def test_psp_command_serves_the_provider_and_the_exchange(tmp_path: Path) -> None:
-    port = free_port()
-    env = {**os.environ, "CONVERGENT_PSP_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/p.db"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "convergent", "psp", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        with httpx.Client(base_url=base, timeout=2) as http:
-            wait_until_up(http, process)
-            paid = http.post(
-                "/payments",
-                json={"amount": "1.00", "currency": "EUR", "reference": "o1"},
-                headers={"Idempotency-Key": "k"},
-            )
-            placed = http.post("/exchange/orders", json={"client_order_id": "t1", "qty": 3})
-        assert paid.status_code == 201
-        assert placed.status_code == 201
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def test_drill_refuses_an_unknown_crash_point_and_names_the_known_ones(tmp_path: Path) -> None:
