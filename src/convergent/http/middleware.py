@@ -21,6 +21,7 @@ from typing import Annotated
 from fastapi import Depends
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from convergent.errors import (
@@ -42,6 +43,7 @@ __all__ = [
     "IdempotencyMiddleware",
     "Principal",
     "Transaction",
+    "after_commit",
     "header_principal",
     "transaction",
 ]
@@ -64,6 +66,7 @@ REPLAYED_HEADERS = ("content-type", "location", "etag", "preference-applied", "r
 _NOT_STORED = ("/validation", "/invalid-json")
 _TX = "convergent.transaction"
 _STORE = "convergent.store"
+_AFTER = "convergent.after_commit"
 
 Principal = Callable[[HTTPConnection], str | Awaitable[str | None] | None]
 
@@ -95,6 +98,21 @@ async def transaction(request: HTTPConnection) -> AsyncIterator[AsyncConnection]
         )
     async with store.begin() as conn:
         yield conn
+
+
+def after_commit(request: HTTPConnection, answer: Callable[[], Awaitable[Response | None]]) -> bool:
+    """Run ``answer`` once the request's transaction has committed; False outside the middleware.
+
+    A Response it returns is sent instead of the handler's, but the handler's answer is the one
+    stored for replays. This is how ``Prefer: wait`` waits for work that can only start once the
+    request's writes are visible, without holding the transaction (or SQLite's write lock) open.
+    Outside an idempotent route the handler's own block has already committed: call ``answer``
+    directly.
+    """
+    if request.scope.get(_TX) is None:
+        return False
+    request.scope.setdefault(_AFTER, []).append(answer)
+    return True
 
 
 async def _transaction_dependency(request: Request) -> AsyncIterator[AsyncConnection]:
@@ -220,6 +238,11 @@ class IdempotencyMiddleware:
             scope.pop(_TX, None)
         fault_point(BEFORE_RESPONSE)
         metrics.executions.inc()
+        for answer in scope.pop(_AFTER, []):
+            replacement = await answer()
+            if replacement is not None:
+                await replacement(scope, receive, send)
+                return
         await _send_stored(send, captured.response(None))
 
     async def _release(self, lease: Lease) -> None:

@@ -8,18 +8,21 @@ from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent.errors import NotFound
 from convergent.http.conditional import etag, evaluate_request
-from convergent.http.middleware import transaction
+from convergent.http.middleware import after_commit, transaction
 from convergent.http.prefer import accepted_headers, preference_applied, requested_wait
 from convergent.ids import uuid7
 from convergent.resources import Action, ResourceTable, StateMachine, wait_for
 from convergent.shop.db import metadata
+from convergent.shop.events import announce
 from convergent.store import Store
 from convergent.store.types import JSONType, UTCDateTime
+from convergent.workflows import cancel, start
 
 __all__ = ["ORDERS", "OrderIn", "orders", "router"]
 
@@ -115,7 +118,10 @@ def _store(request: Request) -> Store:
 
 
 @router.post("/orders", status_code=202)
-async def create_order(body: OrderIn, request: Request, response: Response) -> dict[str, Any]:
+async def create_order(body: OrderIn, request: Request, response: Response) -> Any:
+    """Accept the order and start its saga in one transaction; ``Prefer: wait=N`` waits for it."""
+    from convergent.shop.workflows import order_saga  # the saga imports this module
+
     store = _store(request)
     now = store.clock.now()
     order_id = uuid7()
@@ -136,31 +142,36 @@ async def create_order(body: OrderIn, request: Request, response: Response) -> d
         )
         row = (await conn.execute(orders.select().where(orders.c.id == order_id))).one()
         await ORDERS.bind(store).record_created(conn, row, actor=row.client or None)
-    response.headers["Location"] = f"/orders/{order_id}"
-    return order_view(await _wait_if_preferred(request, response, row))
-
-
-async def _wait_if_preferred(request: Request, response: Response, row: Any) -> Any:
-    """Prefer: wait=N: answer the final order (201) if it ends within min(N, limit), else 202."""
+        await announce(conn, store, "order", row, str(order_id))
+        await start(conn, order_saga, str(order_id), key=str(order_id))
     wait = requested_wait(request, limit=ORDER_WAIT_LIMIT)
     if wait is not None:
-        store = _store(request)
-        row = await wait_for(
-            store,
-            ORDERS.resource_type,
-            row.id,
-            lambda conn: _load(conn, row.id),
-            lambda r: ORDER_MACHINE.is_terminal(r.state),
-            timeout=wait,
-        )
-        response.headers.update(preference_applied(wait))
+
+        async def final_answer() -> Response:
+            return await _answer_after_wait(store, row, wait)
+
+        if not after_commit(request, final_answer):
+            return await final_answer()
     response.headers["ETag"] = etag(row.version)
+    response.headers.update(accepted_headers(f"/orders/{order_id}"))
+    return order_view(row)
+
+
+async def _answer_after_wait(store: Store, row: Any, wait: float) -> Response:
+    """Prefer: wait=N: the final order (201) if it ends within min(N, limit), else 202."""
+    row = await wait_for(
+        store,
+        ORDERS.resource_type,
+        row.id,
+        lambda conn: _load(conn, row.id),
+        lambda r: ORDER_MACHINE.is_terminal(r.state),
+        timeout=wait,
+    )
+    headers = {"ETag": etag(row.version), **preference_applied(wait)}
     if ORDER_MACHINE.is_terminal(row.state):
-        response.status_code = 201
-    else:
-        response.status_code = 202
-        response.headers.update(accepted_headers(f"/orders/{row.id}"))
-    return row
+        return JSONResponse(order_view(row), status_code=201, headers=headers)
+    headers.update(accepted_headers(f"/orders/{row.id}"))
+    return JSONResponse(order_view(row), status_code=202, headers=headers)
 
 
 def _order_id(order_id: str) -> uuid.UUID:
@@ -191,6 +202,8 @@ async def get_order(order_id: str, request: Request, response: Response) -> Any:
 @router.post("/orders/{order_id}/cancel")
 async def cancel_order(order_id: str, request: Request, response: Response) -> dict[str, Any]:
     """Cancel (with compensation once steps ran); If-Match required: 428 / 412 / 409."""
+    from convergent.shop.workflows import order_saga  # the saga imports this module
+
     store = _store(request)
     async with store.begin() as conn:
         row = await _load(conn, _order_id(order_id))
@@ -202,6 +215,10 @@ async def cancel_order(order_id: str, request: Request, response: Response) -> d
             expected_version=expected,
             actor=request.headers.get("x-api-key") or None,
         )
+        await announce(conn, store, "order", row, str(row.id))
+        # the run's key is the order id: `start` hands back the existing run, which compensates
+        run_id = await start(conn, order_saga, str(row.id), key=str(row.id))
+        await cancel(conn, run_id)
     response.headers["ETag"] = etag(row.version)
     return order_view(row)
 

@@ -25,6 +25,7 @@ from convergent.shop.psp_client import PspClient
 from convergent.store.types import UTCDateTime
 
 __all__ = [
+    "abandon",
     "adopt",
     "authorize",
     "capture",
@@ -123,6 +124,11 @@ async def decline(
 ) -> dict[str, Any]:
     """Record that the provider refused the payment for good."""
     return _view(await _set(conn, order_id, now, status="declined", reason=reason[:255]))
+
+
+async def abandon(conn: AsyncConnection, order_id: str, now: datetime) -> dict[str, Any]:
+    """Mark a payment the provider never saw as voided: nothing to undo there."""
+    return _view(await _set(conn, order_id, now, status="voided"))
 
 
 def is_settled(row: Any) -> bool:

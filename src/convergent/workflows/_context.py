@@ -84,13 +84,17 @@ class StepRecord:
 
 @dataclass(frozen=True)
 class StepContext:
-    """What a step knows about itself; pass ``idempotency_key`` to the system you call."""
+    """What a step knows about itself; pass ``idempotency_key`` to the system you call.
+
+    ``store`` is the worker's Store, for steps that write to the same database.
+    """
 
     run_id: uuid.UUID
     name: str
     seq: int
     attempt: int
     idempotency_key: str
+    store: Store
 
 
 def to_json(value: Any) -> Any:
@@ -200,7 +204,7 @@ class RunContext:
         meta = {"first_attempt_at": _iso(first_at)}
         while True:
             attempts += 1
-            sctx = StepContext(self.run_id, step.name, seq, attempts, key)
+            sctx = StepContext(self.run_id, step.name, seq, attempts, key, self.store)
             try:
                 if step.reconcile is not None:
                     if attempts > 1:  # an earlier attempt may have taken effect: ask first
