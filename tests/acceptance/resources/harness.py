@@ -35,7 +35,7 @@ def running_shop(
     process = start_process(["serve", "--port", str(port)], database_url, log, env)
     server = Server(f"http://127.0.0.1:{port}", database_url, process, log)
     try:
-        wait_until_healthy(server)
+        wait_until_healthy(server, timeout=120)  # start-up is slow when the machine is busy
         yield server
     finally:
         server.stop()
