@@ -16,6 +16,14 @@ def serve(
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
+    loops: Annotated[
+        bool,
+        typer.Option(
+            envvar="CONVERGENT_SHOP_LOOPS",
+            help="run the background work (sagas, relay, webhooks) in this process too; "
+            "--no-loops when `convergent worker` processes do it",
+        ),
+    ] = True,
 ) -> None:
     """Serve the reference shop's HTTP API (OpenAPI docs at /docs)."""
     import uvicorn
@@ -24,5 +32,5 @@ def serve(
     from convergent.store import Store
 
     store = Store(database_url)
-    application = create_app(store, broker_url=broker_url)
+    application = create_app(store, broker_url=broker_url, loops=loops)
     uvicorn.run(application, host=host, port=port, log_level=log_level, lifespan="on")

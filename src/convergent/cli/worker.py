@@ -9,20 +9,17 @@ from __future__ import annotations
 import asyncio
 import importlib
 import signal
-from typing import Annotated, Protocol
+from typing import Annotated
 
 import typer
 
 from convergent.cli.app import BrokerUrl, DatabaseUrl, app, console, fail, run_async
+from convergent.loops import Loop, run_loops
 from convergent.store import Store
 
 __all__ = ["DEFAULT_APP_MODULE", "Loop", "import_app", "worker", "worker_loops"]
 
 DEFAULT_APP_MODULE = "convergent.shop.workflows"
-
-
-class Loop(Protocol):
-    async def run(self, stop: asyncio.Event) -> None: ...
 
 
 def import_app(modules: list[str]) -> list[str]:
@@ -51,15 +48,20 @@ def worker_loops(
     queues: list[str],
     lease_seconds: float,
     poll_interval: float,
+    broker_url: str | None = None,
+    relay: bool = True,
+    webhooks: bool = True,
+    shop: bool = False,
 ) -> list[Loop]:
-    """Every loop `convergent worker` runs."""
+    """Every loop `convergent worker` runs: workflow runs, and the outbox relay, webhook delivery
+    and key sweeping unless turned off; the shop's own consumers when serving the shop."""
     from convergent.workflows import Worker
 
     limits: dict[str, int] = {}
     for spec in queues or ["default"]:
         name, _, limit = spec.partition("=")
         limits[name] = int(limit) if limit else concurrency
-    return [
+    loops: list[Loop] = [
         Worker(
             store,
             queues=limits,
@@ -68,6 +70,22 @@ def worker_loops(
             poll_interval=poll_interval,
         )
     ]
+    if shop:
+        from convergent.shop.loops import shop_loops
+
+        return loops + shop_loops(
+            store, broker_url, workflows=False, relay=relay, webhooks=webhooks
+        )
+    if relay:
+        from convergent.outbox import Relay
+        from convergent.transports import transport_from_url
+
+        loops.append(Relay(store, transport_from_url(broker_url, store)))
+    if webhooks:
+        from convergent.webhooks import Dispatcher
+
+        loops.append(Dispatcher(store))
+    return loops
 
 
 @app.command()
@@ -88,6 +106,10 @@ def worker(
     ] = [],  # noqa: B006 - typer reads the default, never mutates it
     lease_seconds: Annotated[float, typer.Option(help="lease length; renewed at 1/3")] = 30.0,
     poll_interval: Annotated[float, typer.Option(help="seconds between polls")] = 1.0,
+    relay: Annotated[
+        bool, typer.Option(help="also relay the outbox (off when `convergent relay` runs)")
+    ] = True,
+    webhooks: Annotated[bool, typer.Option(help="also deliver webhooks")] = True,
 ) -> None:
     """Run workflow runs (and the other background loops) until SIGTERM or Ctrl-C."""
     imported = import_app(import_)
@@ -104,10 +126,14 @@ def worker(
             queues=queues,
             lease_seconds=lease_seconds,
             poll_interval=poll_interval,
+            broker_url=broker_url,
+            relay=relay,
+            webhooks=webhooks,
+            shop=DEFAULT_APP_MODULE in imported,
         )
         console.print(f"[green]worker started[/] ({', '.join(imported) or 'no app module'})")
         try:
-            await asyncio.gather(*(each.run(stop) for each in loops))
+            await run_loops(loops, stop)
         finally:
             await store.close()
 

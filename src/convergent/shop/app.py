@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from convergent.http.middleware import IdempotencyMiddleware, header_principal
 from convergent.http.problem import install_problem_handlers
+from convergent.loops import run_loops
 from convergent.shop import (  # noqa: F401 (modules that only declare tables are imported for them)
     bookings,
     customers,
@@ -25,13 +26,24 @@ from convergent.shop import (  # noqa: F401 (modules that only declare tables ar
     webhooks,
 )
 from convergent.shop.db import create_shop_tables
+from convergent.shop.loops import loops_enabled, shop_loops
 from convergent.store import Store
 
 __all__ = ["create_app"]
 
 
-def create_app(store: Store, *, broker_url: str | None = None, migrate: bool = True) -> FastAPI:
-    """Build the shop on ``store``; with ``migrate`` the tables are created at start-up."""
+def create_app(
+    store: Store,
+    *,
+    broker_url: str | None = None,
+    migrate: bool = True,
+    loops: bool | None = None,
+) -> FastAPI:
+    """Build the shop on ``store``; with ``migrate`` the tables are created at start-up.
+
+    ``loops`` runs the background work (saga worker, relay, consumers, webhook dispatcher, booking
+    confirmer, key sweeper) inside the app; None reads ``CONVERGENT_SHOP_LOOPS`` (default on).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -39,20 +51,14 @@ def create_app(store: Store, *, broker_url: str | None = None, migrate: bool = T
             await store.migrate()
             async with store.begin() as conn:
                 await create_shop_tables(conn)
+        background = shop_loops(store, broker_url) if loops_enabled(loops) else []
         stop = asyncio.Event()
-        confirmer = None
-        if bookings.confirmer_enabled():
-            confirmer = asyncio.create_task(bookings.run_confirmer(store, stop))
-        async with (
-            webhooks.run_dispatcher(store),
-            readmodels.messaging_loops(store, broker_url),  # CONVERGENT_SHOP_LOOPS=0: off
-        ):
+        task = asyncio.create_task(run_loops(background, stop))
+        try:
             yield
-        stop.set()
-        if confirmer is not None:
-            confirmer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await confirmer
+        finally:
+            stop.set()
+            await task
 
     app = FastAPI(title="convergent shop", version="0.1.0", lifespan=lifespan)
     app.state.store = store
@@ -71,6 +77,10 @@ def create_app(store: Store, *, broker_url: str | None = None, migrate: bool = T
     app.include_router(notifications.router)
     app.include_router(customers.router)
     app.include_router(readmodels.router)
+
+    @app.get("/metrics", tags=["ops"], include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, Any]:
