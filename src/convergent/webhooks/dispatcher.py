@@ -13,7 +13,7 @@ import logging
 import uuid
 from collections import Counter as Tally
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -68,8 +68,8 @@ class _Job:
     message_id: uuid.UUID
     attempt: int
     url: str
-    secrets: list[str]
-    payload: Any
+    secrets: list[str] = field(repr=False)  # never in logs
+    payload: Any = field(repr=False)
 
 
 class Dispatcher:

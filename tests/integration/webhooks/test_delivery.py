@@ -289,3 +289,35 @@ def _s(seconds: float) -> Any:
     from datetime import timedelta
 
     return timedelta(seconds=seconds)
+
+
+async def test_attempts_are_counted_by_outcome_in_prometheus(
+    wstore: Store, receiver: Receiver, add_endpoint: AddEndpoint
+) -> None:
+    from prometheus_client import REGISTRY
+
+    def count(outcome: str) -> float:
+        value = REGISTRY.get_sample_value("convergent_webhook_attempts_total", {"outcome": outcome})
+        return value or 0.0
+
+    before = count("failed"), count("succeeded")
+    await add_endpoint(receiver.url)
+    receiver.queue(Reply(500))
+    await emit(wstore)
+    await Dispatcher(wstore, settings(schedule=(0, 0))).drain()
+    assert (count("failed"), count("succeeded")) == (before[0] + 1, before[1] + 1)
+
+
+async def test_concurrent_dispatchers_send_each_delivery_once(
+    wstore: Store, receiver: Receiver, add_endpoint: AddEndpoint
+) -> None:
+    import asyncio
+
+    await add_endpoint(receiver.url)
+    async with wstore.begin() as conn:
+        for n in range(30):
+            await enqueue(conn, "order.paid", {"n": n}, store=wstore)
+    dispatchers = [Dispatcher(wstore, settings(batch_size=7)) for _ in range(3)]
+    await asyncio.gather(*(d.drain() for d in dispatchers))
+    ids = [r.headers["webhook-id"] for r in receiver.requests]
+    assert len(ids) == len(set(ids)) == 30
