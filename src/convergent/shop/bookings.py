@@ -36,6 +36,7 @@ from convergent.resources import (
     wait_for,
 )
 from convergent.shop.db import metadata
+from convergent.shop.events import announce
 from convergent.store import Store
 from convergent.store.types import JSONType, UTCDateTime
 
@@ -172,6 +173,7 @@ async def confirm_booking(conn: AsyncConnection, booking_id: Any, store: Store) 
             )
     except InvalidTransition:  # another confirmer (or a cancel) got there first
         return None
+    await announce(conn, store, "booking", row, row.code)
     return str(row.state)
 
 
@@ -199,7 +201,10 @@ async def confirm_pending(store: Store, limit: int = 100) -> int:
     for booking_id in past_ids:
         with contextlib.suppress(InvalidTransition):
             async with store.begin() as conn:
-                await BOOKINGS.bind(store).transition(conn, booking_id, "archive", actor="archiver")
+                row = await BOOKINGS.bind(store).transition(
+                    conn, booking_id, "archive", actor="archiver"
+                )
+                await announce(conn, store, "booking", row, row.code)
                 done += 1
     return done
 
@@ -303,6 +308,8 @@ async def put_booking(
             created = row is not None
             if row is None:  # a concurrent PUT with the same code won
                 row = await _by_code(conn, client, code)
+            else:
+                await announce(conn, store, "booking", row, code)
     if row.fingerprint != digest:
         raise IdempotencyKeyMismatch(f"booking {code} was made with a different request")
     row = await _wait_final(request, response, row)
@@ -358,6 +365,7 @@ async def cancel_booking(code: Code, request: Request, response: Response) -> di
             row, _ = await confirm_once(
                 BOOKINGS.bind(store), conn, row.id, action="cancel", actor=_client(request) or None
             )
+        await announce(conn, store, "booking", row, code)
     response.headers["ETag"] = etag(row.version)
     return booking_view(row)
 

@@ -6,6 +6,7 @@ or skipped: skipped when the tables it needs do not exist yet, so the drill runs
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -29,8 +30,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ORDER_TERMINAL = frozenset({"completed", "cancelled", "failed", "rejected"})
-BOOKING_TERMINAL = frozenset({"confirmed", "cancelled", "rejected", "failed", "expired"})
+ORDER_TERMINAL = frozenset({"completed", "cancelled", "failed"})
+# a booking's confirmation is settled once it is ready (confirmed), failed or cancelled; archiving
+# happens later, on its own timer
+BOOKING_TERMINAL = frozenset({"ready", "archived", "cancelled", "failed"})
 
 Status = Literal["pass", "fail", "skipped"]
 
@@ -104,13 +107,13 @@ async def _all_terminal(
             return _skip(name, f"no {table} table")
         column = "state" if "state" in columns else "status"
         states = await _states(conn, table, column)
-        engines = await table_columns(conn, "convergent_workflow_runs")
+        engines = await table_columns(conn, "convergent_runs")
     stuck = {s: n for s, n in states.items() if s not in terminal}
     if not stuck:
         return CheckResult(name, "pass", f"all {sum(states.values())} {what} are final", states)
     detail = f"{sum(stuck.values())} {what} not final: {stuck}"
     if engines is None:
-        detail += " (pending engines: the saga that completes them is not installed yet)"
+        detail += " (no workflow engine in this database)"
     return CheckResult(name, "fail", detail, states)
 
 
@@ -271,3 +274,43 @@ async def run_checks(ctx: CheckContext, checks: list[Check] | None = None) -> li
             log.exception("check %s raised", item.name)
             results.append(CheckResult(item.name, "fail", f"check raised {exc!r}"))
     return results
+
+
+CALLBACK_PATIENCE = 20.0  # seconds a callback may still be on its way when the checks run
+
+
+@check("final_states_called_back", "every final order state was called back to the receiver")
+async def final_states_called_back(ctx: CheckContext) -> CheckResult:
+    name = "final_states_called_back"
+    deadline = asyncio.get_running_loop().time() + CALLBACK_PATIENCE
+    while True:
+        async with ctx.store.read() as conn:
+            if await table_columns(conn, "shop_notifications") is None:
+                return _skip(name, "no notifications receiver")
+            endpoints = await conn.execute(
+                sa.text("SELECT COUNT(*) FROM convergent_webhook_endpoints WHERE enabled")
+            )
+            if not endpoints.scalar():
+                return _skip(name, "no webhook endpoint registered")
+            from convergent.shop.notifications import notifications
+            from convergent.shop.orders import orders
+
+            terminal = orders.c.state.in_(sorted(ORDER_TERMINAL))
+            rows = await conn.execute(sa.select(orders.c.id, orders.c.state).where(terminal))
+            final = {(str(order_id), str(state)) for order_id, state in rows}
+            sent = await conn.execute(sa.select(notifications.c.event_type, notifications.c.data))
+            received = {_called_back(str(event), data) for event, data in sent}
+        missing = final - received
+        if not missing or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    data = {"final": len(final), "called_back": len(final) - len(missing)}
+    if missing:
+        return CheckResult(name, "fail", f"{len(missing)} final states never called back", data)
+    return CheckResult(name, "pass", f"all {len(final)} final states called back", data)
+
+
+def _called_back(event: str, data: Any) -> tuple[str, str]:
+    """(order id, state) a received order callback speaks of."""
+    order_id = str(data.get("id")) if isinstance(data, dict) else ""
+    return order_id, event.removeprefix("order.")

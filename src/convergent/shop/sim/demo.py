@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -111,6 +112,18 @@ async def stock_up_catalogue(store: Store) -> None:
             await inventory.stock_up(conn, sku, STOCK_PER_SKU)
 
 
+async def subscribe_receiver(store: Store, url: str) -> None:
+    """Point the shop's callbacks at its own sample receiver, which verifies and records them."""
+    from convergent.shop.notifications import SECRETS_ENV
+    from convergent.webhooks import create_endpoint
+
+    async with store.begin() as conn:
+        _, secret = await create_endpoint(
+            conn, url, now=store.clock.now(), description="demo receiver"
+        )
+    os.environ[SECRETS_ENV] = secret
+
+
 async def run_demo(options: DemoOptions, console: Console | None = None) -> dict[str, Any]:
     """Run the demo end to end and write its report; returns the report."""
     console = console or Console()
@@ -147,6 +160,8 @@ async def _servers(
     from convergent.shop.app import create_app
     from convergent.shop.exchange import Exchange, ExchangeConfig, create_exchange_app
     from convergent.shop.psp import Faults, create_psp_app
+    from convergent.shop.workflows import PSP_URL_ENV
+    from convergent.webhooks import ALLOW_HOSTS_ENV
 
     faults = Faults.spread(options.fault_rate, seed=options.seed)
     shop_port = _port_or_free(options.port)
@@ -160,12 +175,15 @@ async def _servers(
         )
     )
     async with (
-        serve_app(create_app(store), port=shop_port) as shop_url,
         serve_app(create_psp_app(psp_store, faults)) as psp_url,
         serve_app(create_exchange_app(exchange)) as exchange_url,
     ):
-        await stock_up_catalogue(store)
-        yield DemoContext(store, psp_store, shop_url, psp_url, exchange_url)
+        os.environ[PSP_URL_ENV] = psp_url  # the saga's steps call the provider here
+        os.environ.setdefault(ALLOW_HOSTS_ENV, "127.0.0.1")  # callbacks go to a loopback receiver
+        async with serve_app(create_app(store), port=shop_port) as shop_url:
+            await stock_up_catalogue(store)
+            await subscribe_receiver(store, f"{shop_url}/notifications/webhook")
+            yield DemoContext(store, psp_store, shop_url, psp_url, exchange_url)
 
 
 async def _load_settle_check(

@@ -48,7 +48,7 @@ async def read_figures(store: Store) -> dict[str, Any]:
             figures["converged"] = sum(n for s, n in by_state.items() if s in ORDER_TERMINAL)
         figures["runs_in_flight"] = await _count(
             conn,
-            "convergent_workflow_runs",
+            "convergent_runs",
             {"status": "status IN ('pending', 'running', 'compensating', 'sleeping')"},
         )
         figures["outbox_backlog"] = await _count(

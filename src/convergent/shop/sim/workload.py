@@ -13,6 +13,7 @@ import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -189,7 +190,13 @@ class Workload:
 
     async def _booking(self, http: httpx.AsyncClient, n: int) -> None:
         code = f"bk-{self.config.run_id}-{n}"
-        body = {"customer_id": f"cust-{n % max(1, self.config.customers)}", "slot": f"slot-{n}"}
+        when = datetime.now(UTC) + timedelta(days=2 + n % 5, hours=n % 12)
+        body = {
+            "restaurant": f"restaurant-{n % 3}",
+            "time": when.isoformat(),
+            "party_size": 2 + n % 6 if n % 10 else 40,  # every tenth is too large: it fails
+            "name": f"guest {n}",
+        }
         route = "PUT /bookings/{code}"
         answer = await self.send(http, "PUT", f"/bookings/{code}", route, json=body)
         if answer is not None and answer.status_code < 300:
