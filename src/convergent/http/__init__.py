@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from convergent.http.lifespan import lifespan
 from convergent.http.middleware import (
     IdempotencyMiddleware,
     Transaction,
+    after_commit,
     header_principal,
     transaction,
 )
+from convergent.http.problem import Problem, install_problem_handlers
 
-__all__ = ["IdempotencyMiddleware", "Transaction", "header_principal", "transaction"]
+__all__ = [
+    "IdempotencyMiddleware",
+    "Problem",
+    "Transaction",
+    "after_commit",
+    "header_principal",
+    "install_problem_handlers",
+    "lifespan",
+    "transaction",
+]

@@ -123,7 +123,8 @@ class Store:
             async with conn.begin():
                 yield conn
         except DBAPIError as exc:
-            if exc.connection_invalidated or isinstance(exc, (OperationalError, InterfaceError)):
+            # a lost connection, not a bad statement ("no such table" is OperationalError too)
+            if exc.connection_invalidated or isinstance(exc, InterfaceError):
                 raise StoreUnavailable(f"database error: {exc.orig}") from exc
             raise
         finally:
