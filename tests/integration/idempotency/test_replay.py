@@ -53,3 +53,10 @@ async def test_an_unprotected_route_commits_its_own_transaction(harness: Harness
     assert response.status_code == 200
     assert await harness.rows() == 1
     assert await harness.keys() == []
+
+
+async def test_only_the_headers_that_matter_are_stored(harness: Harness) -> None:
+    await harness.post()
+    (row,) = await harness.keys()
+    names = {name for name, _ in row.response_headers}
+    assert names == {"content-type", "location", "etag"}
