@@ -5,8 +5,15 @@ from __future__ import annotations
 from convergent.http.middleware import (
     IdempotencyMiddleware,
     Transaction,
+    after_commit,
     header_principal,
     transaction,
 )
 
-__all__ = ["IdempotencyMiddleware", "Transaction", "header_principal", "transaction"]
+__all__ = [
+    "IdempotencyMiddleware",
+    "Transaction",
+    "after_commit",
+    "header_principal",
+    "transaction",
+]

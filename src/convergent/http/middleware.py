@@ -21,6 +21,7 @@ from typing import Annotated
 from fastapi import Depends
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from convergent.errors import (
@@ -39,9 +40,11 @@ from convergent.store import Store
 
 __all__ = [
     "REPLAYED_HEADERS",
+    "AfterCommit",
     "IdempotencyMiddleware",
     "Principal",
     "Transaction",
+    "after_commit",
     "header_principal",
     "transaction",
 ]
@@ -63,8 +66,11 @@ REPLAYED_HEADERS = ("content-type", "location", "etag", "preference-applied", "r
 #: problem types that mean "rejected before the handler ran" (never stored, like Stripe)
 _NOT_STORED = ("/validation", "/invalid-json")
 _TX = "convergent.transaction"
+_AFTER = "convergent.after_commit"
 _STORE = "convergent.store"
 
+#: builds the answer for this caller once the effect is committed (None: send the stored one)
+AfterCommit = Callable[[], Awaitable[Response | None]]
 Principal = Callable[[HTTPConnection], str | Awaitable[str | None] | None]
 
 
@@ -95,6 +101,21 @@ async def transaction(request: HTTPConnection) -> AsyncIterator[AsyncConnection]
         )
     async with store.begin() as conn:
         yield conn
+
+
+def after_commit(request: HTTPConnection, respond: AfterCommit) -> bool:
+    """On an idempotent route, run ``respond`` after the commit; False elsewhere.
+
+    For answers that must wait for the committed effect (``Prefer: wait``): the handler returns
+    the answer to store (e.g. 202 + Location, what a replay gets) and registers ``respond``; the
+    middleware commits, releases the transaction, then sends ``respond()``'s response to this
+    caller only. Elsewhere the handler's own transaction has committed: wait inline.
+    """
+    hooks = request.scope.get(_AFTER)
+    if hooks is None:
+        return False
+    hooks.append(respond)
+    return True
 
 
 async def _transaction_dependency(request: Request) -> AsyncIterator[AsyncConnection]:
@@ -191,9 +212,11 @@ class IdempotencyMiddleware:
     async def _execute(self, scope: Scope, receive: Receive, send: Send, lease: Lease) -> None:
         fault_point(AFTER_LOCK)
         captured = _Captured()
+        hooks: list[AfterCommit] = []
         try:
             async with self.store.begin() as conn:
                 scope[_TX] = conn
+                scope[_AFTER] = hooks
                 await self.app(scope, receive, captured.send)
                 response = captured.response(self.replayed_headers)
                 if not worth_storing(response):
@@ -218,8 +241,17 @@ class IdempotencyMiddleware:
             raise
         finally:
             scope.pop(_TX, None)
+            scope.pop(_AFTER, None)
         fault_point(BEFORE_RESPONSE)
         metrics.executions.inc()
+        for respond in hooks:
+            try:
+                answer = await respond()
+            except Exception:  # the effect is committed: the stored answer is still true
+                break
+            if answer is not None:
+                await answer(scope, receive, send)
+                return
         await _send_stored(send, captured.response(None))
 
     async def _release(self, lease: Lease) -> None:
