@@ -40,7 +40,6 @@ from convergent.store import Store
 
 __all__ = [
     "REPLAYED_HEADERS",
-    "AfterCommit",
     "IdempotencyMiddleware",
     "Principal",
     "Transaction",
@@ -66,11 +65,9 @@ REPLAYED_HEADERS = ("content-type", "location", "etag", "preference-applied", "r
 #: problem types that mean "rejected before the handler ran" (never stored, like Stripe)
 _NOT_STORED = ("/validation", "/invalid-json")
 _TX = "convergent.transaction"
-_AFTER = "convergent.after_commit"
 _STORE = "convergent.store"
+_AFTER = "convergent.after_commit"
 
-#: builds the answer for this caller once the effect is committed (None: send the stored one)
-AfterCommit = Callable[[], Awaitable[Response | None]]
 Principal = Callable[[HTTPConnection], str | Awaitable[str | None] | None]
 
 
@@ -103,18 +100,18 @@ async def transaction(request: HTTPConnection) -> AsyncIterator[AsyncConnection]
         yield conn
 
 
-def after_commit(request: HTTPConnection, respond: AfterCommit) -> bool:
-    """On an idempotent route, run ``respond`` after the commit; False elsewhere.
+def after_commit(request: HTTPConnection, answer: Callable[[], Awaitable[Response | None]]) -> bool:
+    """Run ``answer`` once the request's transaction has committed; False outside the middleware.
 
-    For answers that must wait for the committed effect (``Prefer: wait``): the handler returns
-    the answer to store (e.g. 202 + Location, what a replay gets) and registers ``respond``; the
-    middleware commits, releases the transaction, then sends ``respond()``'s response to this
-    caller only. Elsewhere the handler's own transaction has committed: wait inline.
+    A Response it returns is sent instead of the handler's, but the handler's answer is the one
+    stored for replays. This is how ``Prefer: wait`` waits for work that can only start once the
+    request's writes are visible, without holding the transaction (or SQLite's write lock) open.
+    Outside an idempotent route the handler's own block has already committed: call ``answer``
+    directly.
     """
-    hooks = request.scope.get(_AFTER)
-    if hooks is None:
+    if request.scope.get(_TX) is None:
         return False
-    hooks.append(respond)
+    request.scope.setdefault(_AFTER, []).append(answer)
     return True
 
 
@@ -212,11 +209,9 @@ class IdempotencyMiddleware:
     async def _execute(self, scope: Scope, receive: Receive, send: Send, lease: Lease) -> None:
         fault_point(AFTER_LOCK)
         captured = _Captured()
-        hooks: list[AfterCommit] = []
         try:
             async with self.store.begin() as conn:
                 scope[_TX] = conn
-                scope[_AFTER] = hooks
                 await self.app(scope, receive, captured.send)
                 response = captured.response(self.replayed_headers)
                 if not worth_storing(response):
@@ -241,16 +236,12 @@ class IdempotencyMiddleware:
             raise
         finally:
             scope.pop(_TX, None)
-            scope.pop(_AFTER, None)
         fault_point(BEFORE_RESPONSE)
         metrics.executions.inc()
-        for respond in hooks:
-            try:
-                answer = await respond()
-            except Exception:  # the effect is committed: the stored answer is still true
-                break
-            if answer is not None:
-                await answer(scope, receive, send)
+        for answer in scope.pop(_AFTER, []):
+            replacement = await answer()
+            if replacement is not None:
+                await replacement(scope, receive, send)
                 return
         await _send_stored(send, captured.response(None))
 
