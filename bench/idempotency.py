@@ -36,6 +36,7 @@ things = sa.Table(
     sa.Column("id", sa.String(64), primary_key=True),
     sa.Column("body", sa.JSON(), nullable=False),
 )
+CPU: list[float] = []  # this process's CPU ms per request: barely moves with machine load
 BODY = {"customer_id": "c1", "items": [{"sku": "s", "qty": 1}], "amount": "5.00"}
 
 
@@ -65,9 +66,10 @@ async def timed(http: httpx.AsyncClient, key: str | None) -> float:
     headers = {"X-Api-Key": "bench"}
     if key:
         headers["Idempotency-Key"] = key
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     response = await http.post("/things", json=BODY, headers=headers)
     elapsed = time.perf_counter() - start
+    CPU.append((time.process_time() - cpu) * 1000)
     assert response.status_code == 201, response.text
     return elapsed * 1000
 
@@ -102,6 +104,7 @@ async def measure(url: str, requests: int) -> dict[str, list[float]]:
     )
     idem = httpx.AsyncClient(transport=httpx.ASGITransport(build(store, True)), base_url="http://i")
     samples: dict[str, list[float]] = {"bare": [], "new key": [], "replay": []}
+    cpu: dict[str, list[float]] = {"bare": [], "new key": [], "replay": []}
     replay_key = new_id()
     try:
         await timed(idem, replay_key)
@@ -118,15 +121,18 @@ async def measure(url: str, requests: int) -> dict[str, list[float]]:
         for _ in range(max(1, requests // 50)):
             for _ in range(50):
                 samples["bare"].append(await timed(bare, None))
+                cpu["bare"].append(CPU[-1])
             for _ in range(50):
                 samples["new key"].append(await timed(idem, new_id()))
+                cpu["new key"].append(CPU[-1])
             for _ in range(50):
                 samples["replay"].append(await timed(idem, replay_key))
+                cpu["replay"].append(CPU[-1])
     finally:
         await bare.aclose()
         await idem.aclose()
         await store.close()
-    return samples
+    return {**samples, **{f"{case} cpu": values for case, values in cpu.items()}}
 
 
 def pct(values: list[float], q: float) -> float:
@@ -135,11 +141,11 @@ def pct(values: list[float], q: float) -> float:
 
 
 def report(db: str, samples: dict[str, list[float]]) -> None:
-    base = statistics.median(samples["bare"])
     for case, values in samples.items():
+        base = statistics.median(samples["bare cpu" if case.endswith("cpu") else "bare"])
         p50 = statistics.median(values)
         print(
-            f"{db:10} {case:8} n={len(values):5} p50={p50:7.3f} ms p99={pct(values, 0.99):7.3f} ms"
+            f"{db:10} {case:12} n={len(values):5} p50={p50:7.3f} ms p99={pct(values, 0.99):7.3f} ms"
             f"  ratio={p50 / base:5.2f}  added={p50 - base:+7.3f} ms"
         )
 

@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from convergent.clock import ManualClock
-from convergent.http import IdempotencyMiddleware, Transaction, header_principal
+from convergent.http import IdempotencyMiddleware, Transaction, after_commit, header_principal
 from convergent.http.problem import install_problem_handlers
 from convergent.ids import new_id
 from convergent.store import Store
@@ -89,6 +89,19 @@ def build_app(h: Harness, store: Store) -> FastAPI:
         h.calls += 1
         return {"poked": thing_id}
 
+    @app.post("/waiting")
+    async def waiting(request: Request, conn: Transaction) -> Response:
+        thing_id = new_id()
+        await conn.execute(things.insert().values(id=thing_id, body={}))
+
+        async def final() -> Response:
+            async with store.begin() as own:  # the middleware's transaction is over
+                rows = await own.execute(sa.select(sa.func.count()).select_from(things))
+                return JSONResponse({"id": thing_id, "rows": rows.scalar_one()}, status_code=201)
+
+        assert after_commit(request, final)
+        return JSONResponse({"id": thing_id}, status_code=202)
+
     @app.post("/open")
     async def open_route(conn: Transaction) -> dict[str, str]:
         thing_id = new_id()
@@ -98,7 +111,7 @@ def build_app(h: Harness, store: Store) -> FastAPI:
     app.add_middleware(
         IdempotencyMiddleware,
         store=store,
-        routes=[("POST", "/things"), ("POST", "/things/{thing_id}/poke")],
+        routes=[("POST", "/things"), ("POST", "/things/{thing_id}/poke"), ("POST", "/waiting")],
         principal=header_principal("X-Api-Key"),
         lock_timeout=LOCK_TIMEOUT,
     )

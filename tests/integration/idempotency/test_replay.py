@@ -53,3 +53,22 @@ async def test_an_unprotected_route_commits_its_own_transaction(harness: Harness
     assert response.status_code == 200
     assert await harness.rows() == 1
     assert await harness.keys() == []
+
+
+async def test_only_the_headers_that_matter_are_stored(harness: Harness) -> None:
+    await harness.post()
+    (row,) = await harness.keys()
+    names = {name for name, _ in row.response_headers}
+    assert names == {"content-type", "location", "etag"}
+
+
+async def test_an_after_commit_answer_goes_to_the_first_caller_and_replays_get_the_stored_one(
+    harness: Harness,
+) -> None:
+    first = await harness.post(path="/waiting")
+    again = await harness.post(path="/waiting")
+    assert first.status_code == 201
+    assert first.json()["rows"] == 1  # it ran after the commit, outside the request transaction
+    assert again.status_code == 202
+    assert again.json()["id"] == first.json()["id"]
+    assert again.headers["Idempotent-Replayed"] == "true"
