@@ -12,8 +12,21 @@ from convergent.errors import ConvergentError
 from convergent.faults import fault_point
 from convergent.ids import new_id, uuid7
 from convergent.messages import Message
+
+# the engines, after the core they build on
+from convergent.outbox import Consumer, Relay, declare_topic, emit
+from convergent.resources import Action, ResourceTable, StateMachine
 from convergent.retry import RetryPolicy
 from convergent.store import Store
+from convergent.workflows import (
+    Saga,
+    StepContext,
+    Worker,
+    WorkflowContext,
+    start,
+    step,
+    workflow,
+)
 
 try:
     __version__ = version("convergent")
@@ -21,15 +34,29 @@ except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0"
 
 __all__ = [
+    "Action",
     "Clock",
+    "Consumer",
     "ConvergentError",
     "ManualClock",
     "Message",
+    "Relay",
+    "ResourceTable",
     "RetryPolicy",
+    "Saga",
+    "StateMachine",
+    "StepContext",
     "Store",
     "SystemClock",
+    "Worker",
+    "WorkflowContext",
     "__version__",
+    "declare_topic",
+    "emit",
     "fault_point",
     "new_id",
+    "start",
+    "step",
     "uuid7",
+    "workflow",
 ]
