@@ -16,7 +16,7 @@ from convergent.errors import NotFound
 from convergent.ids import uuid7
 from convergent.store.schema import webhook_endpoints
 from convergent.webhooks.safety import AllowList, check_destination
-from convergent.webhooks.signing import new_secret
+from convergent.webhooks.signing import check_secret, new_secret
 
 __all__ = [
     "Endpoint",
@@ -100,10 +100,17 @@ async def create_endpoint(
     event_types: Sequence[str] | None = None,
     description: str = "",
     allow: AllowList | None = None,
+    secret: str | None = None,
 ) -> tuple[Endpoint, str]:
-    """Register an endpoint; returns it with its secret, which is never shown again."""
+    """Register an endpoint; returns it with its secret, which is never shown again.
+
+    ``secret`` brings your own (``whsec_`` + base64, e.g. when moving from another sender);
+    by default a fresh one is made.
+    """
     await check_destination(url, allow)
-    secret = new_secret()
+    if secret is not None:
+        check_secret(secret)  # refuse a malformed secret now, not at the first delivery
+    secret = secret or new_secret()
     endpoint_id = uuid7()
     await conn.execute(
         webhook_endpoints.insert().values(

@@ -24,6 +24,11 @@ def new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(_secrets.token_bytes(24)).decode()
 
 
+def check_secret(secret: str) -> None:
+    """Raise ValueError unless ``secret`` is a usable signing secret."""
+    _key(secret)
+
+
 def _key(secret: str) -> bytes:
     raw = secret.removeprefix(SECRET_PREFIX)
     try:

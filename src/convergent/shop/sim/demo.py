@@ -112,16 +112,23 @@ async def stock_up_catalogue(store: Store) -> None:
             await inventory.stock_up(conn, sku, STOCK_PER_SKU)
 
 
-async def subscribe_receiver(store: Store, url: str) -> None:
+async def subscribe_receiver(store: Store, url: str, secret: str | None = None) -> str:
     """Point the shop's callbacks at its own sample receiver, which verifies and records them."""
     from convergent.shop.notifications import SECRETS_ENV
-    from convergent.webhooks import create_endpoint
+    from convergent.webhooks import AllowList, create_endpoint
 
+    loopback = AllowList.parse(["127.0.0.1"])  # the sample receiver is ours, on this machine
     async with store.begin() as conn:
         _, secret = await create_endpoint(
-            conn, url, now=store.clock.now(), description="demo receiver"
+            conn,
+            url,
+            now=store.clock.now(),
+            description="sample receiver",
+            secret=secret,
+            allow=loopback,
         )
     os.environ[SECRETS_ENV] = secret
+    return secret
 
 
 async def run_demo(options: DemoOptions, console: Console | None = None) -> dict[str, Any]:

@@ -21,9 +21,10 @@ from rich.console import Console
 
 import convergent
 from convergent.faults import FAULT_POINTS
+from convergent.shop.notifications import SECRETS_ENV
 from convergent.shop.sim.chaos import Chaos
 from convergent.shop.sim.checks import CheckContext, run_checks
-from convergent.shop.sim.demo import Loop, settle, stock_up_catalogue
+from convergent.shop.sim.demo import Loop, settle, stock_up_catalogue, subscribe_receiver
 from convergent.shop.sim.metrics import Sampler, time_to_consistency
 from convergent.shop.sim.processes import Cluster
 from convergent.shop.sim.progress import LiveProgress
@@ -32,6 +33,7 @@ from convergent.shop.sim.trades import TradeWorkload
 from convergent.shop.sim.workload import Workload, WorkloadConfig
 from convergent.shop.trading import FillPoller
 from convergent.store import Store
+from convergent.webhooks import ALLOW_HOSTS_ENV, new_secret
 
 __all__ = ["DrillOptions", "known_fault_points", "run_drill"]
 
@@ -80,6 +82,7 @@ async def _round(
 ) -> dict[str, Any]:
     name = point or "no-crash-point"
     workdir = options.report_dir / name
+    secret = new_secret()  # the sample receiver's, known to the serve process from the start
     cluster = Cluster(
         database_url=db_url,
         broker_url=options.broker_url,
@@ -88,12 +91,14 @@ async def _round(
         psp_fault_rate=options.fault_rate,
         worker_faults=point,
         seed=options.seed,
+        extra_env={ALLOW_HOSTS_ENV: "127.0.0.1", SECRETS_ENV: secret},
     )
     store = Store(db_url)
     stop = asyncio.Event()
     try:
         await cluster.start()
         await stock_up_catalogue(store)
+        await subscribe_receiver(store, f"{cluster.shop_url}/notifications/webhook", secret)
         workload = Workload(
             cluster.shop_url,
             WorkloadConfig(

@@ -101,6 +101,7 @@ class Cluster:
     psp_fault_rate: float = 0.1
     worker_faults: str | None = None
     seed: int | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, Managed] = field(default_factory=dict)
     shop_url: str = ""
     psp_url: str = ""
@@ -112,6 +113,7 @@ class Cluster:
             "CONVERGENT_DATABASE_URL": self.database_url,
             "CONVERGENT_BROKER_URL": self.broker_url,
             "CONVERGENT_PSP_URL": self.psp_url,
+            **self.extra_env,
             **extra,
         }
 
@@ -148,12 +150,14 @@ class Cluster:
         if self.seed is not None:
             psp_args += ["--seed", str(self.seed)]
         psp = self._add("psp", psp_args, CONVERGENT_PSP_DATABASE_URL=psp_db)
-        serve = self._add("serve", ["serve", "--port", str(shop_port)])
+        # the API only answers HTTP; the workers and the relay do the background work
+        serve = self._add("serve", ["serve", "--port", str(shop_port), "--no-loops"])
         await asyncio.gather(wait_healthy(self.psp_url, psp), wait_healthy(self.shop_url, serve))
         faults = {"CONVERGENT_FAULTS": self.worker_faults} if self.worker_faults else {}
         if "worker" in commands:
             for n in range(self.workers):
-                self._add(f"worker-{n}", ["worker"], **faults)
+                worker_args = ["worker", "--no-relay"] if "relay" in commands else ["worker"]
+                self._add(f"worker-{n}", worker_args, **faults)
         if "relay" in commands:
             self._add("relay", ["relay"], **faults)
 
