@@ -70,6 +70,7 @@ class Relay:
             LEASE_GROUP, RELAY_PARTITIONS, holder or secrets.token_hex(6), lease_seconds
         )
         self.published = 0
+        self._refreshed_at: datetime | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until ``stop`` is set; wakes on outbox commits, polls as a fallback."""
@@ -97,13 +98,17 @@ class Relay:
         """Give up this relay's partitions so other relays take them at once."""
         async with self.store.begin() as conn:
             await self.leases.release_all(conn)
+        self._refreshed_at = None
 
     async def run_once(self) -> int:
         """One pass: refresh leases, publish one batch of due rows, settle them. Returns the
         number of rows settled (published or given up)."""
         now = self.store.clock.now()
-        async with self.store.begin() as conn:
-            held = await self.leases.refresh(conn, now)
+        held = self.leases.held
+        if self._refreshed_at is None or now - self._refreshed_at >= self.leases.ttl / 3:
+            async with self.store.begin() as conn:  # renew well before the lease runs out
+                held = await self.leases.refresh(conn, now)
+            self._refreshed_at = now
         if not held:
             return 0
         async with self.store.read() as conn:

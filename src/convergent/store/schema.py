@@ -24,6 +24,7 @@ __all__ = [
     "log_offsets",
     "metadata",
     "outbox",
+    "replies",
     "resource_history",
     "run_events",
     "run_steps",
@@ -189,6 +190,17 @@ log_offsets = sa.Table(
     sa.Column("position", sa.BigInteger(), nullable=False),  # next position to handle
     sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("next_attempt_at", UTCDateTime(), nullable=True),
+)
+
+#: replies to requests, kept until read: a requester that restarts still finds its answer
+replies = sa.Table(
+    "convergent_replies",
+    metadata,
+    sa.Column("correlation_id", sa.String(64), primary_key=True),
+    sa.Column("topic", sa.String(255), nullable=False),
+    sa.Column("key", sa.String(255), nullable=False),
+    sa.Column("envelope", JSONType, nullable=False),
+    sa.Column("received_at", UTCDateTime(), nullable=False, index=True),
 )
 
 # workflows (migration 0004) ------------------------------------------------------------------

@@ -104,6 +104,30 @@ class EmbeddedTransport(Transport):
             )
         return int(result.rowcount)
 
+    async def compact(self, topic: Topic, older_than: datetime) -> int:
+        """Entity topics: drop entries appended before ``older_than`` that a later entry of the
+        same key supersedes (the latest state, tombstones included, always stays)."""
+        newer = log_entries.alias("newer")
+        superseded = (
+            sa.select(newer.c.position)
+            .where(
+                newer.c.topic == log_entries.c.topic,
+                newer.c.partition == log_entries.c.partition,
+                newer.c.key == log_entries.c.key,
+                newer.c.position > log_entries.c.position,
+            )
+            .exists()
+        )
+        async with self.store.begin() as conn:
+            result = await conn.execute(
+                sa.delete(log_entries).where(
+                    log_entries.c.topic == topic.name,
+                    log_entries.c.appended_at < older_than,
+                    superseded,
+                )
+            )
+        return int(result.rowcount)
+
 
 class EmbeddedDelivery(Delivery):
     def __init__(

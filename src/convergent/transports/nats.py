@@ -18,7 +18,6 @@ from urllib.parse import quote, unquote
 import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError, NotFoundError
 
@@ -180,7 +179,7 @@ class NatsSubscription(Subscription):
     async def fetch(self, max_messages: int, timeout: float) -> list[Delivery]:
         try:
             msgs = await self.sub.fetch(max_messages, timeout=max(timeout, 0.05))
-        except NatsTimeout:
+        except TimeoutError:  # nats raises its own subclass or a bare asyncio.TimeoutError
             return []
         return [NatsDelivery(self.topic.name, m) for m in msgs]
 

@@ -95,9 +95,16 @@ async def test_two_relays_keep_order_per_key(broker_store: Store, transport: Tra
     topic = unique_topic()
     await create_effects(broker_store)
     stop = asyncio.Event()
-    relays = [Relay(broker_store, transport, batch_size=7, poll_interval=0.05) for _ in range(2)]
+    relays = [
+        Relay(broker_store, transport, batch_size=7, poll_interval=0.05, lease_seconds=1.5)
+        for _ in range(2)
+    ]
     tasks = [asyncio.create_task(r.run(stop)) for r in relays]
     try:
+        deadline = asyncio.get_running_loop().time() + 15
+        while not all(len(r.leases.held) == 8 for r in relays):  # they split the 16 partitions
+            assert asyncio.get_running_loop().time() < deadline, [r.leases.held for r in relays]
+            await asyncio.sleep(0.05)
         for seq in range(0, 30, 3):  # keep emitting while both relays run
             await emit_many(broker_store, topic.name, keys=4, per_key=3, start=seq)
         consumer = Consumer(broker_store, transport, topic, f"g-{topic.name}", record_effect)

@@ -1,4 +1,4 @@
-"""Messages: the outbox, leases and the embedded broker's log.
+"""Messages: the outbox, leases, the embedded broker's log and replies.
 
 Revision ID: 0003
 Revises: 0002
@@ -77,9 +77,20 @@ def upgrade() -> None:
             "consumer_group", "topic", "partition", name="pk_convergent_log_offsets"
         ),
     )
+    op.create_table(
+        "convergent_replies",
+        sa.Column("correlation_id", sa.String(64), nullable=False),
+        sa.Column("topic", sa.String(255), nullable=False),
+        sa.Column("key", sa.String(255), nullable=False),
+        sa.Column("envelope", ct.JSONType, nullable=False),
+        sa.Column("received_at", ct.UTCDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("correlation_id", name="pk_convergent_replies"),
+    )
+    op.create_index("ix_convergent_replies_received_at", "convergent_replies", ["received_at"])
 
 
 def downgrade() -> None:
+    op.drop_table("convergent_replies")
     op.drop_table("convergent_log_offsets")
     op.drop_table("convergent_log_heads")
     op.drop_table("convergent_log")
