@@ -25,6 +25,7 @@ from convergent.shop.db import metadata
 from convergent.shop.keyed import insert_once
 from convergent.shop.psp import money, to_cents
 from convergent.store import Store
+from convergent.store.claims import lock_row
 from convergent.store.types import UTCDateTime
 
 __all__ = [
@@ -127,11 +128,9 @@ async def record_fill(
     )
     if not new:
         return {"fill_id": fill.fill_id, "applied": False}
-    order = (
-        await conn.execute(
-            trade_orders.select().where(trade_orders.c.client_order_id == fill.client_order_id)
-        )
-    ).one_or_none()
+    # lock the order: two different fills of it may be applied at once (push and poll)
+    query = trade_orders.select().where(trade_orders.c.client_order_id == fill.client_order_id)
+    order = (await conn.execute(lock_row(query, conn.dialect.name))).one_or_none()
     if order is None:
         raise PermanentError(f"fill {fill.fill_id} is for an unknown order")
     filled = order.filled_qty + fill.qty
