@@ -60,7 +60,7 @@ async def test_checks_without_their_tables_are_skipped(store: Store) -> None:
     assert results["inventory_conserved"] == "skipped"
 
 
-async def test_an_order_not_final_fails_and_says_the_engines_are_pending(
+async def test_an_order_not_final_fails_and_names_its_state(
     shop_store: Store,
 ) -> None:
     now = shop_store.clock.now()
@@ -82,7 +82,7 @@ async def test_an_order_not_final_fails_and_says_the_engines_are_pending(
     results = await run_checks(CheckContext(shop_store, None))
     check = next(r for r in results if r.name == "orders_terminal")
     assert check.status == "fail"
-    assert "pending engines" in check.detail
+    assert "1 orders not final: {'pending': 1}" in check.detail
 
 
 async def test_a_key_in_progress_past_its_lock_is_stuck(shop_store: Store) -> None:

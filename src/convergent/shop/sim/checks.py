@@ -107,13 +107,10 @@ async def _all_terminal(
             return _skip(name, f"no {table} table")
         column = "state" if "state" in columns else "status"
         states = await _states(conn, table, column)
-        engines = await table_columns(conn, "convergent_runs")
     stuck = {s: n for s, n in states.items() if s not in terminal}
     if not stuck:
         return CheckResult(name, "pass", f"all {sum(states.values())} {what} are final", states)
     detail = f"{sum(stuck.values())} {what} not final: {stuck}"
-    if engines is None:
-        detail += " (no workflow engine in this database)"
     return CheckResult(name, "fail", detail, states)
 
 
