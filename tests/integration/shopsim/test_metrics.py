@@ -16,7 +16,7 @@ async def test_figures_count_what_exists_and_mark_the_rest_unavailable(shop_stor
     assert figures["orders"] == {}
     assert figures["trades_open"] == 1
     assert figures["dead_letters"] == 0
-    assert figures["runs_in_flight"] is None
+    assert figures["runs_in_flight"] == 0
 
 
 async def test_the_sampler_adds_the_workload_counters(shop_store: Store) -> None:

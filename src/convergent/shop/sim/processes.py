@@ -156,7 +156,8 @@ class Cluster:
         faults = {"CONVERGENT_FAULTS": self.worker_faults} if self.worker_faults else {}
         if "worker" in commands:
             for n in range(self.workers):
-                worker_args = ["worker", "--no-relay"] if "relay" in commands else ["worker"]
+                worker_args = ["worker", "--lease-seconds", "10"]
+                worker_args += ["--no-relay"] if "relay" in commands else []
                 self._add(f"worker-{n}", worker_args, **faults)
         if "relay" in commands:
             self._add("relay", ["relay"], **faults)
