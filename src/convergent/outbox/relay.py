@@ -73,8 +73,9 @@ class Relay:
         self._refreshed_at: datetime | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Publish until ``stop`` is set; wakes on outbox commits, polls as a fallback."""
-        await self.transport.start()
+        """Publish until ``stop`` is set; wakes on outbox commits, polls as a fallback.
+
+        A broker that is down is not fatal: ``publish`` reports it and the rows are retried."""
         try:
             async with self.store.notifier.subscribe(OUTBOX_CHANNEL) as wake:
                 while not stop.is_set():
