@@ -60,6 +60,7 @@ class Relay:
         poll_interval: float = 1.0,
         retry: RetryPolicy = DEFAULT_RETRY,
         holder: str | None = None,
+        lanes: int = 2,
     ) -> None:
         self.store = store
         self.transport = transport
@@ -69,12 +70,14 @@ class Relay:
         self.leases = PartitionLeases(
             LEASE_GROUP, RELAY_PARTITIONS, holder or secrets.token_hex(6), lease_seconds
         )
+        self.lanes = max(1, lanes)
         self.published = 0
         self._refreshed_at: datetime | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Publish until ``stop`` is set; wakes on outbox commits, polls as a fallback."""
-        await self.transport.start()
+        """Publish until ``stop`` is set; wakes on outbox commits, polls as a fallback.
+
+        A broker that is down is not fatal: ``publish`` reports it and the rows are retried."""
         try:
             async with self.store.notifier.subscribe(OUTBOX_CHANNEL) as wake:
                 while not stop.is_set():
@@ -111,8 +114,16 @@ class Relay:
             self._refreshed_at = now
         if not held:
             return 0
+        # lanes own disjoint partitions (so each key stays in one lane, in order); they overlap
+        # one lane's database round trips with another's broker acks
+        parts = sorted(held)
+        lanes = [parts[i :: self.lanes] for i in range(self.lanes) if parts[i :: self.lanes]]
+        counts = await asyncio.gather(*(self._pass(lane, held, now) for lane in lanes))
+        return sum(counts)
+
+    async def _pass(self, partitions: list[int], held: dict[int, str], now: datetime) -> int:
         async with self.store.read() as conn:
-            rows = (await conn.execute(_due_rows(list(held), now, self.batch_size))).all()
+            rows = (await conn.execute(_due_rows(partitions, now, self.batch_size))).all()
         rows = _hold_back_behind_retries(rows)
         if not rows:
             return 0
@@ -120,7 +131,7 @@ class Relay:
         messages = [Message.from_envelope(r.topic, r.key, r.envelope) for r in rows]
         results = await self.transport.publish(messages)
         fault_point(AFTER_PUBLISH)
-        await self._settle(rows, results, held)
+        await self._settle(rows, results, {p: held[p] for p in partitions})
         return len(rows)
 
     async def _settle(

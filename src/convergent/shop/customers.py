@@ -84,7 +84,14 @@ async def delete_customer(customer_id: str, request: Request) -> Response:
         result = await conn.execute(customers.delete().where(customers.c.id == customer_id))
         if not result.rowcount:
             raise NotFound(f"no customer {customer_id}")
-        await emit(conn, customers_topic, customer_id, "shop.customer.deleted", None)
+        await emit(
+            conn,
+            customers_topic,
+            customer_id,
+            "shop.customer.deleted",
+            None,
+            now=store.clock.now(),
+        )
     return Response(status_code=204)
 
 

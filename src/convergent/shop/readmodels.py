@@ -1,8 +1,8 @@
 """The orders service's local read model of customers, fed by the ``customers`` entity topic.
 
 ``messaging_loops`` runs the relay and this consumer inside the app's lifespan (the embedded demo
-runs everything in one process). Set ``CONVERGENT_SHOP_LOOPS=0`` when separate
-``convergent relay``/worker processes run them instead.
+runs everything in one process). Set ``CONVERGENT_SHOP_LOOPS=0`` when separate processes run them
+instead: ``convergent relay`` and ``convergent consume --import convergent.shop.readmodels``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent.errors import NotFound
 from convergent.messages import Message
-from convergent.outbox import Consumer, Relay, apply_entity
+from convergent.outbox import Consumer, Relay, apply_entity, consumer
 from convergent.shop.customers import customers_topic
 from convergent.shop.db import metadata
 from convergent.store import Store
@@ -39,6 +39,7 @@ customer_view = sa.Table(
 )
 
 
+@consumer(customers_topic, CUSTOMER_VIEW_GROUP)  # `convergent consume --import` runs it too
 async def apply_customer(conn: AsyncConnection, message: Message) -> None:
     """Upsert the latest state; a tombstone deletes the row."""
     await apply_entity(conn, customer_view, message)

@@ -42,9 +42,15 @@ def subject_for(topic: str, key: str) -> str:
 
 class NatsTransport(Transport):
     def __init__(
-        self, url: str, *, duplicate_window: float = 120.0, publish_timeout: float = 10.0
+        self,
+        url: str,
+        *,
+        duplicate_window: float = 120.0,
+        publish_timeout: float = 10.0,
+        connect_timeout: float = 5.0,
     ) -> None:
         self.url = url
+        self.connect_timeout = connect_timeout
         self.duplicate_window = duplicate_window
         self.publish_timeout = publish_timeout
         self._nc: Client | None = None
@@ -63,8 +69,11 @@ class NatsTransport(Transport):
             if self._nc is not None and self._nc.is_connected:
                 return
             try:
-                self._nc = await nats.connect(
-                    self.url, connect_timeout=5, max_reconnect_attempts=-1
+                # reconnects forever once connected, but the first connect must fail fast
+                # (nats-py would otherwise retry it forever too)
+                self._nc = await asyncio.wait_for(
+                    nats.connect(self.url, connect_timeout=2, max_reconnect_attempts=-1),
+                    self.connect_timeout,
                 )
             except Exception as exc:
                 raise TransportError(f"cannot reach NATS at {self.url}: {exc}") from exc

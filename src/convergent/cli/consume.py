@@ -1,0 +1,38 @@
+"""`convergent consume`: run the declared consumers (``@consumer``) until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+
+from convergent.cli.app import BrokerUrl, DatabaseUrl, app, console, fail, run_async
+from convergent.cli.relay import Imports, import_modules, stop_on_signals
+
+
+@app.command()
+def consume(
+    database_url: DatabaseUrl = None, broker_url: BrokerUrl = None, imports: Imports = None
+) -> None:
+    """Run every consumer the imported modules declare, each in one transaction per message."""
+    from convergent.outbox.consumer import CONSUMERS, Consumer
+    from convergent.store import Store
+    from convergent.transports import transport_from_url
+
+    import_modules(imports)
+    if not CONSUMERS:
+        raise fail("no consumers declared: pass --import with the module that declares them")
+
+    async def go() -> int:
+        store = Store(database_url)
+        transport = transport_from_url(broker_url, store)
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        consumers = [Consumer.from_spec(store, transport, spec) for spec in CONSUMERS]
+        try:
+            await asyncio.gather(*(c.run(stop) for c in consumers))
+        finally:
+            await transport.close()
+            await store.close()
+        return sum(c.handled for c in consumers)
+
+    handled = run_async(go())
+    console.print(f"consumers stopped after handling {handled} messages")
