@@ -33,7 +33,7 @@ class WorkloadConfig:
     cancel_rate: float = 0.1
     double_submit_rate: float = 0.1
     max_attempts: int = 6
-    timeout: float = 5.0
+    timeout: float = 10.0  # above the shop's 5 s booking SLA, or a slow answer looks like a loss
     max_retry_after: float = 2.0
     api_key: str = "demo-client"
     run_id: str = field(default_factory=lambda: f"{int(time.time())}")
