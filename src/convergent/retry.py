@@ -10,9 +10,10 @@ import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 
-__all__ = ["RetryPolicy", "zero_delays"]
+__all__ = ["RetryPolicy", "parse_retry_after", "zero_delays"]
 
 _testing = False
 
@@ -89,3 +90,20 @@ class RetryPolicy:
         if past_deadline:
             return None
         return when
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), or None if absent
+    or unreadable. A date is measured from ``now`` (an injected clock's, in tests)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())

@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
-from convergent.clock import utcnow
 from convergent.idempotency.keys import canonical_json
 from convergent.ids import new_id
-from convergent.retry import RetryPolicy
+from convergent.retry import RetryPolicy, parse_retry_after
 
 __all__ = ["IdempotentClient", "deterministic_key", "new_key"]
 
@@ -32,17 +30,7 @@ def deterministic_key(namespace: str, client: str, payload: object) -> str:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    raw = response.headers.get("Retry-After")
-    if raw is None:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, (parsedate_to_datetime(raw) - utcnow()).total_seconds())
-    except (TypeError, ValueError):
-        return None
+    return parse_retry_after(response.headers.get("Retry-After"))
 
 
 def _retryable(response: httpx.Response) -> bool:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 
 import httpx
 
 from convergent.errors import UnsafeDestination
 from convergent.messages import json_dumps
+from convergent.retry import parse_retry_after
 from convergent.webhooks.config import WebhookSettings
 from convergent.webhooks.safety import check_destination
 from convergent.webhooks.signing import signature_header
@@ -106,17 +106,3 @@ async def _read_snippet(response: httpx.Response, limit: int) -> str:
         if size >= limit:
             break
     return b"".join(chunks)[:limit].decode("utf-8", "replace")
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None if absent/bad."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from datetime import datetime
 from typing import Protocol
 
 from convergent.errors import PermanentError, TransientError
+from convergent.retry import parse_retry_after
 
 __all__ = ["parse_retry_after", "raise_for_status"]
 
@@ -31,19 +31,3 @@ def raise_for_status(response: _Response, *, now: datetime | None = None) -> Non
         retry_after = parse_retry_after(response.headers.get("retry-after"), now=now)
         raise TransientError(f"HTTP {code}", retry_after=retry_after, status=code)
     raise PermanentError(f"HTTP {code}", status=code)
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
