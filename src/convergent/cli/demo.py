@@ -19,14 +19,16 @@ def demo(
     customers: Annotated[int, typer.Option(help="customers to update")] = 10,
     trades: Annotated[int, typer.Option(help="exchange orders, whose fills get lost")] = 20,
     fault_rate: Annotated[float, typer.Option(help="payment provider failure rate, 0..1")] = 0.1,
-    settle_timeout: Annotated[float, typer.Option(help="seconds to wait to settle")] = 10.0,
+    settle_timeout: Annotated[float, typer.Option(help="seconds to wait to settle")] = 60.0,
     port: Annotated[int, typer.Option(help="shop port (a free one if taken)")] = 8000,
     report_dir: Annotated[Path, typer.Option(help="where report.json/.html go")] = Path(
         "reports/demo"
     ),
     keep_serving: Annotated[bool, typer.Option(help="keep serving after the report")] = False,
     live: Annotated[bool, typer.Option(help="draw live progress")] = True,
-    strict: Annotated[bool, typer.Option(help="exit 1 if any invariant is violated")] = False,
+    strict: Annotated[
+        bool, typer.Option(help="exit 1 if any invariant is violated (--no-strict: report only)")
+    ] = True,
     seed: Annotated[int | None, typer.Option(help="seed for a repeatable run")] = None,
 ) -> None:
     """Run the reference shop under load with injected faults and report what converged.
