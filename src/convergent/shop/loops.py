@@ -13,12 +13,12 @@ import logging
 import os
 from dataclasses import dataclass
 
+import convergent.shop.readmodels  # noqa: F401 - declares the shop's consumers
 from convergent.idempotency import purge_expired_keys
 from convergent.loops import Loop
 from convergent.outbox import Consumer, Relay
+from convergent.outbox.consumer import CONSUMERS
 from convergent.shop import bookings
-from convergent.shop.customers import customers_topic
-from convergent.shop.readmodels import CUSTOMER_VIEW_GROUP, apply_customer
 from convergent.shop.webhooks import DISPATCHER_ENV
 from convergent.store import Store
 from convergent.transports import transport_from_url
@@ -47,12 +47,8 @@ class Messaging:
         loops: list[Loop] = []
         if self.relay:
             loops.append(Relay(self.store, transport, poll_interval=0.5))
-        if self.consumers:
-            loops.append(
-                Consumer(
-                    self.store, transport, customers_topic, CUSTOMER_VIEW_GROUP, apply_customer
-                )
-            )
+        if self.consumers:  # every consumer the shop declares (its read models)
+            loops += [Consumer.from_spec(self.store, transport, spec) for spec in CONSUMERS]
         try:
             await asyncio.gather(*(each.run(stop) for each in loops))
         finally:

@@ -1,16 +1,17 @@
-"""The orders service's local read model of customers, fed by the ``customers`` entity topic.
+"""Read models fed by the ``customers`` entity topic, each its own consumer group.
 
-``messaging_loops`` runs the relay and this consumer inside the app's lifespan (the embedded demo
-runs everything in one process). Set ``CONVERGENT_SHOP_LOOPS=0`` when separate processes run them
-instead: ``convergent relay`` and ``convergent consume --import convergent.shop.readmodels``.
+- the orders service's copy of each customer (``shop_customer_view``);
+- billing's accounts (``shop_billing_accounts``): who to invoice, deleted with the customer;
+- analytics (``shop_customer_analytics``): how often each profile changed, kept after deletion.
+
+Each consumer applies a message and records it in the inbox in one transaction, so a group that
+was down catches up from its committed offset with nothing lost and nothing applied twice. They
+run in `convergent serve` (single process), in `convergent worker`, or alone with
+``convergent consume --import convergent.shop.readmodels``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
-from collections.abc import AsyncIterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,15 +20,24 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent.errors import NotFound
 from convergent.messages import Message
-from convergent.outbox import Consumer, Relay, apply_entity, consumer
+from convergent.outbox import apply_entity, consumer
 from convergent.shop.customers import customers_topic
 from convergent.shop.db import metadata
 from convergent.store import Store
-from convergent.transports import transport_from_url
 
-__all__ = ["CUSTOMER_VIEW_GROUP", "customer_view", "messaging_loops", "router"]
+__all__ = [
+    "ANALYTICS_GROUP",
+    "BILLING_GROUP",
+    "CUSTOMER_VIEW_GROUP",
+    "billing_accounts",
+    "customer_analytics",
+    "customer_view",
+    "router",
+]
 
 CUSTOMER_VIEW_GROUP = "orders.customer-view"
+BILLING_GROUP = "billing.accounts"
+ANALYTICS_GROUP = "analytics.customers"
 
 customer_view = sa.Table(
     "shop_customer_view",
@@ -39,29 +49,57 @@ customer_view = sa.Table(
 )
 
 
+billing_accounts = sa.Table(
+    "shop_billing_accounts",
+    metadata,
+    sa.Column("id", sa.String(255), primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("version", sa.Integer(), nullable=False),
+)
+
+customer_analytics = sa.Table(
+    "shop_customer_analytics",
+    metadata,
+    sa.Column("id", sa.String(255), primary_key=True),
+    sa.Column("changes", sa.Integer(), nullable=False),
+    sa.Column("deleted", sa.Boolean(), nullable=False),
+    sa.Column("last_version", sa.Integer(), nullable=True),
+)
+
+
 @consumer(customers_topic, CUSTOMER_VIEW_GROUP)  # `convergent consume --import` runs it too
 async def apply_customer(conn: AsyncConnection, message: Message) -> None:
     """Upsert the latest state; a tombstone deletes the row."""
     await apply_entity(conn, customer_view, message)
 
 
-@contextlib.asynccontextmanager
-async def messaging_loops(store: Store, broker_url: str | None) -> AsyncIterator[None]:
-    """Run the relay and the customer-view consumer until the app stops (unless disabled)."""
-    if os.environ.get("CONVERGENT_SHOP_LOOPS", "1") == "0":
-        yield
-        return
-    transport = transport_from_url(broker_url, store)
-    stop = asyncio.Event()
-    relay = Relay(store, transport, poll_interval=0.5)
-    consumer = Consumer(store, transport, customers_topic, CUSTOMER_VIEW_GROUP, apply_customer)
-    tasks = [asyncio.create_task(relay.run(stop)), asyncio.create_task(consumer.run(stop))]
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await transport.close()
+@consumer(customers_topic, BILLING_GROUP)
+async def apply_billing_account(conn: AsyncConnection, message: Message) -> None:
+    """Billing keeps whom to invoice; a deleted customer is no longer billed."""
+    await apply_entity(conn, billing_accounts, message)
+
+
+@consumer(customers_topic, ANALYTICS_GROUP)
+async def count_profile_change(conn: AsyncConnection, message: Message) -> None:
+    """Analytics counts every change (the inbox makes a redelivery count once)."""
+    c = customer_analytics.c
+    version = None if message.is_tombstone else message.data.get("version")
+    changed = await conn.execute(
+        customer_analytics.update()
+        .where(c.id == message.key)
+        .values(
+            changes=c.changes + 1,
+            deleted=message.is_tombstone,
+            last_version=sa.func.coalesce(version, c.last_version),
+        )
+    )
+    if changed.rowcount == 0:
+        await conn.execute(
+            customer_analytics.insert().values(
+                id=message.key, changes=1, deleted=message.is_tombstone, last_version=version
+            )
+        )
 
 
 router = APIRouter(tags=["orders"])
