@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 from tests.acceptance.conftest import Server
 
 ORDER = {
@@ -29,3 +31,25 @@ def test_an_invalid_order_is_a_problem_naming_the_field(server: Server) -> None:
     assert bad.status_code == 422
     assert bad.headers["Content-Type"] == "application/problem+json"
     assert [e["field"] for e in bad.json()["errors"]] == ["currency"]
+
+
+def test_metrics_show_replays_runs_and_backlogs(server: Server) -> None:
+    headers = {"X-Api-Key": "client-m", "Idempotency-Key": "m-1"}
+    with server.client() as http:
+        assert http.post("/orders", json=ORDER, headers=headers).status_code == 202
+        assert http.post("/orders", json=ORDER, headers=headers).headers["Idempotent-Replayed"]
+        deadline = time.monotonic() + 30
+        while True:
+            text = http.get("/metrics").text
+            wanted = [
+                "convergent_idempotency_replays_total 1.0",
+                'convergent_runs{status="pending"}',
+                "convergent_outbox_backlog",
+                "convergent_outbox_oldest_age_seconds",
+                "convergent_webhook_deliveries_pending",
+            ]
+            missing = [w for w in wanted if w not in text]
+            if not missing or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    assert missing == []

@@ -19,6 +19,7 @@ from convergent.loops import Loop
 from convergent.outbox import Consumer, Relay
 from convergent.outbox.consumer import CONSUMERS
 from convergent.shop import bookings
+from convergent.shop.metrics import StoreGauges
 from convergent.shop.webhooks import DISPATCHER_ENV
 from convergent.store import Store
 from convergent.transports import transport_from_url
@@ -98,7 +99,11 @@ def shop_loops(
     """Every loop the shop needs; the flags leave out what other processes run."""
     import convergent.shop.workflows  # noqa: F401 - registers the shop's workflows
 
-    loops: list[Loop] = [Messaging(store, broker_url, relay=relay), KeySweeper(store)]
+    loops: list[Loop] = [
+        Messaging(store, broker_url, relay=relay),
+        KeySweeper(store),
+        StoreGauges(store),
+    ]
     if bookings.confirmer_enabled():
         loops.append(BookingConfirmer(store))
     if workflows:

@@ -22,6 +22,7 @@ from convergent.errors import InvalidTransition, PermanentError, RunCancelled, T
 from convergent.retry import RetryPolicy
 from convergent.shop import inventory, payments, shipping
 from convergent.shop.events import announce
+from convergent.shop.metrics import observe_final_order
 from convergent.shop.orders import ORDERS, orders
 from convergent.shop.psp import money
 from convergent.shop.psp_client import PspClient
@@ -61,6 +62,8 @@ async def _move(conn: AsyncConnection, store: Store, order_id: str, action: str)
     except InvalidTransition:
         return None
     await announce(conn, store, "order", row, order_id)
+    if ORDERS.machine.is_terminal(row.state):
+        observe_final_order(row.state, row.created_at, store.clock.now())
     return row
 
 

@@ -29,6 +29,7 @@ from convergent.ids import uuid7
 from convergent.store import Store
 from convergent.store.schema import dead_letters, run_events, run_steps
 from convergent.workflows._committer import Committer
+from convergent.workflows._metrics import retried
 from convergent.workflows._statements import Statements
 
 if TYPE_CHECKING:
@@ -226,6 +227,7 @@ class RunContext:
                     )
                 if when is None:
                     return await self._give_up(seq, step, key, attempts, error, args, exc)
+                retried(self.workflow, step.name)
                 await self._save(
                     seq,
                     "step",
