@@ -65,8 +65,8 @@ class Store:
         url: str | None = None,
         *,
         clock: Clock | None = None,
-        pool_size: int = 10,
-        max_overflow: int = 20,
+        pool_size: int | None = None,
+        max_overflow: int | None = None,
         echo: bool = False,
         engine_options: dict[str, Any] | None = None,
     ) -> None:
@@ -78,7 +78,14 @@ class Store:
         self.tables = schema
         options: dict[str, Any] = {"echo": echo}
         if self.dialect == "postgresql":
-            options.update(pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800)
+            # small by default: a fleet of processes shares PostgreSQL's max_connections
+            options.update(
+                pool_size=pool_size or settings.env_int("CONVERGENT_DB_POOL_SIZE", 5),
+                max_overflow=max_overflow
+                if max_overflow is not None
+                else settings.env_int("CONVERGENT_DB_MAX_OVERFLOW", 10),
+                pool_recycle=1800,
+            )
         options.update(engine_options or {})
         self.engine: AsyncEngine = create_async_engine(self.url, **options)
         if self.dialect == "sqlite":

@@ -35,6 +35,11 @@ def stream_name(topic: str) -> str:
     return "cv_" + re.sub(r"[^A-Za-z0-9_-]", "_", topic)
 
 
+def durable_for(group: str) -> str:
+    """A durable consumer name for ``group`` (NATS allows no ``.``, ``*``, ``>`` or spaces)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", group)
+
+
 def subject_for(topic: str, key: str) -> str:
     """``<topic>.<key>``; characters NATS reserves (``.``, ``*``, ``>``, spaces) are %-escaped."""
     return f"{topic}.{quote(key, safe='') if _UNSAFE.search(key) or not key else key}"
@@ -141,14 +146,17 @@ class NatsTransport(Transport):
         options = options or SubscriptionOptions()
         await self.ensure_topic(topic)
         config = api.ConsumerConfig(
-            durable_name=group,
+            durable_name=durable_for(group),
             ack_policy=api.AckPolicy.EXPLICIT,
             deliver_policy=api.DeliverPolicy.ALL,
             ack_wait=options.ack_wait,
             max_deliver=options.max_deliver + 1,  # one spare: the consumer dead-letters first
         )
         sub = await self.js.pull_subscribe(
-            f"{topic.name}.>", durable=group, stream=stream_name(topic.name), config=config
+            f"{topic.name}.>",
+            durable=durable_for(group),
+            stream=stream_name(topic.name),
+            config=config,
         )
         return NatsSubscription(topic, sub)
 

@@ -109,3 +109,12 @@ async def test_acked_messages_are_not_redelivered_to_the_group_but_reach_other_g
     finally:
         await sub.close()
     assert len(await fetch_all(transport, topic, f"analytics-{topic.name}", 3)) == 3
+
+
+async def test_group_and_topic_names_with_dots_work(transport: Transport) -> None:
+    base = unique_topic()
+    topic = Topic(f"shop.{base.name}", base.schema, base.kind, base.partitions)
+    await transport.ensure_topic(topic)
+    assert await transport.publish([Message(topic.name, "c1", "changed", {"v": 1})]) == [None]
+    [got] = await fetch_all(transport, topic, f"billing.accounts.{base.name}", 1)
+    assert got.message.data == {"v": 1}
