@@ -41,8 +41,8 @@ def create_app(
 ) -> FastAPI:
     """Build the shop on ``store``; with ``migrate`` the tables are created at start-up.
 
-    ``loops`` runs the background work (saga worker, relay, consumers, webhook dispatcher, booking
-    confirmer, key sweeper) inside the app; None reads ``CONVERGENT_SHOP_LOOPS`` (default on).
+    ``loops`` runs the background work (workflow worker, relay, consumers, webhook dispatcher,
+    key sweeper, metrics sampler) inside the app; None reads ``CONVERGENT_SHOP_LOOPS`` (default on).
     """
 
     @asynccontextmanager

@@ -1,8 +1,10 @@
 """Bookings service (restaurant tables): create-or-get by the client's booking code.
 
 ``PUT /bookings/{code}`` is idempotent: the code, scoped to the ``X-Api-Key`` client, is the
-idempotency key. Confirmation is asynchronous (``confirm_booking``, run by a small background
-confirmer for now); the PUT waits for it up to the 5 s SLA and otherwise answers 202.
+idempotency key. Confirmation is asynchronous: each new booking starts a durable run
+(``shop.booking`` in `convergent.shop.workflows`) that calls ``confirm_booking`` and then sleeps
+until a day before the booking to archive it; the PUT waits for the confirmation up to the 5 s
+SLA and otherwise answers 202. ``run_confirmer`` is a polling sweep kept for operators.
 The server-created flow is here too: ``POST /bookings`` hands out a code for a ``draft`` and
 ``PUT /bookings/{code}/confirm`` submits it exactly once.
 """
@@ -39,6 +41,7 @@ from convergent.shop.db import metadata
 from convergent.shop.events import announce
 from convergent.store import Store
 from convergent.store.types import JSONType, UTCDateTime
+from convergent.workflows import start
 
 __all__ = ["BOOKINGS", "bookings", "confirm_booking", "router", "run_confirmer"]
 
@@ -229,6 +232,13 @@ def confirmer_enabled() -> bool:
     return os.environ.get("CONVERGENT_SHOP_CONFIRMER", "on").lower() != "off"
 
 
+async def _start_lifecycle(conn: AsyncConnection, row: Any) -> None:
+    """Confirm the booking, then archive it by timer: a durable run started with the booking."""
+    from convergent.shop.workflows import booking_lifecycle  # the workflow imports this module
+
+    await start(conn, booking_lifecycle, str(row.id), key=f"booking:{row.id}")
+
+
 # HTTP ---------------------------------------------------------------------------------------
 
 router = APIRouter(tags=["bookings"])
@@ -310,6 +320,7 @@ async def put_booking(
                 row = await _by_code(conn, client, code)
             else:
                 await announce(conn, store, "booking", row, code)
+                await _start_lifecycle(conn, row)
     if row.fingerprint != digest:
         raise IdempotencyKeyMismatch(f"booking {code} was made with a different request")
     row = await _wait_final(request, response, row)
@@ -405,6 +416,8 @@ async def submit_booking(code: Code, request: Request, response: Response) -> di
     store = _store(request)
     async with store.begin() as conn:
         row = await _by_code(conn, _client(request), code)
-        row, _ = await confirm_once(BOOKINGS.bind(store), conn, row.id, action="submit")
+        row, submitted = await confirm_once(BOOKINGS.bind(store), conn, row.id, action="submit")
+        if submitted:
+            await _start_lifecycle(conn, row)
     row = await _wait_final(request, response, row)
     return _answer(response, row, created=False)

@@ -18,7 +18,6 @@ from convergent.idempotency import purge_expired_keys
 from convergent.loops import Loop
 from convergent.outbox import Consumer, Relay
 from convergent.outbox.consumer import CONSUMERS
-from convergent.shop import bookings
 from convergent.shop.metrics import StoreGauges
 from convergent.shop.webhooks import DISPATCHER_ENV
 from convergent.store import Store
@@ -54,14 +53,6 @@ class Messaging:
             await asyncio.gather(*(each.run(stop) for each in loops))
         finally:
             await transport.close()
-
-
-@dataclass
-class BookingConfirmer:
-    store: Store
-
-    async def run(self, stop: asyncio.Event) -> None:
-        await bookings.run_confirmer(self.store, stop)
 
 
 @dataclass
@@ -104,8 +95,6 @@ def shop_loops(
         KeySweeper(store),
         StoreGauges(store),
     ]
-    if bookings.confirmer_enabled():
-        loops.append(BookingConfirmer(store))
     if workflows:
         loops.append(Worker(store, poll_interval=0.5))
     if webhooks and os.environ.get(DISPATCHER_ENV, "1").lower() not in _OFF:

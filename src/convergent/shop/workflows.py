@@ -1,4 +1,4 @@
-"""The shop's durable workflows: the order saga of seed 001.
+"""The shop's durable workflows: the order saga of seed 001 and the booking lifecycle of seed 000.
 
 reserve stock → authorize payment (at the provider) → create shipment → capture and complete.
 When a step fails for good, or the order is cancelled, the completed steps are undone newest
@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -29,7 +30,7 @@ from convergent.shop.psp_client import PspClient
 from convergent.store import Store
 from convergent.workflows import Saga, StepContext, WorkflowContext, step, workflow
 
-__all__ = ["PSP_URL_ENV", "order_saga", "psp_client"]
+__all__ = ["PSP_URL_ENV", "booking_lifecycle", "order_saga", "psp_client"]
 
 PSP_URL_ENV = "CONVERGENT_PSP_URL"
 DEFAULT_PSP_URL = "http://127.0.0.1:8100"
@@ -262,3 +263,64 @@ async def order_saga(ctx: WorkflowContext, order_id: str) -> str:
         await settle_order(order_id, "failed")
         raise
     return "completed"
+
+
+# bookings (seed 000): confirm, then archive one day before the booking -------------------------
+
+ARCHIVE_BEFORE = timedelta(days=1)
+
+
+@step(retry=FORWARD)
+async def confirm_booking(ctx: StepContext, booking_id: str) -> str:
+    """Decide a pending booking (ready or failed); the state it is in afterwards."""
+    from convergent.shop import bookings
+
+    store = ctx.store
+    async with store.begin() as conn:
+        await bookings.confirm_booking(conn, uuid.UUID(booking_id), store)
+        row = await bookings.BOOKINGS.bind(store).get(conn, uuid.UUID(booking_id))
+    return str(row.state) if row is not None else "missing"
+
+
+@step(retry=FORWARD)
+async def archive_time(ctx: StepContext, booking_id: str) -> str | None:
+    """When the booking is to be archived (it may have been moved), or None once it is over."""
+    from convergent.shop import bookings
+
+    async with ctx.store.read() as conn:
+        row = await bookings.BOOKINGS.get(conn, uuid.UUID(booking_id))
+    if row is None or row.state != "ready" or row.time is None:
+        return None
+    return str((row.time - ARCHIVE_BEFORE).isoformat())
+
+
+@step(retry=FORWARD)
+async def archive_booking(ctx: StepContext, booking_id: str) -> str:
+    from convergent.shop import bookings
+
+    store = ctx.store
+    async with store.begin() as conn:
+        try:
+            row = await bookings.BOOKINGS.bind(store).transition(
+                conn, uuid.UUID(booking_id), "archive", actor="archiver"
+            )
+        except InvalidTransition:  # cancelled meanwhile
+            return "not archived"
+        await announce(conn, store, "booking", row, row.code)
+    return str(row.state)
+
+
+@workflow(name="shop.booking")
+async def booking_lifecycle(ctx: WorkflowContext, booking_id: str) -> str:
+    state = await confirm_booking(booking_id)
+    if state != "ready":
+        return state
+    slept_until = None
+    while True:  # a PATCH may move the booking: read the time again after every sleep
+        when = await archive_time(booking_id)
+        if when is None:
+            return "over"
+        if when == slept_until:  # branch on recorded results only, never on the clock
+            return await archive_booking(booking_id)
+        await ctx.sleep_until(datetime.fromisoformat(when))
+        slept_until = when
