@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 import signal
+import sys
 from typing import Annotated
 
 import typer
@@ -25,6 +27,8 @@ DEFAULT_APP_MODULE = "convergent.shop.workflows"
 def import_app(modules: list[str]) -> list[str]:
     """Import the modules that define workflows (``module`` or ``module:attr``)."""
     names = modules or [DEFAULT_APP_MODULE]
+    if os.getcwd() not in sys.path:  # `--import myapp` from the app's directory, as python -m does
+        sys.path.insert(0, os.getcwd())
     imported = []
     for name in names:
         module_name = name.split(":", 1)[0]
