@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from convergent import settings
@@ -122,7 +122,7 @@ class Store:
     async def _transaction(self, sqlite_begin: str = "IMMEDIATE") -> AsyncIterator[AsyncConnection]:
         try:
             conn = await self.engine.connect()
-        except (OperationalError, InterfaceError, OSError) as exc:
+        except (DBAPIError, OSError) as exc:  # refused, restarting, too many clients...
             raise StoreUnavailable(f"cannot reach the database: {exc}") from exc
         try:
             if sqlite_begin != "IMMEDIATE":

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from rich.console import Console
 
+from convergent.errors import StoreUnavailable
 from convergent.shop.sim.checks import CheckContext, run_checks
 from convergent.shop.sim.metrics import Sampler, read_figures, time_to_consistency, time_to_fill
 from convergent.shop.sim.progress import LiveProgress
@@ -96,7 +97,10 @@ async def settle(store: Store, expected: int, timeout: float) -> float | None:
     """Wait until ``expected`` orders are final and no trade is open; seconds, or None."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
-        figures = await read_figures(store)
+        try:
+            figures = await read_figures(store)
+        except StoreUnavailable:  # restarting under a drill: ask again
+            figures = {}
         if figures.get("converged", 0) >= expected and not figures.get("trades_open"):
             return time.monotonic() - started
         await asyncio.sleep(0.25)

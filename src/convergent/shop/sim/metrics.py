@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from convergent.errors import StoreUnavailable
 from convergent.shop.sim.checks import ORDER_TERMINAL, table_columns
 from convergent.store import Store
 
@@ -130,6 +131,7 @@ class Sampler:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            await self.sample()
+            with contextlib.suppress(StoreUnavailable):  # the drill restarts the database
+                await self.sample()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.interval)
