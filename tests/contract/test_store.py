@@ -168,3 +168,19 @@ async def test_unreachable_database_raises_store_unavailable(tmp_path: object) -
                 pass
     finally:
         await store.close()
+
+
+async def test_a_lost_connection_surfaces_as_store_unavailable_not_a_rollback_error(
+    store: Store,
+) -> None:
+    with pytest.raises(StoreUnavailable):
+        async with store.begin() as conn:
+            await store.notifier.notify(conn, "store_test")
+            # what a database restart does mid-transaction: the driver fails, SQLAlchemy
+            # invalidates the connection and raises; the rollback then runs on a dead connection
+            await conn.invalidate()
+            raise sa.exc.DBAPIError(
+                "SELECT 1", None, Exception("gone"), connection_invalidated=True
+            )
+    async with store.read() as conn:  # and the pool recovers
+        assert (await conn.execute(sa.text("SELECT 1"))).scalar() == 1

@@ -48,6 +48,8 @@ def _hook(engine: Engine) -> None:
 
 
 def _on_commit(conn: Connection) -> None:
+    if conn.invalidated:  # the connection is gone; so is what it was to announce
+        return
     pending: set[tuple[str, str]] | None = conn.info.pop(_PENDING, None)
     if not pending or conn.dialect.name == "postgresql":
         return
@@ -61,7 +63,9 @@ def _on_commit(conn: Connection) -> None:
 
 
 def _on_rollback(conn: Connection) -> None:
-    conn.info.pop(_PENDING, None)
+    # a lost connection rolls back too; touching it then would hide the real error
+    if not conn.invalidated:
+        conn.info.pop(_PENDING, None)
 
 
 def _fire_local(identity: str, channel: str, payload: str) -> None:
