@@ -198,13 +198,13 @@ async def void_payment(ctx: StepContext, order_id: str) -> dict[str, Any]:
             )
     psp = psp_client()
     state = payments.view(payment)
-    if payment.status == "pending":
+    if state["status"] in ("pending", "authorized"):
+        # ask the provider first: a capture whose answer was lost may have happened, and then
+        # the undo is a refund, not a void
         found = await psp.lookup(payment.authorize_key)
-        if found is None:
+        if found is None:  # the provider never saw it: nothing to undo there
             async with store.begin() as conn:
-                return await payments.decline(
-                    conn, order_id, "voided before authorization", store.clock.now()
-                )
+                return await payments.abandon(conn, order_id, store.clock.now())
         async with store.begin() as conn:
             state = await payments.adopt(conn, order_id, found, store.clock.now())
     if state["status"] == "authorized":
