@@ -13,13 +13,14 @@ from typer.testing import CliRunner
 from convergent.cli import app
 
 
-def test_demo_runs_and_writes_a_json_and_html_report(tmp_path: Path) -> None:
+def test_demo_converges_holds_every_invariant_and_writes_its_report(tmp_path: Path) -> None:
     args = ["demo", "--duration", "5", "--orders", "8", "--bookings", "1", "--customers", "1"]
     args += ["--trades", "3"]
-    args += ["--settle-timeout", "0.5", "--no-live", "--port", "0", "--report-dir", str(tmp_path)]
+    args += ["--settle-timeout", "60", "--no-live", "--port", "0", "--report-dir", str(tmp_path)]
     result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 0, result.output  # strict: any violated invariant exits 1
     report = json.loads((tmp_path / "report.json").read_text())
+    assert report["ok"] is True
     assert report["workload"]["accepted_orders"] == 8
     assert {c["name"] for c in report["checks"]} >= {"orders_terminal", "no_double_charge"}
     assert "<svg" in (tmp_path / "report.html").read_text()

@@ -16,7 +16,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import secrets
 from datetime import timedelta
 from typing import Annotated, Any
@@ -226,10 +225,6 @@ async def run_confirmer(store: Store, stop: asyncio.Event, poll_interval: float 
             while (left := poll_at - loop.time()) > 0:  # other resources' changes do not wake us
                 if await sub.wait(left) and any(p.startswith(prefix) for p in sub.drain()):
                     break
-
-
-def confirmer_enabled() -> bool:
-    return os.environ.get("CONVERGENT_SHOP_CONFIRMER", "on").lower() != "off"
 
 
 async def _start_lifecycle(conn: AsyncConnection, row: Any) -> None:

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -16,7 +12,6 @@ from pydantic import BaseModel, Field
 from convergent.errors import NotFound
 from convergent.store import Store
 from convergent.webhooks import (
-    Dispatcher,
     WebhookSettings,
     create_endpoint,
     delete_endpoint,
@@ -29,7 +24,7 @@ from convergent.webhooks import (
     update_endpoint,
 )
 
-__all__ = ["DISPATCHER_ENV", "router", "run_dispatcher"]
+__all__ = ["DISPATCHER_ENV", "router"]
 
 #: set to 0 to run the dispatcher elsewhere (a worker) instead of inside `convergent serve`
 DISPATCHER_ENV = "CONVERGENT_WEBHOOK_DISPATCHER"
@@ -163,20 +158,3 @@ async def recover_since(endpoint_id: str, body: RecoverIn, request: Request) -> 
     async with store.begin() as conn:
         count = await recover(conn, _id(endpoint_id), body.since, store=store)
     return {"queued": count}
-
-
-@contextlib.asynccontextmanager
-async def run_dispatcher(
-    store: Store, settings: WebhookSettings | None = None
-) -> AsyncIterator[None]:
-    """Deliver webhooks in the background while the block runs (unless turned off by env)."""
-    if os.environ.get(DISPATCHER_ENV, "1").lower() in ("0", "false", "no", "off"):
-        yield
-        return
-    stop = asyncio.Event()
-    task = asyncio.create_task(Dispatcher(store, settings).run(stop))
-    try:
-        yield
-    finally:
-        stop.set()
-        await task

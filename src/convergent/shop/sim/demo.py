@@ -12,7 +12,7 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -116,6 +116,21 @@ async def stock_up_catalogue(store: Store) -> None:
             await inventory.stock_up(conn, sku, STOCK_PER_SKU)
 
 
+@contextlib.contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the block (the in-process shop reads them), then restore."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 async def subscribe_receiver(store: Store, url: str, secret: str | None = None) -> str:
     """Point the shop's callbacks at its own sample receiver, which verifies and records them."""
     from convergent.shop.notifications import SECRETS_ENV
@@ -170,6 +185,7 @@ async def _servers(
     """The shop, the provider and the exchange, each on its loopback port."""
     from convergent.shop.app import create_app
     from convergent.shop.exchange import Exchange, ExchangeConfig, create_exchange_app
+    from convergent.shop.notifications import SECRETS_ENV
     from convergent.shop.psp import Faults, create_psp_app
     from convergent.shop.workflows import PSP_URL_ENV
     from convergent.webhooks import ALLOW_HOSTS_ENV
@@ -189,12 +205,13 @@ async def _servers(
         serve_app(create_psp_app(psp_store, faults)) as psp_url,
         serve_app(create_exchange_app(exchange)) as exchange_url,
     ):
-        os.environ[PSP_URL_ENV] = psp_url  # the saga's steps call the provider here
-        os.environ.setdefault(ALLOW_HOSTS_ENV, "127.0.0.1")  # callbacks go to a loopback receiver
-        async with serve_app(create_app(store), port=shop_port) as shop_url:
-            await stock_up_catalogue(store)
-            await subscribe_receiver(store, f"{shop_url}/notifications/webhook")
-            yield DemoContext(store, psp_store, shop_url, psp_url, exchange_url)
+        # the saga's steps call the provider here; callbacks go to a loopback receiver
+        settings = {PSP_URL_ENV: psp_url, ALLOW_HOSTS_ENV: "127.0.0.1", SECRETS_ENV: ""}
+        with environment(settings):
+            async with serve_app(create_app(store), port=shop_port) as shop_url:
+                await stock_up_catalogue(store)
+                await subscribe_receiver(store, f"{shop_url}/notifications/webhook")
+                yield DemoContext(store, psp_store, shop_url, psp_url, exchange_url)
 
 
 async def _load_settle_check(
