@@ -184,3 +184,22 @@ async def test_a_lost_connection_surfaces_as_store_unavailable_not_a_rollback_er
             )
     async with store.read() as conn:  # and the pool recovers
         assert (await conn.execute(sa.text("SELECT 1"))).scalar() == 1
+
+
+async def test_listen_comes_back_after_its_connection_is_killed(pg_url: str) -> None:
+    """A PostgreSQL restart drops the LISTEN connection; wake-ups resume once it is back."""
+    async with Store(pg_url) as store, store.notifier.subscribe("store_relisten") as sub:
+        async with store.begin() as conn:
+            await conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    " AND query ILIKE 'LISTEN%'"
+                )
+            )
+        assert await sub.wait(10) is True  # the wake-up sent when LISTEN is restored
+        sub.drain()
+        async with store.begin() as conn:
+            await store.notifier.notify(conn, "store_relisten", "after")
+        assert await sub.wait(5) is True
+        assert sub.drain() == ["after"]

@@ -115,6 +115,8 @@ class Notifier:
         self._listen_conn: AsyncConnection | None = None
         self._driver: Any = None
         self._listening: dict[str, set[Subscription]] = defaultdict(set)
+        self._added: set[str] = set()  # channels LISTENed on the current connection
+        self._relisten: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         _hook(engine.sync_engine)
 
@@ -142,29 +144,65 @@ class Notifier:
 
     async def _listen(self, channel: str, sub: Subscription) -> None:
         async with self._lock:
+            self._listening[channel].add(sub)
             try:
                 if self._driver is None or self._driver.is_closed():
                     await self._reconnect()
-                if not self._listening.get(channel):
+                elif channel not in self._added:
                     await self._driver.add_listener(channel, self._on_pg_notify)
-            except Exception as exc:  # the poll fallback covers a missing LISTEN
-                log.warning("LISTEN %s failed, falling back to polling: %s", channel, exc)
-                self._driver = None
-                return
-            self._listening[channel].add(sub)
+                    self._added.add(channel)
+            except Exception as exc:  # the poll fallback covers a missing LISTEN meanwhile
+                log.warning("LISTEN %s failed, retrying in the background: %s", channel, exc)
+                await self._close_listener()
+                self._relisten_soon()
 
     async def _reconnect(self) -> None:
         await self._close_listener()
         self._listen_conn = await self._engine.connect()
         raw = await self._listen_conn.get_raw_connection()
         self._driver = raw.driver_connection
-        self._listening.clear()
+        self._driver.add_termination_listener(self._on_terminated)
+        for channel, subs in self._listening.items():
+            if subs:
+                await self._driver.add_listener(channel, self._on_pg_notify)
+                self._added.add(channel)
+
+    def _on_terminated(self, driver: Any) -> None:
+        # the server restarted or dropped us: LISTEN again once it is back
+        if driver is self._driver:
+            self._driver = None
+            self._relisten_soon()
+
+    def _relisten_soon(self) -> None:
+        if self._relisten is None or self._relisten.done():
+            self._relisten = asyncio.get_running_loop().create_task(self._relisten_loop())
+
+    async def _relisten_loop(self) -> None:
+        delay = 0.2
+        while any(self._listening.values()):
+            await asyncio.sleep(delay)
+            async with self._lock:
+                if self._driver is not None and not self._driver.is_closed():
+                    return
+                try:
+                    await self._reconnect()
+                except Exception as exc:
+                    log.info("LISTEN not back yet: %s", exc)
+                    await self._close_listener()
+                    delay = min(delay * 2, 5.0)
+                    continue
+            log.info("LISTEN restored")
+            for subs in list(self._listening.values()):  # hints may have been missed meanwhile
+                for each in list(subs):
+                    each.deliver("")
+            return
 
     def _on_pg_notify(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
         for sub in list(self._listening.get(channel, ())):
             sub.deliver(payload)
 
     async def _close_listener(self) -> None:
+        self._added.clear()
         if self._listen_conn is not None:
             with contextlib.suppress(Exception):
                 await self._listen_conn.invalidate()
@@ -173,5 +211,10 @@ class Notifier:
         self._driver = None
 
     async def close(self) -> None:
+        if self._relisten is not None:
+            self._relisten.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._relisten
+            self._relisten = None
         async with self._lock:
             await self._close_listener()

@@ -98,6 +98,15 @@ class Committer:
         """
         flushers = 3 if self.store.is_postgres else 1
         await asyncio.gather(*(self._flush_loop(flushers) for _ in range(flushers)))
+        # the close sentinel went round the flushers and is still queued: drop it, so a worker
+        # loop restarted after a crash (a database restart) gets a committer that commits
+        kept = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is not None:
+                kept.append(item)
+        for item in kept:
+            self._queue.put_nowait(item)
 
     async def _flush_loop(self, flushers: int) -> None:
         closing = False

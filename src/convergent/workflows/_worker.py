@@ -116,8 +116,20 @@ class Worker:
         ]
         try:
             async with self.store.notifier.subscribe(RUNS_CHANNEL) as sub:
+                failures = 0
                 while not stop.is_set():
-                    claimed = await self.claim_due_runs()
+                    try:
+                        claimed = await self.claim_due_runs()
+                    except Exception as exc:
+                        # the database is away (a restart): the runs held go on, claims retry
+                        failures += 1
+                        log.warning("claiming runs failed (%s); retrying", exc)
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(
+                                stop.wait(), min(self.poll_interval * 2**failures, 5.0)
+                            )
+                        continue
+                    failures = 0
                     if claimed and self._free_slots() > 0:
                         continue  # there may be more due work
                     self._slot_freed.clear()
@@ -425,6 +437,11 @@ class Worker:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # a task cancelled before it began never ran its cleanup: forget its slot here
+        self._tasks.clear()
+        self._contexts.clear()
+        self._per_queue = dict.fromkeys(self.queue_limits, 0)
+        self._reserved = 0
 
     async def _release_leases(self) -> None:
         now = self.store.clock.now()

@@ -148,3 +148,84 @@ async def test_two_workers_when_the_holders_lease_expires_the_other_takes_over(
             gate["y"].set()
             assert await result(mstore, run_id, wait=10) == "y"
         assert (await status(mstore, run_id)).attempts == 1
+
+
+async def test_a_failed_claim_is_retried_and_the_runs_held_go_on(
+    mstore: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database went away under the claim loop (a restart): claims retry, nothing stops."""
+    from convergent.workflows import Worker
+
+    worker = Worker(mstore, poll_interval=0.05)
+    real_claim = worker.claim_due_runs
+    failures = {"left": 2}
+
+    async def flaky_claim() -> int:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise ConnectionError("the database restarted")
+        return await real_claim()
+
+    monkeypatch.setattr(worker, "claim_due_runs", flaky_claim)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        await until(lambda: _true(failures["left"] == 0))
+        async with mstore.begin() as conn:  # in a caller's transaction: it must be claimed
+            run_id = await start(conn, pair)
+        assert await result(mstore, run_id, wait=10) == ["a", "b"]
+        assert not task.done()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_a_worker_loop_restarted_after_a_crash_still_commits_its_checkpoints(
+    mstore: Store,
+) -> None:
+    """`run_loops` restarts a crashed loop on the same Worker: its committer must work again."""
+    from convergent.workflows import Worker
+
+    worker = Worker(mstore, poll_interval=0.05)
+    for _ in range(2):  # the second run of the loop is the restart
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        try:
+            run_id = await start(mstore, pair)
+            assert await result(mstore, run_id, wait=10) == ["a", "b"]
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+    assert worker._free_slots() == worker.concurrency
+
+
+async def test_a_worker_keeps_running_work_after_its_connections_are_killed(
+    pg_url: str,
+) -> None:
+    """Every server connection dies (as in a PostgreSQL restart); due runs are still claimed."""
+    async with Store(pg_url) as store, running(store, poll_interval=0.2) as worker:
+        before = await start(store, pair)
+        assert await result(store, before, wait=10) == ["a", "b"]
+        async with Store(pg_url) as admin, admin.begin() as conn:
+            killed = await conn.scalar(
+                sa.text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        assert killed
+        after = [await _start_retrying(store) for _ in range(5)]
+        for run_id in after:
+            assert await result(store, run_id, wait=20) == ["a", "b"]
+        assert worker.completed >= 6
+
+
+async def _start_retrying(store: Store) -> object:
+    """A client retries a start that met a dead pooled connection (same key, same run)."""
+    key = f"after-kill-{len(ran)}-{asyncio.get_running_loop().time()}"
+    for _ in range(5):
+        try:
+            return await start(store, pair, key=key)
+        except Exception:
+            await asyncio.sleep(0.1)
+    return await start(store, pair, key=key)
