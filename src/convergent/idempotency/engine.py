@@ -262,13 +262,20 @@ async def _select(conn: AsyncConnection, scope: str, key: str) -> Any:
 
 
 async def purge_expired_keys(store: Store) -> int:
-    """Delete keys past their retention (never a live lock); return how many went."""
+    """Delete answers past their retention and locks past their timeout; return how many went.
+
+    A lock that expired belongs to a request that died (its transaction rolled back, so the
+    key holds no answer): deleting it frees the key exactly as a retry's takeover would, and
+    leaves nothing stuck when no retry comes. A live lock is never touched.
+    """
     now = store.clock.now()
     async with store.begin() as conn:
         result = await conn.execute(
             t.delete().where(
-                t.c.expires_at <= now,
-                sa.or_(t.c.status == COMPLETED, t.c.locked_until <= now),
+                sa.or_(
+                    sa.and_(t.c.status == COMPLETED, t.c.expires_at <= now),
+                    sa.and_(t.c.status == IN_PROGRESS, t.c.locked_until <= now),
+                )
             )
         )
     return int(result.rowcount)
