@@ -57,3 +57,43 @@ def test_drill_refuses_an_unknown_crash_point_and_names_the_known_ones(tmp_path:
     assert result.exit_code == 1
     assert "unknown fault points" in result.output
     assert not (tmp_path / "report.json").exists()
+
+
+def _drill(tmp_path: Path, *extra: str, timeout: float = 300) -> dict[str, object]:
+    args = [sys.executable, "-m", "convergent", "drill", "--no-live", "--seed", "7"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVERGENT_")}
+    done = subprocess.run(
+        [*args, *extra, "--report-dir", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        timeout=timeout,
+    )
+    report: dict[str, object] = json.loads((tmp_path / "report.json").read_text())
+    assert done.returncode == 0, (report["failed"], done.stdout.decode()[-3000:])
+    assert report["ok"] is True
+    return report
+
+
+def test_drill_on_kafka_with_kills_holds_every_invariant(tmp_path: Path, kafka_url: str) -> None:
+    report = _drill(
+        tmp_path,
+        *("--broker-url", kafka_url, "--orders", "30", "--bookings", "3", "--trades", "2"),
+        *("--kills", "2", "--fault-rate", "0.2", "--duration", "20", "--settle-timeout", "120"),
+    )
+    rounds = report["rounds"]
+    assert isinstance(rounds, list)
+    assert sum(rounds[0]["restarts"].values()) >= 2  # the kills happened and were survived
+
+
+def test_drill_killing_the_api_between_commit_and_answer_loses_nothing(tmp_path: Path) -> None:
+    """The API dies at a crash point on its first request that reaches it; clients retry."""
+    report = _drill(
+        tmp_path,
+        *("--crash-points", "idempotency.after_commit_before_response", "--orders", "20"),
+        *("--bookings", "2", "--trades", "0", "--kills", "0", "--duration", "20"),
+        "--settle-timeout",
+        "120",
+    )
+    rounds = report["rounds"]
+    assert isinstance(rounds, list)
+    assert rounds[0]["restarts"]["serve"] >= 1

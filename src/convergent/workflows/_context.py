@@ -7,10 +7,12 @@ and name at each position, or it raises `NonDeterminism`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import json
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -35,7 +37,15 @@ from convergent.workflows._statements import Statements
 if TYPE_CHECKING:
     from convergent.workflows._registry import Step
 
-__all__ = ["RunContext", "StepContext", "StepRecord", "Suspend", "WorkflowContext", "current_run"]
+__all__ = [
+    "Interrupted",
+    "RunContext",
+    "StepContext",
+    "StepRecord",
+    "Suspend",
+    "WorkflowContext",
+    "current_run",
+]
 
 log = logging.getLogger("convergent.workflows")
 
@@ -69,6 +79,20 @@ class Suspend(BaseException):
     def __init__(self, until: datetime | None) -> None:
         super().__init__(until)
         self.until = until
+
+
+class Interrupted(BaseException):
+    """The engine could not record the run's progress (the database went away): the run stops
+    here, unharmed, and resumes from its checkpoints later. Not an ``Exception``, so neither a
+    saga nor workflow code mistakes a database restart for the business failing."""
+
+
+@contextlib.asynccontextmanager
+async def _recording() -> AsyncIterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        raise Interrupted(exc) from exc
 
 
 @dataclass
@@ -129,7 +153,8 @@ class RunContext:
         """Wait until the last checkpoint is committed."""
         pending, self._pending = self._pending, None
         if pending is not None:
-            await pending
+            async with _recording():
+                await pending
             fault_point(AFTER_CHECKPOINT)
 
     # -- public, for workflow code ---------------------------------------------------------
@@ -171,6 +196,10 @@ class RunContext:
             return
         await self.settle()
         self.compensating = True
+        async with _recording():
+            await self._write_status("compensating")
+
+    async def _write_status(self, status: str) -> None:
         await self.committer.write(
             self.statements.set_status,
             {
@@ -286,7 +315,7 @@ class RunContext:
             raise StepFailed(f"step {step.name} failed: {error}", step=step.name) from exc
         # a compensation that cannot succeed: a person must look at it
         now = self.now()
-        async with self.store.begin() as conn:
+        async with _recording(), self.store.begin() as conn:
             await conn.execute(
                 self.statements.save_step,
                 _step_params(
@@ -364,7 +393,7 @@ class RunContext:
 
     async def _take_event(self, seq: int, event: str) -> tuple[Any, bool]:
         ev = run_events.c
-        async with self.store.begin() as conn:
+        async with _recording(), self.store.begin() as conn:
             row = (
                 await conn.execute(
                     sa.select(ev.id, ev.payload)
@@ -425,7 +454,8 @@ class RunContext:
         self.records[seq] = StepRecord(
             seq, kind, name, status, attempts, next_attempt_at, result, error
         )
-        await self.committer.write(self.statements.save_step, params)
+        async with _recording():
+            await self.committer.write(self.statements.save_step, params)
 
 
 #: what workflow functions receive as their first argument

@@ -20,14 +20,21 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from convergent.errors import RunCancelled
+from convergent.errors import RunCancelled, StoreUnavailable
 from convergent.faults import fault_point, register
 from convergent.ids import uuid7
 from convergent.store import Store
 from convergent.store.claims import lock_for_claim
 from convergent.store.schema import dead_letters, run_steps, runs
 from convergent.workflows._committer import Committer, Finished, local_active
-from convergent.workflows._context import RunContext, Suspend, _current, record_from_row, to_json
+from convergent.workflows._context import (
+    Interrupted,
+    RunContext,
+    Suspend,
+    _current,
+    record_from_row,
+    to_json,
+)
 from convergent.workflows._metrics import dead_lettered
 from convergent.workflows._registry import get_workflow, registered
 from convergent.workflows._statements import ACTIVE, RUNS_CHANNEL, statements_for
@@ -297,6 +304,8 @@ class Worker:
                 return
             except RunCancelled as exc:
                 await self._finish(ctx, "cancelled", None, exc.message)
+            except StoreUnavailable as exc:  # workflow code met the database away: not its fault
+                raise Interrupted(exc) from exc
             except Exception as exc:
                 log.warning("run %s of %s failed: %s", ctx.run_id, ctx.workflow, exc)
                 await self._finish(ctx, "failed", None, f"{type(exc).__name__}: {exc}")
@@ -304,11 +313,9 @@ class Worker:
                 await self._finish(ctx, "completed", value, None)
         except asyncio.CancelledError:
             pass  # stopping, or the lease was lost: the next holder replays from the checkpoints
-        except Exception:
-            log.exception(
-                "run %s could not be saved; its lease will expire and it will be retried",
-                ctx.run_id,
-            )
+        except (Interrupted, Exception) as exc:
+            cause = exc.__cause__ if isinstance(exc, Interrupted) else exc
+            await self._interrupted(ctx.run_id, cause)
         finally:
             local_active.discard(claimed.id)
             _current.reset(token)
@@ -316,6 +323,42 @@ class Worker:
             self._contexts.pop(claimed.id, None)
             self._per_queue[queue] -= 1
             self._slot_freed.set()
+
+    async def _interrupted(self, run_id: uuid.UUID, cause: BaseException | None) -> None:
+        """The run's progress could not be recorded: put it back to resume from its checkpoints.
+
+        With the database away, the run is released as soon as it is back, without counting an
+        attempt (a restart is nobody's fault). Any other cause keeps the lease until it expires,
+        so the sweeper counts the attempt and dead-letters a run that always fails this way.
+        """
+        if not isinstance(cause, StoreUnavailable):
+            log.error(
+                "run %s could not be saved (%s); its lease will expire and it will be retried",
+                run_id,
+                cause,
+            )
+            return
+        log.warning("run %s paused, the database is away (%s); it resumes later", run_id, cause)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.lease.total_seconds()
+        delay = 0.2
+        r = runs.c
+        while not self._stopping:
+            now = self.store.clock.now()
+            try:
+                async with self.store.begin() as conn:
+                    await conn.execute(
+                        sa.update(runs)
+                        .where(r.id == run_id, r.lease_owner == self.id, r.status.in_(ACTIVE))
+                        .values(lease_owner=None, lease_until=None, next_at=now, updated_at=now)
+                    )
+                    await self.store.notifier.notify(conn, RUNS_CHANNEL)
+                return
+            except Exception:
+                if loop.time() + delay > deadline:
+                    return  # the lease runs out; a sweeper frees the run
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def _finish(self, ctx: RunContext, status: str, value: Any, error: str | None) -> None:
         pending = ctx.settle()  # the last checkpoint commits with or before this write

@@ -229,3 +229,59 @@ async def _start_retrying(store: Store) -> object:
         except Exception:
             await asyncio.sleep(0.1)
     return await start(store, pair, key=key)
+
+
+@step
+async def undo(ctx: StepContext, name: str) -> None:
+    ran.append(f"undo {name}")
+
+
+@workflow(name="tests.worker.saga_pair")
+async def saga_pair(ctx: WorkflowContext) -> list[str]:
+    from convergent.workflows import Saga
+
+    async with Saga() as saga:
+        first = await saga.step(work, "a", compensate=undo)
+        second = await saga.step(work, "b", compensate=undo)
+    return [first, second]
+
+
+@pytest.mark.parametrize("lost", ["checkpoint", "final write"])
+async def test_a_database_outage_mid_run_pauses_the_saga_instead_of_failing_it(
+    mstore: Store, monkeypatch: pytest.MonkeyPatch, lost: str
+) -> None:
+    """A checkpoint that cannot commit (the database restarted) is no business failure: no
+    compensation runs, no attempt is counted, and the run resumes from its checkpoints."""
+    from convergent.errors import StoreUnavailable
+    from convergent.workflows import Worker
+
+    worker = Worker(mstore, poll_interval=0.05)
+    enqueue = worker.committer.enqueue
+    failing = {"left": 1}
+
+    def flaky_enqueue(statement: object, params: dict[str, object], *more: object) -> object:
+        if lost == "final write":
+            wanted = params.get("b_status") == "completed"
+        else:  # the checkpoint of the first step
+            wanted = params.get("name") == "work" and params.get("status") == "completed"
+        if wanted and failing["left"]:
+            failing["left"] -= 1
+            future = asyncio.get_running_loop().create_future()
+            future.set_exception(StoreUnavailable("cannot reach the database: restarting"))
+            return future
+        return enqueue(statement, params, *more)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(worker.committer, "enqueue", flaky_enqueue)
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        async with mstore.begin() as conn:
+            run_id = await start(conn, saga_pair)
+        assert await result(mstore, run_id, wait=10) == ["a", "b"]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert failing["left"] == 0
+    assert not [name for name in ran if name.startswith("undo")]
+    info = await status(mstore, run_id)
+    assert (info.status, info.attempts) == ("completed", 0)

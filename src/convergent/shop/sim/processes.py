@@ -150,10 +150,13 @@ class Cluster:
         if self.seed is not None:
             psp_args += ["--seed", str(self.seed)]
         psp = self._add("psp", psp_args, CONVERGENT_PSP_DATABASE_URL=psp_db)
-        # the API only answers HTTP; the workers and the relay do the background work
-        serve = self._add("serve", ["serve", "--port", str(shop_port), "--no-loops"])
-        await asyncio.gather(wait_healthy(self.psp_url, psp), wait_healthy(self.shop_url, serve))
+        # every shop process dies at the crash point when it reaches it (the API for the
+        # idempotency and resource points, workers and relay for the rest); the supervisor
+        # restarts each without it
         faults = {"CONVERGENT_FAULTS": self.worker_faults} if self.worker_faults else {}
+        # the API only answers HTTP; the workers and the relay do the background work
+        serve = self._add("serve", ["serve", "--port", str(shop_port), "--no-loops"], **faults)
+        await asyncio.gather(wait_healthy(self.psp_url, psp), wait_healthy(self.shop_url, serve))
         if "worker" in commands:
             for n in range(self.workers):
                 worker_args = ["worker", "--lease-seconds", "10"]

@@ -136,6 +136,8 @@ class Workload:
         return None
 
     def _delay(self, attempt: int, answer: httpx.Response | None) -> float:
+        if answer is None:  # no answer at all: the API is restarting; give it a moment
+            return self.rng.uniform(0.5, 1.5)
         retry_after = answer.headers.get("Retry-After") if answer is not None else None
         if retry_after:
             try:
