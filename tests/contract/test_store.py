@@ -203,3 +203,21 @@ async def test_listen_comes_back_after_its_connection_is_killed(pg_url: str) -> 
             await store.notifier.notify(conn, "store_relisten", "after")
         assert await sub.wait(5) is True
         assert sub.drain() == ["after"]
+
+
+async def test_a_database_that_is_shutting_down_is_unavailable_for_every_kind_of_connection(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """asyncpg says "the database system is shutting down" at connect time: a DBAPIError that
+    is not an invalidated connection. It must read as StoreUnavailable (a 503), never a 500."""
+
+    async def refuse(_engine: object) -> None:
+        raise sa.exc.DBAPIError("connect", None, Exception("the database system is shutting down"))
+
+    monkeypatch.setattr(type(store.engine), "connect", refuse)
+    with pytest.raises(StoreUnavailable):
+        async with store.autocommit():
+            pass
+    with pytest.raises(StoreUnavailable):
+        async with store.begin():
+            pass

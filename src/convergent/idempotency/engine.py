@@ -17,11 +17,10 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent import settings
-from convergent.errors import IdempotencyKeyInProgress, IdempotencyKeyMismatch, StoreUnavailable
+from convergent.errors import IdempotencyKeyInProgress, IdempotencyKeyMismatch
 from convergent.store import Store
 from convergent.store.schema import idempotency_keys as t
 
@@ -218,16 +217,8 @@ class IdempotencyKeys:
             async with self.store.begin() as conn:
                 yield conn
             return
-        try:
-            async with self.store.engine.connect() as raw:
-                conn = await raw.execution_options(isolation_level="AUTOCOMMIT")
-                yield conn
-        except (OperationalError, InterfaceError, OSError) as exc:
-            raise StoreUnavailable(f"cannot reach the database: {exc}") from exc
-        except DBAPIError as exc:
-            if exc.connection_invalidated:
-                raise StoreUnavailable(f"database error: {exc.orig}") from exc
-            raise
+        async with self.store.autocommit() as conn:
+            yield conn
 
 
 # The lock's commit need not wait for the disk: the handler's durable commit comes later in the WAL

@@ -119,6 +119,24 @@ class Store:
             yield conn
 
     @contextlib.asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """A connection where each statement commits on its own (one round trip each).
+
+        A database that is away or restarting raises `StoreUnavailable`, as with `begin`."""
+        try:
+            raw = await self.engine.connect()
+        except (DBAPIError, OSError) as exc:
+            raise StoreUnavailable(f"cannot reach the database: {exc}") from exc
+        try:
+            yield await raw.execution_options(isolation_level="AUTOCOMMIT")
+        except DBAPIError as exc:
+            if exc.connection_invalidated or isinstance(exc, InterfaceError):
+                raise StoreUnavailable(f"database error: {exc.orig}") from exc
+            raise
+        finally:
+            await raw.close()
+
+    @contextlib.asynccontextmanager
     async def _transaction(self, sqlite_begin: str = "IMMEDIATE") -> AsyncIterator[AsyncConnection]:
         try:
             conn = await self.engine.connect()

@@ -200,8 +200,7 @@ class _StoreBatchers:
         """One autocommit statement for the whole batch (see _pg_batch)."""
         from convergent.workflows._pg_batch import START_SQL, start_params
 
-        async with self.store.engine.connect() as conn:
-            auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        async with self.store.autocommit() as auto:
             found = await auto.execute(START_SQL, start_params(rows))
             got = {(r.workflow, r.key): r.id for r in found.all()}
             if len(got) < len(rows):  # a concurrent start of the same key committed meanwhile

@@ -168,9 +168,8 @@ class Committer:
             by_kind.setdefault(self._kinds[id(item.statement)], []).append(item.params)
         notify = any(item.finished for item in batch)
         params = batch_params(by_kind, notify, DONE_CHANNEL)
-        async with self.store.engine.connect() as conn:
-            auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await auto.execute(BATCH_SQL, params)
+        async with self.store.autocommit() as conn:
+            await conn.execute(BATCH_SQL, params)
 
     async def _execute(self, conn: AsyncConnection, batch: list[_Write]) -> None:
         groups: dict[int, tuple[Any, list[dict[str, Any]]]] = {}
