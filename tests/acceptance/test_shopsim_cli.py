@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -97,3 +98,26 @@ def test_drill_killing_the_api_between_commit_and_answer_loses_nothing(tmp_path:
     rounds = report["rounds"]
     assert isinstance(rounds, list)
     assert rounds[0]["restarts"]["serve"] >= 1
+
+
+def test_sigterm_stops_the_drill_and_every_process_it_started(tmp_path: Path) -> None:
+    import psutil
+
+    args = [sys.executable, "-m", "convergent", "drill", "--no-live", "--orders", "50"]
+    args += ["--duration", "60", "--kills", "0", "--report-dir", str(tmp_path)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVERGENT_")}
+    drill = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    parent = psutil.Process(drill.pid)
+    deadline = time.monotonic() + 60
+    started: list[psutil.Process] = []
+    while len(started) < 5:  # psp, serve, two workers, relay
+        assert time.monotonic() < deadline, "the drill did not start its processes"
+        assert drill.poll() is None, drill.stdout.read() if drill.stdout else ""
+        started = parent.children(recursive=True)
+        time.sleep(0.2)
+    drill.terminate()
+    output, _ = drill.communicate(timeout=60)
+    assert drill.returncode == 1
+    assert b"stopped by SIGTERM" in output
+    _gone, alive = psutil.wait_procs(started, timeout=20)
+    assert not alive, [p.cmdline() for p in alive]

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from convergent.cli.app import BrokerUrl, DatabaseUrl, app, console, fail, run_async
+
+T = TypeVar("T")
 
 
 @app.command()
@@ -70,8 +75,18 @@ def drill(
         seed=seed,
     )
     try:
-        report = run_async(run_drill(options, console))
+        report = run_async(_stoppable(run_drill(options, console)))
     except RuntimeError as exc:  # a process that would not start; its log is named
         raise fail(f"{exc}") from None
+    except asyncio.CancelledError:
+        raise fail("stopped by SIGTERM; the shop's processes were stopped too") from None
     if not report["ok"]:
         raise fail(f"invariants violated: {', '.join(report['failed'])}")
+
+
+async def _stoppable(job: Coroutine[Any, Any, T]) -> T:
+    """SIGTERM cancels the drill, so its cleanup stops the processes it started (no orphans)."""
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await job

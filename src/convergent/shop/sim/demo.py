@@ -94,14 +94,19 @@ def _port_or_free(port: int) -> int:
 
 
 async def settle(store: Store, expected: int, timeout: float) -> float | None:
-    """Wait until ``expected`` orders are final and no trade is open; seconds, or None."""
+    """Wait until ``expected`` orders are final, none is in flight (a client that gave up may
+    have left one it never heard of) and no trade is open; seconds, or None."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         try:
             figures = await read_figures(store)
         except StoreUnavailable:  # restarting under a drill: ask again
             figures = {}
-        if figures.get("converged", 0) >= expected and not figures.get("trades_open"):
+        if (
+            figures.get("converged", 0) >= expected
+            and not figures.get("orders_in_flight")
+            and not figures.get("trades_open")
+        ):
             return time.monotonic() - started
         await asyncio.sleep(0.25)
     return None

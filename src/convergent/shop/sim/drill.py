@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 from rich.console import Console
+from sqlalchemy.ext.asyncio import create_async_engine
 
 import convergent
 from convergent.faults import FAULT_POINTS
@@ -158,21 +160,45 @@ async def _round(
         await store.close()
 
 
-async def run_drill(options: DrillOptions, console: Console | None = None) -> dict[str, Any]:
-    """Run every round and write one report; ``report["ok"]`` is False on any violation."""
-    console = console or Console()
-    options.report_dir.mkdir(parents=True, exist_ok=True)
+async def _round_database(options: DrillOptions, index: int, point: str | None) -> str:
+    """A fresh, migrated database for the round: each round's checks see only its own orders
+    (and its provider's ledger). One round uses the given database; more rounds on PostgreSQL
+    each create ``<database>_r<N>`` beside it."""
+    several = len(options.crash_points) > 1
     if options.database_url is None:
-        for stale in options.report_dir.glob("shop.db*"):
+        where = options.report_dir / (point or "no-crash-point") if several else options.report_dir
+        where.mkdir(parents=True, exist_ok=True)
+        for stale in where.glob("shop.db*"):
             stale.unlink()
-    db_url = options.database_url or f"sqlite+aiosqlite:///{options.report_dir / 'shop.db'}"
-    store = Store(db_url)
+        url = f"sqlite+aiosqlite:///{where / 'shop.db'}"
+    elif several and options.database_url.startswith("postgresql"):
+        base = sa.engine.make_url(options.database_url)
+        name = f"{base.database}_r{index}"
+        admin = create_async_engine(base, isolation_level="AUTOCOMMIT")
+        try:
+            async with admin.connect() as conn:
+                await conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                await conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        finally:
+            await admin.dispose()
+        url = base.set(database=name).render_as_string(hide_password=False)
+    else:
+        url = options.database_url
+    store = Store(url)
     try:
         await store.migrate()
     finally:
         await store.close()
+    return url
+
+
+async def run_drill(options: DrillOptions, console: Console | None = None) -> dict[str, Any]:
+    """Run every round and write one report; ``report["ok"]`` is False on any violation."""
+    console = console or Console()
+    options.report_dir.mkdir(parents=True, exist_ok=True)
     rounds = []
-    for point in options.crash_points:
+    for index, point in enumerate(options.crash_points):
+        db_url = await _round_database(options, index, point)
         result = await _round(options, point, db_url, console)
         rounds.append(result)
         verdict = "[green]ok[/]" if result["ok"] else f"[red]violated: {result['failed']}[/]"

@@ -47,6 +47,7 @@ async def read_figures(store: Store) -> dict[str, Any]:
             by_state = {str(s): int(n) for s, n in rows}
             figures["orders"] = by_state
             figures["converged"] = sum(n for s, n in by_state.items() if s in ORDER_TERMINAL)
+            figures["orders_in_flight"] = sum(by_state.values()) - figures["converged"]
         figures["runs_in_flight"] = await _count(
             conn,
             "convergent_runs",
