@@ -14,6 +14,9 @@ import httpx
 import pytest
 
 from convergent.shop.sim.servers import free_port
+from tests.contract.transports.brokers import kafka_url  # a tansu broker for the Kafka drill
+
+__all__ = ["kafka_url"]
 
 
 @dataclass

@@ -32,7 +32,7 @@ class WorkloadConfig:
     concurrency: int = 8
     cancel_rate: float = 0.1
     double_submit_rate: float = 0.1
-    max_attempts: int = 6
+    max_attempts: int = 8
     timeout: float = 10.0  # above the shop's 5 s booking SLA, or a slow answer looks like a loss
     max_retry_after: float = 2.0
     api_key: str = "demo-client"
