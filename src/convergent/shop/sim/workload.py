@@ -31,6 +31,7 @@ class WorkloadConfig:
     customers: int = 5
     concurrency: int = 8
     cancel_rate: float = 0.1
+    booking_change_rate: float = 0.3  # bookings moved by PATCH (If-Match) once they are made
     double_submit_rate: float = 0.1
     max_attempts: int = 6
     timeout: float = 10.0  # above the shop's 5 s booking SLA, or a slow answer looks like a loss
@@ -48,6 +49,7 @@ class WorkloadStats:
     accepted: int = 0
     cancels: int = 0
     bookings: int = 0
+    booking_changes: int = 0
     customers: int = 0
     gave_up: int = 0
     statuses: Counter[int] = field(default_factory=Counter)
@@ -66,6 +68,7 @@ class WorkloadStats:
             "keys_with_several_orders": sum(len(ids) > 1 for ids in self.orders_by_key.values()),
             "cancels": self.cancels,
             "bookings": self.bookings,
+            "booking_changes": self.booking_changes,
             "customers": self.customers,
             "gave_up": self.gave_up,
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
@@ -199,9 +202,36 @@ class Workload:
         }
         route = "PUT /bookings/{code}"
         answer = await self.send(http, "PUT", f"/bookings/{code}", route, json=body)
-        if answer is not None and answer.status_code < 300:
-            self.stats.bookings += 1
-            self.stats.booking_codes.add(code)
+        if answer is None or answer.status_code >= 300:
+            return
+        self.stats.bookings += 1
+        self.stats.booking_codes.add(code)
+        if answer.json().get("state") == "ready" and (
+            self.rng.random() < self.config.booking_change_rate
+        ):
+            await self._change_booking(http, code, answer, n)
+
+    async def _change_booking(
+        self, http: httpx.AsyncClient, code: str, answer: httpx.Response, n: int
+    ) -> None:
+        """Move the booking by an hour with If-Match; on 412 read it again and retry once."""
+        route = "PATCH /bookings/{code}"
+        for _ in range(2):
+            when = datetime.fromisoformat(answer.json()["time"]) + timedelta(hours=1)
+            body = {"time": when.isoformat(), "name": f"guest {n} (moved)"}
+            headers = {"If-Match": answer.headers.get("ETag", "*")}
+            changed = await self.send(
+                http, "PATCH", f"/bookings/{code}", route, json=body, headers=headers
+            )
+            if changed is not None and changed.status_code < 300:
+                self.stats.booking_changes += 1
+                return
+            if changed is None or changed.status_code != 412:
+                return
+            read = await self.send(http, "GET", f"/bookings/{code}", "GET /bookings/{code}")
+            if read is None or read.status_code != 200:
+                return
+            answer = read
 
     async def _customer(self, http: httpx.AsyncClient, n: int) -> None:
         body = {"name": f"Customer {n}", "email": f"c{n}@example.com"}
