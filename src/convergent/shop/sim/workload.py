@@ -9,6 +9,7 @@ available" rather than treated as a failure, so the workload runs as the shop gr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections import Counter
@@ -29,7 +30,10 @@ class WorkloadConfig:
     orders: int = 50
     bookings: int = 10
     customers: int = 5
-    concurrency: int = 8
+    concurrency: int = 8  # clients placing orders; bookings and customers get a quarter as many
+    #: spread the order starts evenly over this many seconds (None: each client as fast as it
+    #: can); a client that falls behind the schedule goes on at once
+    spread: float | None = None
     cancel_rate: float = 0.1
     booking_change_rate: float = 0.3  # bookings moved by PATCH (If-Match) once they are made
     double_submit_rate: float = 0.1
@@ -79,8 +83,15 @@ class WorkloadStats:
 class Workload:
     """Drives the shop at ``base_url``; ``run(stop)`` returns when done or told to stop."""
 
-    def __init__(self, base_url: str, config: WorkloadConfig | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        config: WorkloadConfig | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,  # tests answer in-process
+    ) -> None:
         self.base_url = base_url
+        self.transport = transport
         self.config = config or WorkloadConfig()
         self.stats = WorkloadStats()
         self.rng = random.Random(self.config.seed)
@@ -89,28 +100,55 @@ class Workload:
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.config
         headers = {"X-Api-Key": cfg.api_key}
-        limits = httpx.Limits(max_connections=cfg.concurrency * 2)
+        limits = httpx.Limits(max_connections=cfg.concurrency * 3)
         async with httpx.AsyncClient(
-            base_url=self.base_url, timeout=cfg.timeout, headers=headers, limits=limits
+            base_url=self.base_url,
+            timeout=cfg.timeout,
+            headers=headers,
+            limits=limits,
+            transport=self.transport,
         ) as http:
-            jobs: list[tuple[str, int]] = [("order", n) for n in range(cfg.orders)]
-            jobs += [("booking", n) for n in range(cfg.bookings)]
-            jobs += [("customer", n) for n in range(cfg.customers)]
-            self.rng.shuffle(jobs)
-            queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
-            for job in jobs:
-                queue.put_nowait(job)
-
-            async def worker() -> None:
-                while not stop.is_set():
-                    try:
-                        kind, n = queue.get_nowait()
-                    except asyncio.QueueEmpty:
-                        return
-                    await getattr(self, f"_{kind}")(http, n)
-
-            await asyncio.gather(*(worker() for _ in range(cfg.concurrency)))
+            orders = [("order", n) for n in range(cfg.orders)]
+            others = [("booking", n) for n in range(cfg.bookings)]
+            others += [("customer", n) for n in range(cfg.customers)]
+            self.rng.shuffle(others)
+            # bookings wait up to the 5 s SLA for their answer: in a pool of their own, a slow
+            # confirmation never holds back the clients placing orders
+            await asyncio.gather(
+                self._clients(http, orders, cfg.concurrency, stop, cfg.spread),
+                self._clients(http, others, max(1, cfg.concurrency // 4), stop, cfg.spread),
+            )
         self.done = True
+
+    async def _clients(
+        self,
+        http: httpx.AsyncClient,
+        jobs: list[tuple[str, int]],
+        clients: int,
+        stop: asyncio.Event,
+        spread: float | None = None,
+    ) -> None:
+        """``clients`` concurrent clients work through ``jobs`` until done or ``stop``."""
+        loop = asyncio.get_running_loop()
+        started, gap = loop.time(), (spread or 0.0) / max(1, len(jobs))
+        queue: asyncio.Queue[tuple[int, tuple[str, int]]] = asyncio.Queue()
+        for i, job in enumerate(jobs):
+            queue.put_nowait((i, job))
+
+        async def client() -> None:
+            while not stop.is_set():
+                try:
+                    i, (kind, n) = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                if (wait := started + i * gap - loop.time()) > 0:  # not due yet
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), wait)
+                    if stop.is_set():
+                        return
+                await getattr(self, f"_{kind}")(http, n)
+
+        await asyncio.gather(*(client() for _ in range(clients)))
 
     async def send(
         self, http: httpx.AsyncClient, method: str, url: str, route: str, **kwargs: Any
