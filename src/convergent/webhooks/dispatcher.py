@@ -1,6 +1,7 @@
 """The dispatcher: claims due deliveries, sends them, records attempts, schedules retries.
 
-One loop owns the database writes (claims and results are batched per transaction); the HTTP
+One loop owns the database writes (each round records the finished attempts and claims the next
+deliveries in one transaction); the HTTP
 sends run as tasks, at most ``per_endpoint_concurrency`` per endpoint, so a slow endpoint only
 ever holds its own slots and never stalls the others.
 """
