@@ -352,6 +352,7 @@ async def patch_booking(
                 actor=_client(request) or None,
                 metadata={"fields": sorted(values)},
             )
+            await announce(conn, store, "booking", row, code)  # a new version: tell receivers
     response.headers["ETag"] = etag(row.version)
     return booking_view(row)
 
@@ -367,11 +368,13 @@ async def cancel_booking(code: Code, request: Request, response: Response) -> di
             row = await BOOKINGS.bind(store).transition(
                 conn, row.id, "cancel", expected_version=expected, actor=_client(request) or None
             )
+            cancelled = True
         else:
-            row, _ = await confirm_once(
+            row, cancelled = await confirm_once(
                 BOOKINGS.bind(store), conn, row.id, action="cancel", actor=_client(request) or None
             )
-        await announce(conn, store, "booking", row, code)
+        if cancelled:  # a repeated cancel changed nothing, so it announces nothing
+            await announce(conn, store, "booking", row, code)
     response.headers["ETag"] = etag(row.version)
     return booking_view(row)
 
@@ -399,7 +402,8 @@ async def draft_booking(body: BookingIn, request: Request, response: Response) -
             state="draft",
             actor=client or None,
         )
-    assert row is not None
+        assert row is not None
+        await announce(conn, store, "booking", row, code)
     response.headers["Location"] = f"/bookings/{code}"
     response.headers["ETag"] = etag(row.version)
     return booking_view(row)
@@ -413,6 +417,7 @@ async def submit_booking(code: Code, request: Request, response: Response) -> di
         row = await _by_code(conn, _client(request), code)
         row, submitted = await confirm_once(BOOKINGS.bind(store), conn, row.id, action="submit")
         if submitted:
+            await announce(conn, store, "booking", row, code)
             await _start_lifecycle(conn, row)
     row = await _wait_final(request, response, row)
     return _answer(response, row, created=False)

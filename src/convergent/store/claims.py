@@ -16,10 +16,14 @@ __all__ = ["lock_for_claim", "lock_row"]
 S = TypeVar("S", bound=sa.Select)  # type: ignore[type-arg]
 
 
-def lock_for_claim(stmt: S, dialect: str) -> S:
-    """Make ``stmt`` claim rows no other claimer holds (skips rows locked by others)."""
+def lock_for_claim(stmt: S, dialect: str, of: sa.Table | None = None) -> S:
+    """Make ``stmt`` claim rows no other claimer holds (skips rows locked by others).
+
+    ``of`` names the table whose rows are claimed when ``stmt`` joins others (those stay
+    unlocked).
+    """
     if dialect == "postgresql":
-        return stmt.with_for_update(skip_locked=True)
+        return stmt.with_for_update(skip_locked=True, of=of)
     return stmt
 
 

@@ -1,6 +1,7 @@
 """The dispatcher: claims due deliveries, sends them, records attempts, schedules retries.
 
-One loop owns the database writes (claims and results are batched per transaction); the HTTP
+One loop owns the database writes (each round records the finished attempts and claims the next
+deliveries in one transaction); the HTTP
 sends run as tasks, at most ``per_endpoint_concurrency`` per endpoint, so a slow endpoint only
 ever holds its own slots and never stalls the others.
 """
@@ -107,8 +108,7 @@ class Dispatcher:
             try:
                 while not stop.is_set():
                     try:
-                        await self._flush()
-                        started = await self._claim_and_start()
+                        started = await self._round()
                     except Exception:  # keep delivering; the database may come back
                         log.exception("webhook dispatcher step failed")
                         started = 0
@@ -125,7 +125,7 @@ class Dispatcher:
     async def run_once(self) -> int:
         """Claim what is due now, send it, record it; the number of attempts made."""
         async with self._client_scope():
-            started = await self._claim_and_start()
+            started = await self._round()
             await self._finish()
         return started
 
@@ -164,15 +164,33 @@ class Dispatcher:
     async def _finish(self) -> None:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
-        await self._flush()
+        await self._round(claim=False)
 
-    # claiming ------------------------------------------------------------------------------
+    # one round: record what finished, claim what is due, in one transaction ------------------
 
-    async def _claim_and_start(self) -> int:
+    async def _round(self, *, claim: bool = True) -> int:
+        """Record the finished sends and claim new ones in one transaction; how many started.
+
+        One write transaction per round, not one per delivery: on SQLite every transaction
+        queues for the single writer, so the round trips, not the sends, set the pace.
+        """
         budget = self.settings.max_in_flight - sum(self._in_flight.values())
-        if budget <= 0:
-            return 0
-        jobs = await self._claim(min(budget, self.settings.batch_size))
+        limit = min(budget, self.settings.batch_size) if claim else 0
+        if not self._results and (limit <= 0 or not await self._anything_due()):
+            return 0  # a write transaction for nothing would queue behind every other writer
+        batch, self._results = self._results, []
+        try:
+            async with self.store.begin() as conn:
+                events = await self._record(conn, batch)
+                jobs = await self._claim(conn, limit) if limit > 0 else []
+        except BaseException:
+            self._results[:0] = batch  # try again next round; the leases still hold them
+            raise
+        for event in events:
+            metrics.EVENTS.labels(event.kind).inc()
+            log.warning("webhook %s: endpoint %s %s", event.kind, event.endpoint_id, event.detail)
+            if self._on_event is not None:
+                self._on_event(event)
         for job in jobs:
             self._in_flight[job.endpoint_id] += 1
             task = asyncio.create_task(self._send(job))
@@ -180,54 +198,59 @@ class Dispatcher:
             task.add_done_callback(self._tasks.discard)
         return len(jobs)
 
-    async def _claim(self, limit: int) -> list[_Job]:
+    # claiming ------------------------------------------------------------------------------
+
+    def _due(self, *columns: Any) -> sa.Select[Any]:
+        """Due deliveries to enabled endpoints that have a free slot."""
+        d, e = webhook_deliveries, webhook_endpoints
+        now = self.store.clock.now()
+        limit = self.settings.per_endpoint_concurrency
+        full = [endpoint for endpoint, n in self._in_flight.items() if n >= limit]
+        stmt = (
+            sa.select(*columns)
+            .join(e, e.c.id == d.c.endpoint_id)
+            .where(d.c.status == "pending", d.c.next_attempt_at <= now, e.c.enabled.is_(True))
+        )
+        return stmt.where(d.c.endpoint_id.not_in(full)) if full else stmt
+
+    async def _anything_due(self) -> bool:
+        async with self.store.read() as conn:
+            return (
+                await conn.execute(self._due(webhook_deliveries.c.id).limit(1))
+            ).first() is not None
+
+    async def _claim(self, conn: AsyncConnection, limit: int) -> list[_Job]:
         store, cfg = self.store, self.settings
         now = store.clock.now()
-        full = [e for e, n in self._in_flight.items() if n >= cfg.per_endpoint_concurrency]
         d, e, m = webhook_deliveries, webhook_endpoints, webhook_messages
-        enabled = sa.select(e.c.id).where(e.c.enabled.is_(True))
-        stmt = (
-            sa.select(d.c.id, d.c.endpoint_id, d.c.message_id, d.c.attempts)
-            .where(d.c.status == "pending", d.c.next_attempt_at <= now)
-            .where(d.c.endpoint_id.in_(enabled))
-            .order_by(d.c.next_attempt_at)
-            .limit(limit)
+        columns = (d.c.id, d.c.endpoint_id, d.c.message_id, d.c.attempts, e.c.url, e.c.secrets)
+        stmt = self._due(*columns).order_by(d.c.next_attempt_at).limit(limit)
+        candidates = (await conn.execute(lock_for_claim(stmt, store.dialect, of=d))).all()
+        chosen, per_endpoint = [], Tally(self._in_flight)
+        for row in candidates:
+            if per_endpoint[row.endpoint_id] < cfg.per_endpoint_concurrency:
+                per_endpoint[row.endpoint_id] += 1
+                chosen.append(row)
+        if not chosen:
+            return []
+        lease = now + timedelta(seconds=cfg.timeout + _LEASE_MARGIN)
+        await conn.execute(
+            d.update()
+            .where(d.c.id.in_([r.id for r in chosen]))
+            .values(attempts=d.c.attempts + 1, next_attempt_at=lease, updated_at=now)
         )
-        if full:
-            stmt = stmt.where(d.c.endpoint_id.not_in(full))
-        async with store.begin() as conn:
-            candidates = (await conn.execute(lock_for_claim(stmt, store.dialect))).all()
-            chosen, per_endpoint = [], Tally(self._in_flight)
-            for row in candidates:
-                if per_endpoint[row.endpoint_id] < cfg.per_endpoint_concurrency:
-                    per_endpoint[row.endpoint_id] += 1
-                    chosen.append(row)
-            if not chosen:
-                return []
-            lease = now + timedelta(seconds=cfg.timeout + _LEASE_MARGIN)
-            await conn.execute(
-                d.update()
-                .where(d.c.id.in_([r.id for r in chosen]))
-                .values(attempts=d.c.attempts + 1, next_attempt_at=lease, updated_at=now)
-            )
-            endpoint_rows = await conn.execute(
-                sa.select(e.c.id, e.c.url, e.c.secrets).where(
-                    e.c.id.in_({r.endpoint_id for r in chosen})
-                )
-            )
-            endpoints = {r.id: r for r in endpoint_rows}
-            message_rows = await conn.execute(
-                sa.select(m.c.id, m.c.payload).where(m.c.id.in_({r.message_id for r in chosen}))
-            )
-            payloads = {r.id: r.payload for r in message_rows}
+        message_rows = await conn.execute(
+            sa.select(m.c.id, m.c.payload).where(m.c.id.in_({r.message_id for r in chosen}))
+        )
+        payloads = {r.id: r.payload for r in message_rows}
         return [
             _Job(
                 delivery_id=r.id,
                 endpoint_id=r.endpoint_id,
                 message_id=r.message_id,
                 attempt=r.attempts + 1,
-                url=endpoints[r.endpoint_id].url,
-                secrets=active_secrets(endpoints[r.endpoint_id].secrets, now),
+                url=r.url,
+                secrets=active_secrets(r.secrets, now),
                 payload=payloads[r.message_id],
             )
             for r in chosen
@@ -263,59 +286,68 @@ class Dispatcher:
 
     # recording -----------------------------------------------------------------------------
 
-    async def _flush(self) -> None:
-        if not self._results:
-            return
-        batch, self._results = self._results, []
-        events: list[WebhookEvent] = []
-        try:
-            async with self.store.begin() as conn:
-                for job, result, started_at in batch:
-                    events += await self._record(conn, job, result, started_at)
-        except BaseException:
-            self._results[:0] = batch  # try again next round; the leases still hold them
-            raise
-        for event in events:
-            metrics.EVENTS.labels(event.kind).inc()
-            log.warning("webhook %s: endpoint %s %s", event.kind, event.endpoint_id, event.detail)
-            if self._on_event is not None:
-                self._on_event(event)
-
     async def _record(
-        self, conn: AsyncConnection, job: _Job, result: SendResult, started_at: datetime
+        self, conn: AsyncConnection, batch: list[tuple[_Job, SendResult, datetime]]
     ) -> list[WebhookEvent]:
-        now = self.store.clock.now()
-        cfg = self.settings
+        """Record a batch of attempts: a few statements for all successes, failures one by one."""
+        if not batch:
+            return []
         d, e = webhook_deliveries, webhook_endpoints
-        still_there = sa.select(d.c.id).where(d.c.id == job.delivery_id)
-        if (await conn.execute(lock_row(still_there, self.store.dialect))).one_or_none() is None:
-            return []  # deleted with its endpoint while the send was in flight
+        ids = [job.delivery_id for job, _, _ in batch]
+        still_there = sa.select(d.c.id).where(d.c.id.in_(ids))
+        present = set((await conn.execute(lock_row(still_there, self.store.dialect))).scalars())
+        batch = [item for item in batch if item[0].delivery_id in present]  # not deleted meanwhile
+        if not batch:
+            return []
+        now = self.store.clock.now()
         await conn.execute(
-            webhook_attempts.insert().values(
-                id=uuid7(),
-                delivery_id=job.delivery_id,
-                endpoint_id=job.endpoint_id,
-                message_id=job.message_id,
-                attempt=job.attempt,
-                outcome=result.outcome,
-                status_code=result.status_code,
-                duration_ms=result.duration_ms,
-                error=result.error,
-                response_snippet=result.snippet,
-                started_at=started_at,
-            )
+            webhook_attempts.insert(),
+            [
+                {
+                    "id": uuid7(),
+                    "delivery_id": job.delivery_id,
+                    "endpoint_id": job.endpoint_id,
+                    "message_id": job.message_id,
+                    "attempt": job.attempt,
+                    "outcome": result.outcome,
+                    "status_code": result.status_code,
+                    "duration_ms": result.duration_ms,
+                    "error": result.error,
+                    "response_snippet": result.snippet,
+                    "started_at": started_at,
+                }
+                for job, result, started_at in batch
+            ],
         )
-        this = d.update().where(d.c.id == job.delivery_id)
-        if result.ok:
+        delivered: dict[int | None, list[uuid.UUID]] = {}
+        for job, result, _ in batch:
+            if result.ok:
+                delivered.setdefault(result.status_code, []).append(job.delivery_id)
+        for status_code, done in delivered.items():
             await conn.execute(
-                this.values(status="succeeded", last_status_code=result.status_code, updated_at=now)
+                d.update()
+                .where(d.c.id.in_(done))
+                .values(status="succeeded", last_status_code=status_code, updated_at=now)
             )
+        answered = {job.endpoint_id for job, result, _ in batch if result.ok}
+        if answered:
             await conn.execute(
                 e.update()
-                .where(e.c.id == job.endpoint_id, e.c.failing_since.is_not(None))
+                .where(e.c.id.in_(answered), e.c.failing_since.is_not(None))
                 .values(failing_since=None)
             )
-            return []
+        events: list[WebhookEvent] = []
+        for job, result, _ in batch:
+            if not result.ok:
+                events += await self._record_failure(conn, job, result, now)
+        return events
+
+    async def _record_failure(
+        self, conn: AsyncConnection, job: _Job, result: SendResult, now: datetime
+    ) -> list[WebhookEvent]:
+        cfg = self.settings
+        d, e = webhook_deliveries, webhook_endpoints
+        this = d.update().where(d.c.id == job.delivery_id)
         events: list[WebhookEvent] = []
         gone = result.outcome == Outcome.GONE
         delay = None if gone else cfg.delay_after(job.attempt, result.retry_after)

@@ -32,6 +32,8 @@ class Receiver:
         self.replies: deque[Reply] = deque()
         self.requests: list[Request] = []
         self.received = asyncio.Event()
+        self.in_flight = 0
+        self.most_in_flight = 0  # the most requests answered at the same time
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self.port = 0
@@ -70,13 +72,18 @@ class Receiver:
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 self.requests.append(Request(method, path, headers, body))
                 self.received.set()
-                reply = self.replies.popleft() if self.replies else self.default
-                if reply.delay:
-                    await asyncio.sleep(reply.delay)
-                head = [f"HTTP/1.1 {reply.status} X", f"content-length: {len(reply.body)}"]
-                head += [f"{k}: {v}" for k, v in reply.headers.items()]
-                writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + reply.body)
-                await writer.drain()
+                self.in_flight += 1
+                self.most_in_flight = max(self.most_in_flight, self.in_flight)
+                try:
+                    reply = self.replies.popleft() if self.replies else self.default
+                    if reply.delay:
+                        await asyncio.sleep(reply.delay)
+                    head = [f"HTTP/1.1 {reply.status} X", f"content-length: {len(reply.body)}"]
+                    head += [f"{k}: {v}" for k, v in reply.headers.items()]
+                    writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + reply.body)
+                    await writer.drain()
+                finally:
+                    self.in_flight -= 1
         except (ConnectionError, asyncio.IncompleteReadError, ValueError):
             return
         finally:

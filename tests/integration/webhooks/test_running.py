@@ -158,3 +158,57 @@ async def test_deleting_an_endpoint_during_a_send_loses_nothing_else(
     assert await dispatcher.drain() == 1
     async with wstore.read() as conn:
         assert [a.outcome for a in await list_attempts(conn, kept)] == ["succeeded"]
+
+
+async def unsettled(store: Store) -> int:
+    async with store.read() as conn:
+        left = sa.select(sa.func.count()).where(webhook_deliveries.c.status != "succeeded")
+        return int((await conn.execute(left)).scalar_one())
+
+
+async def test_a_burst_arrives_once_each_within_the_per_endpoint_limit_retries_included(
+    wstore: Store, clock: ManualClock, add_endpoint: AddEndpoint
+) -> None:
+    """Attempts are recorded a batch at a time: successes and failures mixed in one batch."""
+    from convergent.store.schema import webhook_attempts, webhook_endpoints
+
+    receivers = [await Receiver(Reply(delay=0.01)).start() for _ in range(2)]
+    try:
+        for r in receivers:
+            await add_endpoint(r.url)
+        receivers[0].queue(*[Reply(status=500)] * 5)  # the first five fail once
+        async with wstore.begin() as conn:
+            for n in range(150):
+                await enqueue(conn, "order.paid", {"n": n}, store=wstore)
+        dispatcher = Dispatcher(wstore, settings(per_endpoint_concurrency=4))
+        stop = asyncio.Event()
+        task = asyncio.create_task(dispatcher.run(stop))
+        try:
+            await until(lambda: sum(len(r.requests) for r in receivers) == 300, timeout=60)
+            clock.advance(10)  # past the 5 s retry of the failed five
+            await until(lambda: len(receivers[0].requests) == 155, timeout=30)
+            deadline = time.monotonic() + 10
+            while await unsettled(wstore):  # the last results are being recorded
+                assert time.monotonic() < deadline, "deliveries not recorded in time"
+                await asyncio.sleep(0.05)
+        finally:
+            stop.set()
+            await task
+        for r in receivers:
+            assert r.most_in_flight <= 4
+            ids = [q.headers["webhook-id"] for q in r.requests]
+            assert len(set(ids)) == 150
+        async with wstore.read() as conn:
+            outcomes = (
+                await conn.execute(
+                    sa.select(webhook_attempts.c.outcome, sa.func.count()).group_by(
+                        webhook_attempts.c.outcome
+                    )
+                )
+            ).all()
+            streaks = (await conn.execute(sa.select(webhook_endpoints.c.failing_since))).scalars()
+            assert list(streaks) == [None, None]  # the later successes ended the failure streak
+        assert dict(outcomes) == {"succeeded": 300, "failed": 5}
+    finally:
+        for r in receivers:
+            await r.stop()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import httpx
@@ -66,3 +68,39 @@ async def test_a_double_submit_sends_the_same_key_twice_at_once() -> None:
     assert len(keys) == 2
     assert keys[0] == keys[1]
     assert workload.stats.orders_by_key == {keys[0]: {"o1"}}
+
+
+async def test_a_booking_waiting_for_its_answer_holds_back_no_order() -> None:
+    orders_done = asyncio.Event()
+    placed: list[str] = []
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path.startswith("/bookings"):
+            await orders_done.wait()  # like a PUT waiting out the 5 s SLA
+            return httpx.Response(202, json={"state": "pending"})
+        placed.append(request.headers["Idempotency-Key"])
+        if len(placed) == 3:
+            orders_done.set()
+        return httpx.Response(202, json={"id": f"o{len(placed)}"})
+
+    config = WorkloadConfig(orders=3, bookings=2, customers=0, concurrency=1, seed=1)
+    config.double_submit_rate = config.cancel_rate = 0.0
+    workload = Workload("http://shop", config, transport=httpx.MockTransport(answer))
+    await asyncio.wait_for(workload.run(asyncio.Event()), 10)
+    assert workload.stats.accepted == 3
+    assert workload.stats.bookings == 2
+
+
+async def test_spread_orders_start_evenly_over_the_time_given() -> None:
+    starts: list[float] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        starts.append(time.monotonic())
+        return httpx.Response(202, json={"id": f"o{len(starts)}"})
+
+    config = WorkloadConfig(orders=5, bookings=0, customers=0, concurrency=5, spread=0.5)
+    config.double_submit_rate = config.cancel_rate = 0.0
+    workload = Workload("http://shop", config, transport=httpx.MockTransport(answer))
+    await workload.run(asyncio.Event())
+    assert len(starts) == 5
+    assert starts[-1] - starts[0] >= 0.4  # the fifth start is due 4/5 of the way in

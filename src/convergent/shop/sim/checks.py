@@ -276,7 +276,10 @@ async def run_checks(ctx: CheckContext, checks: list[Check] | None = None) -> li
 CALLBACK_PATIENCE = 180.0  # callbacks trail the state by the webhook backlog; wait it out
 
 
-@check("final_states_called_back", "every final order state was called back to the receiver")
+@check(
+    "final_states_called_back",
+    "every final order state and every settled booking's latest version was called back",
+)
 async def final_states_called_back(ctx: CheckContext) -> CheckResult:
     name = "final_states_called_back"
     deadline = asyncio.get_running_loop().time() + CALLBACK_PATIENCE
@@ -289,25 +292,64 @@ async def final_states_called_back(ctx: CheckContext) -> CheckResult:
             )
             if not endpoints.scalar():
                 return _skip(name, "no webhook endpoint registered")
-            from convergent.shop.notifications import notifications
-            from convergent.shop.orders import orders
-
-            terminal = orders.c.state.in_(sorted(ORDER_TERMINAL))
-            rows = await conn.execute(sa.select(orders.c.id, orders.c.state).where(terminal))
-            final = {(str(order_id), str(state)) for order_id, state in rows}
-            sent = await conn.execute(sa.select(notifications.c.event_type, notifications.c.data))
-            received = {_called_back(str(event), data) for event, data in sent}
-        missing = final - received
+            orders, bookings = await _final_orders(conn), await _settled_bookings(conn)
+            received = await _received(conn)
+        missing = (orders | bookings) - received
         if not missing or asyncio.get_running_loop().time() > deadline:
             break
         await asyncio.sleep(0.5)
-    data = {"final": len(final), "called_back": len(final) - len(missing)}
+    missing_bookings = bookings - received
+    data = {
+        "final": len(orders),
+        "called_back": len(orders - missing),
+        "bookings": len(bookings),
+        "bookings_called_back": len(bookings) - len(missing_bookings),
+        "missing": sorted(":".join(map(str, m)) for m in missing)[:50],
+    }
     if missing:
-        return CheckResult(name, "fail", f"{len(missing)} final states never called back", data)
-    return CheckResult(name, "pass", f"all {len(final)} final states called back", data)
+        detail = (
+            f"{len(missing) - len(missing_bookings)} final order states and "
+            f"{len(missing_bookings)} booking changes never called back"
+        )
+        return CheckResult(name, "fail", detail, data)
+    detail = f"all {len(orders)} final order states and {len(bookings)} bookings called back"
+    return CheckResult(name, "pass", detail, data)
 
 
-def _called_back(event: str, data: Any) -> tuple[str, str]:
-    """(order id, state) a received order callback speaks of."""
-    order_id = str(data.get("id")) if isinstance(data, dict) else ""
-    return order_id, event.removeprefix("order.")
+Callback = tuple[str, str, str, int | None]  # (kind, id, state, version or None for orders)
+
+
+async def _final_orders(conn: AsyncConnection) -> set[Callback]:
+    from convergent.shop.orders import orders
+
+    terminal = orders.c.state.in_(sorted(ORDER_TERMINAL))
+    rows = await conn.execute(sa.select(orders.c.id, orders.c.state).where(terminal))
+    return {("order", str(order_id), str(state), None) for order_id, state in rows}
+
+
+async def _settled_bookings(conn: AsyncConnection) -> set[Callback]:
+    """Each settled booking at its latest version: a PATCH or cancel must be called back too."""
+    if await table_columns(conn, "shop_bookings") is None:
+        return set()
+    from convergent.shop.bookings import bookings
+
+    c = bookings.c
+    rows = await conn.execute(
+        sa.select(c.code, c.state, c.version).where(c.state.in_(sorted(BOOKING_TERMINAL)))
+    )
+    return {("booking", str(code), str(state), int(version)) for code, state, version in rows}
+
+
+async def _received(conn: AsyncConnection) -> set[Callback]:
+    from convergent.shop.notifications import notifications
+
+    sent = await conn.execute(sa.select(notifications.c.event_type, notifications.c.data))
+    return {_called_back(str(event), data) for event, data in sent}
+
+
+def _called_back(event: str, data: Any) -> Callback:
+    """What a received callback speaks of; an order's is matched without its version."""
+    kind, _, state = event.partition(".")
+    data = data if isinstance(data, dict) else {}
+    version = data.get("version") if kind == "booking" else None
+    return kind, str(data.get("id")), state, version if isinstance(version, int) else None

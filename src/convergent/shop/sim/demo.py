@@ -230,6 +230,10 @@ async def _load_settle_check(
         orders=options.orders,
         bookings=options.bookings,
         customers=options.customers,
+        # a steady arrival over half the time, with enough clients to catch up when the
+        # machine is busy: the shop, its workers and the clients share one event loop here
+        concurrency=32,
+        spread=options.duration / 2,
         seed=options.seed,
     )
     workload = Workload(ctx.shop_url, config)

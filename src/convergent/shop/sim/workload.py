@@ -9,6 +9,7 @@ available" rather than treated as a failure, so the workload runs as the shop gr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections import Counter
@@ -29,8 +30,12 @@ class WorkloadConfig:
     orders: int = 50
     bookings: int = 10
     customers: int = 5
-    concurrency: int = 8
+    concurrency: int = 8  # clients placing orders; bookings and customers get a quarter as many
+    #: spread the order starts evenly over this many seconds (None: each client as fast as it
+    #: can); a client that falls behind the schedule goes on at once
+    spread: float | None = None
     cancel_rate: float = 0.1
+    booking_change_rate: float = 0.3  # bookings moved by PATCH (If-Match) once they are made
     double_submit_rate: float = 0.1
     max_attempts: int = 8
     timeout: float = 10.0  # above the shop's 5 s booking SLA, or a slow answer looks like a loss
@@ -48,6 +53,7 @@ class WorkloadStats:
     accepted: int = 0
     cancels: int = 0
     bookings: int = 0
+    booking_changes: int = 0
     customers: int = 0
     gave_up: int = 0
     statuses: Counter[int] = field(default_factory=Counter)
@@ -66,6 +72,7 @@ class WorkloadStats:
             "keys_with_several_orders": sum(len(ids) > 1 for ids in self.orders_by_key.values()),
             "cancels": self.cancels,
             "bookings": self.bookings,
+            "booking_changes": self.booking_changes,
             "customers": self.customers,
             "gave_up": self.gave_up,
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
@@ -76,8 +83,15 @@ class WorkloadStats:
 class Workload:
     """Drives the shop at ``base_url``; ``run(stop)`` returns when done or told to stop."""
 
-    def __init__(self, base_url: str, config: WorkloadConfig | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        config: WorkloadConfig | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,  # tests answer in-process
+    ) -> None:
         self.base_url = base_url
+        self.transport = transport
         self.config = config or WorkloadConfig()
         self.stats = WorkloadStats()
         self.rng = random.Random(self.config.seed)
@@ -86,28 +100,55 @@ class Workload:
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.config
         headers = {"X-Api-Key": cfg.api_key}
-        limits = httpx.Limits(max_connections=cfg.concurrency * 2)
+        limits = httpx.Limits(max_connections=cfg.concurrency * 3)
         async with httpx.AsyncClient(
-            base_url=self.base_url, timeout=cfg.timeout, headers=headers, limits=limits
+            base_url=self.base_url,
+            timeout=cfg.timeout,
+            headers=headers,
+            limits=limits,
+            transport=self.transport,
         ) as http:
-            jobs: list[tuple[str, int]] = [("order", n) for n in range(cfg.orders)]
-            jobs += [("booking", n) for n in range(cfg.bookings)]
-            jobs += [("customer", n) for n in range(cfg.customers)]
-            self.rng.shuffle(jobs)
-            queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
-            for job in jobs:
-                queue.put_nowait(job)
-
-            async def worker() -> None:
-                while not stop.is_set():
-                    try:
-                        kind, n = queue.get_nowait()
-                    except asyncio.QueueEmpty:
-                        return
-                    await getattr(self, f"_{kind}")(http, n)
-
-            await asyncio.gather(*(worker() for _ in range(cfg.concurrency)))
+            orders = [("order", n) for n in range(cfg.orders)]
+            others = [("booking", n) for n in range(cfg.bookings)]
+            others += [("customer", n) for n in range(cfg.customers)]
+            self.rng.shuffle(others)
+            # bookings wait up to the 5 s SLA for their answer: in a pool of their own, a slow
+            # confirmation never holds back the clients placing orders
+            await asyncio.gather(
+                self._clients(http, orders, cfg.concurrency, stop, cfg.spread),
+                self._clients(http, others, max(1, cfg.concurrency // 4), stop, cfg.spread),
+            )
         self.done = True
+
+    async def _clients(
+        self,
+        http: httpx.AsyncClient,
+        jobs: list[tuple[str, int]],
+        clients: int,
+        stop: asyncio.Event,
+        spread: float | None = None,
+    ) -> None:
+        """``clients`` concurrent clients work through ``jobs`` until done or ``stop``."""
+        loop = asyncio.get_running_loop()
+        started, gap = loop.time(), (spread or 0.0) / max(1, len(jobs))
+        queue: asyncio.Queue[tuple[int, tuple[str, int]]] = asyncio.Queue()
+        for i, job in enumerate(jobs):
+            queue.put_nowait((i, job))
+
+        async def client() -> None:
+            while not stop.is_set():
+                try:
+                    i, (kind, n) = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                if (wait := started + i * gap - loop.time()) > 0:  # not due yet
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), wait)
+                    if stop.is_set():
+                        return
+                await getattr(self, f"_{kind}")(http, n)
+
+        await asyncio.gather(*(client() for _ in range(clients)))
 
     async def send(
         self, http: httpx.AsyncClient, method: str, url: str, route: str, **kwargs: Any
@@ -201,9 +242,36 @@ class Workload:
         }
         route = "PUT /bookings/{code}"
         answer = await self.send(http, "PUT", f"/bookings/{code}", route, json=body)
-        if answer is not None and answer.status_code < 300:
-            self.stats.bookings += 1
-            self.stats.booking_codes.add(code)
+        if answer is None or answer.status_code >= 300:
+            return
+        self.stats.bookings += 1
+        self.stats.booking_codes.add(code)
+        if answer.json().get("state") == "ready" and (
+            self.rng.random() < self.config.booking_change_rate
+        ):
+            await self._change_booking(http, code, answer, n)
+
+    async def _change_booking(
+        self, http: httpx.AsyncClient, code: str, answer: httpx.Response, n: int
+    ) -> None:
+        """Move the booking by an hour with If-Match; on 412 read it again and retry once."""
+        route = "PATCH /bookings/{code}"
+        for _ in range(2):
+            when = datetime.fromisoformat(answer.json()["time"]) + timedelta(hours=1)
+            body = {"time": when.isoformat(), "name": f"guest {n} (moved)"}
+            headers = {"If-Match": answer.headers.get("ETag", "*")}
+            changed = await self.send(
+                http, "PATCH", f"/bookings/{code}", route, json=body, headers=headers
+            )
+            if changed is not None and changed.status_code < 300:
+                self.stats.booking_changes += 1
+                return
+            if changed is None or changed.status_code != 412:
+                return
+            read = await self.send(http, "GET", f"/bookings/{code}", "GET /bookings/{code}")
+            if read is None or read.status_code != 200:
+                return
+            answer = read
 
     async def _customer(self, http: httpx.AsyncClient, n: int) -> None:
         body = {"name": f"Customer {n}", "email": f"c{n}@example.com"}
