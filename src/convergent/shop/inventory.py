@@ -68,6 +68,19 @@ async def _reservation(conn: AsyncConnection, order_id: str) -> Any:
     return row
 
 
+async def reservation_made_with(
+    conn: AsyncConnection, order_id: str, key: str
+) -> dict[str, Any] | None:
+    """The reservation ``key`` made for the order, if it holds stock now; else None."""
+    query = reservations.select().where(
+        reservations.c.order_id == order_id,
+        reservations.c.key == key,
+        reservations.c.status == "reserved",
+    )
+    row = (await conn.execute(query)).one_or_none()
+    return None if row is None else _view(row)
+
+
 async def stock_up(conn: AsyncConnection, sku: str, qty: int) -> None:
     """Add ``qty`` units of ``sku`` to the initial and available stock."""
     await insert_once(

@@ -83,6 +83,10 @@ async def reserve_stock(ctx: StepContext, order_id: str) -> dict[str, Any]:
     async with store.begin() as conn:
         row = await _order(conn, order_id)
         if row.state != "pending":
+            # a replay: this step reserved before its worker died, its checkpoint unwritten
+            done = await inventory.reservation_made_with(conn, order_id, ctx.idempotency_key)
+            if row.state == "reserved" and done is not None:
+                return done
             raise PermanentError(f"order {order_id} is {row.state}")
         reserved = await inventory.reserve(
             conn, order_id, row.items, ctx.idempotency_key, store.clock.now()
@@ -161,6 +165,8 @@ async def complete_order(ctx: StepContext, order_id: str) -> dict[str, Any]:
     async with store.begin() as conn:
         row = await _order(conn, order_id)
         payment = await payments.payment_row(conn, order_id)
+    if row.state == "completed":  # a replay: completed before its checkpoint was written
+        return {"state": "completed"}
     if row.state != "authorized":
         raise PermanentError(f"order {order_id} is {row.state}; not completing")
     if payment.status != "captured":
