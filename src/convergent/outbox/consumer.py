@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from prometheus_client import Histogram
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from convergent.errors import StoreUnavailable
 from convergent.faults import fault_point, register
 from convergent.ids import uuid7
 from convergent.messages import Message
@@ -83,6 +84,7 @@ class Consumer:
         retry: RetryPolicy | None = None,
         batch_size: int = 100,
         fetch_timeout: float = 1.0,
+        outage_patience: float = 300.0,
     ) -> None:
         self.store = store
         self.transport = transport
@@ -92,8 +94,10 @@ class Consumer:
         self.retry = retry or RetryPolicy()
         self.batch_size = batch_size
         self.fetch_timeout = fetch_timeout
+        self.outage_patience = outage_patience
         self.handled = 0
         self._sub: Subscription | None = None
+        self._stop = asyncio.Event()
 
     @classmethod
     def from_spec(cls, store: Store, transport: Transport, spec: ConsumerSpec) -> Consumer:
@@ -109,6 +113,7 @@ class Consumer:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set."""
+        self._stop = stop
         try:
             while not stop.is_set():
                 try:
@@ -130,10 +135,33 @@ class Consumer:
             if d.order_key in waiting:
                 await d.nak(waiting[d.order_key])
                 continue
-            delay = await self._handle(d)
+            delay = await self._handle_through_outages(d)
             if delay is not None:
                 waiting[d.order_key] = delay
         return len(deliveries)
+
+    async def _handle_through_outages(self, d: Delivery) -> float | None:
+        """Handle ``d``; while the database is away, hold it and try again once it answers.
+
+        An outage is nobody's fault: it must not spend the message's attempts, or a restart
+        longer than the backoff would dead-letter (or, past the broker's redelivery limit, drop)
+        every message in flight. Held past ``outage_patience``, it is handed back to the broker.
+        """
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self.outage_patience
+        pause = 0.2
+        while True:
+            try:
+                return await self._handle(d)
+            except StoreUnavailable as exc:
+                if loop.time() >= give_up_at or self._stop.is_set():
+                    delay = self.retry.backoff(d.attempt)
+                    await d.nak(delay)
+                    return delay
+                if pause == 0.2:
+                    log.warning("consumer %s: the database is away (%s); holding", self.group, exc)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
 
     async def _handle(self, d: Delivery) -> float | None:
         """Handle and settle one delivery; returns the retry delay when it was nak'ed."""
@@ -145,6 +173,8 @@ class Consumer:
                     await self.handler(conn, message)
                     lag = (now - message.time).total_seconds()
                     TIME_TO_CONSISTENCY.labels(self.group, self.topic.name).observe(max(0.0, lag))
+        except StoreUnavailable:
+            raise
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
             if d.attempt >= self.retry.max_attempts:

@@ -8,12 +8,12 @@ import pytest
 import sqlalchemy as sa
 
 from convergent.outbox import Relay, emit
+from convergent.shop.sim.servers import free_port
 from convergent.store import Store
 from convergent.store.schema import outbox
 from convergent.transports import Transport
 from convergent.transports.kafka import KafkaTransport
 from convergent.transports.nats import NatsTransport
-from tests.acceptance.conftest import free_port
 from tests.contract.transports.brokers import unique_topic
 
 

@@ -149,3 +149,39 @@ async def test_discarding_a_dead_letter_marks_it_without_retrying(store: Store) 
     assert after.status == "discarded"
     async with store.read() as conn:
         assert await conn.scalar(sa.select(sa.func.count()).select_from(outbox)) == 0
+
+
+async def test_a_database_outage_spends_no_attempts_and_nothing_is_dead_lettered(
+    broker_store: Store, transport: Transport
+) -> None:
+    """The handler's database is away for longer than its retry budget: the consumer holds the
+    message until the database answers, then handles it once; nothing goes to the DLQ."""
+    from convergent.errors import StoreUnavailable
+
+    topic = unique_topic()
+    await create_effects(broker_store)
+    await emit_keys(broker_store, topic.name, ["during-outage", "after"])
+    await drain_outbox(Relay(broker_store, transport))
+    outage = {"left": 4}  # more failures than max_attempts
+
+    async def handler(conn: AsyncConnection, message: Message) -> None:
+        if outage["left"]:
+            outage["left"] -= 1
+            raise StoreUnavailable("cannot reach the database: restarting")
+        await record_effect(conn, message)
+
+    consumer = Consumer(
+        broker_store,
+        transport,
+        topic,
+        f"g-{topic.name}",
+        handler,
+        retry=RetryPolicy(max_attempts=2),
+    )
+    try:
+        await consume_until(consumer, broker_store, 2)
+    finally:
+        await consumer.close()
+    assert outage["left"] == 0
+    assert not await dead(broker_store)
+    assert sorted(r.key for r in await effect_rows(broker_store)) == ["after", "during-outage"]
