@@ -20,8 +20,10 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from convergent.errors import NotSent
 from convergent.faults import fault_point, register
 from convergent.ids import uuid7
 from convergent.messages import Message
@@ -104,8 +106,9 @@ class Relay:
         self._refreshed_at = None
 
     async def run_once(self) -> int:
-        """One pass: refresh leases, publish one batch of due rows, settle them. Returns the
-        number of rows settled (published or given up)."""
+        """One pass: refresh leases, then publish batches of due rows while there are any (up
+        to ``ttl / 3``), settling each. Returns the number of rows settled (published or given
+        up)."""
         now = self.store.clock.now()
         held = self.leases.held
         if self._refreshed_at is None or now - self._refreshed_at >= self.leases.ttl / 3:
@@ -114,39 +117,91 @@ class Relay:
             self._refreshed_at = now
         if not held:
             return 0
-        # lanes own disjoint partitions (so each key stays in one lane, in order); they overlap
-        # one lane's database round trips with another's broker acks
+        # lanes own disjoint partitions (so each key stays in one lane, in order)
         parts = sorted(held)
         lanes = [parts[i :: self.lanes] for i in range(self.lanes) if parts[i :: self.lanes]]
-        counts = await asyncio.gather(*(self._pass(lane, held, now) for lane in lanes))
+        counts = await asyncio.gather(*(self._stream({p: held[p] for p in lane}) for lane in lanes))
         return sum(counts)
 
-    async def _pass(self, partitions: list[int], held: dict[int, str], now: datetime) -> int:
+    async def _stream(self, held: dict[int, str]) -> int:
+        """Publish batch N while batch N-1 is settled and batch N+1 fetched.
+
+        Batch N+1 is read while N is in flight (its rows excluded by id) and published only
+        after N's results are in, minus the keys that failed in N: a key never overtakes its
+        own failed message. Deletes still happen only after the ack, under the lease token."""
+        partitions = sorted(held)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self.leases.ttl.total_seconds() / 3
+        settled = 0
+        rows = await self._fetch(partitions, [])
+        previous: tuple[list[Any], list[BaseException | None]] | None = None
+        while rows:
+            fault_point(AFTER_CLAIM)
+            messages = [Message.from_envelope(r.topic, r.key, r.envelope) for r in rows]
+            in_flight = [r.id for r in rows]
+            more = loop.time() < until
+            db = asyncio.ensure_future(self._settle_then_fetch(previous, held, in_flight, more))
+            try:
+                results = await self.transport.publish(messages)
+            except BaseException:
+                await asyncio.gather(db, return_exceptions=True)
+                raise
+            fault_point(AFTER_PUBLISH)
+            settled += sum(not isinstance(e, NotSent) for e in results)
+            still_mine, next_rows = await db
+            previous = (rows, results)
+            if still_mine != set(partitions):
+                self._refreshed_at = None  # a lease was taken over: refresh before going on
+                break
+            failed = {(r.topic, r.key) for r, e in zip(rows, results, strict=True) if e is not None}
+            rows = [r for r in next_rows if (r.topic, r.key) not in failed]
+            if next_rows and not rows:  # all behind this batch's failures: read again, settled
+                still_mine = await self._settle(*previous, held)
+                previous = None
+                if still_mine != set(partitions) or loop.time() >= until:
+                    break
+                rows = await self._fetch(partitions, [])
+        if previous is not None:
+            await self._settle(*previous, held)
+        return settled
+
+    async def _settle_then_fetch(
+        self,
+        previous: tuple[list[Any], list[BaseException | None]] | None,
+        held: dict[int, str],
+        in_flight: list[Any],
+        fetch: bool,
+    ) -> tuple[set[int], list[Any]]:
+        mine = set(held) if previous is None else await self._settle(*previous, held)
+        if not fetch or mine != set(held):
+            return mine, []
+        return mine, await self._fetch(sorted(held), in_flight)
+
+    async def _fetch(self, partitions: list[int], in_flight: list[Any]) -> list[Any]:
+        query = _due_rows(partitions, self.store.clock.now(), self.batch_size)
+        if in_flight:
+            query = query.where(_not_among(outbox.c.id, in_flight, self.store.dialect))
         async with self.store.read() as conn:
-            rows = (await conn.execute(_due_rows(partitions, now, self.batch_size))).all()
-        rows = _hold_back_behind_retries(rows)
-        if not rows:
-            return 0
-        fault_point(AFTER_CLAIM)
-        messages = [Message.from_envelope(r.topic, r.key, r.envelope) for r in rows]
-        results = await self.transport.publish(messages)
-        fault_point(AFTER_PUBLISH)
-        await self._settle(rows, results, {p: held[p] for p in partitions})
-        return len(rows)
+            rows = (await conn.execute(query)).all()
+        return _hold_back_behind_retries(rows)
 
     async def _settle(
         self, rows: Sequence[Any], results: list[BaseException | None], held: dict[int, str]
-    ) -> None:
+    ) -> set[int]:
+        """Delete what was acked, record failures; only for partitions still ours. Returns
+        those partitions."""
         now = self.store.clock.now()
         async with self.store.begin() as conn:
             mine = await tokens_still_held(conn, LEASE_GROUP, held, self.leases.holder)
             outcomes = [(r, e) for r, e in zip(rows, results, strict=True) if r.partition in mine]
             acked = [r.id for r, err in outcomes if err is None]
             if acked:
-                await conn.execute(sa.delete(outbox).where(outbox.c.id.in_(acked)))
+                await conn.execute(
+                    sa.delete(outbox).where(_among(outbox.c.id, acked, self.store.dialect))
+                )
             self.published += len(acked)
             for row, err in outcomes:
-                if err is None:
+                if err is None or isinstance(err, NotSent):  # not sent: not an attempt
                     continue
                 attempt = row.attempts + 1
                 when = self.retry.next_attempt_at(attempt, now)
@@ -159,6 +214,23 @@ class Relay:
                         .where(outbox.c.id == row.id)
                         .values(attempts=attempt, next_attempt_at=when, last_error=reason)
                     )
+        return mine
+
+
+def _among(column: sa.ColumnElement[Any], ids: list[Any], dialect: str) -> sa.ColumnElement[bool]:
+    """``column IN ids``: one array parameter on PostgreSQL, so the statement shape (and its
+    prepared plan) is the same for every batch size."""
+    if dialect == "postgresql":
+        return column == sa.any_(sa.bindparam("ids", ids, type_=postgresql.ARRAY(sa.Uuid())))
+    return column.in_(ids)
+
+
+def _not_among(
+    column: sa.ColumnElement[Any], ids: list[Any], dialect: str
+) -> sa.ColumnElement[bool]:
+    if dialect == "postgresql":
+        return column != sa.all_(sa.bindparam("not_ids", ids, type_=postgresql.ARRAY(sa.Uuid())))
+    return column.not_in(ids)
 
 
 def _due_rows(partitions: list[int], now: datetime, limit: int) -> sa.Select[Any]:
@@ -174,7 +246,15 @@ def _due_rows(partitions: list[int], now: datetime, limit: int) -> sa.Select[Any
         .exists()
     )
     return (
-        sa.select(outbox)
+        # only what publishing and settling need (no timestamps to convert per row)
+        sa.select(
+            outbox.c.id,
+            outbox.c.topic,
+            outbox.c.key,
+            outbox.c.partition,
+            outbox.c.attempts,
+            outbox.c.envelope,
+        )
         .where(
             outbox.c.partition.in_(partitions),
             sa.or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= now),

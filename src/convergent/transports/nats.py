@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote, unquote
@@ -21,7 +23,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError, NotFoundError
 
-from convergent.errors import TransportError
+from convergent.errors import NotSent, TransportError
 from convergent.messages import Message
 from convergent.outbox.topics import TOPICS, Topic, TopicKind
 from convergent.transports.base import Delivery, Subscription, SubscriptionOptions, Transport
@@ -113,32 +115,7 @@ class NatsTransport(Transport):
                 await self.ensure_topic(TOPICS.get(name) or Topic(name))
         except Exception as exc:
             return [TransportError(f"NATS unavailable: {exc}")] * len(messages)
-        futures: list[asyncio.Future[Any] | BaseException] = []
-        for m in messages:  # pipelined: all sent before the first ack is awaited
-            headers = {**m.ce_headers(), "Nats-Msg-Id": m.id}
-            try:
-                futures.append(
-                    await self.js.publish_async(
-                        subject_for(m.topic, m.key), m.body() or b"", headers=headers
-                    )
-                )
-            except Exception as exc:
-                futures.append(TransportError(f"NATS publish failed: {exc}"))
-        pending = [f for f in futures if isinstance(f, asyncio.Future)]
-        if pending:
-            await asyncio.wait(pending, timeout=self.publish_timeout)
-        results: list[BaseException | None] = []
-        for f in futures:
-            if isinstance(f, BaseException):
-                results.append(f)
-            elif not f.done():
-                f.cancel()
-                results.append(TransportError("NATS publish ack timed out"))
-            elif f.exception() is not None:
-                results.append(TransportError(f"NATS refused the message: {f.exception()}"))
-            else:
-                results.append(None)
-        return results
+        return await _KeyChains(self.js, messages).run(self.publish_timeout)
 
     async def subscribe(
         self, topic: Topic, group: str, options: SubscriptionOptions | None = None
@@ -166,6 +143,82 @@ class NatsTransport(Transport):
         with contextlib.suppress(NotFoundError):
             await self.js.delete_stream(stream_name(topic))
         self._topics.discard(topic)
+
+
+class _KeyChains:
+    """One publish call: pipelined across keys, one message in flight per key.
+
+    A key's next message is sent when the previous one is acked, so a message that fails (an
+    error reply, an ack lost with a dropped connection) is never overtaken on the broker by a
+    later one of its key; those behind it answer ``NotSent``."""
+
+    def __init__(self, js: JetStreamContext, messages: Sequence[Message]) -> None:
+        self.js = js
+        self.messages = messages
+        self.results: list[BaseException | None] = [None] * len(messages)
+        self.subjects = [subject_for(m.topic, m.key) for m in messages]
+        self.behind: dict[str, deque[int]] = {}
+        self.ready: deque[int] = deque()  # sendable now: the first of each key, then successors
+        for i, subject in enumerate(self.subjects):
+            queue = self.behind.get(subject)
+            if queue is None:
+                self.behind[subject] = deque()
+                self.ready.append(i)
+            else:
+                queue.append(i)
+        self.open = len(messages)  # without a final result yet
+        self.in_flight: dict[int, asyncio.Future[Any]] = {}
+        self.wake = asyncio.Event()
+
+    async def run(self, timeout: float) -> list[BaseException | None]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.open:
+            while self.ready:
+                await self._send(self.ready.popleft())
+            if not self.open:
+                break
+            self.wake.clear()  # no await since the loop above: no ack can be missed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), deadline - loop.time())
+            if not self.wake.is_set():
+                break
+        for i, future in list(self.in_flight.items()):
+            future.cancel()
+            self._settled(i, TransportError("NATS publish ack timed out"))
+        return self.results
+
+    async def _send(self, i: int) -> None:
+        m = self.messages[i]
+        headers = {**m.ce_headers(), "Nats-Msg-Id": m.id}
+        try:
+            future = await self.js.publish_async(self.subjects[i], m.body() or b"", headers=headers)
+        except Exception as exc:
+            self._settled(i, TransportError(f"NATS publish failed: {exc}"))
+            return
+        self.in_flight[i] = future
+        future.add_done_callback(functools.partial(self._acked, i))
+
+    def _acked(self, i: int, future: asyncio.Future[Any]) -> None:
+        if self.in_flight.pop(i, None) is None or future.cancelled():
+            return  # timed out: already settled
+        exc = future.exception()
+        self._settled(i, None if exc is None else TransportError(f"NATS refused it: {exc}"))
+
+    def _settled(self, i: int, error: BaseException | None) -> None:
+        self.results[i] = error
+        self.open -= 1
+        queue = self.behind[self.subjects[i]]
+        if error is None:
+            if queue:
+                self.ready.append(queue.popleft())
+        else:
+            while queue:
+                self.results[queue.popleft()] = NotSent(
+                    "not sent: an earlier message of its key failed in this batch"
+                )
+                self.open -= 1
+        self.wake.set()
 
 
 class NatsDelivery(Delivery):
