@@ -124,66 +124,31 @@ class Relay:
         return sum(counts)
 
     async def _stream(self, held: dict[int, str]) -> int:
-        """Publish batch N while batch N-1 is settled and batch N+1 fetched.
-
-        Batch N+1 is read while N is in flight (its rows excluded by id) and published only
-        after N's results are in, minus the keys that failed in N: a key never overtakes its
-        own failed message. Deletes still happen only after the ack, under the lease token."""
+        """One lane: fetch, publish, settle, and again while rows keep coming (up to ``ttl / 3``,
+        then leases are renewed). Lanes run independently, so one lane's database round trips
+        overlap another's broker acks; within a lane a batch is settled before the next is read,
+        so a key never overtakes its own failed message."""
         partitions = sorted(held)
         loop = asyncio.get_running_loop()
         until = loop.time() + self.leases.ttl.total_seconds() / 3
         settled = 0
-        rows = await self._fetch(partitions, [])
-        previous: tuple[list[Any], list[BaseException | None]] | None = None
-        while rows:
+        while True:
+            async with self.store.read() as conn:
+                query = _due_rows(partitions, self.store.clock.now(), self.batch_size)
+                rows = _hold_back_behind_retries((await conn.execute(query)).all())
+            if not rows:
+                return settled
             fault_point(AFTER_CLAIM)
             messages = [Message.from_envelope(r.topic, r.key, r.envelope) for r in rows]
-            in_flight = [r.id for r in rows]
-            more = loop.time() < until
-            db = asyncio.ensure_future(self._settle_then_fetch(previous, held, in_flight, more))
-            try:
-                results = await self.transport.publish(messages)
-            except BaseException:
-                await asyncio.gather(db, return_exceptions=True)
-                raise
+            results = await self.transport.publish(messages)
             fault_point(AFTER_PUBLISH)
+            mine = await self._settle(rows, results, held)
             settled += sum(not isinstance(e, NotSent) for e in results)
-            still_mine, next_rows = await db
-            previous = (rows, results)
-            if still_mine != set(partitions):
+            if mine != set(partitions):
                 self._refreshed_at = None  # a lease was taken over: refresh before going on
-                break
-            failed = {(r.topic, r.key) for r, e in zip(rows, results, strict=True) if e is not None}
-            rows = [r for r in next_rows if (r.topic, r.key) not in failed]
-            if next_rows and not rows:  # all behind this batch's failures: read again, settled
-                still_mine = await self._settle(*previous, held)
-                previous = None
-                if still_mine != set(partitions) or loop.time() >= until:
-                    break
-                rows = await self._fetch(partitions, [])
-        if previous is not None:
-            await self._settle(*previous, held)
-        return settled
-
-    async def _settle_then_fetch(
-        self,
-        previous: tuple[list[Any], list[BaseException | None]] | None,
-        held: dict[int, str],
-        in_flight: list[Any],
-        fetch: bool,
-    ) -> tuple[set[int], list[Any]]:
-        mine = set(held) if previous is None else await self._settle(*previous, held)
-        if not fetch or mine != set(held):
-            return mine, []
-        return mine, await self._fetch(sorted(held), in_flight)
-
-    async def _fetch(self, partitions: list[int], in_flight: list[Any]) -> list[Any]:
-        query = _due_rows(partitions, self.store.clock.now(), self.batch_size)
-        if in_flight:
-            query = query.where(_not_among(outbox.c.id, in_flight, self.store.dialect))
-        async with self.store.read() as conn:
-            rows = (await conn.execute(query)).all()
-        return _hold_back_behind_retries(rows)
+                return settled
+            if len(rows) < self.batch_size or loop.time() >= until:
+                return settled
 
     async def _settle(
         self, rows: Sequence[Any], results: list[BaseException | None], held: dict[int, str]
@@ -223,14 +188,6 @@ def _among(column: sa.ColumnElement[Any], ids: list[Any], dialect: str) -> sa.Co
     if dialect == "postgresql":
         return column == sa.any_(sa.bindparam("ids", ids, type_=postgresql.ARRAY(sa.Uuid())))
     return column.in_(ids)
-
-
-def _not_among(
-    column: sa.ColumnElement[Any], ids: list[Any], dialect: str
-) -> sa.ColumnElement[bool]:
-    if dialect == "postgresql":
-        return column != sa.all_(sa.bindparam("not_ids", ids, type_=postgresql.ARRAY(sa.Uuid())))
-    return column.not_in(ids)
 
 
 def _due_rows(partitions: list[int], now: datetime, limit: int) -> sa.Select[Any]:
