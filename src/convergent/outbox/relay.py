@@ -133,7 +133,7 @@ class Relay:
         until = loop.time() + self.leases.ttl.total_seconds() / 3
         settled = 0
         while True:
-            async with self.store.read() as conn:
+            async with self.store.query() as conn:
                 query = _due_rows(partitions, self.store.clock.now(), self.batch_size)
                 rows = _hold_back_behind_retries((await conn.execute(query)).all())
             if not rows:

@@ -119,6 +119,27 @@ class Store:
             yield conn
 
     @contextlib.asynccontextmanager
+    async def query(self) -> AsyncIterator[AsyncConnection]:
+        """For one read statement: on PostgreSQL outside any transaction (no BEGIN and COMMIT
+        round trips), on SQLite a read transaction."""
+        if self.dialect == "sqlite":
+            async with self.read() as conn:
+                yield conn
+            return
+        try:
+            conn = await self.engine.connect()
+        except (DBAPIError, OSError) as exc:
+            raise StoreUnavailable(f"cannot reach the database: {exc}") from exc
+        try:
+            yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+        except DBAPIError as exc:
+            if exc.connection_invalidated or isinstance(exc, InterfaceError):
+                raise StoreUnavailable(f"database error: {exc.orig}") from exc
+            raise
+        finally:
+            await conn.close()
+
+    @contextlib.asynccontextmanager
     async def _transaction(self, sqlite_begin: str = "IMMEDIATE") -> AsyncIterator[AsyncConnection]:
         try:
             conn = await self.engine.connect()
