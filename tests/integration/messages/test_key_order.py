@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from nats.aio.client import Client
 
 from convergent.errors import NotSent, TransportError
 from convergent.messages import Message
@@ -16,30 +17,40 @@ from convergent.outbox.topics import Topic
 from convergent.store import Store
 from convergent.store.schema import outbox
 from convergent.transports import Transport
-from convergent.transports.nats import NatsTransport
+from convergent.transports import nats as nats_transport
 from tests.contract.transports.brokers import unique_topic
 from tests.integration.messages.helpers import drain_outbox
 
 pytestmark = pytest.mark.parametrize("broker", ["nats-sqlite", "nats-postgres"], indirect=True)
 
 
-def lose_once(transport: Transport, message_ids: set[str]) -> list[str]:
+def lose_once(monkeypatch: pytest.MonkeyPatch, message_ids: set[str]) -> list[str]:
     """Make NATS refuse each of ``message_ids`` on its first send (it goes to a subject no
     stream captures, so the ack is an error and nothing is stored). Returns the ids lost."""
-    assert isinstance(transport, NatsTransport)
-    nc = transport.js._nc
-    real = nc.publish
     lost: list[str] = []
+    real_frame, real_publish = nats_transport._frame, Client.publish
 
-    async def publish(subject: str, payload: bytes = b"", *args: Any, **kw: Any) -> None:
-        headers = kw.get("headers") or (args[1] if len(args) > 1 else None) or {}
-        msg_id = headers.get("Nats-Msg-Id")
+    def lose(subject: str, headers: dict[str, str] | None) -> str:
+        msg_id = (headers or {}).get("Nats-Msg-Id")
         if msg_id in message_ids and msg_id not in lost:
             lost.append(msg_id)
-            subject = f"nowhere.{msg_id}"
-        await real(subject, payload, *args, **kw)
+            return f"nowhere.{msg_id}"
+        return subject
 
-    nc.publish = publish  # type: ignore[method-assign]
+    def frame(subject: str, reply: str, headers: dict[str, str], *args: Any) -> bytes | None:
+        return real_frame(lose(subject, headers), reply, headers, *args)
+
+    async def publish(
+        nc: Client,
+        subject: str,
+        payload: bytes = b"",
+        reply: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        await real_publish(nc, lose(subject, headers), payload, reply, headers)
+
+    monkeypatch.setattr(nats_transport, "_frame", frame)  # the batched path
+    monkeypatch.setattr(Client, "publish", publish)  # the client's own, for the rest
     return lost
 
 
@@ -61,12 +72,12 @@ async def received(transport: Transport, topic: Topic, count: int) -> dict[str, 
 
 
 async def test_a_failed_message_holds_back_the_rest_of_its_key_in_the_batch(
-    transport: Transport,
+    transport: Transport, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     topic = unique_topic()
     batch = [Message(topic.name, "k", "t", {"seq": i}) for i in range(4)]
     batch.insert(2, Message(topic.name, "other", "t", {"seq": 0}))
-    lose_once(transport, {batch[1].id})
+    lose_once(monkeypatch, {batch[1].id})
     results = await transport.publish(batch)
     assert results[0] is None  # k/0
     assert results[2] is None  # other/0
@@ -78,14 +89,14 @@ async def test_a_failed_message_holds_back_the_rest_of_its_key_in_the_batch(
 
 @pytest.mark.parametrize("batch_size", [1000, 2])  # 2: the rest of the key is in later batches
 async def test_the_relay_keeps_order_per_key_when_a_message_in_the_middle_fails(
-    broker_store: Store, transport: Transport, batch_size: int
+    broker_store: Store, transport: Transport, batch_size: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     topic = unique_topic()
     async with broker_store.begin() as conn:
         ids = [(await emit(conn, topic.name, "k", "t", {"seq": i})).id for i in range(6)]
         for i in range(3):
             await emit(conn, topic.name, "other", "t", {"seq": i})
-    lost = lose_once(transport, {ids[1]})
+    lost = lose_once(monkeypatch, {ids[1]})
     relay = Relay(broker_store, transport, batch_size=batch_size)
     await relay.run_once()
     assert lost == [ids[1]]
