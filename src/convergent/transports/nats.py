@@ -153,7 +153,16 @@ _SAFE_SUBJECT = re.compile(r"[!-~]+")  # printable, no whitespace: cannot break 
 _SAFE_HEADER_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _NO_NEWLINES = str.maketrans({"\r": " ", "\n": " "})
 _FIXED_KEYS = frozenset(
-    ("ce-id", "ce-source", "ce-type", "ce-specversion", "ce-subject", "ce-time", "content-type")
+    [
+        "ce-id",
+        "ce-source",
+        "ce-type",
+        "ce-specversion",
+        "ce-subject",
+        "ce-time",
+        "content-type",
+        "Nats-Msg-Id",
+    ]
 )
 
 
@@ -165,13 +174,15 @@ def _frame(
     not connected)."""
     if len(body) > max_payload or not _SAFE_SUBJECT.fullmatch(subject):
         return None
-    lines = ["NATS/1.0\r\n"]
-    for k, v in headers.items():
-        if k not in _FIXED_KEYS and k != "Nats-Msg-Id" and not _SAFE_HEADER_KEY.fullmatch(k):
+    for k in headers:
+        if k not in _FIXED_KEYS and not _SAFE_HEADER_KEY.fullmatch(k):
             return None
-        lines.append(f"{k}: {v.strip().translate(_NO_NEWLINES)}\r\n")
-    lines.append("\r\n")
-    head = "".join(lines).encode()
+    values = "".join(headers.values())
+    if "\r" in values or "\n" in values:  # rare: translate only then
+        headers = {k: v.translate(_NO_NEWLINES) for k, v in headers.items()}
+    head = (
+        "NATS/1.0\r\n" + "".join([f"{k}: {v.strip()}\r\n" for k, v in headers.items()]) + "\r\n"
+    ).encode()
     size = len(head)
     return b"HPUB %s %s %d %d\r\n%s%s\r\n" % (
         subject.encode(),
@@ -279,6 +290,7 @@ class _KeyChains:
     async def _send_ready(self) -> None:
         """Send every sendable message: those the fast path can frame in one write."""
         acks = self.acks
+        max_payload = acks.max_payload
         framed: list[tuple[int, str]] = []
         frames: list[bytes] = []
         while self.ready:
@@ -287,7 +299,7 @@ class _KeyChains:
             headers = {**m.ce_headers(), "Nats-Msg-Id": m.id}
             token = acks.expect(functools.partial(self._acked, i))
             body = m.body() or b""
-            frame = _frame(self.subjects[i], acks.reply_to(token), headers, body, acks.max_payload)
+            frame = _frame(self.subjects[i], acks.reply_to(token), headers, body, max_payload)
             if frame is not None:
                 framed.append((i, token))
                 frames.append(frame)
