@@ -133,7 +133,7 @@ class Relay:
         until = loop.time() + self.leases.ttl.total_seconds() / 3
         settled = 0
         while True:
-            async with self.store.query() as conn:
+            async with self.store.statement() as conn:
                 query = _due_rows(partitions, self.store.clock.now(), self.batch_size)
                 rows = _hold_back_behind_retries((await conn.execute(query)).all())
             if not rows:
@@ -155,6 +155,8 @@ class Relay:
     ) -> set[int]:
         """Delete what was acked, record failures; only for partitions still ours. Returns
         those partitions."""
+        if self.store.is_postgres and all(e is None or isinstance(e, NotSent) for e in results):
+            return await self._settle_acked(rows, results, held)
         now = self.store.clock.now()
         async with self.store.begin() as conn:
             mine = await tokens_still_held(conn, LEASE_GROUP, held, self.leases.holder)
@@ -180,6 +182,45 @@ class Relay:
                         .values(attempts=attempt, next_attempt_at=when, last_error=reason)
                     )
         return mine
+
+    async def _settle_acked(
+        self, rows: Sequence[Any], results: list[BaseException | None], held: dict[int, str]
+    ) -> set[int]:
+        """PostgreSQL, nothing failed: the lease check and the delete are one autocommit
+        statement, one round trip instead of four (BEGIN, lock, delete, COMMIT)."""
+        parts = sorted(held)
+        params = {
+            "names": [self.leases.name(p) for p in parts],
+            "tokens": [held[p] for p in parts],
+            "parts": parts,
+            "holder": self.leases.holder,
+            "ids": [r.id for r, e in zip(rows, results, strict=True) if e is None],
+        }
+        async with self.store.statement(write=True) as conn:
+            mine = set((await conn.execute(_DELETE_UNDER_LEASES, params)).scalars())
+        self.published += sum(
+            1 for r, e in zip(rows, results, strict=True) if e is None and r.partition in mine
+        )
+        return mine
+
+
+# lock the leases still ours and delete the acked rows of their partitions, in one statement
+_DELETE_UNDER_LEASES = sa.text(
+    """
+    WITH mine AS (
+        SELECT h.part
+        FROM convergent_leases AS l
+        JOIN unnest(CAST(:names AS text[]), CAST(:tokens AS text[]), CAST(:parts AS int[]))
+            AS h(name, token, part) ON l.name = h.name AND l.token = h.token
+        WHERE l.holder = :holder
+        FOR UPDATE OF l
+    ), gone AS (
+        DELETE FROM convergent_outbox
+        WHERE id = ANY(CAST(:ids AS uuid[])) AND partition IN (SELECT part FROM mine)
+    )
+    SELECT part FROM mine
+    """
+)
 
 
 def _among(column: sa.ColumnElement[Any], ids: list[Any], dialect: str) -> sa.ColumnElement[bool]:

@@ -119,11 +119,11 @@ class Store:
             yield conn
 
     @contextlib.asynccontextmanager
-    async def query(self) -> AsyncIterator[AsyncConnection]:
-        """For one read statement: on PostgreSQL outside any transaction (no BEGIN and COMMIT
-        round trips), on SQLite a read transaction."""
+    async def statement(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
+        """For ONE statement, which is its own transaction: on PostgreSQL in autocommit mode (no
+        BEGIN and COMMIT round trips), on SQLite in ``begin()`` or ``read()``."""
         if self.dialect == "sqlite":
-            async with self.read() as conn:
+            async with self.begin() if write else self.read() as conn:
                 yield conn
             return
         try:
