@@ -106,9 +106,9 @@ class Relay:
         self._refreshed_at = None
 
     async def run_once(self) -> int:
-        """One pass: refresh leases, then publish batches of due rows while there are any (up
-        to ``ttl / 3``), settling each. Returns the number of rows settled (published or given
-        up)."""
+        """One pass: refresh leases when due, then publish batches of due rows while they come
+        back full (until the leases are ``ttl / 3`` old), settling each. Returns the number of
+        rows settled (published or given up)."""
         now = self.store.clock.now()
         held = self.leases.held
         if self._refreshed_at is None or now - self._refreshed_at >= self.leases.ttl / 3:
@@ -120,17 +120,22 @@ class Relay:
         # lanes own disjoint partitions (so each key stays in one lane, in order)
         parts = sorted(held)
         lanes = [parts[i :: self.lanes] for i in range(self.lanes) if parts[i :: self.lanes]]
-        counts = await asyncio.gather(*(self._stream({p: held[p] for p in lane}) for lane in lanes))
+        # no new batch once the leases are ttl/3 old: a batch in flight then still has 2/3 left
+        assert self._refreshed_at is not None
+        age = max(0.0, (now - self._refreshed_at).total_seconds())
+        until = asyncio.get_running_loop().time() + self.leases.ttl.total_seconds() / 3 - age
+        counts = await asyncio.gather(
+            *(self._stream({p: held[p] for p in lane}, until) for lane in lanes)
+        )
         return sum(counts)
 
-    async def _stream(self, held: dict[int, str]) -> int:
-        """One lane: fetch, publish, settle, and again while rows keep coming (up to ``ttl / 3``,
-        then leases are renewed). Lanes run independently, so one lane's database round trips
-        overlap another's broker acks; within a lane a batch is settled before the next is read,
-        so a key never overtakes its own failed message."""
+    async def _stream(self, held: dict[int, str], until: float) -> int:
+        """One lane: fetch, publish, settle, and again while batches come back full (until the
+        loop time ``until``, then leases are renewed). Lanes run independently, so one lane's
+        database round trips overlap another's broker acks; within a lane a batch is settled
+        before the next is read, so a key never overtakes its own failed message."""
         partitions = sorted(held)
         loop = asyncio.get_running_loop()
-        until = loop.time() + self.leases.ttl.total_seconds() / 3
         settled = 0
         while True:
             async with self.store.statement() as conn:
