@@ -55,6 +55,7 @@ __all__ = [
     "MessagingError",
     "NonDeterminism",
     "NotFound",
+    "NotSent",
     "PermanentError",
     "PreconditionFailed",
     "PreconditionRequired",
@@ -220,6 +221,13 @@ class TransportError(MessagingError, TransientError):
     """The transport failed; the message will be retried."""
 
     code = "transport"
+
+
+class NotSent(TransportError):
+    """Not sent: an earlier message of its key in the same batch failed, and sending this one
+    would let it overtake that message. Not a failed attempt of its own."""
+
+    code = "transport-not-sent"
 
 
 # workflows -----------------------------------------------------------------------------------

@@ -20,8 +20,10 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from convergent.errors import NotSent
 from convergent.faults import fault_point, register
 from convergent.ids import uuid7
 from convergent.messages import Message
@@ -104,8 +106,9 @@ class Relay:
         self._refreshed_at = None
 
     async def run_once(self) -> int:
-        """One pass: refresh leases, publish one batch of due rows, settle them. Returns the
-        number of rows settled (published or given up)."""
+        """One pass: refresh leases when due, then publish batches of due rows while they come
+        back full (until the leases are ``ttl / 3`` old), settling each. Returns the number of
+        rows settled (published or given up)."""
         now = self.store.clock.now()
         held = self.leases.held
         if self._refreshed_at is None or now - self._refreshed_at >= self.leases.ttl / 3:
@@ -114,39 +117,63 @@ class Relay:
             self._refreshed_at = now
         if not held:
             return 0
-        # lanes own disjoint partitions (so each key stays in one lane, in order); they overlap
-        # one lane's database round trips with another's broker acks
+        # lanes own disjoint partitions (so each key stays in one lane, in order)
         parts = sorted(held)
         lanes = [parts[i :: self.lanes] for i in range(self.lanes) if parts[i :: self.lanes]]
-        counts = await asyncio.gather(*(self._pass(lane, held, now) for lane in lanes))
+        # no new batch once the leases are ttl/3 old: a batch in flight then still has 2/3 left
+        assert self._refreshed_at is not None
+        age = max(0.0, (now - self._refreshed_at).total_seconds())
+        until = asyncio.get_running_loop().time() + self.leases.ttl.total_seconds() / 3 - age
+        counts = await asyncio.gather(
+            *(self._stream({p: held[p] for p in lane}, until) for lane in lanes)
+        )
         return sum(counts)
 
-    async def _pass(self, partitions: list[int], held: dict[int, str], now: datetime) -> int:
-        async with self.store.read() as conn:
-            rows = (await conn.execute(_due_rows(partitions, now, self.batch_size))).all()
-        rows = _hold_back_behind_retries(rows)
-        if not rows:
-            return 0
-        fault_point(AFTER_CLAIM)
-        messages = [Message.from_envelope(r.topic, r.key, r.envelope) for r in rows]
-        results = await self.transport.publish(messages)
-        fault_point(AFTER_PUBLISH)
-        await self._settle(rows, results, {p: held[p] for p in partitions})
-        return len(rows)
+    async def _stream(self, held: dict[int, str], until: float) -> int:
+        """One lane: fetch, publish, settle, and again while batches come back full (until the
+        loop time ``until``, then leases are renewed). Lanes run independently, so one lane's
+        database round trips overlap another's broker acks; within a lane a batch is settled
+        before the next is read, so a key never overtakes its own failed message."""
+        partitions = sorted(held)
+        loop = asyncio.get_running_loop()
+        settled = 0
+        while True:
+            async with self.store.statement() as conn:
+                query = _due_rows(partitions, self.store.clock.now(), self.batch_size)
+                rows = _hold_back_behind_retries((await conn.execute(query)).all())
+            if not rows:
+                return settled
+            fault_point(AFTER_CLAIM)
+            messages = [Message.from_envelope(r.topic, r.key, r.envelope) for r in rows]
+            results = await self.transport.publish(messages)
+            fault_point(AFTER_PUBLISH)
+            mine = await self._settle(rows, results, held)
+            settled += sum(not isinstance(e, NotSent) for e in results)
+            if mine != set(partitions):
+                self._refreshed_at = None  # a lease was taken over: refresh before going on
+                return settled
+            if len(rows) < self.batch_size or loop.time() >= until:
+                return settled
 
     async def _settle(
         self, rows: Sequence[Any], results: list[BaseException | None], held: dict[int, str]
-    ) -> None:
+    ) -> set[int]:
+        """Delete what was acked, record failures; only for partitions still ours. Returns
+        those partitions."""
+        if self.store.is_postgres and all(e is None or isinstance(e, NotSent) for e in results):
+            return await self._settle_acked(rows, results, held)
         now = self.store.clock.now()
         async with self.store.begin() as conn:
             mine = await tokens_still_held(conn, LEASE_GROUP, held, self.leases.holder)
             outcomes = [(r, e) for r, e in zip(rows, results, strict=True) if r.partition in mine]
             acked = [r.id for r, err in outcomes if err is None]
             if acked:
-                await conn.execute(sa.delete(outbox).where(outbox.c.id.in_(acked)))
+                await conn.execute(
+                    sa.delete(outbox).where(_among(outbox.c.id, acked, self.store.dialect))
+                )
             self.published += len(acked)
             for row, err in outcomes:
-                if err is None:
+                if err is None or isinstance(err, NotSent):  # not sent: not an attempt
                     continue
                 attempt = row.attempts + 1
                 when = self.retry.next_attempt_at(attempt, now)
@@ -159,6 +186,54 @@ class Relay:
                         .where(outbox.c.id == row.id)
                         .values(attempts=attempt, next_attempt_at=when, last_error=reason)
                     )
+        return mine
+
+    async def _settle_acked(
+        self, rows: Sequence[Any], results: list[BaseException | None], held: dict[int, str]
+    ) -> set[int]:
+        """PostgreSQL, nothing failed: the lease check and the delete are one autocommit
+        statement, one round trip instead of four (BEGIN, lock, delete, COMMIT)."""
+        parts = sorted(held)
+        params = {
+            "names": [self.leases.name(p) for p in parts],
+            "tokens": [held[p] for p in parts],
+            "parts": parts,
+            "holder": self.leases.holder,
+            "ids": [r.id for r, e in zip(rows, results, strict=True) if e is None],
+        }
+        async with self.store.statement(write=True) as conn:
+            mine = set((await conn.execute(_DELETE_UNDER_LEASES, params)).scalars())
+        self.published += sum(
+            1 for r, e in zip(rows, results, strict=True) if e is None and r.partition in mine
+        )
+        return mine
+
+
+# lock the leases still ours and delete the acked rows of their partitions, in one statement
+_DELETE_UNDER_LEASES = sa.text(
+    """
+    WITH mine AS (
+        SELECT h.part
+        FROM convergent_leases AS l
+        JOIN unnest(CAST(:names AS text[]), CAST(:tokens AS text[]), CAST(:parts AS int[]))
+            AS h(name, token, part) ON l.name = h.name AND l.token = h.token
+        WHERE l.holder = :holder
+        FOR UPDATE OF l
+    ), gone AS (
+        DELETE FROM convergent_outbox
+        WHERE id = ANY(CAST(:ids AS uuid[])) AND partition IN (SELECT part FROM mine)
+    )
+    SELECT part FROM mine
+    """
+)
+
+
+def _among(column: sa.ColumnElement[Any], ids: list[Any], dialect: str) -> sa.ColumnElement[bool]:
+    """``column IN ids``: one array parameter on PostgreSQL, so the statement shape (and its
+    prepared plan) is the same for every batch size."""
+    if dialect == "postgresql":
+        return column == sa.any_(sa.bindparam("ids", ids, type_=postgresql.ARRAY(sa.Uuid())))
+    return column.in_(ids)
 
 
 def _due_rows(partitions: list[int], now: datetime, limit: int) -> sa.Select[Any]:
@@ -174,7 +249,15 @@ def _due_rows(partitions: list[int], now: datetime, limit: int) -> sa.Select[Any
         .exists()
     )
     return (
-        sa.select(outbox)
+        # only what publishing and settling need (no timestamps to convert per row)
+        sa.select(
+            outbox.c.id,
+            outbox.c.topic,
+            outbox.c.key,
+            outbox.c.partition,
+            outbox.c.attempts,
+            outbox.c.envelope,
+        )
         .where(
             outbox.c.partition.in_(partitions),
             sa.or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= now),

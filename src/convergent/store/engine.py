@@ -137,6 +137,17 @@ class Store:
             await raw.close()
 
     @contextlib.asynccontextmanager
+    async def statement(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
+        """For ONE statement, which is its own transaction: on PostgreSQL in autocommit mode (no
+        BEGIN and COMMIT round trips), on SQLite in ``begin()`` or ``read()``."""
+        if self.dialect == "sqlite":
+            async with self.begin() if write else self.read() as conn:
+                yield conn
+            return
+        async with self.autocommit() as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
     async def _transaction(self, sqlite_begin: str = "IMMEDIATE") -> AsyncIterator[AsyncConnection]:
         try:
             conn = await self.engine.connect()

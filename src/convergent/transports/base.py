@@ -73,7 +73,11 @@ class Transport(abc.ABC):
 
     @abc.abstractmethod
     async def publish(self, messages: Sequence[Message]) -> list[BaseException | None]:
-        """Publish in order; one result per message, None when the broker acknowledged it."""
+        """Publish in order; one result per message, None when the broker acknowledged it.
+
+        Order per key holds even when a message fails: a later message of the same key must not
+        reach the broker before it. A transport that pipelines sends a key's next message only
+        after the previous one was acked, and answers ``NotSent`` for those behind a failure."""
 
     @abc.abstractmethod
     async def subscribe(
