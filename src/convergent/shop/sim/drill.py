@@ -108,6 +108,8 @@ async def _round(
                 bookings=options.bookings,
                 seed=options.seed,
                 run_id=f"{name}-{int(time.time())}",
+                # orders keep coming while the faults land, however fast the machine is
+                spread=options.duration * 0.8,
             ),
         )
         trades = TradeWorkload(
@@ -123,10 +125,11 @@ async def _round(
             broker_outage=options.broker_outage,
             seed=options.seed,
         )
-        loops: list[Loop] = [sampler, chaos, poller]
+        loops: list[Loop] = [sampler, poller]
         if options.live:
             loops.append(LiveProgress(sampler, f"convergent drill: {name}", console))
         tasks = [asyncio.create_task(loop.run(stop)) for loop in loops]
+        faults = asyncio.create_task(chaos.run(stop))
         supervisor = asyncio.create_task(cluster.supervise(stop))
         stop_workload = asyncio.Event()
         load = asyncio.gather(workload.run(stop_workload), trades.run(stop_workload))
@@ -134,6 +137,7 @@ async def _round(
             await asyncio.wait_for(asyncio.shield(load), options.duration)
         stop_workload.set()
         await load
+        await faults  # every planned kill, restart and outage happens before the checks
         settled = await settle(store, workload.stats.accepted, options.settle_timeout)
         await sampler.sample()
         stop.set()
