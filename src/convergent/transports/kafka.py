@@ -21,7 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.structs import OffsetAndMetadata
 
-from convergent.errors import TransportError
+from convergent.errors import NotSent, TransportError
 from convergent.messages import Message
 from convergent.outbox.topics import TOPICS, Topic, TopicKind
 from convergent.transports.base import Delivery, Subscription, SubscriptionOptions, Transport
@@ -75,25 +75,41 @@ class KafkaTransport(Transport):
         self._topics.add(topic.name)
 
     async def publish(self, messages: Sequence[Message]) -> list[BaseException | None]:
+        """Keys are sent side by side (the producer batches them); within a key one message is
+        in flight at a time, so a failed one is never overtaken by the next of its key: those
+        behind it answer ``NotSent`` and stay in the outbox."""
         try:
             await self.start()
             for name in {m.topic for m in messages}:
                 await self.ensure_topic(TOPICS.get(name) or Topic(name))
-            assert self._producer is not None
-            futures = []
-            for m in messages:
+        except Exception as exc:
+            return [TransportError(f"Kafka publish failed: {exc}")] * len(messages)
+        producer = self._producer
+        assert producer is not None
+        results: list[BaseException | None] = [None] * len(messages)
+        by_key: dict[tuple[str, str], list[int]] = {}
+        for i, m in enumerate(messages):
+            by_key.setdefault((m.topic, m.key), []).append(i)
+
+        async def send_key(indexes: list[int]) -> None:
+            for n, i in enumerate(indexes):
+                m = messages[i]
                 headers = [
                     (k.replace("ce-", _PREFIX, 1), v.encode()) for k, v in m.ce_headers().items()
                 ]
-                futures.append(
-                    await self._producer.send(
+                try:
+                    sent = await producer.send(
                         m.topic, value=m.body(), key=m.key.encode(), headers=headers
                     )
-                )
-        except Exception as exc:
-            return [TransportError(f"Kafka publish failed: {exc}")] * len(messages)
-        done = await asyncio.gather(*futures, return_exceptions=True)
-        return [TransportError(str(r)) if isinstance(r, BaseException) else None for r in done]
+                    await sent
+                except Exception as exc:
+                    results[i] = TransportError(f"Kafka publish failed: {exc}")
+                    for j in indexes[n + 1 :]:
+                        results[j] = NotSent(f"held back behind {m.id}, which failed")
+                    return
+
+        await asyncio.gather(*(send_key(indexes) for indexes in by_key.values()))
+        return results
 
     async def subscribe(
         self, topic: Topic, group: str, options: SubscriptionOptions | None = None
