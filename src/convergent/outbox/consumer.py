@@ -9,6 +9,7 @@ the consumer moves on. Later messages of the same key wait while one is being re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -160,6 +161,8 @@ class Consumer:
                     return delay
                 if pause == 0.2:
                     log.warning("consumer %s: the database is away (%s); holding", self.group, exc)
+                with contextlib.suppress(Exception):  # the broker may be away too
+                    await d.working()
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 2.0)
 

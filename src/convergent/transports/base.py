@@ -35,6 +35,10 @@ class Delivery(abc.ABC):
     async def nak(self, delay: float) -> None:
         """Deliver it again after ``delay`` seconds; later messages of its key wait."""
 
+    async def working(self) -> None:
+        """Still being handled (held through a database outage): do not redeliver it yet."""
+        return
+
 
 class Subscription(abc.ABC):
     """A consumer group's view of one topic."""

@@ -363,6 +363,9 @@ class NatsDelivery(Delivery):
     async def nak(self, delay: float) -> None:
         await self.msg.nak(delay=delay)
 
+    async def working(self) -> None:
+        await self.msg.in_progress()  # restarts the ack_wait timer
+
 
 class NatsSubscription(Subscription):
     def __init__(self, topic: Topic, sub: JetStreamContext.PullSubscription) -> None:
