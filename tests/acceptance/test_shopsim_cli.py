@@ -25,6 +25,8 @@ def test_demo_converges_holds_every_invariant_and_writes_its_report(tmp_path: Pa
     assert report["workload"]["accepted_orders"] == 8
     assert {c["name"] for c in report["checks"]} >= {"orders_terminal", "no_double_charge"}
     assert "<svg" in (tmp_path / "report.html").read_text()
+    assert (tmp_path / "demo.log").exists()  # the shop's log lines, kept off the console
+    assert "WARNING" not in result.output
 
 
 def test_strict_demo_exits_non_zero_while_orders_cannot_complete(tmp_path: Path) -> None:

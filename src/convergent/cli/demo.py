@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -54,6 +57,29 @@ def demo(
         live=live,
         seed=seed,
     )
-    report = run_async(run_demo(options, console))
+    report_dir.mkdir(parents=True, exist_ok=True)
+    with _log_to(report_dir / "demo.log"):
+        report = run_async(run_demo(options, console))
+    console.print(f"log: {report_dir / 'demo.log'}")
     if strict and not report["ok"]:
         raise fail(f"invariants violated: {', '.join(report['failed'])}")
+
+
+@contextlib.contextmanager
+def _log_to(path: Path) -> Iterator[None]:
+    """Send the shop's log lines to a file for the demo: the console shows progress and the
+    report; the runs a client's cancel or a declined card ended are in the log, not in the way."""
+    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("convergent")
+    before = (logger.level, logger.propagate)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(before[0])
+        logger.propagate = before[1]
+        handler.close()
