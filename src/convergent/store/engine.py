@@ -123,18 +123,8 @@ class Store:
         """A connection where each statement commits on its own (one round trip each).
 
         A database that is away or restarting raises `StoreUnavailable`, as with `begin`."""
-        try:
-            raw = await self.engine.connect()
-        except (DBAPIError, OSError) as exc:
-            raise StoreUnavailable(f"cannot reach the database: {exc}") from exc
-        try:
-            yield await raw.execution_options(isolation_level="AUTOCOMMIT")
-        except DBAPIError as exc:
-            if exc.connection_invalidated or isinstance(exc, InterfaceError):
-                raise StoreUnavailable(f"database error: {exc.orig}") from exc
-            raise
-        finally:
-            await raw.close()
+        async with self._connection() as conn:
+            yield await conn.execution_options(isolation_level="AUTOCOMMIT")
 
     @contextlib.asynccontextmanager
     async def statement(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
@@ -149,15 +139,21 @@ class Store:
 
     @contextlib.asynccontextmanager
     async def _transaction(self, sqlite_begin: str = "IMMEDIATE") -> AsyncIterator[AsyncConnection]:
+        async with self._connection() as conn:
+            if sqlite_begin != "IMMEDIATE":
+                await conn.execution_options(**{_BEGIN_OPTION: sqlite_begin})
+            async with conn.begin():
+                yield conn
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[AsyncConnection]:
+        """A pooled connection; a database that is away or was lost raises `StoreUnavailable`."""
         try:
             conn = await self.engine.connect()
         except (DBAPIError, OSError) as exc:  # refused, restarting, too many clients...
             raise StoreUnavailable(f"cannot reach the database: {exc}") from exc
         try:
-            if sqlite_begin != "IMMEDIATE":
-                await conn.execution_options(**{_BEGIN_OPTION: sqlite_begin})
-            async with conn.begin():
-                yield conn
+            yield conn
         except DBAPIError as exc:
             # a lost connection, not a bad statement ("no such table" is OperationalError too)
             if exc.connection_invalidated or isinstance(exc, InterfaceError):

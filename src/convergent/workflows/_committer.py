@@ -75,6 +75,7 @@ class Committer:
         self.batches = 0
         self.writes = 0
         self._kinds: dict[int, str] = {}
+        self._flushers = 0
 
     async def write(
         self, statement: Any, params: dict[str, Any], finished: Finished | None = None
@@ -96,25 +97,22 @@ class Committer:
         On PostgreSQL a few batches are in flight at once (rows of different runs never
         conflict, and each run waits for its own write); SQLite has one writer anyway.
         """
-        flushers = 3 if self.store.is_postgres else 1
-        await asyncio.gather(*(self._flush_loop(flushers) for _ in range(flushers)))
-        # the close sentinel went round the flushers and is still queued: drop it, so a worker
-        # loop restarted after a crash (a database restart) gets a committer that commits
-        kept = []
-        while not self._queue.empty():
-            item = self._queue.get_nowait()
-            if item is not None:
-                kept.append(item)
-        for item in kept:
-            self._queue.put_nowait(item)
+        self._flushers = 3 if self.store.is_postgres else 1
+        await asyncio.gather(*(self._flush_loop() for _ in range(self._flushers)))
 
-    async def _flush_loop(self, flushers: int) -> None:
+    def _pass_close_on(self) -> None:
+        """A flusher saw the close marker: hand it to the next one still running. The last one
+        leaves the queue without it, so the committer can run again (a restarted worker loop)."""
+        self._flushers -= 1
+        if self._flushers:
+            self._queue.put_nowait(None)
+
+    async def _flush_loop(self) -> None:
         closing = False
         while not closing:
             first = await self._queue.get()
             if first is None:
-                if flushers > 1:
-                    self._queue.put_nowait(None)  # let the other flushers see it too
+                self._pass_close_on()
                 break
             batch = [first]
             while len(batch) < self.max_batch:
@@ -124,8 +122,7 @@ class Committer:
                     break
                 if item is None:
                     closing = True
-                    if flushers > 1:
-                        self._queue.put_nowait(None)
+                    self._pass_close_on()
                     break
                 batch.append(item)
             await self._commit(batch)

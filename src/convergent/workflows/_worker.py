@@ -346,13 +346,7 @@ class Worker:
         while not self._stopping:
             now = self.store.clock.now()
             try:
-                async with self.store.begin() as conn:
-                    await conn.execute(
-                        sa.update(runs)
-                        .where(r.id == run_id, r.lease_owner == self.id, r.status.in_(ACTIVE))
-                        .values(lease_owner=None, lease_until=None, next_at=now, updated_at=now)
-                    )
-                    await self.store.notifier.notify(conn, RUNS_CHANNEL)
+                await self._release(now, r.id == run_id)
                 return
             except Exception:
                 if loop.time() + delay > deadline:
@@ -487,21 +481,25 @@ class Worker:
         self._reserved = 0
 
     async def _release_leases(self) -> None:
-        now = self.store.clock.now()
-        r = runs.c
         with contextlib.suppress(Exception):
-            async with self.store.begin() as conn:
-                await conn.execute(
-                    sa.update(runs)
-                    .where(r.lease_owner == self.id, r.status.in_(ACTIVE))
-                    .values(
-                        lease_owner=None,
-                        lease_until=None,
-                        next_at=sa.func.coalesce(r.next_at, now),
-                        updated_at=now,
-                    )
+            await self._release(self.store.clock.now())
+
+    async def _release(self, now: datetime, *which: sa.ColumnElement[bool]) -> None:
+        """Give up this worker's lease on its active runs (``which`` narrows them) and wake the
+        others: each run is due at once, or at its own time if it was sleeping."""
+        r = runs.c
+        async with self.store.begin() as conn:
+            await conn.execute(
+                sa.update(runs)
+                .where(r.lease_owner == self.id, r.status.in_(ACTIVE), *which)
+                .values(
+                    lease_owner=None,
+                    lease_until=None,
+                    next_at=sa.func.coalesce(r.next_at, now),
+                    updated_at=now,
                 )
-                await self.store.notifier.notify(conn, RUNS_CHANNEL)
+            )
+            await self.store.notifier.notify(conn, RUNS_CHANNEL)
 
     async def _every(self, seconds: float, job: Any, stop: asyncio.Event) -> None:
         while not stop.is_set():
