@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 from rich.console import Console
-from sqlalchemy.ext.asyncio import create_async_engine
 
 import convergent
 from convergent.faults import FAULT_POINTS
@@ -178,13 +177,9 @@ async def _round_database(options: DrillOptions, index: int, point: str | None) 
     elif several and options.database_url.startswith("postgresql"):
         base = sa.engine.make_url(options.database_url)
         name = f"{base.database}_r{index}"
-        admin = create_async_engine(base, isolation_level="AUTOCOMMIT")
-        try:
-            async with admin.connect() as conn:
-                await conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                await conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        finally:
-            await admin.dispose()
+        async with Store(options.database_url) as admin, admin.autocommit() as conn:
+            await conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            await conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
         url = base.set(database=name).render_as_string(hide_password=False)
     else:
         url = options.database_url
