@@ -6,7 +6,12 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Annotated, Any, TypeVar
 
-import typer
+from convergent.errors import MissingExtra
+
+try:
+    import typer
+except ImportError as exc:
+    raise MissingExtra("cli", "the convergent command") from exc
 from rich.console import Console
 
 from convergent.errors import ConvergentError

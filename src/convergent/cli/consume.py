@@ -13,9 +13,9 @@ def consume(
     database_url: DatabaseUrl = None, broker_url: BrokerUrl = None, imports: Imports = None
 ) -> None:
     """Run every consumer the imported modules declare, each in one transaction per message."""
-    from convergent.outbox.consumer import CONSUMERS, Consumer
+    from convergent.outbox.consumer import CONSUMERS
+    from convergent.runtime import Messaging
     from convergent.store import Store
-    from convergent.transports import transport_from_url
 
     import_modules(imports)
     if not CONSUMERS:
@@ -23,16 +23,14 @@ def consume(
 
     async def go() -> int:
         store = Store(database_url)
-        transport = transport_from_url(broker_url, store)
         stop = asyncio.Event()
         stop_on_signals(stop)
-        consumers = [Consumer.from_spec(store, transport, spec) for spec in CONSUMERS]
+        messaging = Messaging(store, broker_url, relay=False)
         try:
-            await asyncio.gather(*(c.run(stop) for c in consumers))
+            await messaging.run(stop)
         finally:
-            await transport.close()
             await store.close()
-        return sum(c.handled for c in consumers)
+        return messaging.handled
 
     handled = run_async(go())
     console.print(f"consumers stopped after handling {handled} messages")

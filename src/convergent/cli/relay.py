@@ -41,24 +41,21 @@ def relay(
     batch_size: Annotated[int, typer.Option(help="rows per publish batch")] = 1000,
 ) -> None:
     """Publish committed outbox rows through the broker, in order per key, until SIGTERM."""
-    from convergent.outbox.relay import Relay
+    from convergent.runtime import Messaging
     from convergent.store import Store
-    from convergent.transports import transport_from_url
 
     import_modules(imports)
 
     async def go() -> int:
         store = Store(database_url)
-        transport = transport_from_url(broker_url, store)
         stop = asyncio.Event()
         stop_on_signals(stop)
-        worker = Relay(store, transport, batch_size=batch_size)
+        messaging = Messaging(store, broker_url, consumers=False, relay_batch_size=batch_size)
         try:
-            await worker.run(stop)
+            await messaging.run(stop)
         finally:
-            await transport.close()
             await store.close()
-        return worker.published
+        return messaging.published
 
     published = run_async(go())
     console.print(f"relay stopped after publishing {published} messages")

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from convergent import settings
 from convergent.clock import Clock, system_clock
-from convergent.errors import ConfigurationError, StoreUnavailable
+from convergent.errors import ConfigurationError, MissingExtra, StoreUnavailable
 from convergent.store import schema
 from convergent.store.notify import Notifier
 
@@ -87,7 +87,11 @@ class Store:
                 pool_recycle=1800,
             )
         options.update(engine_options or {})
-        self.engine: AsyncEngine = create_async_engine(self.url, **options)
+        try:
+            self.engine: AsyncEngine = create_async_engine(self.url, **options)
+        except ImportError as exc:  # the driver is an extra
+            extra = "postgres" if self.dialect == "postgresql" else "sqlite"
+            raise MissingExtra(extra, f"a {self.dialect} database") from exc
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
         self.notifier = Notifier(self.engine)

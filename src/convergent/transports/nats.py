@@ -17,7 +17,12 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from urllib.parse import quote, unquote
 
-import nats
+from convergent.errors import MissingExtra
+
+try:
+    import nats
+except ImportError as exc:
+    raise MissingExtra("nats", "the NATS transport") from exc
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
