@@ -5,7 +5,8 @@ Run inside the host's namespace. The host routes the shaped peers through the tu
 ``--delay-ms`` through a raw socket whose mark selects a routing table that points at ``eth0``
 (so it does not come back into the tun). Order is kept: every packet waits the same time.
 
-``python -m convergent.shop.sim.cluster.delayline --dev cvdelay --delay-ms 50 --loss 0.01``
+``python -P delayline.py --dev cvdelay --delay-ms 50 --loss 0.01`` (stdlib only: run by path, it
+starts without importing convergent)
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from convergent.shop.sim.cluster import delayline
 from convergent.shop.sim.cluster.delayline import MARK
 from convergent.shop.sim.cluster.network import Host, Network
 from convergent.shop.sim.cluster.process import HostProcess
@@ -227,10 +228,11 @@ class Faults:
         sh(inside + f"ip link set {_TUN} up")
         sh(inside + f"ip rule add fwmark {MARK:#x} lookup {_TABLE}")
         sh(inside + f"ip route add {self.network.subnet}.0/24 dev eth0 table {_TABLE}")
-        argv = [sys.executable, "-m", "convergent.shop.sim.cluster.delayline", "--dev", _TUN]
+        # by path (-P: not its directory on sys.path either): stdlib only, starts in a blink
+        argv = [sys.executable, "-P", delayline.__file__, "--dev", _TUN]
         argv += ["--delay-ms", str(s.delay_ms), "--loss", str(s.loss)]
         s.line = h.spawn(f"delayline-{h.name}", argv, self.log_dir / f"delayline-{h.name}.log")
-        s.line.wait_for_output("ready")
+        s.line.wait_for_output("ready", timeout=30)
         for address in s.peers:  # only now: a tun nobody reads would drop these packets
             sh(inside + f"ip route add {address}/32 dev {_TUN} src {h.address}")
 

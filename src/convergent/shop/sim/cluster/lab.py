@@ -168,6 +168,14 @@ class Lab:
             name, argv, self.log_dir / f"{name}.log", env={**os.environ, **(env or {})}, start=start
         )
 
+    def process(self, name: str) -> HostProcess:
+        """A process ``spawn``ed (or started by the lab: ``postgres``, ``nats-1``...) by name."""
+        for host in self._network:
+            for process in host.processes:
+                if process.name == name:
+                    return process
+        raise LabError(f"no process {name!r}")
+
     def nats_down(self, name: str, *, kill: bool = False) -> FaultEvent:
         """Lose one NATS node (SIGTERM, or SIGKILL with ``kill``); ``nats_up`` ends the event."""
         if self.nats is None:
