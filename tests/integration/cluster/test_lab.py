@@ -16,9 +16,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from convergent.messages import Message
 from convergent.shop.sim.cluster import Lab
 from convergent.shop.sim.cluster.network import RUNTIME_ROOT
-from convergent.transports.nats import parse_nats_url, stream_name
+from convergent.transports.nats import NatsTransport, parse_nats_url, stream_name
 from tests.integration.cluster.conftest import HOSTCLIENT, on_host, session_on_host
 
 pytestmark = pytest.mark.cluster
@@ -56,7 +57,11 @@ async def test_a_client_host_writes_to_the_database_host_and_publishes_to_three_
 async def test_the_broker_takes_publishes_with_its_stream_leader_killed_and_the_node_catches_up(
     lab: Lab,
 ) -> None:
-    assert on_host(lab, "client", "publish", lab.broker_url, "lab.b", "1", "20")["sent"] == 1
+    transport = NatsTransport(lab.broker_url)  # from the controller: a stream with a leader
+    try:
+        assert await transport.publish([Message("lab.b", "k", "lab.n", {})]) == [None]
+    finally:
+        await transport.close()
     info = await stream_info(lab, "lab.b")
     assert info.cluster is not None
     assert info.cluster.leader in lab.nats_hosts
@@ -78,6 +83,18 @@ async def test_the_broker_takes_publishes_with_its_stream_leader_killed_and_the_
         await asyncio.sleep(0.2)
     assert [e.kind for e in lab.events[-1:]] == ["nats-down"]
     assert lost.end is not None
+
+
+def test_the_database_host_crashes_and_comes_back_with_its_data(lab: Lab) -> None:
+    db = lab.host("db").address
+    crash = lab.db_crash()
+    assert on_host(lab, "client", "connect", db, "5432", "2")["outcome"].startswith("error")
+    lab.db_restart(crash)
+    assert on_host(lab, "client", "connect", db, "5432", "2")["outcome"] == "connected"
+    psql = ["psql", "-h", db, "-U", "postgres", "-d", "convergent", "-tAc"]
+    rows = subprocess.run([*psql, "SELECT note FROM lab_rows"], capture_output=True, text=True)
+    assert rows.stdout.split("\n")[0] == "from the client host"
+    assert crash.end is not None
 
 
 def test_a_partitioned_host_cannot_reach_its_peers_until_healed(lab: Lab) -> None:
