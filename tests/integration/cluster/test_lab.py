@@ -124,9 +124,9 @@ def test_added_latency_shows_on_an_open_connection_and_goes_away(lab: Lab) -> No
         during = rtt.again()["median_ms"]
         lab.faults.clear(shaping)
         after = rtt.again()["median_ms"]
-    assert before < 20
-    assert 40 <= during < 40 + 30, (before, during, after)
-    assert after < 20
+    assert before < 30
+    assert 40 <= during < 40 + 50, (before, during, after)
+    assert after < 30
 
 
 def test_added_loss_drops_about_that_share_of_packets(lab: Lab) -> None:

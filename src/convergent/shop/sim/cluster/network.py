@@ -186,14 +186,14 @@ class Network:
         netns = f"{self.tag}-{name}"
         port = f"{self.tag}p{len(self.hosts):02d}"
         address = f"{self.subnet}.{octet}"
+        host = Host(name, netns, address, port)
+        self.hosts[name] = host  # before anything exists, so close() removes a half-made host
         run("ip", "netns", "add", netns)
         run("ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", netns)
         run("ip", "link", "set", port, "master", self.bridge, "up")
         run("ip", "netns", "exec", netns, "ip", "link", "set", "lo", "up")
         run("ip", "netns", "exec", netns, "ip", "addr", "add", f"{address}/24", "dev", "eth0")
         run("ip", "netns", "exec", netns, "ip", "link", "set", "eth0", "up")
-        host = Host(name, netns, address, port)
-        self.hosts[name] = host
         return host
 
     def host(self, name: str) -> Host:
@@ -223,6 +223,8 @@ class Network:
                 process.kill()
             _remove_namespace(host.netns)
         run("ip", "link", "del", self.bridge, check=False)
+        for host in self.hosts.values():  # a port whose namespace never got its other end
+            run("ip", "link", "del", host.port, check=False)
         shutil.rmtree(self.runtime_dir, ignore_errors=True)
         deadline = time.monotonic() + timeout
         while left := self.leftovers():  # veth pairs go asynchronously after their namespace

@@ -64,31 +64,25 @@ class HostProcess:
             )
         self.starts += 1
 
-    def _signal_group(self, sig: signal.Signals) -> None:
-        if self.process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, sig)
-
     def kill(self) -> None:
         """SIGKILL the process and its children, as a power cut would."""
-        if self.process is None:
+        # only while it is alive (or an unreaped zombie): the group id is then surely still ours
+        if self.process is None or not self.alive:
             return
-        was_alive = self.alive
-        self._signal_group(signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
-        if was_alive:
-            self.kills += 1
+        self.kills += 1
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 10.0) -> None:
         """Ask it to exit (``sig`` to the process alone); SIGKILL after ``timeout``."""
-        if self.process is None:
+        if self.process is None or not self.alive:
             return
-        if self.alive:
-            self.process.send_signal(sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout)
-        self._signal_group(signal.SIGKILL)  # children it left behind
-        self.process.wait(10)
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
 
     def restart(self) -> None:
         self.kill()
