@@ -114,6 +114,16 @@ def test_a_partitioned_host_cannot_reach_its_peers_until_healed(lab: Lab) -> Non
     assert cut.event.end > cut.event.start
 
 
+async def test_a_partition_held_for_a_while_heals_by_itself(lab: Lab) -> None:
+    cut = lab.faults.partition("spare", ["db"])
+    await lab.faults.hold(lambda: lab.faults.heal(cut), 0.5)
+    assert cut.healed
+    assert cut.event.end is not None
+    assert cut.event.end - cut.event.start >= 0.5
+    db = lab.host("db").address
+    assert on_host(lab, "spare", "connect", db, "5432", "2")["outcome"] == "connected"
+
+
 def test_added_latency_shows_on_an_open_connection_and_goes_away(lab: Lab) -> None:
     spare = lab.host("spare").address
     server = lab.spawn("spare", "echo", [sys.executable, HOSTCLIENT, "echo-server", spare, "7000"])
