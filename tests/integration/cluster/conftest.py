@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from convergent.shop.sim.cluster import Lab, capabilities
+from convergent_shop.sim.cluster import Lab, capabilities
 from tests.conftest import CI
 
 HOSTCLIENT = str(Path(__file__).with_name("hostclient.py"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from convergent.shop.sim.cluster import Lab, exit_on_sigterm
+from convergent_shop.sim.cluster import Lab, exit_on_sigterm
 
 if __name__ == "__main__":
     exit_on_sigterm()

@@ -17,9 +17,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from convergent.messages import Message
-from convergent.shop.sim.cluster import Lab
-from convergent.shop.sim.cluster.network import RUNTIME_ROOT
 from convergent.transports.nats import NatsTransport, parse_nats_url, stream_name
+from convergent_shop.sim.cluster import Lab
+from convergent_shop.sim.cluster.network import RUNTIME_ROOT
 from tests.integration.cluster.conftest import HOSTCLIENT, on_host, session_on_host
 
 pytestmark = pytest.mark.cluster

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from convergent.shop.sim.cluster import sweep_stale
-from convergent.shop.sim.cluster.network import RUNTIME_ROOT
+from convergent_shop.sim.cluster import sweep_stale
+from convergent_shop.sim.cluster.network import RUNTIME_ROOT
 from tests.integration.cluster.conftest import require_namespaces
 
 pytestmark = pytest.mark.cluster

@@ -19,12 +19,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
 
-from convergent.shop.sim.cluster.faults import FaultEvent, Faults
-from convergent.shop.sim.cluster.natscluster import NatsCluster
-from convergent.shop.sim.cluster.network import Host, Network
-from convergent.shop.sim.cluster.postgres import PostgresServer
-from convergent.shop.sim.cluster.process import HostProcess
-from convergent.shop.sim.cluster.system import LabError, Unsupported, capabilities
+from convergent_shop.sim.cluster.faults import FaultEvent, Faults
+from convergent_shop.sim.cluster.natscluster import NatsCluster
+from convergent_shop.sim.cluster.network import Host, Network
+from convergent_shop.sim.cluster.postgres import PostgresServer
+from convergent_shop.sim.cluster.process import HostProcess
+from convergent_shop.sim.cluster.system import LabError, Unsupported, capabilities
 
 __all__ = ["DB_HOST", "Lab", "exit_on_sigterm"]
 

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from convergent.shop.sim.cluster.system import LabError
+from convergent_shop.sim.cluster.system import LabError
 
 __all__ = ["HostProcess"]
 

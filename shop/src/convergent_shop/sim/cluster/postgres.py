@@ -14,9 +14,9 @@ import signal
 import time
 from pathlib import Path
 
-from convergent.shop.sim.cluster.network import Host
-from convergent.shop.sim.cluster.process import HostProcess
-from convergent.shop.sim.cluster.system import LabError, run
+from convergent_shop.sim.cluster.network import Host
+from convergent_shop.sim.cluster.process import HostProcess
+from convergent_shop.sim.cluster.system import LabError, run
 
 __all__ = ["PG_BIN", "PostgresServer"]
 

@@ -4,11 +4,11 @@ The cluster drill's harness. Linux only, as root (CAP_NET_ADMIN); ``capabilities
 line each what this machine cannot do. See ``lab.Lab``.
 """
 
-from convergent.shop.sim.cluster.faults import FaultEvent, Faults, Partition, Shaping
-from convergent.shop.sim.cluster.lab import DB_HOST, Lab, exit_on_sigterm
-from convergent.shop.sim.cluster.network import Host, Network, sweep_stale
-from convergent.shop.sim.cluster.process import HostProcess
-from convergent.shop.sim.cluster.system import Capabilities, LabError, Unsupported, capabilities
+from convergent_shop.sim.cluster.faults import FaultEvent, Faults, Partition, Shaping
+from convergent_shop.sim.cluster.lab import DB_HOST, Lab, exit_on_sigterm
+from convergent_shop.sim.cluster.network import Host, Network, sweep_stale
+from convergent_shop.sim.cluster.process import HostProcess
+from convergent_shop.sim.cluster.system import Capabilities, LabError, Unsupported, capabilities
 
 __all__ = [
     "DB_HOST",

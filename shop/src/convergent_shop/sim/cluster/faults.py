@@ -19,11 +19,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from convergent.shop.sim.cluster import delayline
-from convergent.shop.sim.cluster.delayline import MARK
-from convergent.shop.sim.cluster.network import Host, Network
-from convergent.shop.sim.cluster.process import HostProcess
-from convergent.shop.sim.cluster.system import (
+from convergent_shop.sim.cluster import delayline
+from convergent_shop.sim.cluster.delayline import MARK
+from convergent_shop.sim.cluster.network import Host, Network
+from convergent_shop.sim.cluster.process import HostProcess
+from convergent_shop.sim.cluster.system import (
     Capabilities,
     Unsupported,
     drop_filter,

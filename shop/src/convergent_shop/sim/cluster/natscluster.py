@@ -20,10 +20,10 @@ import httpx
 
 from convergent.messages import Message
 from convergent.outbox.topics import Topic
-from convergent.shop.sim.cluster.network import Host
-from convergent.shop.sim.cluster.process import HostProcess
-from convergent.shop.sim.cluster.system import LabError
 from convergent.transports.nats import NatsTransport
+from convergent_shop.sim.cluster.network import Host
+from convergent_shop.sim.cluster.process import HostProcess
+from convergent_shop.sim.cluster.system import LabError
 
 __all__ = ["NATS_SERVER", "NatsCluster", "NatsNode", "in_thread"]
 

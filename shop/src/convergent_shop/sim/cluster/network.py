@@ -21,8 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from convergent.shop.sim.cluster.process import HostProcess
-from convergent.shop.sim.cluster.system import LabError, run
+from convergent_shop.sim.cluster.process import HostProcess
+from convergent_shop.sim.cluster.system import LabError, run
 
 __all__ = ["RUNTIME_ROOT", "Host", "Network", "sweep_stale"]
 
