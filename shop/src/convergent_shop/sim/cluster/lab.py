@@ -18,13 +18,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType, TracebackType
+from typing import TYPE_CHECKING
 
 from convergent_shop.sim.cluster.faults import FaultEvent, Faults
-from convergent_shop.sim.cluster.natscluster import NatsCluster
 from convergent_shop.sim.cluster.network import Host, Network
 from convergent_shop.sim.cluster.postgres import PostgresServer
 from convergent_shop.sim.cluster.process import HostProcess
 from convergent_shop.sim.cluster.system import LabError, Unsupported, capabilities
+
+if TYPE_CHECKING:  # imported when a lab has NATS nodes: it brings convergent and SQLAlchemy
+    from convergent_shop.sim.cluster.natscluster import NatsCluster
 
 __all__ = ["DB_HOST", "Lab", "exit_on_sigterm"]
 
@@ -83,6 +86,8 @@ class Lab:
                 self.db.init()
                 self.db.process.start()  # comes up while the NATS cluster does
             if self.nats_nodes:
+                from convergent_shop.sim.cluster.natscluster import NatsCluster
+
                 nats_hosts = [
                     network.add_host(f"nats-{n + 1}", _NATS_OCTET + n)
                     for n in range(self.nats_nodes)
