@@ -117,7 +117,7 @@ async def measure(url: str, requests: int) -> dict[str, list[float]]:
             await statements(store, idem, new_id()),
             await statements(store, idem, replay_key),
         ]
-        print(f"{store.dialect:10} statements per request: bare/new key/replay = {counts}")
+        print(f"{store.sql.name:10} statements per request: bare/new key/replay = {counts}")
         for _ in range(max(1, requests // 50)):
             for _ in range(50):
                 samples["bare"].append(await timed(bare, None))

@@ -90,7 +90,7 @@ async def by_hand_round(store: Store, ops: int) -> float:
 
 
 async def transition_round(store: Store, ops: int) -> float:
-    resource = ResourceTable(items, MACHINE, updated_at_column=None).bind(store)
+    resource = ResourceTable(items, MACHINE, updated_at_column=None)
     states = {i: "a" for i in range(ROWS)}
     started = time.perf_counter()
     for n in range(ops):

@@ -114,12 +114,12 @@ async def dispatcher_run(base: str, total: int, database_url: str) -> float:
         async with store.begin() as conn:
             await conn.execute(webhook_deliveries.delete())
             for i in range(ENDPOINTS):
-                await create_endpoint(conn, f"{base}/e{i}", now=store.clock.now(), allow=local)
+                await create_endpoint(conn, f"{base}/e{i}", allow=local)
         messages = total // ENDPOINTS
         for start in range(0, messages, 500):
             async with store.begin() as conn:
                 for n in range(start, min(messages, start + 500)):
-                    await enqueue(conn, "order.paid", {"n": n}, store=store)
+                    await enqueue(conn, "order.paid", {"n": n})
         settings = WebhookSettings(
             allow=local, per_endpoint_concurrency=PER_ENDPOINT, batch_size=200, poll_interval=0.05
         )

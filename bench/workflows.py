@@ -70,8 +70,8 @@ async def run_convergent(url: str, n: int, concurrency: int) -> dict[str, float]
         Worker,
         WorkflowContext,
         result,
-        start,
         step,
+        submit,
         workflow,
     )
 
@@ -98,7 +98,7 @@ async def run_convergent(url: str, n: int, concurrency: int) -> dict[str, float]
     task = asyncio.create_task(worker.run(stop))
 
     async def call(i: int) -> None:
-        run_id = await start(store, three_steps, i, key=f"bench-{i}")
+        run_id = await submit(store, three_steps, i, key=f"bench-{i}")
         assert await result(store, run_id, wait=60) == (i + 1) * 2 - 1
 
     await _drive(min(200, n), concurrency, call)  # warm up (keys differ below)

@@ -17,7 +17,7 @@ from convergent.messages import Message
 from convergent.outbox import Consumer, Relay, declare_topic, emit
 from convergent.resources import Action, ResourceTable, StateMachine
 from convergent.retry import RetryPolicy
-from convergent.store import Store
+from convergent.store import Store, store_of
 from convergent.workflows import (
     Saga,
     StepContext,
@@ -25,6 +25,7 @@ from convergent.workflows import (
     WorkflowContext,
     start,
     step,
+    submit,
     workflow,
 )
 
@@ -57,6 +58,8 @@ __all__ = [
     "new_id",
     "start",
     "step",
+    "store_of",
+    "submit",
     "uuid7",
     "workflow",
 ]

@@ -63,4 +63,4 @@ def test_a_committed_event_reaches_a_subscribed_receiver_through_the_served_disp
 
 async def _enqueue(database_url: str) -> str:
     async with Store(database_url) as store, store.begin() as conn:
-        return str(await enqueue(conn, "order.paid", {"id": "o-1"}, store=store))
+        return str(await enqueue(conn, "order.paid", {"id": "o-1"}))

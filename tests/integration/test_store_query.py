@@ -20,7 +20,7 @@ async def test_statement_reads_committed_rows(store: Store) -> None:
 async def test_statement_runs_each_statement_in_its_own_transaction_on_postgres(
     store: Store,
 ) -> None:
-    if not store.is_postgres:
+    if store.sql.single_writer:
         return  # SQLite: a read transaction, as read()
     ask = sa.text("SELECT pg_current_xact_id()::text")  # assigns an id to the current transaction
     async with store.statement() as conn:

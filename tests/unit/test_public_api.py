@@ -10,6 +10,8 @@ def test_public_api_is_exactly_what_all_lists() -> None:
         "step",
         "Saga",
         "start",
+        "submit",
+        "store_of",
         "emit",
         "declare_topic",
         "StateMachine",

@@ -85,6 +85,6 @@ def create_app(
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, Any]:
         await store.ping()
-        return {"status": "ok", "database": store.dialect}
+        return {"status": "ok", "database": store.sql.name}
 
     return app

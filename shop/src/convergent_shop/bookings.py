@@ -143,7 +143,7 @@ def _problem(code: str, detail: str = "") -> dict[str, Any]:
 
 async def confirm_booking(conn: AsyncConnection, booking_id: Any, store: Store) -> str | None:
     """Decide a pending booking (ready or failed); returns the new state, None if not pending."""
-    resource = BOOKINGS.bind(store)
+    resource = BOOKINGS
     row = await resource.get(conn, booking_id)
     if row is None or row.state != "pending":
         return None
@@ -175,7 +175,7 @@ async def confirm_booking(conn: AsyncConnection, booking_id: Any, store: Store) 
             )
     except InvalidTransition:  # another confirmer (or a cancel) got there first
         return None
-    await announce(conn, store, "booking", row, row.code)
+    await announce(conn, "booking", row, row.code)
     return str(row.state)
 
 
@@ -203,10 +203,8 @@ async def confirm_pending(store: Store, limit: int = 100) -> int:
     for booking_id in past_ids:
         with contextlib.suppress(InvalidTransition):
             async with store.begin() as conn:
-                row = await BOOKINGS.bind(store).transition(
-                    conn, booking_id, "archive", actor="archiver"
-                )
-                await announce(conn, store, "booking", row, row.code)
+                row = await BOOKINGS.transition(conn, booking_id, "archive", actor="archiver")
+                await announce(conn, "booking", row, row.code)
                 done += 1
     return done
 
@@ -294,7 +292,7 @@ async def put_booking(
 ) -> dict[str, Any]:
     """Create the booking once (the code is the idempotency key) or return it."""
     store, client = _store(request), _client(request)
-    resource = BOOKINGS.bind(store)
+    resource = BOOKINGS
     digest = fingerprint(body)
     async with store.begin() as conn:
         c = bookings.c
@@ -314,7 +312,7 @@ async def put_booking(
             if row is None:  # a concurrent PUT with the same code won
                 row = await _by_code(conn, client, code)
             else:
-                await announce(conn, store, "booking", row, code)
+                await announce(conn, "booking", row, code)
                 await _start_lifecycle(conn, row)
     if row.fingerprint != digest:
         raise IdempotencyKeyMismatch(f"booking {code} was made with a different request")
@@ -343,7 +341,7 @@ async def patch_booking(
         row = await _by_code(conn, _client(request), code)
         expected = evaluate_request(request, row.version, require_if_match=True).expected_version
         if values:
-            row = await BOOKINGS.bind(store).update_fields(
+            row = await BOOKINGS.update_fields(
                 conn,
                 row.id,
                 values,
@@ -352,7 +350,7 @@ async def patch_booking(
                 actor=_client(request) or None,
                 metadata={"fields": sorted(values)},
             )
-            await announce(conn, store, "booking", row, code)  # a new version: tell receivers
+            await announce(conn, "booking", row, code)  # a new version: tell receivers
     response.headers["ETag"] = etag(row.version)
     return booking_view(row)
 
@@ -365,16 +363,16 @@ async def cancel_booking(code: Code, request: Request, response: Response) -> di
         row = await _by_code(conn, _client(request), code)
         expected = evaluate_request(request, row.version).expected_version
         if expected is not None and row.state != "cancelled":
-            row = await BOOKINGS.bind(store).transition(
+            row = await BOOKINGS.transition(
                 conn, row.id, "cancel", expected_version=expected, actor=_client(request) or None
             )
             cancelled = True
         else:
             row, cancelled = await confirm_once(
-                BOOKINGS.bind(store), conn, row.id, action="cancel", actor=_client(request) or None
+                BOOKINGS, conn, row.id, action="cancel", actor=_client(request) or None
             )
         if cancelled:  # a repeated cancel changed nothing, so it announces nothing
-            await announce(conn, store, "booking", row, code)
+            await announce(conn, "booking", row, code)
     response.headers["ETag"] = etag(row.version)
     return booking_view(row)
 
@@ -396,14 +394,14 @@ async def draft_booking(body: BookingIn, request: Request, response: Response) -
     store, client = _store(request), _client(request)
     code = "srv-" + secrets.token_urlsafe(12)
     async with store.begin() as conn:
-        row = await BOOKINGS.bind(store).create(
+        row = await BOOKINGS.create(
             conn,
             {"client": client, "code": code, "fingerprint": fingerprint(body), **body.model_dump()},
             state="draft",
             actor=client or None,
         )
         assert row is not None
-        await announce(conn, store, "booking", row, code)
+        await announce(conn, "booking", row, code)
     response.headers["Location"] = f"/bookings/{code}"
     response.headers["ETag"] = etag(row.version)
     return booking_view(row)
@@ -415,9 +413,9 @@ async def submit_booking(code: Code, request: Request, response: Response) -> di
     store = _store(request)
     async with store.begin() as conn:
         row = await _by_code(conn, _client(request), code)
-        row, submitted = await confirm_once(BOOKINGS.bind(store), conn, row.id, action="submit")
+        row, submitted = await confirm_once(BOOKINGS, conn, row.id, action="submit")
         if submitted:
-            await announce(conn, store, "booking", row, code)
+            await announce(conn, "booking", row, code)
             await _start_lifecycle(conn, row)
     row = await _wait_final(request, response, row)
     return _answer(response, row, created=False)

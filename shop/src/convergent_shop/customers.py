@@ -15,7 +15,6 @@ from pydantic import BaseModel, Field
 from convergent.errors import NotFound
 from convergent.outbox import TopicKind, declare_topic, emit
 from convergent.store import Store
-from convergent.store.claims import lock_row
 from convergent.store.types import UTCDateTime
 from convergent_shop.db import metadata
 
@@ -63,7 +62,7 @@ async def put_customer(customer_id: str, body: CustomerIn, request: Request) -> 
     async with store.begin() as conn:
         where = customers.c.id == customer_id
         current = (
-            await conn.execute(lock_row(sa.select(customers.c.version).where(where), store.dialect))
+            await conn.execute(store.sql.lock_row(sa.select(customers.c.version).where(where)))
         ).scalar()
         version = (current or 0) + 1
         values = {"name": body.name, "email": body.email, "version": version, "updated_at": now}
@@ -72,7 +71,7 @@ async def put_customer(customer_id: str, body: CustomerIn, request: Request) -> 
         else:
             await conn.execute(customers.update().where(where).values(**values))
         state = CustomerState(id=customer_id, name=body.name, email=body.email, version=version)
-        await emit(conn, customers_topic, customer_id, "shop.customer.updated", state, now=now)
+        await emit(conn, customers_topic, customer_id, "shop.customer.updated", state)
     return state.model_dump()
 
 
@@ -90,7 +89,6 @@ async def delete_customer(customer_id: str, request: Request) -> Response:
             customer_id,
             "shop.customer.deleted",
             None,
-            now=store.clock.now(),
         )
     return Response(status_code=204)
 

@@ -12,7 +12,6 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent.outbox import declare_topic, emit
-from convergent.store import Store
 from convergent.webhooks import enqueue
 
 __all__ = ["ResourceChanged", "announce", "bookings_topic", "orders_topic"]
@@ -31,9 +30,9 @@ bookings_topic = declare_topic("shop.bookings", ResourceChanged)
 _TOPICS = {"order": orders_topic, "booking": bookings_topic}
 
 
-async def announce(conn: AsyncConnection, store: Store, kind: str, row: Any, key: str) -> None:
+async def announce(conn: AsyncConnection, kind: str, row: Any, key: str) -> None:
     """Emit ``shop.<kind>.<state>`` for ``row`` (an order or a booking) and queue its webhook."""
     data = {"id": key, "state": row.state, "version": row.version}
     event_type = f"{kind}.{row.state}"
-    await emit(conn, _TOPICS[kind], key, f"shop.{event_type}", data, now=store.clock.now())
-    await enqueue(conn, event_type, data, store=store)
+    await emit(conn, _TOPICS[kind], key, f"shop.{event_type}", data)
+    await enqueue(conn, event_type, data)

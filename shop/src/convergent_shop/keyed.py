@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from convergent.store import store_of
 
 __all__ = ["insert_once"]
 
@@ -17,6 +18,6 @@ async def insert_once(conn: AsyncConnection, table: sa.Table, values: dict[str, 
     On PostgreSQL a concurrent insert of the same key waits for the other transaction, then
     does nothing if that one committed: two callers never both see True.
     """
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    result = await conn.execute(insert(table).values(**values).on_conflict_do_nothing())
+    insert = store_of(conn).sql.insert(table)
+    result = await conn.execute(insert.values(**values).on_conflict_do_nothing())
     return bool(result.rowcount)

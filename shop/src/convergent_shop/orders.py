@@ -141,8 +141,8 @@ async def create_order(body: OrderIn, request: Request, response: Response) -> A
             )
         )
         row = (await conn.execute(orders.select().where(orders.c.id == order_id))).one()
-        await ORDERS.bind(store).record_created(conn, row, actor=row.client or None)
-        await announce(conn, store, "order", row, str(order_id))
+        await ORDERS.record_created(conn, row, actor=row.client or None)
+        await announce(conn, "order", row, str(order_id))
         await start(conn, order_saga, str(order_id), key=str(order_id))
     wait = requested_wait(request, limit=ORDER_WAIT_LIMIT)
     if wait is not None:
@@ -208,14 +208,14 @@ async def cancel_order(order_id: str, request: Request, response: Response) -> d
     async with store.begin() as conn:
         row = await _load(conn, _order_id(order_id))
         expected = evaluate_request(request, row.version, require_if_match=True).expected_version
-        row = await ORDERS.bind(store).transition(
+        row = await ORDERS.transition(
             conn,
             row.id,
             "cancel",
             expected_version=expected,
             actor=request.headers.get("x-api-key") or None,
         )
-        await announce(conn, store, "order", row, str(row.id))
+        await announce(conn, "order", row, str(row.id))
         # the run's key is the order id: `start` hands back the existing run, which compensates
         run_id = await start(conn, order_saga, str(row.id), key=str(row.id))
         await cancel(conn, run_id)

@@ -21,8 +21,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent.errors import PermanentError, StoreUnavailable, TransientError
-from convergent.store import Store
-from convergent.store.claims import lock_row
+from convergent.store import Store, store_of
 from convergent.store.types import UTCDateTime
 from convergent_shop.db import metadata
 from convergent_shop.keyed import insert_once
@@ -130,7 +129,7 @@ async def record_fill(
         return {"fill_id": fill.fill_id, "applied": False}
     # lock the order: two different fills of it may be applied at once (push and poll)
     query = trade_orders.select().where(trade_orders.c.client_order_id == fill.client_order_id)
-    order = (await conn.execute(lock_row(query, conn.dialect.name))).one_or_none()
+    order = (await conn.execute(store_of(conn).sql.lock_row(query))).one_or_none()
     if order is None:
         raise PermanentError(f"fill {fill.fill_id} is for an unknown order")
     filled = order.filled_qty + fill.qty

@@ -77,7 +77,6 @@ async def add_endpoint(body: EndpointIn, request: Request, response: Response) -
         endpoint, secret = await create_endpoint(
             conn,
             body.url,
-            now=store.clock.now(),
             event_types=body.event_types,
             description=body.description,
             allow=cfg.allow,
@@ -110,7 +109,7 @@ async def change_endpoint(
         changes["event_types"] = body.event_types
     async with store.begin() as conn:
         updated = await update_endpoint(
-            conn, _id(endpoint_id), now=store.clock.now(), allow=_settings(request).allow, **changes
+            conn, _id(endpoint_id), allow=_settings(request).allow, **changes
         )
     return updated.to_dict()
 
@@ -136,9 +135,7 @@ async def rotate(endpoint_id: str, request: Request) -> dict[str, Any]:
     """A new secret (shown this once); the old one keeps signing during the grace period."""
     store, cfg = _store(request), _settings(request)
     async with store.begin() as conn:
-        secret = await rotate_secret(
-            conn, _id(endpoint_id), now=store.clock.now(), grace=cfg.rotation_grace
-        )
+        secret = await rotate_secret(conn, _id(endpoint_id), grace=cfg.rotation_grace)
     grace_ends = store.clock.now() + cfg.rotation_grace
     return {"secret": secret, "previous_secret_valid_until": grace_ends.isoformat()}
 
@@ -147,7 +144,7 @@ async def rotate(endpoint_id: str, request: Request) -> dict[str, Any]:
 async def resend_message(endpoint_id: str, message_id: str, request: Request) -> dict[str, Any]:
     store = _store(request)
     async with store.begin() as conn:
-        await resend(conn, _id(message_id, "webhook message"), _id(endpoint_id), store=store)
+        await resend(conn, _id(message_id, "webhook message"), _id(endpoint_id))
     return {"message_id": message_id, "status": "queued"}
 
 
@@ -156,5 +153,5 @@ async def recover_since(endpoint_id: str, body: RecoverIn, request: Request) -> 
     """Resend every message since a time whose delivery to this endpoint failed."""
     store = _store(request)
     async with store.begin() as conn:
-        count = await recover(conn, _id(endpoint_id), body.since, store=store)
+        count = await recover(conn, _id(endpoint_id), body.since)
     return {"queued": count}

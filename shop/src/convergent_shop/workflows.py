@@ -59,10 +59,10 @@ async def _order(conn: AsyncConnection, order_id: str) -> Any:
 async def _move(conn: AsyncConnection, store: Store, order_id: str, action: str) -> Any:
     """Transition the order and announce it; None when a cancel got there first."""
     try:
-        row = await ORDERS.bind(store).transition(conn, uuid.UUID(order_id), action, actor="saga")
+        row = await ORDERS.transition(conn, uuid.UUID(order_id), action, actor="saga")
     except InvalidTransition:
         return None
-    await announce(conn, store, "order", row, order_id)
+    await announce(conn, "order", row, order_id)
     if ORDERS.machine.is_terminal(row.state):
         observe_final_order(row.state, row.created_at, store.clock.now())
     return row
@@ -284,7 +284,7 @@ async def confirm_booking(ctx: StepContext, booking_id: str) -> str:
     store = ctx.store
     async with store.begin() as conn:
         await bookings.confirm_booking(conn, uuid.UUID(booking_id), store)
-        row = await bookings.BOOKINGS.bind(store).get(conn, uuid.UUID(booking_id))
+        row = await bookings.BOOKINGS.get(conn, uuid.UUID(booking_id))
     return str(row.state) if row is not None else "missing"
 
 
@@ -307,12 +307,12 @@ async def archive_booking(ctx: StepContext, booking_id: str) -> str:
     store = ctx.store
     async with store.begin() as conn:
         try:
-            row = await bookings.BOOKINGS.bind(store).transition(
+            row = await bookings.BOOKINGS.transition(
                 conn, uuid.UUID(booking_id), "archive", actor="archiver"
             )
         except InvalidTransition:  # cancelled meanwhile
             return "not archived"
-        await announce(conn, store, "booking", row, row.code)
+        await announce(conn, "booking", row, row.code)
     return str(row.state)
 
 

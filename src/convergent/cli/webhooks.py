@@ -40,12 +40,10 @@ def _uuid(raw: str, what: str) -> uuid.UUID:
         ) from None
 
 
-def _in_store(
-    database_url: str | None, work: Callable[[Store, AsyncConnection], Awaitable[T]]
-) -> T:
+def _in_store(database_url: str | None, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
     async def go() -> T:
         async with Store(database_url) as store, store.begin() as conn:
-            return await work(store, conn)
+            return await work(conn)
 
     return run_async(go())
 
@@ -53,7 +51,7 @@ def _in_store(
 @endpoints_app.command("list")
 def endpoints_list(database_url: DatabaseUrl = None) -> None:
     """List endpoints (secrets are never shown)."""
-    found = _in_store(database_url, lambda _s, conn: list_endpoints(conn))
+    found = _in_store(database_url, lambda conn: list_endpoints(conn))
     table = Table("id", "url", "enabled", "event types", "description")
     for e in found:
         state = "yes" if e.enabled else f"no ({e.disabled_reason})"
@@ -74,9 +72,7 @@ def endpoints_add(
     """Subscribe a URL; prints its signing secret, which is not shown again."""
     endpoint, secret = _in_store(
         database_url,
-        lambda s, conn: create_endpoint(
-            conn, url, now=s.clock.now(), event_types=event_type, description=description
-        ),
+        lambda conn: create_endpoint(conn, url, event_types=event_type, description=description),
     )
     console.print(f"endpoint [bold]{endpoint.id}[/]")
     console.print(f"secret   [bold]{secret}[/]  (store it now: it is not shown again)")
@@ -86,7 +82,7 @@ def _set_enabled(endpoint_id: str, enabled: bool, database_url: str | None) -> N
     key = _uuid(endpoint_id, "endpoint")
     endpoint = _in_store(
         database_url,
-        lambda s, conn: update_endpoint(conn, key, now=s.clock.now(), enabled=enabled),
+        lambda conn: update_endpoint(conn, key, enabled=enabled),
     )
     console.print(f"{endpoint.id} {'enabled' if endpoint.enabled else 'disabled'}")
 
@@ -112,9 +108,7 @@ def endpoints_rotate(
     """Issue a new secret; the old one keeps signing during the grace period."""
     key = _uuid(endpoint_id, "endpoint")
     grace = timedelta(hours=grace_hours)
-    secret = _in_store(
-        database_url, lambda s, conn: rotate_secret(conn, key, now=s.clock.now(), grace=grace)
-    )
+    secret = _in_store(database_url, lambda conn: rotate_secret(conn, key, grace=grace))
     console.print(f"secret [bold]{secret}[/]  (the previous one signs for {grace_hours:g} h more)")
 
 
@@ -126,7 +120,7 @@ def attempts(
 ) -> None:
     """Show an endpoint's latest delivery attempts."""
     key = _uuid(endpoint_id, "endpoint")
-    found = _in_store(database_url, lambda _s, conn: list_attempts(conn, key, limit))
+    found = _in_store(database_url, lambda conn: list_attempts(conn, key, limit))
     table = Table("time", "message", "try", "outcome", "status", "ms", "detail")
     for a in found:
         detail = a.error or (a.response_snippet or "")[:60]
@@ -151,7 +145,7 @@ def resend_command(
 ) -> None:
     """Send one message to an endpoint again (same webhook-id)."""
     msg, key = _uuid(message_id, "message"), _uuid(endpoint, "endpoint")
-    _in_store(database_url, lambda s, conn: resend(conn, msg, key, store=s))
+    _in_store(database_url, lambda conn: resend(conn, msg, key))
     console.print(f"queued {msg} for {key}")
 
 
@@ -166,5 +160,5 @@ def recover_command(
     """Resend every message since a time whose delivery to the endpoint failed."""
     key = _uuid(endpoint_id, "endpoint")
     when = since if since.tzinfo else since.replace(tzinfo=UTC)
-    count = _in_store(database_url, lambda s, conn: recover(conn, key, when, store=s))
+    count = _in_store(database_url, lambda conn: recover(conn, key, when))
     console.print(f"queued {count} message(s) for {key}")

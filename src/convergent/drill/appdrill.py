@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from convergent.drill.processes import Managed
 from convergent.store import Store
 from convergent.store.schema import runs
-from convergent.workflows import get_workflow, start
+from convergent.workflows import get_workflow, submit
 
 __all__ = ["AppDrillOptions", "run_app_drill"]
 
@@ -93,7 +93,7 @@ async def run_app_drill(options: AppDrillOptions) -> dict[str, Any]:
         for w in workers:
             w.start()
         ids = [
-            await start(store, workflow, *options.args, key=f"drill-{started}-{i}")
+            await submit(store, workflow, *options.args, key=f"drill-{started}-{i}")
             for i in range(options.runs)
         ]
         kill_at = sorted(rng.uniform(0.1, 0.9) * options.duration for _ in range(options.kills))

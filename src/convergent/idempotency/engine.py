@@ -9,14 +9,11 @@ lock expired and was taken over: its ``complete`` fails and its transaction roll
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent import settings
@@ -83,15 +80,15 @@ class IdempotencyKeys:
 
     async def acquire(self, scope: str, key: str, fingerprint: str) -> Lease | StoredResponse:
         """Lock the key for this request, or say why not (replay, 409, 422)."""
-        if not self.store.is_postgres and _writer_busy(self.store):
-            # a lock-free read first: replays and 409s never queue behind SQLite's one writer
+        if self.store.writer_busy():
+            # a lock-free read first: replays and 409s never queue behind the one writer
             async with self.store.read() as conn:
                 row = await _select(conn, scope, key)
             if row is not None:
                 found = self._decide(row, fingerprint)
                 if found is not None:
                     return found
-        async with self._write() as conn:
+        async with self.store.statement(write=True) as conn:
             for _ in range(5):
                 lease = await self._insert(conn, scope, key, fingerprint)
                 if lease is not None:
@@ -130,7 +127,7 @@ class IdempotencyKeys:
 
     async def release(self, lease: Lease) -> None:
         """Forget an in-progress key so a retry runs again (after a 5xx or an error)."""
-        async with self._write() as conn:
+        async with self.store.statement(write=True) as conn:
             await conn.execute(t.delete().where(_owned(lease)))
 
     def _decide(self, row: Any, fingerprint: str) -> StoredResponse | None:
@@ -170,13 +167,8 @@ class IdempotencyKeys:
             "created_at": now,
             "expires_at": now + max(self.retention, self.lock_timeout),
         }
-        stmt: postgresql.Insert | sqlite.Insert
-        if self.store.is_postgres:
-            stmt = postgresql.insert(t).from_select(
-                list(values), sa.select(*_literals(values)).select_from(_ASYNC_COMMIT)
-            )
-        else:
-            stmt = sqlite.insert(t).values(**values)
+        # its commit need not wait for the disk: the handler's durable commit flushes it later
+        stmt = self.store.sql.insert_async_commit(t, values)
         inserted = (await conn.execute(stmt.on_conflict_do_nothing().returning(t.c.key))).first()
         return Lease(scope, key, token) if inserted is not None else None
 
@@ -209,34 +201,6 @@ class IdempotencyKeys:
             )
         )
         return Lease(scope, key, token) if result.rowcount == 1 else None
-
-    @contextlib.asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
-        """SQLite: a write transaction. PostgreSQL: autocommit, one round trip per statement."""
-        if not self.store.is_postgres:
-            async with self.store.begin() as conn:
-                yield conn
-            return
-        async with self.store.autocommit() as conn:
-            yield conn
-
-
-# The lock's commit need not wait for the disk: the handler's durable commit comes later in the WAL
-# and flushes it too, and a lock lost in a database crash guarded a transaction lost with it.
-# set_config(..., true) applies to this statement's own (autocommit) transaction only.
-_ASYNC_COMMIT = sa.select(
-    sa.func.set_config("synchronous_commit", "off", sa.true()).label("async_commit")
-).subquery("async_commit")
-
-
-def _literals(values: dict[str, Any]) -> list[sa.ColumnElement[Any]]:
-    return [sa.literal(v, type_=t.c[name].type).label(name) for name, v in values.items()]
-
-
-def _writer_busy(store: Store) -> bool:
-    """Is this process's SQLite writer in use? (If not, going straight to the write is cheaper.)"""
-    lock = getattr(store, "_write_lock", None)
-    return lock is None or bool(lock.locked())
 
 
 def _owned(lease: Lease) -> sa.ColumnElement[bool]:

@@ -17,8 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from convergent.errors import ConfigurationError, NotFound
 from convergent.messages import Message
 from convergent.outbox.emit import insert_messages
-from convergent.store import Store
-from convergent.store.claims import lock_row
+from convergent.store import Store, store_of
 from convergent.store.schema import dead_letters
 
 __all__ = [
@@ -58,7 +57,7 @@ async def get_dead_letter(conn: AsyncConnection, dead_letter_id: str, *, lock: b
     except ValueError:
         raise NotFound(f"{dead_letter_id!r} is not a dead letter id (a UUID)") from None
     stmt = sa.select(dead_letters).where(dead_letters.c.id == key)
-    row = (await conn.execute(lock_row(stmt, conn.dialect.name) if lock else stmt)).first()
+    row = (await conn.execute(store_of(conn).sql.lock_row(stmt) if lock else stmt)).first()
     if row is None:
         raise NotFound(f"no dead letter {dead_letter_id}")
     return row
@@ -76,22 +75,22 @@ async def retry(store: Store, dead_letter_id: str) -> Any:
                 f"no retry action for source {row.source!r}; its engine must call register_retry()"
             )
         await action(conn, row)
-        await _resolve(conn, row.id, "retried", store)
+        await _resolve(conn, row.id, "retried")
     return row
 
 
 async def discard(store: Store, dead_letter_id: str) -> Any:
     async with store.begin() as conn:
         row = await get_dead_letter(conn, dead_letter_id, lock=True)
-        await _resolve(conn, row.id, "discarded", store)
+        await _resolve(conn, row.id, "discarded")
     return row
 
 
-async def _resolve(conn: AsyncConnection, row_id: uuid.UUID, status: str, store: Store) -> None:
+async def _resolve(conn: AsyncConnection, row_id: uuid.UUID, status: str) -> None:
     await conn.execute(
         sa.update(dead_letters)
         .where(dead_letters.c.id == row_id)
-        .values(status=status, resolved_at=store.clock.now())
+        .values(status=status, resolved_at=store_of(conn).clock.now())
     )
 
 

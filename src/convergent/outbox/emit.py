@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from opentelemetry import propagate
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from convergent.clock import utcnow
 from convergent.faults import fault_point, register
 from convergent.ids import uuid7
 from convergent.messages import Message
 from convergent.outbox.topics import Topic, get_topic, partition_for
-from convergent.store.notify import Notifier
+from convergent.store import store_of
 from convergent.store.schema import outbox
 
 __all__ = ["OUTBOX_CHANNEL", "RELAY_PARTITIONS", "emit", "insert_messages"]
@@ -28,9 +26,6 @@ AFTER_INSERT = register(
     "outbox rows inserted, caller's transaction not committed: nothing may be published",
 )
 
-# notify() only needs the connection; a bare instance avoids threading the Store through emit
-_hint = Notifier.__new__(Notifier)
-
 
 async def emit(
     conn: AsyncConnection,
@@ -41,10 +36,10 @@ async def emit(
     *,
     headers: dict[str, str] | None = None,
     source: str = "convergent",
-    now: datetime | None = None,
 ) -> Message:
     """Validate ``data`` against the topic's schema and add it to the outbox in ``conn``'s
-    transaction. Returns the message (its ``id`` is the CloudEvents id)."""
+    transaction (its time from the store's clock). Returns the message (its ``id`` is the
+    CloudEvents id)."""
     spec = get_topic(topic)
     extra = dict(headers or {})
     propagate.inject(extra)  # W3C traceparent when OpenTelemetry has an active span
@@ -55,7 +50,7 @@ async def emit(
         data=spec.validate(data),
         source=source,
         id=str(uuid7()),
-        time=now or utcnow(),
+        time=store_of(conn).clock.now(),
         headers=extra,
     )
     await insert_messages(conn, [message])
@@ -78,5 +73,5 @@ async def insert_messages(conn: AsyncConnection, messages: list[Message]) -> Non
         for m in messages
     ]
     await conn.execute(sa.insert(outbox), rows)
-    await _hint.notify(conn, OUTBOX_CHANNEL)
+    await store_of(conn).notifier.notify(conn, OUTBOX_CHANNEL)
     fault_point(AFTER_INSERT)

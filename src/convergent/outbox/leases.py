@@ -14,10 +14,9 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from convergent.store.claims import lock_row
+from convergent.store import store_of
 from convergent.store.schema import leases
 
 __all__ = ["PartitionLeases", "tokens_still_held"]
@@ -55,9 +54,8 @@ class PartitionLeases:
         share = math.ceil(self.partitions / max(1, int(live or 1)))
         rows = (
             await conn.execute(
-                lock_row(
-                    sa.select(leases).where(leases.c.name.in_(names)).order_by(leases.c.name),
-                    conn.dialect.name,
+                store_of(conn).sql.lock_row(
+                    sa.select(leases).where(leases.c.name.in_(names)).order_by(leases.c.name)
                 )
             )
         ).all()
@@ -102,11 +100,10 @@ async def tokens_still_held(
         return set()
     names = {f"{group}/{p}": p for p in held}
     rows = await conn.execute(
-        lock_row(
+        store_of(conn).sql.lock_row(
             sa.select(leases.c.name, leases.c.token, leases.c.holder).where(
                 leases.c.name.in_(list(names))
-            ),
-            conn.dialect.name,
+            )
         )
     )
     return {names[r.name] for r in rows if r.holder == holder and r.token == held[names[r.name]]}
@@ -117,8 +114,8 @@ def _alive(until: datetime | None, now: datetime) -> bool:
 
 
 async def _ensure(conn: AsyncConnection, names: Iterable[str]) -> None:
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    await conn.execute(insert(leases).on_conflict_do_nothing(), [{"name": n} for n in names])
+    insert = store_of(conn).sql.insert(leases)
+    await conn.execute(insert.on_conflict_do_nothing(), [{"name": n} for n in names])
 
 
 async def _release(conn: AsyncConnection, names: list[str], holder: str) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent.messages import Message
+from convergent.store import store_of
 
 __all__ = ["apply_entity", "delete_entity", "upsert_entity"]
 
@@ -20,8 +20,7 @@ async def upsert_entity(
     known = {c.name for c in table.columns}
     row = {k: v for k, v in values.items() if k in known}
     row[key_column] = key
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(table).values(**row)
+    stmt = store_of(conn).sql.insert(table).values(**row)
     updates = {k: stmt.excluded[k] for k in row if k != key_column}
     if updates:
         await conn.execute(stmt.on_conflict_do_update(index_elements=[key_column], set_=updates))

@@ -20,7 +20,6 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent.errors import NotSent
@@ -160,7 +159,9 @@ class Relay:
     ) -> set[int]:
         """Delete what was acked, record failures; only for partitions still ours. Returns
         those partitions."""
-        if self.store.is_postgres and all(e is None or isinstance(e, NotSent) for e in results):
+        if self.store.sql.one_statement_writes and all(
+            e is None or isinstance(e, NotSent) for e in results
+        ):
             return await self._settle_acked(rows, results, held)
         now = self.store.clock.now()
         async with self.store.begin() as conn:
@@ -168,9 +169,8 @@ class Relay:
             outcomes = [(r, e) for r, e in zip(rows, results, strict=True) if r.partition in mine]
             acked = [r.id for r, err in outcomes if err is None]
             if acked:
-                await conn.execute(
-                    sa.delete(outbox).where(_among(outbox.c.id, acked, self.store.dialect))
-                )
+                gone = self.store.sql.among(outbox.c.id, acked)
+                await conn.execute(sa.delete(outbox).where(gone))
             self.published += len(acked)
             for row, err in outcomes:
                 if err is None or isinstance(err, NotSent):  # not sent: not an attempt
@@ -191,49 +191,22 @@ class Relay:
     async def _settle_acked(
         self, rows: Sequence[Any], results: list[BaseException | None], held: dict[int, str]
     ) -> set[int]:
-        """PostgreSQL, nothing failed: the lease check and the delete are one autocommit
-        statement, one round trip instead of four (BEGIN, lock, delete, COMMIT)."""
+        """Nothing failed: the lease check and the delete are one autocommit statement, one
+        round trip instead of four (BEGIN, lock, delete, COMMIT)."""
         parts = sorted(held)
-        params = {
-            "names": [self.leases.name(p) for p in parts],
-            "tokens": [held[p] for p in parts],
-            "parts": parts,
-            "holder": self.leases.holder,
-            "ids": [r.id for r, e in zip(rows, results, strict=True) if e is None],
-        }
+        stmt, params = self.store.sql.delete_under_leases(
+            names=[self.leases.name(p) for p in parts],
+            tokens=[held[p] for p in parts],
+            parts=parts,
+            holder=self.leases.holder,
+            ids=[r.id for r, e in zip(rows, results, strict=True) if e is None],
+        )
         async with self.store.statement(write=True) as conn:
-            mine = set((await conn.execute(_DELETE_UNDER_LEASES, params)).scalars())
+            mine = set((await conn.execute(stmt, params)).scalars())
         self.published += sum(
             1 for r, e in zip(rows, results, strict=True) if e is None and r.partition in mine
         )
         return mine
-
-
-# lock the leases still ours and delete the acked rows of their partitions, in one statement
-_DELETE_UNDER_LEASES = sa.text(
-    """
-    WITH mine AS (
-        SELECT h.part
-        FROM convergent_leases AS l
-        JOIN unnest(CAST(:names AS text[]), CAST(:tokens AS text[]), CAST(:parts AS int[]))
-            AS h(name, token, part) ON l.name = h.name AND l.token = h.token
-        WHERE l.holder = :holder
-        FOR UPDATE OF l
-    ), gone AS (
-        DELETE FROM convergent_outbox
-        WHERE id = ANY(CAST(:ids AS uuid[])) AND partition IN (SELECT part FROM mine)
-    )
-    SELECT part FROM mine
-    """
-)
-
-
-def _among(column: sa.ColumnElement[Any], ids: list[Any], dialect: str) -> sa.ColumnElement[bool]:
-    """``column IN ids``: one array parameter on PostgreSQL, so the statement shape (and its
-    prepared plan) is the same for every batch size."""
-    if dialect == "postgresql":
-        return column == sa.any_(sa.bindparam("ids", ids, type_=postgresql.ARRAY(sa.Uuid())))
-    return column.in_(ids)
 
 
 def _due_rows(partitions: list[int], now: datetime, limit: int) -> sa.Select[Any]:

@@ -14,15 +14,13 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent.errors import MessagingError
 from convergent.messages import Message
 from convergent.outbox.emit import emit
 from convergent.outbox.topics import Topic
-from convergent.store import Store
-from convergent.store.notify import Notifier
+from convergent.store import Store, store_of
 from convergent.store.schema import replies
 
 __all__ = [
@@ -38,7 +36,6 @@ __all__ = [
 CORRELATION_ID = "correlationid"  # CloudEvents extension attribute names: lowercase alphanumeric
 REPLY_TO = "replyto"
 REPLIES_CHANNEL = "convergent_replies"
-_hint = Notifier.__new__(Notifier)  # notify() only needs the connection
 
 
 async def send_request(
@@ -75,9 +72,9 @@ async def record_reply(conn: AsyncConnection, message: Message) -> None:
     correlation_id = message.headers.get(CORRELATION_ID)
     if not correlation_id:
         return  # not a reply: nothing to correlate
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    store = store_of(conn)
     await conn.execute(
-        insert(replies)
+        store.sql.insert(replies)
         .values(
             correlation_id=correlation_id,
             topic=message.topic,
@@ -87,7 +84,7 @@ async def record_reply(conn: AsyncConnection, message: Message) -> None:
         )
         .on_conflict_do_nothing()
     )
-    await _hint.notify(conn, REPLIES_CHANNEL)
+    await store.notifier.notify(conn, REPLIES_CHANNEL)
 
 
 async def await_reply(

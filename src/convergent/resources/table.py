@@ -7,25 +7,21 @@ caller's transaction. Only when no row matched do we read the row, to say why.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent import faults
-from convergent.clock import Clock, system_clock
 from convergent.errors import ConfigurationError, InvalidTransition, NotFound, StaleVersion
 from convergent.ids import uuid7
 from convergent.resources.history import HistoryEntry, list_history, record_history
 from convergent.resources.machine import Action, StateMachine
-from convergent.resources.single_statement import history_params, transition_statement
-
-if TYPE_CHECKING:
-    from convergent.store import Store
+from convergent.store import Store, store_of
+from convergent.store.dialect import history_params
 
 __all__ = ["CHANNEL", "ResourceTable"]
 
@@ -44,7 +40,8 @@ Row = sa.Row[Any]
 class ResourceTable:
     """A state machine bound to a table with an id, a state and a version column.
 
-    Declare it once at import time, then ``bind(store)`` to get the store's clock and notifier.
+    Declare it once at import time. Each call takes the caller's connection, which brings its
+    Store's clock, notifier and statements (`convergent.store.store_of`).
     """
 
     table: sa.Table
@@ -54,8 +51,7 @@ class ResourceTable:
     state_column: str = "state"
     version_column: str = "version"
     updated_at_column: str | None = "updated_at"
-    store: Store | None = None
-    # built statements by shape, shared by every bind() of this declaration
+    # built statements by shape and database
     _statements: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -64,13 +60,6 @@ class ResourceTable:
         for name in (self.id_column, self.state_column, self.version_column):
             if name not in self.table.c:
                 raise ConfigurationError(f"table {self.table.name!r} has no column {name!r}")
-
-    def bind(self, store: Store) -> ResourceTable:
-        return dataclasses.replace(self, store=store)
-
-    @property
-    def clock(self) -> Clock:
-        return self.store.clock if self.store is not None else system_clock
 
     # columns
     @property
@@ -85,10 +74,10 @@ class ResourceTable:
     def _version(self) -> sa.Column[Any]:
         return self.table.c[self.version_column]
 
-    def _stamp(self, values: dict[str, Any]) -> dict[str, Any]:
+    def _stamp(self, values: dict[str, Any], now: datetime) -> dict[str, Any]:
         col = self.updated_at_column
         if col and col in self.table.c and col not in values:
-            values[col] = self.clock.now()
+            values[col] = now
         return values
 
     # reads
@@ -119,26 +108,27 @@ class ResourceTable:
         state = state or self.machine.initial
         if state not in self.machine.states:
             raise ConfigurationError(f"{self.resource_type} has no state {state!r}")
+        store = store_of(conn)
+        now = store.clock.now()
         row_values = dict(values)
         row_values.setdefault(self.id_column, uuid7())
         row_values[self.state_column] = state
         row_values[self.version_column] = 1
-        self._stamp(row_values)
+        self._stamp(row_values, now)
         col = "created_at"
         if col in self.table.c and col not in row_values:
-            row_values[col] = row_values.get(self.updated_at_column or "", self.clock.now())
+            row_values[col] = row_values.get(self.updated_at_column or "", now)
         stmt: Any
         if conflict_columns is None:
             stmt = sa.insert(self.table)
         else:
-            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-            stmt = dialect.insert(self.table).on_conflict_do_nothing(
+            stmt = store.sql.insert(self.table).on_conflict_do_nothing(
                 index_elements=list(conflict_columns)
             )
         row = (await conn.execute(stmt.values(row_values).returning(*self.table.c))).first()
         if row is None:
             return None
-        await self._recorded(conn, row, "create", None, actor, cause, metadata)
+        await self._recorded(store, conn, row, "create", None, actor, cause, metadata)
         return row
 
     async def record_created(
@@ -151,7 +141,7 @@ class ResourceTable:
         metadata: dict[str, Any] | None = None,
     ) -> None:
         """Record the creation of a row the caller inserted itself."""
-        await self._recorded(conn, row, "create", None, actor, cause, metadata)
+        await self._recorded(store_of(conn), conn, row, "create", None, actor, cause, metadata)
 
     async def transition(
         self,
@@ -219,14 +209,15 @@ class ResourceTable:
             stmt = stmt.where(self._state.in_(sorted(allowed)))
         if expected_version is not None:
             stmt = stmt.where(self._version == expected_version)
-        new = self._stamp(dict(values))
+        store = store_of(conn)
+        new = self._stamp(dict(values), store.clock.now())
         new[self.version_column] = self._version + 1
         row = (await conn.execute(stmt.values(new).returning(*self.table.c))).first()
         if row is None:
             pseudo = Action(action, allowed or self.machine.states, "-")
             raise await self._why(conn, resource_id, pseudo, expected_version)
         state = row._mapping[self.state_column]
-        await self._recorded(conn, row, action, state, actor, cause, metadata)
+        await self._recorded(store, conn, row, action, state, actor, cause, metadata)
         return row
 
     # internals
@@ -241,26 +232,27 @@ class ResourceTable:
         why: tuple[str | None, str | None, dict[str, Any] | None],
     ) -> Row | None:
         """The conditional UPDATE and, if it matched, the history row and the wake-up."""
-        new = self._stamp(dict(extra))
-        is_pg = conn.dialect.name == "postgresql"
-        notify = self.store is not None
-        shape = (source, act.target_for(source), version is not None, tuple(sorted(new)), is_pg)
-        stmt = self._statements.get((*shape, notify))
+        store = store_of(conn)
+        now = store.clock.now()
+        new = self._stamp(dict(extra), now)
+        one_statement = store.sql.one_statement_writes
+        shape = (source, act.target_for(source), version is not None, tuple(sorted(new)))
+        stmt = self._statements.get((*shape, store.sql.name))
         if stmt is None:
-            stmt = self._move_statement(*shape, notify=notify)
-            self._statements[(*shape, notify)] = stmt
+            stmt = self._move_statement(store, *shape)
+            self._statements[(*shape, store.sql.name)] = stmt
         params = {f"v_{k}": v for k, v in new.items()}
         params["r_id"] = resource_id
         if version is not None:
             params["r_version"] = version
         actor, cause, metadata = why
-        if is_pg:
+        if one_statement:  # the UPDATE, its history row and its wake-up in one round trip
             params.update(
                 history_params(
                     resource_type=self.resource_type,
                     action=act.name,
                     from_state=source,
-                    at=self.clock.now(),
+                    at=now,
                     actor=actor,
                     cause=cause,
                     metadata=metadata,
@@ -271,19 +263,17 @@ class ResourceTable:
             return moved
         row: Row | None = (await conn.execute(stmt, params)).first()
         if row is not None:
-            await self._recorded(conn, row, act.name, source, actor, cause, metadata)
+            await self._recorded(store, conn, row, act.name, source, actor, cause, metadata)
             faults.fault_point(AFTER_TRANSITION)
         return row
 
     def _move_statement(
         self,
+        store: Store,
         source: str,
         target: str,
         with_version: bool,
         columns: tuple[str, ...],
-        is_pg: bool,
-        *,
-        notify: bool,
     ) -> Any:
         stmt = sa.update(self.table).where(
             self._id == sa.bindparam("r_id", type_=self._id.type), self._state == source
@@ -296,15 +286,15 @@ class ResourceTable:
         values[self.state_column] = target
         values[self.version_column] = self._version + 1
         stmt = stmt.values(values)
-        if not is_pg:
+        if not store.sql.one_statement_writes:
             return stmt.returning(*self.table.c)
-        return transition_statement(
+        return store.sql.transition_with_history(
             stmt,
             self.table,
             id_column=self.id_column,
             state_column=self.state_column,
             version_column=self.version_column,
-            channel=CHANNEL if notify else None,
+            channel=CHANNEL,
         )
 
     async def _current(self, conn: AsyncConnection, resource_id: Any) -> tuple[str, int] | None:
@@ -329,6 +319,7 @@ class ResourceTable:
 
     async def _recorded(
         self,
+        store: Store,
         conn: AsyncConnection,
         row: Row,
         action: str,
@@ -347,13 +338,12 @@ class ResourceTable:
             from_state=from_state,
             to_state=m[self.state_column],
             version=m[self.version_column],
-            at=self.clock.now(),
+            at=store.clock.now(),
             actor=actor,
             cause=cause,
             metadata=metadata,
         )
-        if self.store is not None:
-            await self.store.notifier.notify(conn, CHANNEL, f"{self.resource_type}:{resource_id}")
+        await store.notifier.notify(conn, CHANNEL, f"{self.resource_type}:{resource_id}")
 
 
 def _stale(kind: str, resource_id: Any, version: int, expected: int | None) -> StaleVersion:

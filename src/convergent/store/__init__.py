@@ -1,6 +1,7 @@
-"""Storage: the `Store`, our tables, claims and change notification."""
+"""Storage: the `Store`, our tables, the statements of each database and change notification."""
 
-from convergent.store.engine import Store, normalise_url
+from convergent.store.dialect import Dialect
+from convergent.store.engine import Store, normalise_url, store_of
 from convergent.store.notify import Notifier, Subscription
 
-__all__ = ["Notifier", "Store", "Subscription", "normalise_url"]
+__all__ = ["Dialect", "Notifier", "Store", "Subscription", "normalise_url", "store_of"]

@@ -4,32 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import event
+from alembic import command
+from alembic.config import Config
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 
 from convergent import settings
 from convergent.clock import Clock, system_clock
 from convergent.errors import ConfigurationError, MissingExtra, StoreUnavailable
 from convergent.store import schema
+from convergent.store.dialect import Dialect
 from convergent.store.notify import Notifier
+from convergent.store.postgres import PostgresDialect
+from convergent.store.sqlite import SQLiteDialect
 
-__all__ = ["Store"]
+__all__ = ["Store", "normalise_url", "store_of"]
 
-_SQLITE_PRAGMAS = (
-    "PRAGMA journal_mode=WAL",
-    "PRAGMA synchronous=NORMAL",  # durable across process crashes; WAL keeps it consistent
-    "PRAGMA busy_timeout=30000",
-    "PRAGMA foreign_keys=ON",
-)
-_BEGIN_OPTION = "convergent_sqlite_begin"
 _MIGRATIONS = Path(__file__).parent / "migrations"
+#: a `Store` by the engine it serves (weakly: a Store that is gone serves nothing)
+_by_engine: weakref.WeakKeyDictionary[sa.Engine, weakref.ref[Store]] = weakref.WeakKeyDictionary()
+#: connections `Store.adopt` tagged, for as long as each one lives
+_adopted: weakref.WeakKeyDictionary[sa.Connection, Store] = weakref.WeakKeyDictionary()
 
 
 def normalise_url(raw: str) -> URL:
@@ -57,57 +59,78 @@ class Store:
     ``begin()`` opens a write transaction (on SQLite: ``BEGIN IMMEDIATE`` behind an in-process
     lock, so writers queue instead of failing with "database is locked"); ``read()`` opens a
     read-only one. Engines take the caller's ``AsyncConnection`` so users' writes and ours share
-    one transaction.
+    one transaction; every connection the Store hands out knows it (`store_of`).
+
+    ``Store(engine=...)`` shares the application's own ``AsyncEngine`` and its pool: then every
+    connection of that engine (an ``AsyncSession``'s too) knows this Store. The application
+    keeps owning the engine (``close()`` does not dispose of it).
     """
 
     def __init__(
         self,
         url: str | None = None,
         *,
+        engine: AsyncEngine | None = None,
         clock: Clock | None = None,
         pool_size: int | None = None,
         max_overflow: int | None = None,
         echo: bool = False,
         engine_options: dict[str, Any] | None = None,
     ) -> None:
-        self.url = normalise_url(settings.database_url(url))
         self.clock: Clock = clock or system_clock
-        self.dialect: str = (
-            "postgresql" if self.url.drivername.startswith("postgresql") else "sqlite"
-        )
         self.tables = schema
-        options: dict[str, Any] = {"echo": echo}
-        if self.dialect == "postgresql":
-            # small by default: a fleet of processes shares PostgreSQL's max_connections
-            options.update(
-                pool_size=pool_size or settings.env_int("CONVERGENT_DB_POOL_SIZE", 5),
-                max_overflow=max_overflow
-                if max_overflow is not None
-                else settings.env_int("CONVERGENT_DB_MAX_OVERFLOW", 10),
-                pool_recycle=1800,
-            )
-        options.update(engine_options or {})
-        try:
-            self.engine: AsyncEngine = create_async_engine(self.url, **options)
-        except ImportError as exc:  # the driver is an extra
-            extra = "postgres" if self.dialect == "postgresql" else "sqlite"
-            raise MissingExtra(extra, f"a {self.dialect} database") from exc
-        if self.dialect == "sqlite":
-            _configure_sqlite(self.engine)
+        self._owns_engine = engine is None
+        if engine is None:
+            self.url = normalise_url(settings.database_url(url))
+            self.sql: Dialect = _dialect_for(self.url)
+            options: dict[str, Any] = {"echo": echo}
+            options.update(self.sql.engine_options(pool_size, max_overflow))
+            options.update(engine_options or {})
+            try:
+                engine = create_async_engine(self.url, **options)
+            except ImportError as exc:  # the driver is an extra
+                raise MissingExtra(self.sql.extra, f"a {self.sql.name} database") from exc
+        else:
+            self.url = _engine_url(engine, url, engine_options)
+            self.sql = _dialect_for(self.url)
+        self.engine: AsyncEngine = engine
+        self.sql.configure(self.engine)
+        _claim_engine(self)
         self.notifier = Notifier(self.engine)
         self._write_lock: asyncio.Lock | None = None
-
-    @property
-    def is_postgres(self) -> bool:
-        return self.dialect == "postgresql"
 
     def __repr__(self) -> str:
         return f"Store({self.url.render_as_string(hide_password=True)!r})"
 
+    async def adopt(self, conn: AsyncConnection | AsyncSession) -> AsyncConnection:
+        """Make the caller's own connection (or an ``AsyncSession``'s) known as this Store's,
+        so engines can join its transaction; returns the connection.
+
+        Needed only for a connection of another engine than the Store's: a session's connection
+        changes with each of its transactions, so adopt it in each."""
+        if isinstance(conn, AsyncSession):
+            conn = await conn.connection()
+        elif conn.sync_connection is None:
+            await conn.start()
+        if conn.dialect.name != self.sql.name:
+            raise ConfigurationError(
+                f"cannot adopt a {conn.dialect.name} connection into a {self.sql.name} Store"
+            )
+        assert conn.sync_connection is not None
+        _adopted[conn.sync_connection] = self
+        return conn
+
+    def writer_busy(self) -> bool:
+        """Would a write transaction of this process queue now? (Where writers do not queue
+        behind one writer, never.)"""
+        if not self.sql.single_writer:
+            return False
+        return self._write_lock is None or self._write_lock.locked()
+
     @contextlib.asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction; commits on success, rolls back on error."""
-        if self.dialect == "sqlite":
+        if self.sql.single_writer:
             if self._write_lock is None:
                 self._write_lock = asyncio.Lock()
             async with self._write_lock, self._transaction() as conn:
@@ -119,7 +142,7 @@ class Store:
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A read-only transaction (a snapshot; never blocks writers on SQLite WAL)."""
-        async with self._transaction(sqlite_begin="DEFERRED") as conn:
+        async with self._transaction(self.sql.read_options()) as conn:
             yield conn
 
     @contextlib.asynccontextmanager
@@ -132,9 +155,10 @@ class Store:
 
     @contextlib.asynccontextmanager
     async def statement(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
-        """For ONE statement, which is its own transaction: on PostgreSQL in autocommit mode (no
-        BEGIN and COMMIT round trips), on SQLite in ``begin()`` or ``read()``."""
-        if self.dialect == "sqlite":
+        """For statements that need no transaction around them: each commits on its own
+        (autocommit: no BEGIN and COMMIT round trips) where writers do not queue behind one
+        writer; else they share one ``begin()`` (or ``read()``) transaction."""
+        if self.sql.single_writer:
             async with self.begin() if write else self.read() as conn:
                 yield conn
             return
@@ -142,10 +166,12 @@ class Store:
             yield conn
 
     @contextlib.asynccontextmanager
-    async def _transaction(self, sqlite_begin: str = "IMMEDIATE") -> AsyncIterator[AsyncConnection]:
+    async def _transaction(
+        self, options: dict[str, Any] | None = None
+    ) -> AsyncIterator[AsyncConnection]:
         async with self._connection() as conn:
-            if sqlite_begin != "IMMEDIATE":
-                await conn.execution_options(**{_BEGIN_OPTION: sqlite_begin})
+            if options:
+                await conn.execution_options(**options)
             async with conn.begin():
                 yield conn
 
@@ -179,13 +205,17 @@ class Store:
     async def migrate(self) -> None:
         """Apply our Alembic migrations (safe to call from several processes at once)."""
         async with self.begin() as conn:
-            if self.is_postgres:  # one migrator at a time across processes
-                await conn.execute(sa.text("SELECT pg_advisory_xact_lock(7318020311)"))
+            lock = self.sql.migration_lock()
+            if lock is not None:  # one migrator at a time across processes
+                await conn.execute(lock)
             await conn.run_sync(_upgrade)
 
     async def close(self) -> None:
         await self.notifier.close()
-        await self.engine.dispose()
+        if _by_engine.get(self.engine.sync_engine, _dead)() is self:
+            del _by_engine[self.engine.sync_engine]
+        if self._owns_engine:
+            await self.engine.dispose()
 
     async def __aenter__(self) -> Store:
         return self
@@ -194,9 +224,62 @@ class Store:
         await self.close()
 
 
-def alembic_config(connection: sa.Connection | None = None) -> Any:
-    from alembic.config import Config
+def store_of(conn: AsyncConnection) -> Store:
+    """The `Store` a connection belongs to: its clock, notifier and statements (``.sql``).
 
+    Every connection a Store hands out knows it, as does every connection of an engine given as
+    ``Store(engine=...)`` and every connection passed to `Store.adopt`."""
+    sync = conn.sync_connection
+    if sync is not None:
+        adopted = _adopted.get(sync)
+        if adopted is not None:
+            return adopted
+    ref = _by_engine.get(conn.sync_engine)
+    store = ref() if ref is not None else None
+    if store is None:
+        raise ConfigurationError(
+            "this connection belongs to no convergent Store: call store.adopt(conn) "
+            "or create the Store with Store(engine=...)"
+        )
+    return store
+
+
+def _dead() -> None:
+    return None
+
+
+def _dialect_for(url: URL) -> Dialect:
+    return PostgresDialect() if url.get_backend_name() == "postgresql" else SQLiteDialect()
+
+
+def _engine_url(engine: AsyncEngine, url: str | None, options: dict[str, Any] | None) -> URL:
+    if not isinstance(engine, AsyncEngine):
+        raise ConfigurationError(
+            "Store(engine=...) takes an AsyncEngine: build it with "
+            "sqlalchemy.ext.asyncio.create_async_engine"
+        )
+    if url is not None or options:
+        raise ConfigurationError("give Store either a URL (and options) or an engine, not both")
+    raw = engine.url.render_as_string(hide_password=False)
+    if normalise_url(raw).drivername != engine.url.drivername:
+        raise ConfigurationError(
+            f"Store(engine=...) needs the sqlite+aiosqlite or postgresql+asyncpg driver, "
+            f"not {engine.url.drivername}"
+        )
+    return engine.url
+
+
+def _claim_engine(store: Store) -> None:
+    sync_engine = store.engine.sync_engine
+    other = _by_engine.get(sync_engine, _dead)()
+    if other is not None:
+        raise ConfigurationError(
+            f"this engine already serves {other!r}: share that Store (or close it first)"
+        )
+    _by_engine[sync_engine] = weakref.ref(store)
+
+
+def alembic_config(connection: sa.Connection | None = None) -> Any:
     cfg = Config()
     cfg.set_main_option("script_location", str(_MIGRATIONS))
     if connection is not None:
@@ -205,24 +288,4 @@ def alembic_config(connection: sa.Connection | None = None) -> Any:
 
 
 def _upgrade(connection: sa.Connection) -> None:
-    from alembic import command
-
     command.upgrade(alembic_config(connection), "head")
-
-
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    sync_engine = engine.sync_engine
-
-    @event.listens_for(sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # we issue BEGIN ourselves (below), so the driver must not
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        for pragma in _SQLITE_PRAGMAS:
-            cursor.execute(pragma)
-        cursor.close()
-
-    @event.listens_for(sync_engine, "begin")
-    def _on_begin(conn: sa.Connection) -> None:
-        mode = conn.get_execution_options().get(_BEGIN_OPTION, "IMMEDIATE")
-        conn.exec_driver_sql(f"BEGIN {mode}")

@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from convergent.store.engine import store_of
 from convergent.store.schema import inbox
 
 __all__ = ["purge_inbox", "record_once"]
@@ -20,8 +20,7 @@ __all__ = ["purge_inbox", "record_once"]
 async def record_once(conn: AsyncConnection, consumer: str, message_id: str, now: datetime) -> bool:
     """Record ``message_id`` for ``consumer``; False if it was already recorded (a duplicate)."""
     values = {"consumer": consumer, "message_id": message_id, "received_at": now}
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(inbox).values(**values).on_conflict_do_nothing()
+    stmt = store_of(conn).sql.insert(inbox).values(**values).on_conflict_do_nothing()
     result = await conn.execute(stmt)
     return bool(result.rowcount)
 

@@ -130,6 +130,14 @@ class Notifier:
         if conn.dialect.name == "postgresql":
             await conn.execute(sa.select(sa.func.pg_notify(channel, payload)))
 
+    async def notify_now(self, conn: AsyncConnection, channel: str, payload: str = "") -> None:
+        """Send ``channel``/``payload`` from an autocommit connection (no transaction to wait
+        for: the statement before it has committed)."""
+        if self._is_pg:
+            await conn.execute(sa.select(sa.func.pg_notify(channel, payload)))
+        else:
+            _fire_local(self._identity, channel, payload)
+
     @contextlib.asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:
         sub = Subscription(channel)

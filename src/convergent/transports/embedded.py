@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent.errors import TransportError
@@ -23,7 +22,6 @@ from convergent.messages import Message
 from convergent.outbox.leases import PartitionLeases, tokens_still_held
 from convergent.outbox.topics import TOPICS, Topic, partition_for
 from convergent.store import Store
-from convergent.store.claims import lock_row
 from convergent.store.schema import log_entries, log_heads, log_offsets
 from convergent.transports.base import Delivery, Subscription, SubscriptionOptions, Transport
 
@@ -31,10 +29,6 @@ __all__ = ["LOG_CHANNEL", "EmbeddedTransport"]
 
 LOG_CHANNEL = "convergent_log"
 _POLL = 1.0  # fallback poll when a wake-up is missed
-
-
-def _insert(conn: AsyncConnection) -> type[sqlite.Insert] | type[postgresql.Insert]:
-    return postgresql.Insert if conn.dialect.name == "postgresql" else sqlite.Insert
 
 
 class EmbeddedTransport(Transport):
@@ -65,13 +59,13 @@ class EmbeddedTransport(Transport):
         self, conn: AsyncConnection, topic: str, partition: int, batch: list[Message], now: datetime
     ) -> None:
         await conn.execute(
-            _insert(conn)(log_heads)
+            self.store.sql.insert(log_heads)
             .values(topic=topic, partition=partition, next_position=0)
             .on_conflict_do_nothing()
         )
         where = (log_heads.c.topic == topic) & (log_heads.c.partition == partition)
         head = await conn.scalar(
-            lock_row(sa.select(log_heads.c.next_position).where(where), conn.dialect.name)
+            self.store.sql.lock_row(sa.select(log_heads.c.next_position).where(where))
         )
         start = int(head or 0)
         rows = [
@@ -183,7 +177,7 @@ class EmbeddedSubscription(Subscription):
             if not held:
                 return []
             await conn.execute(
-                _insert(conn)(log_offsets).on_conflict_do_nothing(),
+                self.store.sql.insert(log_offsets).on_conflict_do_nothing(),
                 [
                     {
                         "consumer_group": self.group,

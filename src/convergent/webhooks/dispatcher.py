@@ -31,7 +31,6 @@ from convergent import faults
 from convergent.faults import fault_point
 from convergent.ids import uuid7
 from convergent.store import Store
-from convergent.store.claims import lock_for_claim, lock_row
 from convergent.store.schema import (
     dead_letters,
     webhook_attempts,
@@ -230,7 +229,7 @@ class Dispatcher:
         d, e, m = webhook_deliveries, webhook_endpoints, webhook_messages
         columns = (d.c.id, d.c.endpoint_id, d.c.message_id, d.c.attempts, e.c.url, e.c.secrets)
         stmt = self._due(*columns).order_by(d.c.next_attempt_at).limit(limit)
-        candidates = (await conn.execute(lock_for_claim(stmt, store.dialect, of=d))).all()
+        candidates = (await conn.execute(store.sql.lock_for_claim(stmt, of=d))).all()
         chosen, per_endpoint = [], Tally(self._in_flight)
         for row in candidates:
             if per_endpoint[row.endpoint_id] < cfg.per_endpoint_concurrency:
@@ -300,7 +299,7 @@ class Dispatcher:
         d, e = webhook_deliveries, webhook_endpoints
         ids = [job.delivery_id for job, _, _ in batch]
         still_there = sa.select(d.c.id).where(d.c.id.in_(ids))
-        present = set((await conn.execute(lock_row(still_there, self.store.dialect))).scalars())
+        present = set((await conn.execute(self.store.sql.lock_row(still_there))).scalars())
         batch = [item for item in batch if item[0].delivery_id in present]  # not deleted meanwhile
         if not batch:
             return []

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent.errors import NotFound
 from convergent.ids import uuid7
+from convergent.store import store_of
 from convergent.store.schema import webhook_endpoints
 from convergent.webhooks.safety import AllowList, check_destination
 from convergent.webhooks.signing import check_secret, new_secret
@@ -96,7 +97,6 @@ async def create_endpoint(
     conn: AsyncConnection,
     url: str,
     *,
-    now: datetime,
     event_types: Sequence[str] | None = None,
     description: str = "",
     allow: AllowList | None = None,
@@ -112,6 +112,7 @@ async def create_endpoint(
         check_secret(secret)  # refuse a malformed secret now, not at the first delivery
     secret = secret or new_secret()
     endpoint_id = uuid7()
+    now = store_of(conn).clock.now()
     await conn.execute(
         webhook_endpoints.insert().values(
             id=endpoint_id,
@@ -145,7 +146,6 @@ async def update_endpoint(
     conn: AsyncConnection,
     endpoint_id: uuid.UUID,
     *,
-    now: datetime,
     url: str | None = None,
     event_types: Sequence[str] | None = _UNSET,
     description: str | None = None,
@@ -153,7 +153,7 @@ async def update_endpoint(
     allow: AllowList | None = None,
 ) -> Endpoint:
     """Change what is given; enabling clears the failure streak and the reason."""
-    values: dict[str, Any] = {"updated_at": now}
+    values: dict[str, Any] = {"updated_at": store_of(conn).clock.now()}
     if url is not None:
         await check_destination(url, allow)
         values["url"] = url
@@ -183,9 +183,7 @@ async def delete_endpoint(conn: AsyncConnection, endpoint_id: uuid.UUID) -> None
         raise NotFound(f"no webhook endpoint {endpoint_id}")
 
 
-async def rotate_secret(
-    conn: AsyncConnection, endpoint_id: uuid.UUID, *, now: datetime, grace: timedelta
-) -> str:
+async def rotate_secret(conn: AsyncConnection, endpoint_id: uuid.UUID, *, grace: timedelta) -> str:
     """Start signing with a new secret; the old ones keep signing for ``grace``."""
     row = (
         await conn.execute(
@@ -194,6 +192,7 @@ async def rotate_secret(
     ).one_or_none()
     if row is None:
         raise NotFound(f"no webhook endpoint {endpoint_id}")
+    now = store_of(conn).clock.now()
     until = (now + grace).isoformat()
     kept = []
     for item in row.secrets:

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent.errors import NotFound
 from convergent.ids import uuid7
-from convergent.store import Store
+from convergent.store import store_of
 from convergent.store.schema import (
     webhook_attempts,
     webhook_deliveries,
@@ -42,7 +42,6 @@ async def enqueue(
     event_type: str,
     data: Any,
     *,
-    store: Store,
     message_id: uuid.UUID | None = None,
 ) -> uuid.UUID:
     """Record an event for every enabled endpoint that wants ``event_type``; returns its id.
@@ -50,6 +49,7 @@ async def enqueue(
     ``data`` should carry the resource's id, state and version so receivers can drop stale
     updates. Runs in the caller's transaction: it is sent only if that transaction commits.
     """
+    store = store_of(conn)
     now = store.clock.now()
     message_id = message_id or uuid7()
     payload = {"type": event_type, "timestamp": now.isoformat(), "data": data}
@@ -93,9 +93,7 @@ async def _add_deliveries(
     )
 
 
-async def resend(
-    conn: AsyncConnection, message_id: uuid.UUID, endpoint_id: uuid.UUID, *, store: Store
-) -> None:
+async def resend(conn: AsyncConnection, message_id: uuid.UUID, endpoint_id: uuid.UUID) -> None:
     """Send one message to one endpoint again, now (same ``webhook-id``)."""
     exists = await conn.execute(
         sa.select(webhook_messages.c.id).where(webhook_messages.c.id == message_id)
@@ -103,13 +101,12 @@ async def resend(
     if exists.one_or_none() is None:
         raise NotFound(f"no webhook message {message_id}")
     await _require_endpoint(conn, endpoint_id)
+    store = store_of(conn)
     await _add_deliveries(conn, [(message_id, endpoint_id)], store.clock.now())
     await store.notifier.notify(conn, CHANNEL)
 
 
-async def recover(
-    conn: AsyncConnection, endpoint_id: uuid.UUID, since: datetime, *, store: Store
-) -> int:
+async def recover(conn: AsyncConnection, endpoint_id: uuid.UUID, since: datetime) -> int:
     """Resend every message since ``since`` whose delivery to the endpoint failed; a count."""
     await _require_endpoint(conn, endpoint_id)
     d = webhook_deliveries
@@ -121,6 +118,7 @@ async def recover(
     )
     rows = await conn.execute(failed.except_(still_open))
     ids = sorted({r.message_id for r in rows})
+    store = store_of(conn)
     await _add_deliveries(conn, [(m, endpoint_id) for m in ids], store.clock.now())
     if ids:
         await store.notifier.notify(conn, CHANNEL)

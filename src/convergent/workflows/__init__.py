@@ -16,6 +16,7 @@ from convergent.workflows._api import (
     send,
     start,
     status,
+    submit,
 )
 from convergent.workflows._context import StepContext, WorkflowContext
 from convergent.workflows._registry import Step, Workflow, get_workflow, registered, step, workflow
@@ -42,5 +43,6 @@ __all__ = [
     "start",
     "status",
     "step",
+    "submit",
     "workflow",
 ]

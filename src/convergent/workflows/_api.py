@@ -1,13 +1,16 @@
-"""Starting, signalling, cancelling and reading runs, from a Store or in a caller's transaction."""
+"""Starting, signalling, cancelling and reading runs.
+
+`start`, `send` and `cancel` join the caller's transaction (they take its connection); `submit`,
+`status`, `list_runs`, `run_steps_of` and `result` own their transactions or wait (they take the
+Store). No function takes both.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,16 +18,16 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from convergent.clock import Clock, system_clock
 from convergent.errors import RunCancelled, RunFailed, RunNotFound
 from convergent.ids import uuid7
-from convergent.store import Store
+from convergent.store import Store, store_of
 from convergent.store.schema import run_events, run_steps, runs
 from convergent.workflows._batch import Batcher
 from convergent.workflows._committer import DONE_CHANNEL, Finished, add_done_waiter, local_active
 from convergent.workflows._context import to_json
 from convergent.workflows._registry import Workflow
-from convergent.workflows._statements import ACTIVE, FINAL, RUNS_CHANNEL, upsert
+from convergent.workflows._statements import ACTIVE, FINAL, RUNS_CHANNEL
+from convergent.workflows._worker import Worker, local_workers
 
 __all__ = [
     "RUNS_CHANNEL",
@@ -37,10 +40,8 @@ __all__ = [
     "send",
     "start",
     "status",
+    "submit",
 ]
-
-
-Target = Store | AsyncConnection
 
 
 @dataclass(frozen=True)
@@ -77,38 +78,15 @@ class StepInfo:
     updated_at: datetime
 
 
-@contextlib.asynccontextmanager
-async def _tx(target: Target) -> AsyncIterator[AsyncConnection]:
-    if isinstance(target, Store):
-        async with target.begin() as conn:
-            yield conn
-    else:
-        yield target
-
-
-def _clock(target: Target, clock: Clock | None) -> Clock:
-    if clock is not None:
-        return clock
-    return target.clock if isinstance(target, Store) else system_clock
-
-
-async def start(
-    target: Target,
+def _run_row(
     workflow: Workflow[Any, Any],
-    *args: Any,
-    key: str | None = None,
-    queue: str | None = None,
-    clock: Clock | None = None,
-) -> uuid.UUID:
-    """Record a run of ``workflow``; the same ``key`` always gives the same run.
-
-    Pass the caller's connection to start the run in the caller's transaction, so the run
-    exists exactly when the change that caused it does. Given a `Store`, concurrent starts
-    share one transaction.
-    """
-    now = _clock(target, clock).now()
+    args: tuple[Any, ...],
+    key: str | None,
+    queue: str | None,
+    now: datetime,
+) -> dict[str, Any]:
     run_id = uuid7()
-    row = {
+    return {
         "id": run_id,
         "workflow": workflow.name,
         "key": key or str(run_id),
@@ -121,16 +99,47 @@ async def start(
         "created_at": now,
         "updated_at": now,
     }
-    if isinstance(target, Store):
-        return await _batchers(target).start(row)
-    ids = await _insert_runs(target, [row])
-    await _notifier(target, target).notify(target, RUNS_CHANNEL)
+
+
+async def start(
+    conn: AsyncConnection,
+    workflow: Workflow[Any, Any],
+    *args: Any,
+    key: str | None = None,
+    queue: str | None = None,
+) -> uuid.UUID:
+    """Record a run of ``workflow`` in the caller's transaction, so the run exists exactly when
+    the change that caused it does; the same ``key`` always gives the same run.
+
+    The run is due at once by the clock of the connection's Store. Outside a transaction of
+    your own, `submit` is faster.
+    """
+    store = store_of(conn)
+    row = _run_row(workflow, args, key, queue, store.clock.now())
+    ids = await _insert_runs(conn, [row])
+    await store.notifier.notify(conn, RUNS_CHANNEL)
     return ids[0]
+
+
+async def submit(
+    store: Store,
+    workflow: Workflow[Any, Any],
+    *args: Any,
+    key: str | None = None,
+    queue: str | None = None,
+) -> uuid.UUID:
+    """Record a run of ``workflow`` in a transaction of its own; the same ``key`` always gives
+    the same run.
+
+    Concurrent submits share one round trip, and a worker of this process with a free slot
+    takes the run at insert time (no claim, no wake-up).
+    """
+    return await _batchers(store).start(_run_row(workflow, args, key, queue, store.clock.now()))
 
 
 async def _insert_runs(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[uuid.UUID]:
     """Insert runs (a duplicate key keeps the first run) and return each row's run id."""
-    ins = upsert(runs, conn.dialect.name)
+    ins = store_of(conn).sql.insert(runs)
     stmt = ins.on_conflict_do_nothing(index_elements=["workflow", "key"]).returning(
         runs.c.id, runs.c.workflow, runs.c.key
     )
@@ -155,8 +164,6 @@ class _StoreBatchers:
         self.status: Batcher[uuid.UUID, Any] = Batcher(self._status)
 
     async def _start(self, rows: list[dict[str, Any]]) -> list[uuid.UUID]:
-        from convergent.workflows._worker import Worker, local_workers
-
         # a worker of this process with a free slot takes the run at insert time: no claim
         workers = local_workers(self.store)
         taken: dict[uuid.UUID, Worker] = {}
@@ -174,8 +181,8 @@ class _StoreBatchers:
             else:
                 row.update(lease_owner=None, lease_until=None)
         try:
-            if self.store.is_postgres:
-                ids = await self._insert_runs_pg(rows, notify=len(taken) < len(rows))
+            if self.store.sql.one_statement_writes:
+                ids = await self._insert_runs_at_once(rows, notify=len(taken) < len(rows))
             else:
                 async with self.store.begin() as conn:
                     ids = await _insert_runs(conn, rows)
@@ -196,18 +203,19 @@ class _StoreBatchers:
                 holder.unreserve(row["queue"])
         return ids
 
-    async def _insert_runs_pg(self, rows: list[dict[str, Any]], notify: bool) -> list[uuid.UUID]:
-        """One autocommit statement for the whole batch (see _pg_batch)."""
-        from convergent.workflows._pg_batch import START_SQL, start_params
-
+    async def _insert_runs_at_once(
+        self, rows: list[dict[str, Any]], notify: bool
+    ) -> list[uuid.UUID]:
+        """One autocommit statement for the whole batch."""
+        stmt, params = self.store.sql.start_runs(rows)
         async with self.store.autocommit() as auto:
-            found = await auto.execute(START_SQL, start_params(rows))
+            found = await auto.execute(stmt, params)
             got = {(r.workflow, r.key): r.id for r in found.all()}
             if len(got) < len(rows):  # a concurrent start of the same key committed meanwhile
                 async with self.store.begin() as tx:
                     return await _insert_runs(tx, rows)
             if notify:
-                await auto.execute(sa.select(sa.func.pg_notify(RUNS_CHANNEL, "")))
+                await self.store.notifier.notify_now(auto, RUNS_CHANNEL)
         return [got[(r["workflow"], r["key"])] for r in rows]
 
     async def _status(self, ids: list[uuid.UUID]) -> list[Any]:
@@ -228,93 +236,81 @@ def _batchers(store: Store) -> _StoreBatchers:
 
 
 async def send(
-    target: Target,
+    conn: AsyncConnection,
     run_id: uuid.UUID,
     event: str,
     payload: Any = None,
     *,
     dedupe_key: str | None = None,
-    clock: Clock | None = None,
 ) -> bool:
-    """Deliver ``event`` to a run's `wait_for`; False if this ``dedupe_key`` already came."""
-    now = _clock(target, clock).now()
-    async with _tx(target) as conn:
-        ins = upsert(run_events, conn.dialect.name)
-        inserted = await conn.execute(
-            ins.values(
-                id=uuid7(),
-                run_id=run_id,
-                name=event,
-                dedupe_key=dedupe_key or str(uuid7()),
-                payload=payload,
-                created_at=now,
-            ).on_conflict_do_nothing(index_elements=["run_id", "name", "dedupe_key"])
-        )
-        if not inserted.rowcount:
-            return False
-        woke = await conn.execute(
-            sa.update(runs)
-            .where(runs.c.id == run_id, runs.c.status.in_(ACTIVE))
-            .values(next_at=now)
-        )
-        if (
-            not woke.rowcount
-            and await conn.scalar(sa.select(runs.c.id).where(runs.c.id == run_id)) is None
-        ):
-            raise RunNotFound(f"no run {run_id}")
-        await _notifier(target, conn).notify(conn, RUNS_CHANNEL)
+    """Deliver ``event`` to a run's `wait_for`, in the caller's transaction; False if this
+    ``dedupe_key`` already came."""
+    store = store_of(conn)
+    now = store.clock.now()
+    ins = store.sql.insert(run_events)
+    inserted = await conn.execute(
+        ins.values(
+            id=uuid7(),
+            run_id=run_id,
+            name=event,
+            dedupe_key=dedupe_key or str(uuid7()),
+            payload=payload,
+            created_at=now,
+        ).on_conflict_do_nothing(index_elements=["run_id", "name", "dedupe_key"])
+    )
+    if not inserted.rowcount:
+        return False
+    woke = await conn.execute(
+        sa.update(runs).where(runs.c.id == run_id, runs.c.status.in_(ACTIVE)).values(next_at=now)
+    )
+    if (
+        not woke.rowcount
+        and await conn.scalar(sa.select(runs.c.id).where(runs.c.id == run_id)) is None
+    ):
+        raise RunNotFound(f"no run {run_id}")
+    await store.notifier.notify(conn, RUNS_CHANNEL)
     return True
 
 
-async def cancel(target: Target, run_id: uuid.UUID, *, clock: Clock | None = None) -> None:
-    """Cancel a run: at once if it never started, else its saga compensates first."""
-    now = _clock(target, clock).now()
+async def cancel(conn: AsyncConnection, run_id: uuid.UUID) -> None:
+    """Cancel a run, in the caller's transaction: at once if it never started, else its saga
+    compensates first."""
+    store = store_of(conn)
+    now = store.clock.now()
     r = runs.c
-    async with _tx(target) as conn:
-        unstarted = await conn.execute(
-            sa.update(runs)
-            .where(r.id == run_id, r.status == "pending", r.lease_owner.is_(None))
-            .values(
-                status="cancelled",
-                next_at=None,
-                error="cancelled before it started",
-                updated_at=now,
-            )
+    unstarted = await conn.execute(
+        sa.update(runs)
+        .where(r.id == run_id, r.status == "pending", r.lease_owner.is_(None))
+        .values(
+            status="cancelled",
+            next_at=None,
+            error="cancelled before it started",
+            updated_at=now,
         )
-        if unstarted.rowcount:
-            await _notifier(target, conn).notify(conn, DONE_CHANNEL)
-            return
-        active = await conn.execute(
-            sa.update(runs)
-            .where(r.id == run_id, r.status.in_(ACTIVE))
-            .values(cancel_requested=True, next_at=now, updated_at=now)
-        )
-        if not active.rowcount and await conn.scalar(sa.select(r.id).where(r.id == run_id)) is None:
-            raise RunNotFound(f"no run {run_id}")
-        await _notifier(target, conn).notify(conn, RUNS_CHANNEL)
+    )
+    if unstarted.rowcount:
+        await store.notifier.notify(conn, DONE_CHANNEL)
+        return
+    active = await conn.execute(
+        sa.update(runs)
+        .where(r.id == run_id, r.status.in_(ACTIVE))
+        .values(cancel_requested=True, next_at=now, updated_at=now)
+    )
+    if not active.rowcount and await conn.scalar(sa.select(r.id).where(r.id == run_id)) is None:
+        raise RunNotFound(f"no run {run_id}")
+    await store.notifier.notify(conn, RUNS_CHANNEL)
 
 
-def _notifier(target: Target, conn: AsyncConnection) -> Any:
-    if isinstance(target, Store):
-        return target.notifier
-    from convergent.store.notify import Notifier
-
-    return Notifier(conn.engine)
-
-
-async def status(target: Target, run_id: uuid.UUID) -> RunInfo:
-    """The run as stored now."""
-    if isinstance(target, Store):
-        row = await _batchers(target).status(run_id)
-    else:
-        row = (await target.execute(sa.select(runs).where(runs.c.id == run_id))).first()
+async def status(store: Store, run_id: uuid.UUID) -> RunInfo:
+    """The run as stored now (concurrent calls share one read)."""
+    row = await _batchers(store).status(run_id)
     if row is None:
         raise RunNotFound(f"no run {run_id}")
     return _info(row)
 
 
 async def list_runs(
-    target: Target,
+    store: Store,
     *,
     status_in: list[str] | None = None,
     workflow: str | None = None,
@@ -325,14 +321,14 @@ async def list_runs(
         stmt = stmt.where(runs.c.status.in_(status_in))
     if workflow:
         stmt = stmt.where(runs.c.workflow == workflow)
-    async with _read(target) as conn:
+    async with store.read() as conn:
         return [_info(row) for row in (await conn.execute(stmt)).all()]
 
 
-async def run_steps_of(target: Target, run_id: uuid.UUID) -> list[StepInfo]:
+async def run_steps_of(store: Store, run_id: uuid.UUID) -> list[StepInfo]:
     """The checkpoints of a run, in order."""
     c = run_steps.c
-    async with _read(target) as conn:
+    async with store.read() as conn:
         rows = (
             await conn.execute(sa.select(run_steps).where(c.run_id == run_id).order_by(c.seq))
         ).all()
@@ -353,7 +349,7 @@ async def run_steps_of(target: Target, run_id: uuid.UUID) -> list[StepInfo]:
     ]
 
 
-async def result(target: Store, run_id: uuid.UUID, *, wait: float = 0.0, poll: float = 1.0) -> Any:
+async def result(store: Store, run_id: uuid.UUID, *, wait: float = 0.0, poll: float = 1.0) -> Any:
     """The run's result; waits up to ``wait`` seconds for it to finish.
 
     Raises `RunFailed` / `RunCancelled` if it ended without success, TimeoutError if still running.
@@ -376,9 +372,9 @@ async def result(target: Store, run_id: uuid.UUID, *, wait: float = 0.0, poll: f
         if done.done():
             f = done.result()
             return _outcome(run_id, f.status, f.result, f.error)
-        async with target.notifier.subscribe(DONE_CHANNEL) as sub:
+        async with store.notifier.subscribe(DONE_CHANNEL) as sub:
             # a run held by a worker of this process reports its end here; no read needed
-            info = None if run_id in local_active else await status(target, run_id)
+            info = None if run_id in local_active else await status(store, run_id)
             while info is None or not info.done:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -392,7 +388,7 @@ async def result(target: Store, run_id: uuid.UUID, *, wait: float = 0.0, poll: f
                     f = done.result()
                     return _outcome(run_id, f.status, f.result, f.error)
                 if run_id not in local_active:
-                    info = await status(target, run_id)
+                    info = await status(store, run_id)
             return _outcome(run_id, info.status, info.result, info.error)
     finally:
         remove()
@@ -404,15 +400,6 @@ def _outcome(run_id: uuid.UUID, state: str, value: Any, error: str | None) -> An
     if state == "cancelled":
         raise RunCancelled(f"run {run_id} was cancelled: {error}", run_id=str(run_id))
     raise RunFailed(f"run {run_id} failed: {error}", run_id=str(run_id))
-
-
-@contextlib.asynccontextmanager
-async def _read(target: Target) -> AsyncIterator[AsyncConnection]:
-    if isinstance(target, Store):
-        async with target.read() as conn:
-            yield conn
-    else:
-        yield target
 
 
 def _info(row: Any) -> RunInfo:

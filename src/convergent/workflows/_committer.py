@@ -94,10 +94,10 @@ class Committer:
     async def run(self) -> None:
         """Write batches until `close` is called (after draining what was queued).
 
-        On PostgreSQL a few batches are in flight at once (rows of different runs never
-        conflict, and each run waits for its own write); SQLite has one writer anyway.
+        Where the database takes parallel commits, a few batches are in flight at once (rows
+        of different runs never conflict, and each run waits for its own write).
         """
-        self._flushers = 3 if self.store.is_postgres else 1
+        self._flushers = self.store.sql.parallel_commits
         await asyncio.gather(*(self._flush_loop() for _ in range(self._flushers)))
 
     def _pass_close_on(self) -> None:
@@ -131,7 +131,8 @@ class Committer:
         self._queue.put_nowait(None)
 
     def use_single_statement(self, kinds: dict[int, str]) -> None:
-        """On PostgreSQL, write batches as one statement; ``kinds`` names each known statement."""
+        """Write batches as one statement (where the database can: ``one_statement_writes``);
+        ``kinds`` names each known statement."""
         self._kinds = kinds
 
     async def _commit(self, batch: list[_Write]) -> None:
@@ -158,15 +159,13 @@ class Committer:
         self._done(batch)
 
     async def _execute_single(self, batch: list[_Write]) -> None:
-        from convergent.workflows._pg_batch import BATCH_SQL, batch_params
-
         by_kind: dict[str, list[dict[str, Any]]] = {}
         for item in batch:
             by_kind.setdefault(self._kinds[id(item.statement)], []).append(item.params)
         notify = any(item.finished for item in batch)
-        params = batch_params(by_kind, notify, DONE_CHANNEL)
+        stmt, params = self.store.sql.write_checkpoints(by_kind, DONE_CHANNEL if notify else None)
         async with self.store.autocommit() as conn:
-            await conn.execute(BATCH_SQL, params)
+            await conn.execute(stmt, params)
 
     async def _execute(self, conn: AsyncConnection, batch: list[_Write]) -> None:
         groups: dict[int, tuple[Any, list[dict[str, Any]]]] = {}

@@ -31,7 +31,7 @@ from convergent.ids import uuid7
 from convergent.store import Store
 from convergent.store.schema import dead_letters, run_events, run_steps
 from convergent.workflows._committer import Committer
-from convergent.workflows._metrics import retried
+from convergent.workflows._metrics import dead_lettered, retried
 from convergent.workflows._statements import Statements
 
 if TYPE_CHECKING:
@@ -346,8 +346,6 @@ class RunContext:
                     created_at=now,
                 )
             )
-        from convergent.workflows._metrics import dead_lettered
-
         dead_lettered(self.workflow, step.name)
         log.error(
             "compensation %s of run %s dead-lettered after %d attempts: %s",

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from convergent.errors import UnknownWorkflow
 from convergent.retry import RetryPolicy
-
-if TYPE_CHECKING:
-    from convergent.workflows._context import StepContext, WorkflowContext
+from convergent.workflows._context import StepContext, WorkflowContext, current_run
 
 __all__ = ["Step", "Workflow", "get_workflow", "registered", "step", "workflow"]
 
@@ -54,8 +52,6 @@ class Step(Generic[P, T]):
         self.reconcile = reconcile
 
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
-        from convergent.workflows._context import current_run
-
         value: T = await current_run().run_step(self, args, kwargs)
         return value
 

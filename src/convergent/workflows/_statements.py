@@ -1,4 +1,4 @@
-"""The few write statements a worker sends, built once per dialect so a batch can reuse them."""
+"""The few write statements a worker sends, built once per database so a batch can reuse them."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
+from convergent.store import Dialect
 from convergent.store.schema import run_steps, runs
 
 __all__ = ["ACTIVE", "FINAL", "RUNS_CHANNEL", "Statements", "statements_for"]
@@ -15,11 +15,6 @@ __all__ = ["ACTIVE", "FINAL", "RUNS_CHANNEL", "Statements", "statements_for"]
 RUNS_CHANNEL = "convergent_runs"
 ACTIVE = ("pending", "running", "compensating")
 FINAL = ("completed", "failed", "cancelled")
-
-
-def upsert(table: sa.Table, dialect: str) -> Any:
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(table)
 
 
 @dataclass(frozen=True)
@@ -30,8 +25,8 @@ class Statements:
     set_status: sa.Update
 
 
-def statements_for(dialect: str) -> Statements:
-    ins = upsert(run_steps, dialect)
+def statements_for(sql: Dialect) -> Statements:
+    ins = sql.insert(run_steps)
     cols = ("kind", "name", "status", "idempotency_key", "attempts", "next_attempt_at")
     save_step = ins.on_conflict_do_update(
         index_elements=["run_id", "seq"],

@@ -24,7 +24,6 @@ from convergent.errors import RunCancelled, StoreUnavailable
 from convergent.faults import fault_point, register
 from convergent.ids import uuid7
 from convergent.store import Store
-from convergent.store.claims import lock_for_claim
 from convergent.store.schema import dead_letters, run_steps, runs
 from convergent.workflows._committer import Committer, Finished, local_active
 from convergent.workflows._context import (
@@ -90,8 +89,8 @@ class Worker:
         self.max_run_attempts = max_run_attempts
         self.id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid7().hex[-6:]}"
         self.committer = Committer(store)
-        self.statements = statements_for(store.dialect)
-        if store.is_postgres:
+        self.statements = statements_for(store.sql)
+        if store.sql.one_statement_writes:
             st = self.statements
             self.committer.use_single_statement(
                 {
@@ -223,7 +222,7 @@ class Worker:
             return []
         now = self.store.clock.now()
         r = runs.c
-        select = lock_for_claim(
+        select = self.store.sql.lock_for_claim(
             sa.select(r.id, r.workflow, r.args, r.cancel_requested)
             .where(
                 r.queue == queue,
@@ -233,8 +232,7 @@ class Worker:
                 r.next_at <= now,
             )
             .order_by(r.next_at)
-            .limit(limit),
-            self.store.dialect,
+            .limit(limit)
         )
         if self._tasks:  # a run we still execute (our lease lapsed meanwhile) is not new work
             select = select.where(r.id.not_in(list(self._tasks)))
@@ -410,11 +408,10 @@ class Worker:
         async with self.store.begin() as conn:
             rows = (
                 await conn.execute(
-                    lock_for_claim(
+                    self.store.sql.lock_for_claim(
                         sa.select(r.id, r.workflow, r.key, r.attempts, r.args).where(
                             r.status.in_(ACTIVE), r.lease_until < now
-                        ),
-                        self.store.dialect,
+                        )
                     )
                 )
             ).all()

@@ -44,7 +44,7 @@ async def resource(store: Store) -> ResourceTable:
     """The tickets table, fresh: SQLite databases are per test, PostgreSQL drops it between."""
     async with store.begin() as conn:
         await conn.run_sync(user_metadata.create_all)
-    return TICKETS.bind(store)
+    return TICKETS
 
 
 async def new_ticket(store: Store, resource: ResourceTable, **values: object) -> sa.Row[object]:

@@ -46,7 +46,7 @@ async def test_history_times_come_from_the_store_clock(database_url: str) -> Non
 
         async with store.begin() as conn:
             await conn.run_sync(user_metadata.create_all)
-        resource = TICKETS.bind(store)
+        resource = TICKETS
         ticket = await new_ticket(store, resource)
         clock.advance(60)
         async with store.begin() as conn:

@@ -90,20 +90,20 @@ async def test_many_tasks_racing_one_action_one_wins_the_rest_get_typed_errors(
 ) -> None:
     stores = [Store(database_url) for _ in range(2)]
     try:
-        ticket = await new_ticket(stores[0], resource.bind(stores[0]))
+        ticket = await new_ticket(stores[0], resource)
 
         async def attempt(i: int) -> str:
             store = stores[i % 2]
             try:
                 async with store.begin() as conn:
-                    await resource.bind(store).transition(conn, ticket.ticket_id, action)
+                    await resource.transition(conn, ticket.ticket_id, action)
             except (InvalidTransition, StaleVersion) as exc:
                 return type(exc).__name__
             return "won"
 
         outcomes = await asyncio.gather(*(attempt(i) for i in range(12)))
         async with stores[0].read() as conn:
-            history = await resource.bind(stores[0]).history(conn, ticket.ticket_id)
+            history = await resource.history(conn, ticket.ticket_id)
     finally:
         for s in stores:
             await s.close()
@@ -117,13 +117,13 @@ async def test_racing_writers_with_the_same_version_all_but_one_are_stale(
 ) -> None:
     stores = [Store(database_url) for _ in range(2)]
     try:
-        ticket = await new_ticket(stores[0], resource.bind(stores[0]))
+        ticket = await new_ticket(stores[0], resource)
 
         async def attempt(i: int) -> str:
             store = stores[i % 2]
             try:
                 async with store.begin() as conn:
-                    await resource.bind(store).update_fields(
+                    await resource.update_fields(
                         conn, ticket.ticket_id, {"title": f"w{i}"}, expected_version=1
                     )
             except StaleVersion:

@@ -17,7 +17,7 @@ from convergent_shop.db import create_shop_tables
 async def add_booking(store: Store, code: str, party_size: int) -> Any:
     async with store.begin() as conn:
         await create_shop_tables(conn)
-        row = await BOOKINGS.bind(store).create(
+        row = await BOOKINGS.create(
             conn,
             {
                 "client": "c",

@@ -21,7 +21,7 @@ SCRIPT = textwrap.dedent(
     async def main(url, ticket_id):
         store = Store(url)
         async with store.begin() as conn:
-            await TICKETS.bind(store).transition(conn, uuid.UUID(ticket_id), "start")
+            await TICKETS.transition(conn, uuid.UUID(ticket_id), "start")
         await store.close()
 
     asyncio.run(main(sys.argv[1], sys.argv[2]))
@@ -34,7 +34,7 @@ async def test_a_crash_before_commit_leaves_no_change_and_no_history(database_ur
     try:
         async with store.begin() as conn:
             await conn.run_sync(user_metadata.create_all)
-        resource = TICKETS.bind(store)
+        resource = TICKETS
         ticket = await new_ticket(store, resource)
         env = {**os.environ, "CONVERGENT_FAULTS": "resources.after_transition_before_commit"}
         process = await asyncio.create_subprocess_exec(

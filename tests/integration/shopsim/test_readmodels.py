@@ -26,7 +26,7 @@ async def change(store: Store, customer: str, version: int, *, delete: bool = Fa
     kind = "shop.customer.deleted" if delete else "shop.customer.updated"
     async with store.begin() as conn:
         data = None if delete else state
-        await emit(conn, customers_topic, customer, kind, data, now=store.clock.now())
+        await emit(conn, customers_topic, customer, kind, data)
 
 
 async def drain(relay: Relay, consumers: list[Consumer]) -> None:

@@ -58,7 +58,7 @@ def add_endpoint(wstore: Store) -> AddEndpoint:
     async def add(url: str, event_types: list[str] | None = None) -> tuple[uuid.UUID, str]:
         async with wstore.begin() as conn:
             endpoint, secret = await create_endpoint(
-                conn, url, now=wstore.clock.now(), event_types=event_types, allow=LOCAL
+                conn, url, event_types=event_types, allow=LOCAL
             )
         return endpoint.id, secret
 

@@ -32,7 +32,7 @@ ORDER = {"id": "o-1", "state": "paid", "version": 3}
 
 async def emit(store: Store, event_type: str = "order.paid", data: Any = ORDER) -> uuid.UUID:
     async with store.begin() as conn:
-        return await enqueue(conn, event_type, data, store=store)
+        return await enqueue(conn, event_type, data)
 
 
 async def delivery(store: Store) -> Any:
@@ -60,7 +60,7 @@ async def test_nothing_is_sent_when_the_enqueuing_transaction_rolls_back(
     await add_endpoint(receiver.url)
     try:
         async with wstore.begin() as conn:
-            await enqueue(conn, "order.paid", ORDER, store=wstore)
+            await enqueue(conn, "order.paid", ORDER)
             raise RuntimeError("the business write failed")
     except RuntimeError:
         pass
@@ -248,7 +248,7 @@ async def test_resend_delivers_the_same_message_again_with_its_id(
     message_id = await emit(wstore)
     await dispatcher.drain()
     async with wstore.begin() as conn:
-        await resend(conn, message_id, endpoint_id, store=wstore)
+        await resend(conn, message_id, endpoint_id)
     await dispatcher.drain()
     assert [r.headers["webhook-id"] for r in receiver.requests] == [str(message_id)] * 2
 
@@ -268,7 +268,7 @@ async def test_recover_resends_only_failed_deliveries_since_the_time(
     ok = await emit(wstore, data={"n": 3})
     await dispatcher.drain()
     async with wstore.begin() as conn:
-        assert await recover(conn, endpoint_id, since, store=wstore) == 1
+        assert await recover(conn, endpoint_id, since) == 1
     receiver.requests.clear()
     await dispatcher.drain()
     assert [r.headers["webhook-id"] for r in receiver.requests] == [str(failed)]
@@ -316,7 +316,7 @@ async def test_concurrent_dispatchers_send_each_delivery_once(
     await add_endpoint(receiver.url)
     async with wstore.begin() as conn:
         for n in range(30):
-            await enqueue(conn, "order.paid", {"n": n}, store=wstore)
+            await enqueue(conn, "order.paid", {"n": n})
     dispatchers = [Dispatcher(wstore, settings(batch_size=7)) for _ in range(3)]
     await asyncio.gather(*(d.drain() for d in dispatchers))
     ids = [r.headers["webhook-id"] for r in receiver.requests]

@@ -38,7 +38,7 @@ async def test_a_running_dispatcher_is_woken_by_the_commit(
     try:
         await asyncio.sleep(0.2)  # let it subscribe and go idle on an empty queue
         async with wstore.begin() as conn:
-            await enqueue(conn, "order.paid", {"id": "o-1"}, store=wstore)
+            await enqueue(conn, "order.paid", {"id": "o-1"})
         await until(lambda: len(receiver.requests) == 1, timeout=5)
     finally:
         stop.set()
@@ -58,7 +58,7 @@ async def test_a_slow_endpoint_does_not_hold_back_the_others(
         task = asyncio.create_task(dispatcher.run(stop))
         for n in range(5):
             async with wstore.begin() as conn:
-                await enqueue(conn, "order.paid", {"n": n}, store=wstore)
+                await enqueue(conn, "order.paid", {"n": n})
         await until(lambda: len(fast.requests) == 5, timeout=5)
         assert len(slow.requests) == 1  # still busy with its first callback
         stop.set()
@@ -77,12 +77,12 @@ async def test_after_rotation_both_secrets_sign_until_the_grace_ends(
 ) -> None:
     endpoint_id, old = await add_endpoint(receiver.url)
     async with wstore.begin() as conn:
-        new = await rotate_secret(conn, endpoint_id, now=clock.now(), grace=timedelta(hours=24))
-        await enqueue(conn, "order.paid", {"id": "o-1"}, store=wstore)
+        new = await rotate_secret(conn, endpoint_id, grace=timedelta(hours=24))
+        await enqueue(conn, "order.paid", {"id": "o-1"})
     await dispatcher.drain()
     clock.advance(hours=25)
     async with wstore.begin() as conn:
-        await enqueue(conn, "order.paid", {"id": "o-2"}, store=wstore)
+        await enqueue(conn, "order.paid", {"id": "o-2"})
     await dispatcher.drain()
     during, after = receiver.requests
     for secret in (old, new):
@@ -117,7 +117,7 @@ async def test_a_crash_after_sending_sends_again_with_the_same_webhook_id(
     await add_endpoint(receiver.url)
     clock.set(clock.now().__class__.now(clock.now().tzinfo))  # the child uses real time
     async with wstore.begin() as conn:
-        message_id = await enqueue(conn, "order.paid", {"id": "o-1"}, store=wstore)
+        message_id = await enqueue(conn, "order.paid", {"id": "o-1"})
     env = {**os.environ, "CONVERGENT_FAULTS": "webhooks.after_send_before_record"}
     child = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -145,7 +145,7 @@ async def test_deleting_an_endpoint_during_a_send_loses_nothing_else(
     doomed, _ = await add_endpoint(receiver.url)
     receiver.queue(Reply(delay=0.5))
     async with wstore.begin() as conn:
-        await enqueue(conn, "order.paid", {"id": "o-1"}, store=wstore)
+        await enqueue(conn, "order.paid", {"id": "o-1"})
     dispatcher = Dispatcher(wstore, settings())
     sending = asyncio.create_task(dispatcher.run_once())
     await asyncio.wait_for(receiver.received.wait(), 5)
@@ -154,7 +154,7 @@ async def test_deleting_an_endpoint_during_a_send_loses_nothing_else(
     assert await sending == 1
     kept, _ = await add_endpoint(receiver.url)
     async with wstore.begin() as conn:
-        await enqueue(conn, "order.paid", {"id": "o-2"}, store=wstore)
+        await enqueue(conn, "order.paid", {"id": "o-2"})
     assert await dispatcher.drain() == 1
     async with wstore.read() as conn:
         assert [a.outcome for a in await list_attempts(conn, kept)] == ["succeeded"]
@@ -179,7 +179,7 @@ async def test_a_burst_arrives_once_each_within_the_per_endpoint_limit_retries_i
         receivers[0].queue(*[Reply(status=500)] * 5)  # the first five fail once
         async with wstore.begin() as conn:
             for n in range(150):
-                await enqueue(conn, "order.paid", {"n": n}, store=wstore)
+                await enqueue(conn, "order.paid", {"n": n})
         dispatcher = Dispatcher(wstore, settings(per_endpoint_concurrency=4))
         stop = asyncio.Event()
         task = asyncio.create_task(dispatcher.run(stop))

@@ -41,7 +41,7 @@ async def test_recover_over_http_queues_the_failed_messages(
     created = (await http.post("/webhooks/endpoints", json={"url": receiver.url})).json()
     receiver.queue(Reply(500))
     async with wstore.begin() as conn:
-        message_id = await enqueue(conn, "order.paid", {"id": "o-1"}, store=wstore)
+        message_id = await enqueue(conn, "order.paid", {"id": "o-1"})
     await Dispatcher(wstore, settings(schedule=(0,))).drain()
     since = "2000-01-01T00:00:00Z"
     recovered = await http.post(

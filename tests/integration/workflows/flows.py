@@ -11,7 +11,6 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from convergent.errors import PermanentError
 from convergent.store import Store
@@ -44,10 +43,9 @@ def _provider() -> str:
 
 async def record_effect(ctx: StepContext, name: str) -> None:
     store = _store()
-    insert = postgresql.insert if store.is_postgres else sqlite.insert
     async with store.begin() as conn:
         await conn.execute(
-            insert(effects)
+            store.sql.insert(effects)
             .values(key=ctx.idempotency_key, run_id=str(ctx.run_id), step=name)
             .on_conflict_do_nothing(index_elements=["key"])
         )

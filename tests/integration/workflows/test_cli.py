@@ -8,14 +8,14 @@ from typer.testing import CliRunner
 from convergent.cli import app
 from convergent.cli.app import console
 from convergent.store import Store
-from convergent.workflows import start
+from convergent.workflows import submit
 from tests.integration.workflows.test_engine import twice
 
 
 @pytest.fixture
 async def run_id(sqlite_url: str) -> str:
     async with Store(sqlite_url) as store:
-        return str(await start(store, twice, 3, key="cli"))
+        return str(await submit(store, twice, 3, key="cli"))
 
 
 def test_runs_list_shows_the_run(

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from convergent.errors import RunFailed
 from convergent.store import Store
-from convergent.workflows import result, start, status
+from convergent.workflows import result, status, submit
 from tests.integration.workflows import flows
 from tests.integration.workflows.provider import Provider
 
@@ -67,7 +67,7 @@ async def crash_then_recover(
     database_url: str, provider: Provider, point: str, fail_ship: bool, log: Path
 ) -> tuple[Store, object]:
     store = Store(database_url)
-    run_id = await start(store, flows.order, "o-1", fail_ship, key="o-1")
+    run_id = await submit(store, flows.order, "o-1", fail_ship, key="o-1")
     crashing = spawn_worker(database_url, provider, log, faults=point)
     assert crashing.wait(timeout=60) == -signal.SIGKILL, (
         crashing.stderr.read() if crashing.stderr else ""

@@ -23,6 +23,7 @@ from convergent.workflows import (
     start,
     status,
     step,
+    submit,
     workflow,
 )
 from tests.integration.workflows.conftest import running, until
@@ -52,7 +53,7 @@ async def twice(ctx: WorkflowContext, x: int) -> int:
 
 
 async def test_a_run_returns_the_workflows_result(mstore: Store, clock: ManualClock) -> None:
-    run_id = await start(mstore, twice, 3)
+    run_id = await submit(mstore, twice, 3)
     async with running(mstore):
         await until(lambda: _has_step(mstore, run_id, 2))
         clock.advance(61)
@@ -60,8 +61,8 @@ async def test_a_run_returns_the_workflows_result(mstore: Store, clock: ManualCl
 
 
 async def test_the_same_key_gives_the_same_run(mstore: Store) -> None:
-    first = await start(mstore, twice, 1, key="order-1")
-    again = await start(mstore, twice, 99, key="order-1")
+    first = await submit(mstore, twice, 1, key="order-1")
+    again = await submit(mstore, twice, 99, key="order-1")
     assert first == again
     assert (await status(mstore, first)).status == "pending"
 
@@ -69,7 +70,7 @@ async def test_the_same_key_gives_the_same_run(mstore: Store) -> None:
 async def test_a_completed_step_is_not_run_again_after_a_restart(
     mstore: Store, clock: ManualClock
 ) -> None:
-    run_id = await start(mstore, twice, 3)
+    run_id = await submit(mstore, twice, 3)
     async with running(mstore):  # runs step 1, then sleeps durably
         await until(lambda: _has_step(mstore, run_id, 2))
     clock.advance(61)
@@ -81,7 +82,7 @@ async def test_a_completed_step_is_not_run_again_after_a_restart(
 async def test_the_sleep_survives_a_restart_and_waits_for_the_clock(
     mstore: Store, clock: ManualClock
 ) -> None:
-    run_id = await start(mstore, twice, 3)
+    run_id = await submit(mstore, twice, 3)
     async with running(mstore):
         await until(lambda: _has_step(mstore, run_id, 2))
     async with running(mstore):
@@ -95,7 +96,7 @@ async def test_the_sleep_survives_a_restart_and_waits_for_the_clock(
 async def test_idempotency_keys_are_stable_per_run_and_position(
     mstore: Store, clock: ManualClock
 ) -> None:
-    run_id = await start(mstore, twice, 3)
+    run_id = await submit(mstore, twice, 3)
     async with running(mstore):
         await until(lambda: _has_step(mstore, run_id, 2))
         clock.advance(61)
@@ -113,7 +114,7 @@ async def changed(ctx: WorkflowContext, x: int) -> int:
 async def test_a_replay_that_asks_for_other_steps_fails_with_non_determinism(
     mstore: Store,
 ) -> None:
-    run_id = await start(mstore, changed, 1)
+    run_id = await submit(mstore, changed, 1)
     async with mstore.begin() as conn:  # as if an older version recorded another step first
         await conn.execute(
             sa.insert(run_steps).values(
@@ -154,7 +155,7 @@ async def test_a_transient_failure_is_retried_at_the_persisted_time(
     mstore: Store, clock: ManualClock
 ) -> None:
     flaky_failures[:] = [TransientError("503"), TransientError("503")]
-    run_id = await start(mstore, uses_flaky)
+    run_id = await submit(mstore, uses_flaky)
     async with running(mstore):
         await until(lambda: _step_attempts(mstore, run_id, 1))
         [row] = await run_steps_of(mstore, run_id)
@@ -175,7 +176,7 @@ async def test_retry_after_from_the_server_sets_the_next_attempt(
     mstore: Store, clock: ManualClock
 ) -> None:
     flaky_failures[:] = [TransientError("429", retry_after=120)]
-    run_id = await start(mstore, uses_flaky)
+    run_id = await submit(mstore, uses_flaky)
     async with running(mstore):
         await until(lambda: _step_attempts(mstore, run_id, 1))
         [row] = await run_steps_of(mstore, run_id)
@@ -186,7 +187,7 @@ async def test_a_step_that_exhausts_its_attempts_fails_the_run(
     mstore: Store, no_backoff: None
 ) -> None:
     flaky_failures[:] = [TransientError("503")] * 4
-    run_id = await start(mstore, uses_flaky)
+    run_id = await submit(mstore, uses_flaky)
     async with running(mstore):
         with pytest.raises(RunFailed, match="flaky failed"):
             await result(mstore, run_id, wait=10)
@@ -197,7 +198,7 @@ async def test_a_permanent_error_is_not_retried(mstore: Store) -> None:
     from convergent.errors import PermanentError
 
     flaky_failures[:] = [PermanentError("card declined")]
-    run_id = await start(mstore, uses_flaky)
+    run_id = await submit(mstore, uses_flaky)
     async with running(mstore):
         with pytest.raises(RunFailed, match="card declined"):
             await result(mstore, run_id, wait=10)
@@ -226,7 +227,7 @@ async def pays(ctx: WorkflowContext, amount: int) -> int:
 
 
 async def test_an_unknown_outcome_is_reconciled_before_a_new_attempt(mstore: Store) -> None:
-    run_id = await start(mstore, pays, 7)
+    run_id = await submit(mstore, pays, 7)
     key = f"{run_id}:1:pay"
     remote[key] = 7  # the first attempt reached the provider, then its worker died
     async with mstore.begin() as conn:
@@ -248,7 +249,7 @@ async def test_an_unknown_outcome_is_reconciled_before_a_new_attempt(mstore: Sto
 
 
 async def test_a_reconcile_that_finds_nothing_lets_the_step_run(mstore: Store) -> None:
-    run_id = await start(mstore, pays, 5)
+    run_id = await submit(mstore, pays, 5)
     async with mstore.begin() as conn:
         await conn.execute(
             sa.insert(run_steps).values(
@@ -270,7 +271,7 @@ async def test_a_reconcile_that_finds_nothing_lets_the_step_run(mstore: Store) -
 async def test_start_inside_the_callers_transaction_rolls_back_with_it(mstore: Store) -> None:
     with pytest.raises(RuntimeError):
         async with mstore.begin() as conn:
-            await start(conn, twice, 1, key="lost", clock=mstore.clock)
+            await start(conn, twice, 1, key="lost")
             raise RuntimeError("the caller's change failed")
     async with mstore.read() as conn:
         assert await conn.scalar(sa.select(sa.func.count()).select_from(runs)) == 0
@@ -285,7 +286,7 @@ async def _step_attempts(store: Store, run_id: uuid.UUID, attempts: int) -> bool
 
 
 async def test_concurrent_starts_with_one_key_make_one_run(mstore: Store) -> None:
-    ids = await asyncio.gather(*(start(mstore, twice, i, key="same") for i in range(5)))
+    ids = await asyncio.gather(*(submit(mstore, twice, i, key="same") for i in range(5)))
     assert len(set(ids)) == 1
     async with mstore.read() as conn:
         assert await conn.scalar(sa.select(sa.func.count()).select_from(runs)) == 1
@@ -295,7 +296,7 @@ async def test_a_local_worker_runs_a_run_started_many_times_with_one_key_once(
     mstore: Store, clock: ManualClock
 ) -> None:
     async with running(mstore):
-        ids = await asyncio.gather(*(start(mstore, twice, 3, key="k") for _ in range(5)))
+        ids = await asyncio.gather(*(submit(mstore, twice, 3, key="k") for _ in range(5)))
         assert len(set(ids)) == 1
         await until(lambda: _has_step(mstore, ids[0], 2))
         clock.advance(61)
@@ -310,6 +311,6 @@ async def nap(ctx: WorkflowContext) -> str:
 
 
 async def test_a_worker_wakes_for_its_own_timer_without_waiting_for_a_poll(store: Store) -> None:
-    run_id = await start(store, nap)
+    run_id = await submit(store, nap)
     async with running(store, poll_interval=30):
         assert await result(store, run_id, wait=5) == "awake"

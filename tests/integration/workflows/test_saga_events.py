@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -20,15 +21,27 @@ from convergent.workflows import (
     cancel,
     result,
     send,
-    start,
     status,
     step,
+    submit,
     workflow,
 )
 from tests.integration.workflows.conftest import running, until
 
 log: list[str] = []
 broken_undo = {"on": False}
+
+
+async def send_to(
+    store: Store, run_id: uuid.UUID, event: str, payload: Any, dedupe_key: str
+) -> bool:
+    async with store.begin() as conn:
+        return await send(conn, run_id, event, payload, dedupe_key=dedupe_key)
+
+
+async def cancel_in(store: Store, run_id: uuid.UUID) -> None:
+    async with store.begin() as conn:
+        await cancel(conn, run_id)
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +74,7 @@ async def three(ctx: WorkflowContext, third: str) -> str:
 
 
 async def test_a_failing_third_step_compensates_two_then_one(mstore: Store) -> None:
-    run_id = await start(mstore, three, "fail")
+    run_id = await submit(mstore, three, "fail")
     async with running(mstore):
         with pytest.raises(RunFailed, match="step 3 refused"):
             await result(mstore, run_id, wait=10)
@@ -70,7 +83,7 @@ async def test_a_failing_third_step_compensates_two_then_one(mstore: Store) -> N
 
 
 async def test_a_saga_that_succeeds_compensates_nothing(mstore: Store) -> None:
-    run_id = await start(mstore, three, "3")
+    run_id = await submit(mstore, three, "3")
     async with running(mstore):
         assert await result(mstore, run_id, wait=10) == "3"
     assert log == ["do 1", "do 2", "do 3"]
@@ -81,7 +94,7 @@ async def test_a_compensation_that_keeps_failing_is_dead_lettered_and_the_rest_s
 ) -> None:
     broken_undo["on"] = True
     alerts_before = _dead_letter_alerts()
-    run_id = await start(mstore, three, "fail")
+    run_id = await submit(mstore, three, "fail")
     async with running(mstore):
         with pytest.raises(RunFailed):
             await result(mstore, run_id, wait=10)
@@ -117,20 +130,20 @@ async def collect_fills(ctx: WorkflowContext, wanted: int) -> list[int]:
 
 
 async def test_events_wake_a_waiting_run_and_a_duplicate_fill_is_dropped(mstore: Store) -> None:
-    run_id = await start(mstore, collect_fills, 10)
+    run_id = await submit(mstore, collect_fills, 10)
     async with running(mstore):
-        assert await send(mstore, run_id, "fill", {"qty": 4}, dedupe_key="fill-1")  # by push
-        assert not await send(mstore, run_id, "fill", {"qty": 4}, dedupe_key="fill-1")  # poll
-        assert await send(mstore, run_id, "fill", {"qty": 6}, dedupe_key="fill-2")
+        assert await send_to(mstore, run_id, "fill", {"qty": 4}, dedupe_key="fill-1")  # by push
+        assert not await send_to(mstore, run_id, "fill", {"qty": 4}, dedupe_key="fill-1")  # poll
+        assert await send_to(mstore, run_id, "fill", {"qty": 6}, dedupe_key="fill-2")
         assert await result(mstore, run_id, wait=10) == [4, 6]
 
 
 async def test_waiting_for_an_event_times_out_on_the_clock(
     mstore: Store, clock: ManualClock
 ) -> None:
-    run_id = await start(mstore, collect_fills, 10)
+    run_id = await submit(mstore, collect_fills, 10)
     async with running(mstore):
-        await send(mstore, run_id, "fill", {"qty": 1}, dedupe_key="a")
+        await send_to(mstore, run_id, "fill", {"qty": 1}, dedupe_key="a")
         await until(lambda: _is_waiting(mstore, run_id))
         clock.advance(3601)
         assert await result(mstore, run_id, wait=10) == [1]
@@ -145,10 +158,10 @@ async def slow_saga(ctx: WorkflowContext) -> str:
 
 
 async def test_cancelling_a_running_saga_compensates_and_ends_cancelled(mstore: Store) -> None:
-    run_id = await start(mstore, slow_saga)
+    run_id = await submit(mstore, slow_saga)
     async with running(mstore):
         await until(lambda: _is_waiting(mstore, run_id))
-        await cancel(mstore, run_id)
+        await cancel_in(mstore, run_id)
         with pytest.raises(RunCancelled):
             await result(mstore, run_id, wait=10)
     assert log == ["do 1", "undo 1"]
@@ -156,8 +169,8 @@ async def test_cancelling_a_running_saga_compensates_and_ends_cancelled(mstore: 
 
 
 async def test_cancelling_a_run_that_never_started_ends_it_at_once(mstore: Store) -> None:
-    run_id = await start(mstore, slow_saga)
-    await cancel(mstore, run_id)
+    run_id = await submit(mstore, slow_saga)
+    await cancel_in(mstore, run_id)
     assert (await status(mstore, run_id)).status == "cancelled"
     async with running(mstore):
         with pytest.raises(RunCancelled):

@@ -12,7 +12,16 @@ from convergent.clock import ManualClock
 from convergent.errors import RunFailed
 from convergent.store import Store
 from convergent.store.schema import dead_letters, run_steps, runs
-from convergent.workflows import StepContext, WorkflowContext, result, start, status, step, workflow
+from convergent.workflows import (
+    StepContext,
+    WorkflowContext,
+    result,
+    start,
+    status,
+    step,
+    submit,
+    workflow,
+)
 from tests.integration.workflows.conftest import running, until
 
 ran: list[str] = []
@@ -41,7 +50,7 @@ async def pair(ctx: WorkflowContext) -> list[str]:
 async def test_a_run_whose_worker_vanished_is_taken_over_when_its_lease_expires(
     mstore: Store, clock: ManualClock
 ) -> None:
-    run_id = await start(mstore, pair)
+    run_id = await submit(mstore, pair)
     now = clock.now()
     async with mstore.begin() as conn:  # worker "dead" claimed it and checkpointed step a
         await conn.execute(
@@ -75,7 +84,7 @@ async def test_a_run_whose_worker_vanished_is_taken_over_when_its_lease_expires(
 async def test_a_run_that_keeps_killing_its_workers_is_dead_lettered(
     mstore: Store, clock: ManualClock
 ) -> None:
-    run_id = await start(mstore, pair)
+    run_id = await submit(mstore, pair)
     async with mstore.begin() as conn:
         await conn.execute(
             sa.update(runs)
@@ -109,7 +118,7 @@ async def held(ctx: WorkflowContext, name: str) -> str:
 
 
 async def test_a_queue_limit_caps_the_runs_held_at_once(mstore: Store) -> None:
-    ids = [await start(mstore, held, str(i)) for i in range(3)]
+    ids = [await submit(mstore, held, str(i)) for i in range(3)]
     async with running(mstore, queues={"slow": 1}, concurrency=10):
         for i, run_id in enumerate(ids):
             await until(lambda i=i: _true(str(i) in gate))
@@ -119,7 +128,7 @@ async def test_a_queue_limit_caps_the_runs_held_at_once(mstore: Store) -> None:
 
 
 async def test_stopping_a_worker_releases_its_leases_for_others(mstore: Store) -> None:
-    run_id = await start(mstore, held, "x")
+    run_id = await submit(mstore, held, "x")
     async with running(mstore, queues=["slow"]):
         await until(lambda: _true("x" in gate))
     info = await status(mstore, run_id)
@@ -137,7 +146,7 @@ async def _true(value: bool) -> bool:
 async def test_two_workers_when_the_holders_lease_expires_the_other_takes_over(
     mstore: Store, clock: ManualClock
 ) -> None:
-    run_id = await start(mstore, held, "y")
+    run_id = await submit(mstore, held, "y")
     async with running(mstore, queues=["slow"], lease_seconds=30) as first:
         await until(lambda: _true(inside["now"] == 1))  # the first worker is stuck in the step
         assert (await status(mstore, run_id)).lease_owner == first.id
@@ -191,7 +200,7 @@ async def test_a_worker_loop_restarted_after_a_crash_still_commits_its_checkpoin
         stop = asyncio.Event()
         task = asyncio.create_task(worker.run(stop))
         try:
-            run_id = await start(mstore, pair)
+            run_id = await submit(mstore, pair)
             assert await result(mstore, run_id, wait=10) == ["a", "b"]
         finally:
             stop.set()
@@ -204,7 +213,7 @@ async def test_a_worker_keeps_running_work_after_its_connections_are_killed(
 ) -> None:
     """Every server connection dies (as in a PostgreSQL restart); due runs are still claimed."""
     async with Store(pg_url) as store, running(store, poll_interval=0.2) as worker:
-        before = await start(store, pair)
+        before = await submit(store, pair)
         assert await result(store, before, wait=10) == ["a", "b"]
         async with Store(pg_url) as admin, admin.begin() as conn:
             killed = await conn.scalar(
@@ -225,10 +234,10 @@ async def _start_retrying(store: Store) -> object:
     key = f"after-kill-{len(ran)}-{asyncio.get_running_loop().time()}"
     for _ in range(5):
         try:
-            return await start(store, pair, key=key)
+            return await submit(store, pair, key=key)
         except Exception:
             await asyncio.sleep(0.1)
-    return await start(store, pair, key=key)
+    return await submit(store, pair, key=key)
 
 
 @step

@@ -12,7 +12,7 @@ def test_the_public_api_is_exactly_these_names() -> None:
     assert sorted(wf.__all__) == [
         "RUNS_CHANNEL", "RunInfo", "Saga", "Step", "StepContext", "StepInfo", "Worker",
         "Workflow", "WorkflowContext", "cancel", "get_workflow", "list_runs", "registered",
-        "result", "run_steps_of", "send", "start", "status", "step", "workflow",
+        "result", "run_steps_of", "send", "start", "status", "step", "submit", "workflow",
     ]  # fmt: skip
 
 

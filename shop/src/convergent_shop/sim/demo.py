@@ -146,7 +146,6 @@ async def subscribe_receiver(store: Store, url: str, secret: str | None = None) 
         _, secret = await create_endpoint(
             conn,
             url,
-            now=store.clock.now(),
             description="sample receiver",
             secret=secret,
             allow=loopback,

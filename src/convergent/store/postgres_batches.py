@@ -1,8 +1,14 @@
-"""PostgreSQL: a whole batch of checkpoints in ONE statement (one round trip, atomic).
+"""PostgreSQL: batches of writes as ONE statement each (one round trip, atomic).
 
-Data-modifying CTEs apply every kind of write at once from JSON arrays; the statement commits
-on its own (autocommit), so a batch costs one round trip instead of BEGIN, one per kind,
-NOTIFY and COMMIT. Rows of different runs never meet, so the CTEs cannot conflict.
+Data-modifying CTEs apply every kind of write at once from JSON arrays or bound arrays; each
+statement commits on its own (autocommit), so a batch costs one round trip instead of BEGIN, one
+per kind, NOTIFY and COMMIT.
+
+- `BATCH_SQL`: a worker's checkpoints; rows of different runs never meet, so the CTEs cannot
+  conflict.
+- `START_SQL`: a batch of new runs, answering each (workflow, key) with its run id.
+- `DELETE_UNDER_LEASES`: the relay's settle when nothing failed.
+- `transition_statement`: a resource transition, its history row and its wake-up.
 """
 
 from __future__ import annotations
@@ -14,7 +20,17 @@ from typing import Any
 
 import sqlalchemy as sa
 
-__all__ = ["BATCH_SQL", "START_SQL", "batch_params", "start_params"]
+from convergent.store.schema import resource_history
+from convergent.store.types import JSONType, UTCDateTime
+
+__all__ = [
+    "BATCH_SQL",
+    "DELETE_UNDER_LEASES",
+    "START_SQL",
+    "batch_params",
+    "start_params",
+    "transition_statement",
+]
 
 
 def _rows(name: str) -> str:
@@ -70,10 +86,10 @@ def _default(value: Any) -> Any:
 
 
 def batch_params(
-    by_kind: dict[str, list[dict[str, Any]]], notify: bool, channel: str
+    by_kind: dict[str, list[dict[str, Any]]], notify_channel: str | None
 ) -> dict[str, Any]:
     """Bind values for `BATCH_SQL` from the writes of one batch, grouped by kind."""
-    out: dict[str, Any] = {"notify": notify, "channel": channel}
+    out: dict[str, Any] = {"notify": notify_channel is not None, "channel": notify_channel or ""}
     for kind in ("steps", "finish", "suspend", "status"):
         rows = by_kind.get(kind, [])
         out[kind] = json.dumps([_strip(kind, r) for r in rows], default=_default)
@@ -123,3 +139,80 @@ def start_params(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "created_at",
     )
     return {"runs": json.dumps([{k: r.get(k) for k in keep} for r in rows], default=_default)}
+
+
+# lock the leases still ours and delete the acked rows of their partitions, in one statement
+DELETE_UNDER_LEASES = sa.text(
+    """
+    WITH mine AS (
+        SELECT h.part
+        FROM convergent_leases AS l
+        JOIN unnest(CAST(:names AS text[]), CAST(:tokens AS text[]), CAST(:parts AS int[]))
+            AS h(name, token, part) ON l.name = h.name AND l.token = h.token
+        WHERE l.holder = :holder
+        FOR UPDATE OF l
+    ), gone AS (
+        DELETE FROM convergent_outbox
+        WHERE id = ANY(CAST(:ids AS uuid[])) AND partition IN (SELECT part FROM mine)
+    )
+    SELECT part FROM mine
+    """
+)
+
+
+def transition_statement(
+    update: sa.Update,
+    table: sa.Table,
+    *,
+    id_column: str,
+    state_column: str,
+    version_column: str,
+    channel: str | None,
+) -> sa.Select[Any]:
+    """``update`` plus its history row (and a NOTIFY on ``channel``); selects the new row.
+
+    The history values are bound parameters (`history_params`), so one statement object serves
+    every call and SQLAlchemy compiles it once.
+    """
+    moved = update.returning(*table.c).cte("moved")
+    moved_id = sa.cast(moved.c[id_column], sa.String)
+    h = resource_history.c
+    recorded = (
+        resource_history.insert()
+        .from_select(
+            [
+                h.id,
+                h.resource_type,
+                h.resource_id,
+                h.action,
+                h.from_state,
+                h.to_state,
+                h.version,
+                h.at,
+                h.actor,
+                h.cause,
+                h.meta,
+            ],
+            sa.select(
+                sa.bindparam("h_id", type_=sa.Uuid()),
+                sa.bindparam("h_type", type_=sa.String()),
+                moved_id,
+                sa.bindparam("h_action", type_=sa.String()),
+                sa.bindparam("h_from", type_=sa.String()),
+                moved.c[state_column],
+                moved.c[version_column],
+                sa.bindparam("h_at", type_=UTCDateTime()),
+                sa.bindparam("h_actor", type_=sa.String()),
+                sa.bindparam("h_cause", type_=sa.String()),
+                sa.bindparam("h_meta", type_=JSONType),
+            ).select_from(moved),
+        )
+        .cte("recorded")
+    )
+    stmt = sa.select(*(moved.c[c.name] for c in table.c)).add_cte(recorded)
+    if channel is None:
+        return stmt.select_from(moved)
+    payload = sa.bindparam("h_type_prefix", type_=sa.String()) + moved_id
+    notified = sa.select(sa.func.pg_notify(channel, payload).label("sent")).select_from(moved)
+    note = notified.cte("notified")
+    return stmt.select_from(moved.join(note, sa.true()))
