@@ -26,6 +26,7 @@ lint: $(VENV)
 	$(RUN) ruff check src shop tests bench
 	$(RUN) ruff format --check src shop tests bench
 	$(RUN) mypy
+	$(RUN) lint-imports
 
 format: $(VENV)
 	$(RUN) ruff check --fix src shop tests bench

@@ -10,13 +10,15 @@ from rich.table import Table
 
 from convergent.cli.app import DatabaseUrl, app, console, run_async
 from convergent.cli.relay import Imports, import_modules
+from convergent.outbox import dlq
+from convergent.outbox.dlq import get_dead_letter, list_dead_letters
+from convergent.store import Store
 
 dlq_app = typer.Typer(help="Dead letters: messages, runs and deliveries that gave up.")
 app.add_typer(dlq_app, name="dlq")
 
 
 async def _with_store(database_url: str | None, fn: Any) -> Any:
-    from convergent.store import Store
 
     store = Store(database_url)
     try:
@@ -33,7 +35,6 @@ def list_(
     limit: int = 100,
 ) -> None:
     """List dead letters, oldest first."""
-    from convergent.outbox.dlq import list_dead_letters
 
     async def go(store: Any) -> list[Any]:
         async with store.read() as conn:
@@ -51,7 +52,6 @@ def list_(
 @dlq_app.command()
 def show(dead_letter_id: str, database_url: DatabaseUrl = None) -> None:
     """Print one dead letter as JSON."""
-    from convergent.outbox.dlq import get_dead_letter
 
     async def go(store: Any) -> Any:
         async with store.read() as conn:
@@ -68,7 +68,6 @@ def show(dead_letter_id: str, database_url: DatabaseUrl = None) -> None:
 @dlq_app.command()
 def retry(dead_letter_id: str, database_url: DatabaseUrl = None, imports: Imports = None) -> None:
     """Hand a dead letter back to its source (republish, re-run...)."""
-    from convergent.outbox import dlq
 
     import_modules(imports)
     row = run_async(_with_store(database_url, lambda s: dlq.retry(s, dead_letter_id)))
@@ -78,7 +77,6 @@ def retry(dead_letter_id: str, database_url: DatabaseUrl = None, imports: Import
 @dlq_app.command()
 def discard(dead_letter_id: str, database_url: DatabaseUrl = None) -> None:
     """Mark a dead letter as handled without retrying it."""
-    from convergent.outbox import dlq
 
     row = run_async(_with_store(database_url, lambda s: dlq.discard(s, dead_letter_id)))
     console.print(f"discarded {row.id}")

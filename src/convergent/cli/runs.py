@@ -11,6 +11,7 @@ from rich.table import Table
 
 from convergent.cli.app import DatabaseUrl, app, console, fail, run_async
 from convergent.store import Store
+from convergent.workflows import list_runs, run_steps_of, status
 
 __all__ = ["runs_app"]
 
@@ -33,7 +34,6 @@ def list_command(
     limit: Annotated[int, typer.Option(help="most recent first, at most this many")] = 50,
 ) -> None:
     """List recent runs."""
-    from convergent.workflows import list_runs
 
     async def go() -> list[Any]:
         async with Store(database_url) as store:
@@ -56,7 +56,6 @@ def list_command(
 @runs_app.command("show")
 def show_command(run_id: str, database_url: DatabaseUrl = None) -> None:
     """Show one run: its steps, attempts, errors and timeline."""
-    from convergent.workflows import run_steps_of, status
 
     try:
         parsed = uuid.UUID(run_id)

@@ -9,6 +9,7 @@ import typer
 
 from convergent.cli.app import app, console
 from convergent.cli.relay import Imports, import_modules
+from convergent.topics import TOPICS
 
 
 @app.command()
@@ -17,7 +18,6 @@ def topics(
     schema: Annotated[bool, typer.Option(help="print each topic's JSON Schema")] = False,
 ) -> None:
     """List declared topics (import the modules that declare them with --import)."""
-    from convergent.outbox.topics import TOPICS
 
     import_modules(imports)
     if schema:

@@ -13,6 +13,7 @@ from typing import Any
 from convergent.errors import MissingExtra
 
 try:
+    from starlette.exceptions import HTTPException
     from starlette.requests import Request
 except ImportError as exc:
     raise MissingExtra("fastapi", "convergent.http") from exc
@@ -134,7 +135,6 @@ def install_problem_handlers(app: Any) -> None:
     Covers ``Problem``, convergent's own errors, HTTP errors raised by the framework and FastAPI's
     request validation errors (with the offending fields listed under ``errors``).
     """
-    from starlette.exceptions import HTTPException
 
     async def on_problem(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, Problem)
@@ -154,9 +154,9 @@ def install_problem_handlers(app: Any) -> None:
     app.add_exception_handler(Problem, on_problem)
     app.add_exception_handler(errors.ConvergentError, on_convergent)
     app.add_exception_handler(HTTPException, on_http)
-    try:
+    try:  # FastAPI is optional here: a plain Starlette app has no request validation errors
         from fastapi.exceptions import RequestValidationError
-    except ImportError:  # plain Starlette app
+    except ImportError:
         return
 
     async def on_validation(request: Request, exc: Exception) -> Response:

@@ -6,7 +6,7 @@ from convergent.outbox.consumer import Consumer, consumer
 from convergent.outbox.emit import emit
 from convergent.outbox.readmodels import apply_entity
 from convergent.outbox.relay import Relay
-from convergent.outbox.topics import Topic, TopicKind, declare_topic
+from convergent.topics import Topic, TopicKind, declare_topic
 
 __all__ = [
     "Consumer",

@@ -21,11 +21,11 @@ from convergent.errors import StoreUnavailable
 from convergent.faults import fault_point, register
 from convergent.ids import uuid7
 from convergent.messages import Message
-from convergent.outbox.topics import Topic, get_topic
 from convergent.retry import RetryPolicy
 from convergent.store import Store
 from convergent.store.inbox import record_once
 from convergent.store.schema import dead_letters
+from convergent.topics import Topic, get_topic
 from convergent.transports.base import Delivery, Subscription, SubscriptionOptions, Transport
 
 __all__ = ["CONSUMERS", "Consumer", "ConsumerSpec", "Handler", "consumer"]

@@ -11,9 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from convergent.faults import fault_point, register
 from convergent.ids import uuid7
 from convergent.messages import Message
-from convergent.outbox.topics import Topic, get_topic, partition_for
 from convergent.store import store_of
 from convergent.store.schema import outbox
+from convergent.topics import Topic, get_topic, partition_for
 
 __all__ = ["OUTBOX_CHANNEL", "RELAY_PARTITIONS", "emit", "insert_messages"]
 

@@ -19,9 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from convergent.errors import MessagingError
 from convergent.messages import Message
 from convergent.outbox.emit import emit
-from convergent.outbox.topics import Topic
 from convergent.store import Store, store_of
 from convergent.store.schema import replies
+from convergent.topics import Topic
 
 __all__ = [
     "CORRELATION_ID",

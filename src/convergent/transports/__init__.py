@@ -6,6 +6,7 @@ from convergent import settings
 from convergent.errors import ConfigurationError
 from convergent.store import Store
 from convergent.transports.base import Delivery, Subscription, SubscriptionOptions, Transport
+from convergent.transports.embedded import EmbeddedTransport
 
 __all__ = ["Delivery", "Subscription", "SubscriptionOptions", "Transport", "transport_from_url"]
 
@@ -15,9 +16,8 @@ def transport_from_url(url: str | None, store: Store) -> Transport:
     url = settings.broker_url(url)
     scheme = url.split("://", 1)[0].lower()
     if scheme == "embedded":
-        from convergent.transports.embedded import EmbeddedTransport
-
         return EmbeddedTransport(store, url)
+    # the broker drivers load only when their broker is used
     if scheme in ("nats", "tls"):
         from convergent.transports.nats import NatsTransport
 

@@ -10,12 +10,9 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from convergent.messages import Message
-
-if TYPE_CHECKING:  # the port imports no engine at run time (engines import the port)
-    from convergent.outbox.topics import Topic
+from convergent.topics import Topic
 
 __all__ = ["Delivery", "Subscription", "SubscriptionOptions", "Transport"]
 

@@ -20,9 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from convergent.errors import TransportError
 from convergent.messages import Message
 from convergent.outbox.leases import PartitionLeases, tokens_still_held
-from convergent.outbox.topics import TOPICS, Topic, partition_for
 from convergent.store import Store
 from convergent.store.schema import log_entries, log_heads, log_offsets
+from convergent.topics import TOPICS, Topic, partition_for
 from convergent.transports.base import Delivery, Subscription, SubscriptionOptions, Transport
 
 __all__ = ["LOG_CHANNEL", "EmbeddedTransport"]

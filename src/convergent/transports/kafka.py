@@ -28,7 +28,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from convergent.errors import NotSent, TransportError
 from convergent.messages import Message
-from convergent.outbox.topics import TOPICS, Topic, TopicKind
+from convergent.topics import TOPICS, Topic, TopicKind
 from convergent.transports.base import Delivery, Subscription, SubscriptionOptions, Transport
 
 __all__ = ["KafkaTransport"]

@@ -33,7 +33,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 
 from convergent.errors import ConfigurationError, NotSent, TransportError
 from convergent.messages import Message
-from convergent.outbox.topics import TOPICS, Topic, TopicKind
+from convergent.topics import TOPICS, Topic, TopicKind
 from convergent.transports.base import Delivery, Subscription, SubscriptionOptions, Transport
 
 __all__ = ["NatsTransport", "parse_nats_url", "stream_name", "subject_for"]

@@ -6,7 +6,7 @@ import asyncio
 from collections import defaultdict
 
 from convergent.messages import Message
-from convergent.outbox.topics import Topic
+from convergent.topics import Topic
 from convergent.transports import Delivery, Transport
 from tests.contract.transports.brokers import unique_topic
 

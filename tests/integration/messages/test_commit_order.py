@@ -69,7 +69,7 @@ async def test_a_crash_after_insert_before_commit_publishes_nothing(
     )
     script = script.replace(
         "'crash-topic'",
-        "__import__('convergent.outbox.topics').outbox.topics.declare_topic('crash-topic')",
+        "__import__('convergent.topics').topics.declare_topic('crash-topic')",
     )
     code = run_convergent(
         ["-c", script], database_url, "outbox.after_insert_before_commit", tmp_path

@@ -13,9 +13,9 @@ from nats.aio.client import Client
 from convergent.errors import NotSent, TransportError
 from convergent.messages import Message
 from convergent.outbox import Relay, emit
-from convergent.outbox.topics import Topic
 from convergent.store import Store
 from convergent.store.schema import outbox
+from convergent.topics import Topic
 from convergent.transports import Transport
 from convergent.transports import nats as nats_transport
 from tests.contract.transports.brokers import unique_topic

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -20,6 +20,7 @@ from convergent.workflows import (
     WorkflowContext,
     result,
     run_steps_of,
+    send,
     start,
     status,
     step,
@@ -275,6 +276,34 @@ async def test_start_inside_the_callers_transaction_rolls_back_with_it(mstore: S
             raise RuntimeError("the caller's change failed")
     async with mstore.read() as conn:
         assert await conn.scalar(sa.select(sa.func.count()).select_from(runs)) == 0
+
+
+@workflow(name="tests.engine.signalled")
+async def signalled(ctx: WorkflowContext, x: int) -> int:
+    got = await ctx.wait_for("go", timeout=3600)
+    return await double(x + (got or {}).get("add", 0))
+
+
+async def _waiting(store: Store, run_id: uuid.UUID) -> bool:
+    info = await status(store, run_id)
+    return info.lease_owner is None and info.status == "running"
+
+
+async def test_runs_started_and_signalled_in_a_transaction_follow_the_stores_clock(
+    database_url: str,
+) -> None:
+    """start(conn) and send(conn) used the system clock: on a clock set in the past, the run
+    (or its wake-up) was due years from now, and it stayed pending forever."""
+    past = ManualClock(datetime(2001, 1, 1, tzinfo=UTC))
+    async with Store(database_url, clock=past) as store:
+        async with store.begin() as conn:
+            run_id = await start(conn, signalled, 3)
+        async with running(store):
+            await until(lambda: _waiting(store, run_id))  # claimed: it was due at once
+            async with store.begin() as conn:
+                assert await send(conn, run_id, "go", {"add": 1}, dedupe_key="go")
+            assert await result(store, run_id, wait=10) == 8  # the wake-up was due at once too
+        assert (await status(store, run_id)).created_at == past.now()
 
 
 async def _has_step(store: Store, run_id: uuid.UUID, seq: int) -> bool:

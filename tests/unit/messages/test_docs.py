@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from convergent.outbox.consumer import CONSUMERS
-from convergent.outbox.topics import TOPICS
+from convergent.topics import TOPICS
 
 DOC = Path(__file__).parents[3] / "docs" / "messages.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)

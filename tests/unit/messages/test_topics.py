@@ -6,7 +6,7 @@ import pytest
 from pydantic import BaseModel
 
 from convergent.errors import SchemaViolation, UnknownTopic
-from convergent.outbox.topics import TOPICS, TopicKind, declare_topic, get_topic, partition_for
+from convergent.topics import TOPICS, TopicKind, declare_topic, get_topic, partition_for
 
 
 class Placed(BaseModel):
