@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -221,3 +222,19 @@ async def test_a_database_that_is_shutting_down_is_unavailable_for_every_kind_of
     with pytest.raises(StoreUnavailable):
         async with store.begin():
             pass
+
+
+async def test_create_database_makes_an_empty_one_beside_replacing_its_namesake(
+    store: Store,
+) -> None:
+    name = f"{Path(store.url.database or 'x').stem}_beside"
+    for _ in range(2):  # the second call replaces the first, migrated one
+        url = await store.create_database(name)
+        async with Store(url) as beside:
+            async with beside.read() as conn:
+                tables = await conn.run_sync(lambda c: sa.inspect(c).get_table_names())
+            assert tables == []
+            await beside.migrate()
+    if not store.sql.single_writer:  # a server database outlives the test: drop it
+        async with store.autocommit() as conn:
+            await conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))

@@ -20,8 +20,7 @@ from convergent.errors import ConfigurationError, InvalidTransition, NotFound, S
 from convergent.ids import uuid7
 from convergent.resources.history import HistoryEntry, list_history, record_history
 from convergent.resources.machine import Action, StateMachine
-from convergent.store import Store, store_of
-from convergent.store.dialect import history_params
+from convergent.store import Store, history_params, store_of
 
 __all__ = ["CHANNEL", "ResourceTable"]
 

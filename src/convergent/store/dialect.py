@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from convergent.ids import uuid7
 
@@ -51,6 +52,11 @@ class Dialect(abc.ABC):
     def read_options(self) -> dict[str, Any]:
         """Execution options of a read-only transaction."""
         return {}
+
+    @abc.abstractmethod
+    async def create_database(self, admin: AsyncConnection, url: URL, name: str) -> URL:
+        """Create an empty database ``name`` beside ``url``'s (replacing one of that name);
+        ``admin`` is an autocommit connection to ``url``. Returns the new database's URL."""
 
     def migration_lock(self) -> sa.Executable | None:
         """A statement that makes one migrator at a time wait for the others, if needed."""

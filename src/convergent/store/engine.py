@@ -210,6 +210,13 @@ class Store:
                 await conn.execute(lock)
             await conn.run_sync(_upgrade)
 
+    async def create_database(self, name: str) -> str:
+        """Create an empty database ``name`` beside this Store's (on the same PostgreSQL server,
+        or as a file in the same directory), replacing one of that name; returns its URL."""
+        async with self.autocommit() as admin:
+            url = await self.sql.create_database(admin, self.url, name)
+        return url.render_as_string(hide_password=False)
+
     async def close(self) -> None:
         await self.notifier.close()
         if _by_engine.get(self.engine.sync_engine, _dead)() is self:

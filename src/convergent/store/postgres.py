@@ -8,6 +8,8 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent import settings
 from convergent.store import postgres_batches as batches
@@ -42,6 +44,11 @@ class PostgresDialect(Dialect):
             else settings.env_int("CONVERGENT_DB_MAX_OVERFLOW", 10),
             "pool_recycle": 1800,
         }
+
+    async def create_database(self, admin: AsyncConnection, url: URL, name: str) -> URL:
+        await admin.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        return url.set(database=name)
 
     def migration_lock(self) -> sa.Executable:
         return sa.text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")

@@ -4,12 +4,14 @@ upgrade a read lock later."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from convergent.store.dialect import Dialect
 
@@ -47,6 +49,12 @@ class SQLiteDialect(Dialect):
         def _on_begin(conn: sa.Connection) -> None:
             mode = conn.get_execution_options().get(_BEGIN_OPTION, "IMMEDIATE")
             conn.exec_driver_sql(f"BEGIN {mode}")
+
+    async def create_database(self, admin: AsyncConnection, url: URL, name: str) -> URL:
+        path = Path(url.database or ".").parent / f"{name}.db"
+        for stale in path.parent.glob(f"{path.name}*"):  # the file with its -wal and -shm
+            stale.unlink()
+        return url.set(database=str(path))
 
     def read_options(self) -> dict[str, Any]:
         return {_BEGIN_OPTION: "DEFERRED"}  # a snapshot that never blocks the writer

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import sqlalchemy as sa
 from rich.console import Console
 
 import convergent
@@ -165,8 +164,8 @@ async def _round(
 
 async def _round_database(options: DrillOptions, index: int, point: str | None) -> str:
     """A fresh, migrated database for the round: each round's checks see only its own orders
-    (and its provider's ledger). One round uses the given database; more rounds on PostgreSQL
-    each create ``<database>_r<N>`` beside it."""
+    (and its provider's ledger). One round uses the given database; more rounds each create
+    ``<database>_r<N>`` beside it."""
     several = len(options.crash_points) > 1
     if options.database_url is None:
         where = options.report_dir / (point or "no-crash-point") if several else options.report_dir
@@ -174,13 +173,10 @@ async def _round_database(options: DrillOptions, index: int, point: str | None) 
         for stale in where.glob("shop.db*"):
             stale.unlink()
         url = f"sqlite+aiosqlite:///{where / 'shop.db'}"
-    elif several and options.database_url.startswith("postgresql"):
-        base = sa.engine.make_url(options.database_url)
-        name = f"{base.database}_r{index}"
-        async with Store(options.database_url) as admin, admin.autocommit() as conn:
-            await conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            await conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        url = base.set(database=name).render_as_string(hide_password=False)
+    elif several:
+        async with Store(options.database_url) as admin:
+            name = Path(admin.url.database or "shop").stem
+            url = await admin.create_database(f"{name}_r{index}")
     else:
         url = options.database_url
     store = Store(url)
