@@ -80,6 +80,8 @@ async def test_an_engine_serves_one_store_at_a_time(database_url: str) -> None:
     finally:
         await first.close()
     second = Store(engine=engine)  # free again once the first one closed
+    async with second.begin() as conn:  # its set-up was not applied twice (one BEGIN)
+        assert store_of(conn) is second
     await second.close()
     await engine.dispose()
 

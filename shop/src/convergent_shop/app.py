@@ -49,7 +49,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if migrate:
             await store.migrate()
-            async with store.begin() as conn:
+            async with store.migration() as conn:  # one process at a time creates them
                 await create_shop_tables(conn)
         background = shop_loops(store, broker_url) if loops_enabled(loops) else []
         stop = asyncio.Event()

@@ -202,12 +202,19 @@ class Store:
         except Exception as exc:
             raise StoreUnavailable(f"database check failed: {exc}") from exc
 
-    async def migrate(self) -> None:
-        """Apply our Alembic migrations (safe to call from several processes at once)."""
+    @contextlib.asynccontextmanager
+    async def migration(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction holding the lock `migrate` takes, so one process at a time
+        changes the schema: for an application's own tables beside ours."""
         async with self.begin() as conn:
             lock = self.sql.migration_lock()
             if lock is not None:  # one migrator at a time across processes
                 await conn.execute(lock)
+            yield conn
+
+    async def migrate(self) -> None:
+        """Apply our Alembic migrations (safe to call from several processes at once)."""
+        async with self.migration() as conn:
             await conn.run_sync(_upgrade)
 
     async def create_database(self, name: str) -> str:

@@ -26,6 +26,20 @@ _PRAGMAS = (
 _BEGIN_OPTION = "convergent_sqlite_begin"
 
 
+def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # we issue BEGIN ourselves (below), so the driver must not
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    for pragma in _PRAGMAS:
+        cursor.execute(pragma)
+    cursor.close()
+
+
+def _on_begin(conn: sa.Connection) -> None:
+    mode = conn.get_execution_options().get(_BEGIN_OPTION, "IMMEDIATE")
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
 class SQLiteDialect(Dialect):
     name = "sqlite"
     extra = "sqlite"
@@ -35,20 +49,9 @@ class SQLiteDialect(Dialect):
 
     def configure(self, engine: AsyncEngine) -> None:
         sync_engine = engine.sync_engine
-
-        @event.listens_for(sync_engine, "connect")
-        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-            # we issue BEGIN ourselves (below), so the driver must not
-            dbapi_connection.isolation_level = None
-            cursor = dbapi_connection.cursor()
-            for pragma in _PRAGMAS:
-                cursor.execute(pragma)
-            cursor.close()
-
-        @event.listens_for(sync_engine, "begin")
-        def _on_begin(conn: sa.Connection) -> None:
-            mode = conn.get_execution_options().get(_BEGIN_OPTION, "IMMEDIATE")
-            conn.exec_driver_sql(f"BEGIN {mode}")
+        for name, listener in (("connect", _on_connect), ("begin", _on_begin)):
+            if not event.contains(sync_engine, name, listener):  # once per engine
+                event.listen(sync_engine, name, listener)
 
     async def create_database(self, admin: AsyncConnection, url: URL, name: str) -> URL:
         path = Path(url.database or ".").parent / f"{name}.db"
