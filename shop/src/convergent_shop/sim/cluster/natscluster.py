@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from convergent.messages import Message
-from convergent.outbox.topics import Topic
+from convergent.topics import Topic
 from convergent.transports.nats import NatsTransport
 from convergent_shop.sim.cluster.network import Host
 from convergent_shop.sim.cluster.process import HostProcess
