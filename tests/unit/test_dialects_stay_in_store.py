@@ -6,8 +6,10 @@ import ast
 from pathlib import Path
 
 import convergent
+import convergent_shop
 
 PACKAGE = Path(convergent.__file__).parent
+SHOP = Path(convergent_shop.__file__).parent  # an app: it uses the same interface
 
 
 def _asks_for_the_database(path: Path) -> list[str]:
@@ -31,5 +33,6 @@ def test_no_module_outside_the_store_branches_on_the_database() -> None:
         path for path in PACKAGE.rglob("*.py") if path.relative_to(PACKAGE).parts[0] != "store"
     ]
     assert len(outside) > 50  # the walk found the package
+    outside += list(SHOP.rglob("*.py"))
     found = [hit for path in outside for hit in _asks_for_the_database(path)]
     assert found == [], "use store_of(conn).sql (convergent/store/dialect.py) instead"

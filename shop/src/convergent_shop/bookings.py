@@ -36,7 +36,7 @@ from convergent.resources import (
     confirm_once,
     wait_for,
 )
-from convergent.store import Store
+from convergent.store import Store, store_of
 from convergent.store.types import JSONType, UTCDateTime
 from convergent.workflows import start
 from convergent_shop.db import metadata
@@ -141,13 +141,13 @@ def _problem(code: str, detail: str = "") -> dict[str, Any]:
 # confirmation -------------------------------------------------------------------------------
 
 
-async def confirm_booking(conn: AsyncConnection, booking_id: Any, store: Store) -> str | None:
+async def confirm_booking(conn: AsyncConnection, booking_id: Any) -> str | None:
     """Decide a pending booking (ready or failed); returns the new state, None if not pending."""
     resource = BOOKINGS
     row = await resource.get(conn, booking_id)
     if row is None or row.state != "pending":
         return None
-    now = store.clock.now()
+    now = store_of(conn).clock.now()
     reason = None
     if row.party_size > MAX_PARTY:
         reason = f"parties larger than {MAX_PARTY} cannot be booked"
@@ -198,7 +198,7 @@ async def confirm_pending(store: Store, limit: int = 100) -> int:
     for booking_id in pending_ids:
         with contextlib.suppress(StaleVersion):
             async with store.begin() as conn:
-                if await confirm_booking(conn, booking_id, store) is not None:
+                if await confirm_booking(conn, booking_id) is not None:
                     done += 1
     for booking_id in past_ids:
         with contextlib.suppress(InvalidTransition):

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent.errors import InvalidTransition, PermanentError, RunCancelled, TransientError
 from convergent.retry import RetryPolicy
-from convergent.store import Store
+from convergent.store import Store, store_of
 from convergent.workflows import Saga, StepContext, WorkflowContext, step, workflow
 from convergent_shop import inventory, payments, shipping
 from convergent_shop.events import announce
@@ -56,7 +56,7 @@ async def _order(conn: AsyncConnection, order_id: str) -> Any:
     return row
 
 
-async def _move(conn: AsyncConnection, store: Store, order_id: str, action: str) -> Any:
+async def _move(conn: AsyncConnection, order_id: str, action: str) -> Any:
     """Transition the order and announce it; None when a cancel got there first."""
     try:
         row = await ORDERS.transition(conn, uuid.UUID(order_id), action, actor="saga")
@@ -64,14 +64,14 @@ async def _move(conn: AsyncConnection, store: Store, order_id: str, action: str)
         return None
     await announce(conn, "order", row, order_id)
     if ORDERS.machine.is_terminal(row.state):
-        observe_final_order(row.state, row.created_at, store.clock.now())
+        observe_final_order(row.state, row.created_at, store_of(conn).clock.now())
     return row
 
 
-async def _enter_compensating(conn: AsyncConnection, store: Store, order_id: str) -> None:
+async def _enter_compensating(conn: AsyncConnection, order_id: str) -> None:
     row = await _order(conn, order_id)
     if row.state in ("reserved", "authorized"):
-        await _move(conn, store, order_id, "compensate")
+        await _move(conn, order_id, "compensate")
 
 
 # forward steps -------------------------------------------------------------------------------
@@ -93,7 +93,7 @@ async def reserve_stock(ctx: StepContext, order_id: str) -> dict[str, Any]:
         )
         if reserved["status"] == "rejected":
             raise PermanentError(reserved.get("reason") or "out of stock")
-        await _move(conn, store, order_id, "reserve")
+        await _move(conn, order_id, "reserve")
     return reserved
 
 
@@ -112,7 +112,7 @@ async def authorize_payment(ctx: StepContext, order_id: str) -> dict[str, Any]:
     if outcome["status"] != "authorized":
         raise PermanentError(f"payment {outcome['status']}: {outcome.get('reason') or ''}")
     async with store.begin() as conn:
-        await _move(conn, store, order_id, "authorize")
+        await _move(conn, order_id, "authorize")
     return outcome
 
 
@@ -146,7 +146,7 @@ async def find_authorization(ctx: StepContext, order_id: str) -> dict[str, Any] 
     store = ctx.store
     async with store.begin() as conn:
         outcome = await payments.adopt(conn, order_id, found, store.clock.now())
-        await _move(conn, store, order_id, "authorize")
+        await _move(conn, order_id, "authorize")
     return outcome
 
 
@@ -174,7 +174,7 @@ async def complete_order(ctx: StepContext, order_id: str) -> dict[str, Any]:
         async with store.begin() as conn:
             await payments.adopt(conn, order_id, done, store.clock.now())
     async with store.begin() as conn:
-        completed = await _move(conn, store, order_id, "complete")
+        completed = await _move(conn, order_id, "complete")
         if completed is None:  # cancelled meanwhile: the compensations refund the capture
             raise PermanentError(f"order {order_id} was cancelled while completing")
         await inventory.ship(conn, order_id, ctx.idempotency_key, store.clock.now())
@@ -188,7 +188,7 @@ async def complete_order(ctx: StepContext, order_id: str) -> dict[str, Any]:
 async def release_stock(ctx: StepContext, order_id: str) -> dict[str, Any]:
     store = ctx.store
     async with store.begin() as conn:
-        await _enter_compensating(conn, store, order_id)
+        await _enter_compensating(conn, order_id)
         return await inventory.release(conn, order_id, ctx.idempotency_key, store.clock.now())
 
 
@@ -196,7 +196,7 @@ async def release_stock(ctx: StepContext, order_id: str) -> dict[str, Any]:
 async def void_payment(ctx: StepContext, order_id: str) -> dict[str, Any]:
     store = ctx.store
     async with store.begin() as conn:
-        await _enter_compensating(conn, store, order_id)
+        await _enter_compensating(conn, order_id)
         payment = await payments.payment_row(conn, order_id)
         if payment is None:  # never authorized: leave a tombstone so a late one charges nothing
             return await payments.void(
@@ -227,7 +227,7 @@ async def void_payment(ctx: StepContext, order_id: str) -> dict[str, Any]:
 async def cancel_shipment(ctx: StepContext, order_id: str) -> dict[str, Any]:
     store = ctx.store
     async with store.begin() as conn:
-        await _enter_compensating(conn, store, order_id)
+        await _enter_compensating(conn, order_id)
         return await shipping.cancel_shipment(
             conn, order_id, ctx.idempotency_key, store.clock.now()
         )
@@ -241,13 +241,13 @@ async def settle_order(ctx: StepContext, order_id: str, outcome: str) -> str:
         row = await _order(conn, order_id)
         if row.state in ("completed", "cancelled", "failed"):
             return str(row.state)
-        await _enter_compensating(conn, store, order_id)
+        await _enter_compensating(conn, order_id)
         row = await _order(conn, order_id)
         if outcome == "cancelled":
             action = "cancel" if row.state == "pending" else "mark_cancelled"
         else:
             action = "mark_failed"
-        final = await _move(conn, store, order_id, action)
+        final = await _move(conn, order_id, action)
         return str(final.state if final is not None else (await _order(conn, order_id)).state)
 
 
@@ -283,7 +283,7 @@ async def confirm_booking(ctx: StepContext, booking_id: str) -> str:
 
     store = ctx.store
     async with store.begin() as conn:
-        await bookings.confirm_booking(conn, uuid.UUID(booking_id), store)
+        await bookings.confirm_booking(conn, uuid.UUID(booking_id))
         row = await bookings.BOOKINGS.get(conn, uuid.UUID(booking_id))
     return str(row.state) if row is not None else "missing"
 
