@@ -13,6 +13,7 @@ try:
 except ImportError as exc:
     raise MissingExtra("cli", "the convergent command") from exc
 from rich.console import Console
+from rich.text import Text
 
 from convergent.errors import ConvergentError
 
@@ -52,7 +53,8 @@ BrokerUrl = Annotated[
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print an error with its fix and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}")
+    # one line however long (no wrapping), and no markup read into "[Errno 111]"
+    err_console.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
     return typer.Exit(code)
 
 

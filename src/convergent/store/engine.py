@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from convergent import settings
 from convergent.clock import Clock, system_clock
 from convergent.errors import ConfigurationError, MissingExtra, StoreUnavailable
-from convergent.store import schema
+from convergent.store import revisions, schema
 from convergent.store.notify import Notifier
 
 __all__ = ["Store"]
@@ -29,7 +28,6 @@ _SQLITE_PRAGMAS = (
     "PRAGMA foreign_keys=ON",
 )
 _BEGIN_OPTION = "convergent_sqlite_begin"
-_MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def normalise_url(raw: str) -> URL:
@@ -177,11 +175,25 @@ class Store:
             raise StoreUnavailable(f"database check failed: {exc}") from exc
 
     async def migrate(self) -> None:
-        """Apply our Alembic migrations (safe to call from several processes at once)."""
+        """Apply our Alembic migrations (safe to call from several processes at once).
+
+        Where our revisions are a branch of your own Alembic history (`convergent.store.alembic`)
+        this only checks that ``alembic upgrade heads`` brought them to head."""
         async with self.begin() as conn:
             if self.is_postgres:  # one migrator at a time across processes
                 await conn.execute(sa.text("SELECT pg_advisory_xact_lock(7318020311)"))
-            await conn.run_sync(_upgrade)
+            await conn.run_sync(revisions.upgrade)
+
+    async def schema_state(self) -> revisions.SchemaState:
+        """Our revision in this database and where it is recorded."""
+        async with self.read() as conn:
+            return await conn.run_sync(revisions.read_state)
+
+    async def check_schema(self) -> None:
+        """Raise `NotMigrated`, naming the command to run, unless our tables are at head."""
+        problem = (await self.schema_state()).problem(self.url)
+        if problem is not None:
+            raise problem
 
     async def close(self) -> None:
         await self.notifier.close()
@@ -192,22 +204,6 @@ class Store:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-
-def alembic_config(connection: sa.Connection | None = None) -> Any:
-    from alembic.config import Config
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(_MIGRATIONS))
-    if connection is not None:
-        cfg.attributes["connection"] = connection
-    return cfg
-
-
-def _upgrade(connection: sa.Connection) -> None:
-    from alembic import command
-
-    command.upgrade(alembic_config(connection), "head")
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
