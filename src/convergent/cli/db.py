@@ -55,7 +55,9 @@ def migrate(
                 await store.check_schema()
             else:
                 await store.migrate()
-            return store.url.render_as_string(hide_password=True)
+            state = await store.schema_state()
+            where = store.url.render_as_string(hide_password=True)
+            return f"{where} (at {state.revision}, recorded in {state.table})"
 
     where = run_async(go())
-    console.print(f"[green]{'up to date' if check else 'migrated'}[/] {where}")
+    console.print(f"[green]{'up to date' if check else 'migrated'}[/] {where}", soft_wrap=True)

@@ -68,7 +68,8 @@ class Store:
         echo: bool = False,
         engine_options: dict[str, Any] | None = None,
     ) -> None:
-        self.url = normalise_url(settings.database_url(url))
+        config = settings.load(database_url=url)
+        self.url = normalise_url(config.database_url)
         self.clock: Clock = clock or system_clock
         self.dialect: str = (
             "postgresql" if self.url.drivername.startswith("postgresql") else "sqlite"
@@ -78,10 +79,8 @@ class Store:
         if self.dialect == "postgresql":
             # small by default: a fleet of processes shares PostgreSQL's max_connections
             options.update(
-                pool_size=pool_size or settings.env_int("CONVERGENT_DB_POOL_SIZE", 5),
-                max_overflow=max_overflow
-                if max_overflow is not None
-                else settings.env_int("CONVERGENT_DB_MAX_OVERFLOW", 10),
+                pool_size=pool_size or config.db_pool_size,
+                max_overflow=max_overflow if max_overflow is not None else config.db_max_overflow,
                 pool_recycle=1800,
             )
         options.update(engine_options or {})
