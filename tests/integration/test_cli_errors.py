@@ -188,3 +188,11 @@ def test_a_relay_waits_for_an_unreachable_broker_in_one_line(
         assert "Traceback" not in _stop(proc)
     finally:
         proc.kill()
+
+
+def test_a_plugin_command_with_a_wrong_url_is_one_line(app_dir: Path) -> None:
+    proc = _spawn(["psp", "--database-url", "mysql://db/x"], app_dir)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert err.strip().splitlines() == [err.strip()]
+    assert "unsupported database 'mysql'" in err
