@@ -20,6 +20,7 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from convergent.errors import NotMigrated
 from convergent.store import Store
 from convergent.store.alembic import VERSION_LOCATION
 from convergent.store.schema import VERSION_TABLE
@@ -177,6 +178,14 @@ def test_convergent_as_a_labelled_branch_of_the_users_history(
     blank_database_url: str, user_project: Path
 ) -> None:
     cfg = _project(user_project, blank_database_url, branch=True)
+    command.upgrade(cfg, "u1")  # only the user's own revision so far
+
+    async def not_yet() -> None:
+        async with Store(blank_database_url) as store:
+            with pytest.raises(NotMigrated, match="or `alembic upgrade heads` if convergent's"):
+                await store.check_schema()
+
+    asyncio.run(not_yet())
     command.upgrade(cfg, "heads")  # the user's revisions and the `convergent` branch
     tables = _tables(blank_database_url)
     assert {"widgets", "convergent_runs", "convergent_outbox"} <= tables

@@ -76,6 +76,8 @@ class SchemaState:
     revision: str | None
     table: str | None
     head: str
+    #: the database has an application Alembic history (ours may be meant to join it)
+    app_history: bool = False
 
     @property
     def in_app_history(self) -> bool:
@@ -91,6 +93,10 @@ class SchemaState:
             else f"run `convergent migrate {same}`"
         )
         if self.revision is None:
+            if self.app_history:
+                fix += (
+                    " (or `alembic upgrade heads` if convergent's migrations are a branch of yours)"
+                )
             return NotMigrated(f"database {where} has no convergent tables: {fix}")
         if self.revision == self.head:
             return None
@@ -107,14 +113,15 @@ class SchemaState:
 
 def read_state(connection: sa.Connection) -> SchemaState:
     inspector = sa.inspect(connection)
+    app_history = inspector.has_table(APP_VERSION_TABLE)
     for table in (VERSION_TABLE, APP_VERSION_TABLE):
         if not inspector.has_table(table):
             continue
         rows = connection.execute(sa.text(f"SELECT version_num FROM {table}")).scalars()
         found = [r for r in (_ours(str(v)) for v in rows) if r is not None]
         if found:
-            return SchemaState(found[0], table, head_revision())
-    return SchemaState(None, None, head_revision())
+            return SchemaState(found[0], table, head_revision(), app_history)
+    return SchemaState(None, None, head_revision(), app_history)
 
 
 def upgrade(connection: sa.Connection) -> None:
