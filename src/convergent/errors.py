@@ -5,7 +5,8 @@ status codes. Every error carries a stable ``code`` used as the problem ``type``
 
 ConvergentError
 ├── ConfigurationError            bad settings or URL; the message says how to fix it
-│   └── MissingExtra              an integration's extra is not installed (an ImportError too)
+│   ├── MissingExtra              an integration's extra is not installed (an ImportError too)
+│   └── NotMigrated               the database lacks convergent's tables or is behind
 ├── StoreUnavailable              the database cannot be reached (HTTP 503)
 ├── TransientError                worth retrying (timeouts, 5xx, 429); may carry ``retry_after``
 ├── PermanentError                retrying cannot help (4xx, validation)
@@ -57,6 +58,7 @@ __all__ = [
     "MissingExtra",
     "NonDeterminism",
     "NotFound",
+    "NotMigrated",
     "NotSent",
     "PermanentError",
     "PreconditionFailed",
@@ -108,6 +110,12 @@ class MissingExtra(ConfigurationError, ImportError):
     def __init__(self, extra: str, what: str) -> None:
         super().__init__(f"{what} needs the {extra!r} extra: pip install 'convergent[{extra}]'")
         self.extra = extra
+
+
+class NotMigrated(ConfigurationError):
+    """The database has no convergent tables, or older ones than this version needs."""
+
+    code = "not-migrated"
 
 
 class StoreUnavailable(ConvergentError):

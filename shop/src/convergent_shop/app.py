@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from convergent.http.middleware import IdempotencyMiddleware, header_principal
 from convergent.http.problem import install_problem_handlers
 from convergent.loops import run_loops
+from convergent.outbox.asyncapi import asyncapi_document
 from convergent.store import Store
 from convergent_shop import (  # noqa: F401 (modules that only declare tables are imported for them)
     bookings,
@@ -51,6 +52,8 @@ def create_app(
             await store.migrate()
             async with store.migration() as conn:  # one process at a time creates them
                 await create_shop_tables(conn)
+        else:  # the operator migrates: refuse to serve on tables this version cannot use
+            await store.check_schema()
         background = shop_loops(store, broker_url) if loops_enabled(loops) else []
         stop = asyncio.Event()
         task = asyncio.create_task(run_loops(background, stop))
@@ -81,6 +84,16 @@ def create_app(
     @app.get("/metrics", tags=["ops"], include_in_schema=False)
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/asyncapi.json", tags=["ops"])
+    async def asyncapi() -> dict[str, Any]:
+        """The shop's topics as an AsyncAPI 3.0 document (the `convergent asyncapi` output)."""
+        return asyncapi_document(
+            title=app.title,
+            version=app.version,
+            description="Events and entity topics of the reference shop.",
+            broker_url=broker_url,
+        )
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, Any]:

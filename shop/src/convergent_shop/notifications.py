@@ -6,7 +6,6 @@ so a rotation can list both), read per request.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +17,7 @@ from convergent.errors import SignatureInvalid
 from convergent.store import Store
 from convergent.store.types import JSONType, UTCDateTime
 from convergent.webhooks.receiver import ReceivedWebhook, webhook_router
+from convergent_shop import settings as shop_settings
 from convergent_shop.db import metadata
 
 __all__ = ["SECRETS_ENV", "notifications", "router"]
@@ -35,7 +35,7 @@ notifications = sa.Table(
 
 
 async def _secrets() -> Sequence[str]:
-    found = [s.strip() for s in os.environ.get(SECRETS_ENV, "").split(",") if s.strip()]
+    found = shop_settings.load().notifications_secrets
     if not found:
         raise SignatureInvalid(f"no secret configured: set {SECRETS_ENV}=whsec_...")
     return found

@@ -12,7 +12,6 @@ any database transaction; its outcome is recorded in a short transaction of its 
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,6 +23,7 @@ from convergent.retry import RetryPolicy
 from convergent.store import Store, store_of
 from convergent.workflows import Saga, StepContext, WorkflowContext, step, workflow
 from convergent_shop import inventory, payments, shipping
+from convergent_shop import settings as shop_settings
 from convergent_shop.events import announce
 from convergent_shop.metrics import observe_final_order
 from convergent_shop.orders import ORDERS, orders
@@ -33,7 +33,6 @@ from convergent_shop.psp_client import PspClient
 __all__ = ["PSP_URL_ENV", "booking_lifecycle", "order_saga", "psp_client"]
 
 PSP_URL_ENV = "CONVERGENT_PSP_URL"
-DEFAULT_PSP_URL = "http://127.0.0.1:8100"
 
 FORWARD = RetryPolicy(max_attempts=8, initial_delay=0.2, multiplier=2.0, max_delay=5.0)
 # an undo must happen: keep trying for a long while before a person is asked (dead letter)
@@ -44,7 +43,7 @@ _clients: dict[tuple[str, int], PspClient] = {}
 
 def psp_client() -> PspClient:
     """One pooled provider client per URL and event loop."""
-    url = os.environ.get(PSP_URL_ENV, DEFAULT_PSP_URL)
+    url = shop_settings.load().psp_url
     key = (url, id(asyncio.get_running_loop()))
     if key not in _clients:
         _clients[key] = PspClient(url, timeout=2.0)

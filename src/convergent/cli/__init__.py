@@ -11,10 +11,10 @@ import pkgutil
 import sys
 from importlib.metadata import entry_points
 
-from convergent.errors import MissingExtra
+from convergent.errors import ConvergentError, MissingExtra
 
 try:
-    from convergent.cli.app import app
+    from convergent.cli.app import app, explain, fail
 except MissingExtra as exc:  # `pip install convergent` without the cli extra
     print(f"error: {exc}", file=sys.stderr)
     raise SystemExit(1) from None
@@ -30,4 +30,8 @@ for _plugin in entry_points(group="convergent.commands"):
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except ConvergentError as exc:  # raised outside `run_async`, e.g. by a plug-in's command
+        fail(explain(exc))
+        raise SystemExit(1) from None

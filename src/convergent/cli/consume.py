@@ -13,6 +13,7 @@ def consume(
     database_url: DatabaseUrl = None, broker_url: BrokerUrl = None, imports: Imports = None
 ) -> None:
     """Run every consumer the imported modules declare, each in one transaction per message."""
+    from convergent.cli._preflight import wait_for_broker, wait_for_database
     from convergent.outbox.consumer import CONSUMERS
     from convergent.runtime import Messaging
     from convergent.store import Store
@@ -27,7 +28,10 @@ def consume(
         stop_on_signals(stop)
         messaging = Messaging(store, broker_url, relay=False)
         try:
-            await messaging.run(stop)
+            if await wait_for_database(store, stop) and await wait_for_broker(
+                store, broker_url, stop
+            ):
+                await messaging.run(stop)
         finally:
             await store.close()
         return messaging.handled

@@ -15,8 +15,10 @@ from typing import Annotated
 
 import typer
 
+from convergent.cli._preflight import wait_for_broker, wait_for_database
 from convergent.cli.app import BrokerUrl, DatabaseUrl, app, console, fail, run_async
 from convergent.loops import run_loops
+from convergent.outbox.consumer import CONSUMERS
 from convergent.runtime import LoopOptions, parse_queues, standard_loops
 from convergent.store import Store
 
@@ -92,9 +94,14 @@ def worker(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        loops = standard_loops(store, broker_url, options)
-        console.print(f"[green]worker started[/] ({', '.join(imported)})")
         try:
+            # an unmigrated database stops the worker now; one that is away is waited for
+            if not await wait_for_database(store, stop):
+                return
+            if relay or (consumers and CONSUMERS):  # workflows need no broker: only say so
+                await wait_for_broker(store, broker_url, stop, wait=False)
+            loops = standard_loops(store, broker_url, options)
+            console.print(f"[green]worker started[/] ({', '.join(imported)})")
             await run_loops(loops, stop)
         finally:
             await store.close()

@@ -27,7 +27,8 @@ def lifespan(
     extra: list[Loop] | None = None,
     options: LoopOptions | None = None,
 ) -> Callable[[Any], AbstractAsyncContextManager[None]]:
-    """``FastAPI(lifespan=lifespan(store))``: apply migrations at start-up, then run the standard
+    """``FastAPI(lifespan=lifespan(store))``: apply migrations at start-up (``migrate=False``: only
+    check them, raising `NotMigrated`), then run the standard
     loops (`convergent.runtime.standard_loops`) in the app's process until it stops: a workflow
     worker, the outbox relay (to ``broker_url``, default ``embedded://``), the declared consumers,
     maintenance and, if asked, webhook delivery. In production these loops may run in
@@ -47,6 +48,8 @@ def lifespan(
     async def run(_app: Any) -> AsyncIterator[None]:
         if migrate:
             await store.migrate()
+        else:  # migrated by `convergent migrate` or Alembic: stop now if it was not
+            await store.check_schema()
         stop = asyncio.Event()
         task = asyncio.create_task(run_loops(standard_loops(store, broker_url, chosen), stop))
         try:

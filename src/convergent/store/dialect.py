@@ -42,7 +42,7 @@ class Dialect(abc.ABC):
     one_statement_writes: bool
 
     # -- engine set-up -------------------------------------------------------------------------
-    def engine_options(self, pool_size: int | None, max_overflow: int | None) -> dict[str, Any]:
+    def engine_options(self, pool_size: int, max_overflow: int) -> dict[str, Any]:
         """Options for ``create_async_engine`` (pool sizes where the database has a pool)."""
         return {}
 

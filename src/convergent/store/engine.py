@@ -6,12 +6,9 @@ import asyncio
 import contextlib
 import weakref
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
@@ -19,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, c
 from convergent import settings
 from convergent.clock import Clock, system_clock
 from convergent.errors import ConfigurationError, MissingExtra, StoreUnavailable
-from convergent.store import schema
+from convergent.store import revisions, schema
 from convergent.store.dialect import Dialect
 from convergent.store.notify import Notifier
 from convergent.store.postgres import PostgresDialect
@@ -27,7 +24,6 @@ from convergent.store.sqlite import SQLiteDialect
 
 __all__ = ["Store", "normalise_url", "store_of"]
 
-_MIGRATIONS = Path(__file__).parent / "migrations"
 #: a `Store` by the engine it serves (weakly: a Store that is gone serves nothing)
 _by_engine: weakref.WeakKeyDictionary[sa.Engine, weakref.ref[Store]] = weakref.WeakKeyDictionary()
 #: connections `Store.adopt` tagged, for as long as each one lives
@@ -81,10 +77,16 @@ class Store:
         self.tables = schema
         self._owns_engine = engine is None
         if engine is None:
-            self.url = normalise_url(settings.database_url(url))
+            config = settings.load(database_url=url)
+            self.url = normalise_url(config.database_url)
             self.sql: Dialect = _dialect_for(self.url)
             options: dict[str, Any] = {"echo": echo}
-            options.update(self.sql.engine_options(pool_size, max_overflow))
+            options.update(
+                self.sql.engine_options(
+                    pool_size or config.db_pool_size,
+                    max_overflow if max_overflow is not None else config.db_max_overflow,
+                )
+            )
             options.update(engine_options or {})
             try:
                 engine = create_async_engine(self.url, **options)
@@ -213,9 +215,23 @@ class Store:
             yield conn
 
     async def migrate(self) -> None:
-        """Apply our Alembic migrations (safe to call from several processes at once)."""
+        """Apply our Alembic migrations (safe to call from several processes at once).
+
+        Where our revisions are a branch of your own Alembic history (`convergent.store.alembic`)
+        this only checks that ``alembic upgrade heads`` brought them to head."""
         async with self.migration() as conn:
-            await conn.run_sync(_upgrade)
+            await conn.run_sync(revisions.upgrade)
+
+    async def schema_state(self) -> revisions.SchemaState:
+        """Our revision in this database and where it is recorded."""
+        async with self.read() as conn:
+            return await conn.run_sync(revisions.read_state)
+
+    async def check_schema(self) -> None:
+        """Raise `NotMigrated`, naming the command to run, unless our tables are at head."""
+        problem = (await self.schema_state()).problem(self.url)
+        if problem is not None:
+            raise problem
 
     async def create_database(self, name: str) -> str:
         """Create an empty database ``name`` beside this Store's (on the same PostgreSQL server,
@@ -291,15 +307,3 @@ def _claim_engine(store: Store) -> None:
             f"this engine already serves {other!r}: share that Store (or close it first)"
         )
     _by_engine[sync_engine] = weakref.ref(store)
-
-
-def alembic_config(connection: sa.Connection | None = None) -> Any:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(_MIGRATIONS))
-    if connection is not None:
-        cfg.attributes["connection"] = connection
-    return cfg
-
-
-def _upgrade(connection: sa.Connection) -> None:
-    command.upgrade(alembic_config(connection), "head")

@@ -11,7 +11,6 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from convergent import settings
 from convergent.store import postgres_batches as batches
 from convergent.store.dialect import Dialect
 
@@ -35,15 +34,9 @@ class PostgresDialect(Dialect):
     parallel_commits = 3  # rows of different runs never conflict; each run awaits its own write
     one_statement_writes = True
 
-    def engine_options(self, pool_size: int | None, max_overflow: int | None) -> dict[str, Any]:
-        # small by default: a fleet of processes shares PostgreSQL's max_connections
-        return {
-            "pool_size": pool_size or settings.env_int("CONVERGENT_DB_POOL_SIZE", 5),
-            "max_overflow": max_overflow
-            if max_overflow is not None
-            else settings.env_int("CONVERGENT_DB_MAX_OVERFLOW", 10),
-            "pool_recycle": 1800,
-        }
+    def engine_options(self, pool_size: int, max_overflow: int) -> dict[str, Any]:
+        # small by default (the settings): a fleet of processes shares max_connections
+        return {"pool_size": pool_size, "max_overflow": max_overflow, "pool_recycle": 1800}
 
     async def create_database(self, admin: AsyncConnection, url: URL, name: str) -> URL:
         await admin.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
