@@ -1,0 +1,170 @@
+"""The Overview page: backlogs, lag, dead letters, runs by state, throughput and time to
+consistency over a recent window.
+
+Counting every run ever made would read the whole table, so active states (few rows, on the
+``(status, id)`` index) are counted exactly and final states over the window only, which is a
+primary-key range because run ids are UUIDv7.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from convergent.console.queries.paging import id_floor
+from convergent.store.schema import (
+    dead_letters,
+    idempotency_keys,
+    log_heads,
+    log_offsets,
+    outbox,
+    runs,
+    webhook_deliveries,
+)
+
+__all__ = ["ACTIVE_STATES", "Bucket", "Overview", "overview"]
+
+ACTIVE_STATES = ("pending", "running", "compensating")
+_FINAL = ("completed", "failed", "cancelled")
+_SAMPLE = 200  # completed runs per slice whose durations make the percentiles
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One slice of the window: runs started in it, how many of those completed, and how long
+    they took (percentiles of the newest completed ones, up to a sample size)."""
+
+    start: datetime
+    started: int
+    completed: int
+    p50_seconds: float | None
+    p95_seconds: float | None
+
+
+@dataclass(frozen=True)
+class Overview:
+    window: timedelta
+    runs_active: dict[str, int]
+    runs_final: dict[str, int]  # within the window
+    outbox_backlog: list[Any]  # topic, count, oldest
+    consumer_lag: list[Any]  # group, topic, lag
+    dead_letters: dict[str, int]
+    webhooks_pending: int
+    keys_in_flight: int
+    buckets: list[Bucket]
+
+
+async def overview(
+    conn: AsyncConnection,
+    *,
+    now: datetime,
+    window: timedelta = timedelta(hours=1),
+    slices: int = 30,
+) -> Overview:
+    r = runs.c
+    active: dict[str, int] = dict(
+        (
+            await conn.execute(
+                sa.select(r.status, sa.func.count())
+                .where(r.status.in_(ACTIVE_STATES))
+                .group_by(r.status)
+            )
+        ).all()
+    )
+    floor = id_floor(now - window)
+    final = {
+        state: int(
+            await conn.scalar(sa.select(sa.func.count()).where(r.status == state, r.id >= floor))
+            or 0
+        )
+        for state in _FINAL
+    }
+    backlog = (
+        await conn.execute(
+            sa.select(
+                outbox.c.topic,
+                sa.func.count().label("count"),
+                sa.func.min(outbox.c.created_at).label("oldest"),
+            )
+            .group_by(outbox.c.topic)
+            .order_by(outbox.c.topic)
+        )
+    ).all()
+    h, o = log_heads.c, log_offsets.c
+    lag = (
+        await conn.execute(
+            sa.select(
+                o.consumer_group,
+                o.topic,
+                sa.func.sum(h.next_position - o.position).label("lag"),
+            )
+            .join(log_heads, sa.and_(h.topic == o.topic, h.partition == o.partition))
+            .group_by(o.consumer_group, o.topic)
+            .order_by(o.consumer_group, o.topic)
+        )
+    ).all()
+    dead: dict[str, int] = dict(
+        (
+            await conn.execute(
+                sa.select(dead_letters.c.source, sa.func.count())
+                .where(dead_letters.c.status == "dead")
+                .group_by(dead_letters.c.source)
+            )
+        ).all()
+    )
+    pending = await conn.scalar(
+        sa.select(sa.func.count()).where(webhook_deliveries.c.status == "pending")
+    )
+    in_flight = await conn.scalar(
+        sa.select(sa.func.count()).where(idempotency_keys.c.status == "in_progress")
+    )
+    return Overview(
+        window=window,
+        runs_active={s: int(active.get(s, 0)) for s in ACTIVE_STATES},
+        runs_final={s: final.get(s, 0) for s in _FINAL},
+        outbox_backlog=list(backlog),
+        consumer_lag=list(lag),
+        dead_letters={str(k): int(v) for k, v in dead.items()},
+        webhooks_pending=int(pending or 0),
+        keys_in_flight=int(in_flight or 0),
+        buckets=await _buckets(conn, now - window, window / slices, slices),
+    )
+
+
+async def _buckets(
+    conn: AsyncConnection, start: datetime, width: timedelta, slices: int
+) -> list[Bucket]:
+    """Per slice of the window (by start time): runs started, how many completed, and the time
+    to consistency of (a sample of) those, each read from an id range on an index."""
+    r = runs.c
+    out = []
+    for i in range(slices):
+        low, high = id_floor(start + width * i), id_floor(start + width * (i + 1))
+        in_slice = sa.and_(r.id >= low, r.id < high)
+        started = await conn.scalar(sa.select(sa.func.count()).where(in_slice))
+        completed = await conn.scalar(
+            sa.select(sa.func.count()).where(r.status == "completed", in_slice)
+        )
+        done = (
+            await conn.execute(
+                sa.select(r.created_at, r.updated_at)
+                .where(r.status == "completed", in_slice)
+                .order_by(r.id.desc())
+                .limit(_SAMPLE)
+            )
+        ).all()
+        ds = sorted((d.updated_at - d.created_at).total_seconds() for d in done)
+        out.append(
+            Bucket(
+                start=start + width * i,
+                started=int(started or 0),
+                completed=int(completed or 0),
+                p50_seconds=ds[len(ds) // 2] if ds else None,
+                p95_seconds=ds[min(len(ds) - 1, int(len(ds) * 0.95))] if ds else None,
+            )
+        )
+    return out
