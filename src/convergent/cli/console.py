@@ -18,6 +18,10 @@ def console_command(
     port: Annotated[int, typer.Option(help="TCP port")] = 8100,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
     migrate: Annotated[bool, typer.Option(help="apply convergent's migrations first")] = True,
+    refresh_seconds: Annotated[
+        float,
+        typer.Option(envvar="CONVERGENT_CONSOLE_REFRESH_SECONDS", help="Overview update period"),
+    ] = 5.0,
     imports: Imports = None,
 ) -> None:
     """Serve the operator console (log in with a key from `convergent keys create NAME --admin`).

@@ -70,12 +70,16 @@ def _with_notice(url: str, notice: str, ok: bool) -> str:
     return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
 
 
-def create_console(store: Store, *, broker_url: str | None = None) -> FastAPI:
+def create_console(
+    store: Store, *, broker_url: str | None = None, refresh_seconds: float = 5.0
+) -> FastAPI:
     """The console on ``store``; mount it (``app.mount("/console", create_console(store))``) or
-    serve it alone (`convergent console`). ``broker_url`` is only for the health check."""
+    serve it alone (`convergent console`). ``broker_url`` is only for the health check;
+    ``refresh_seconds`` is how often the Overview updates itself."""
     app = FastAPI(title="convergent console", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.store = store
     app.state.broker_url = broker_url
+    app.state.refresh_seconds = refresh_seconds
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
     filters.install(templates.env)
     app.state.templates = templates

@@ -82,6 +82,7 @@ async def _overview_values(request: Request) -> dict[str, Any]:
         "consistency": consistency,
         "health": health,
         "sources": letters_q.SOURCES,
+        "refresh": f"{request.app.state.refresh_seconds:g}",
     }
 
 
