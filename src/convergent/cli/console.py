@@ -44,5 +44,8 @@ def console_command(
         asyncio.run(store.engine.dispose())
     console.print(f"console on [bold]http://{host}:{port}/[/] ({store!r})")
     uvicorn.run(
-        create_console(store, broker_url=broker_url), host=host, port=port, log_level=log_level
+        create_console(store, broker_url=broker_url, refresh_seconds=refresh_seconds),
+        host=host,
+        port=port,
+        log_level=log_level,
     )
