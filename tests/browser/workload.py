@@ -18,7 +18,7 @@ from convergent.outbox import declare_topic
 from convergent.retry import RetryPolicy
 from convergent.store import Store
 from convergent.store.schema import dead_letters
-from convergent.webhooks import create_endpoint, enqueue
+from convergent.webhooks import AllowList, create_endpoint, enqueue
 from convergent.workflows import Saga, StepContext, WorkflowContext, send, start, step, workflow
 
 TOPIC = "console.orders"
@@ -87,7 +87,11 @@ async def seed(store: Store, receiver_url: str) -> dict[str, Any]:
             )
         )
         endpoint, _secret = await create_endpoint(
-            conn, receiver_url, now=now, description="partner callbacks"
+            conn,
+            receiver_url,
+            now=now,
+            description="partner callbacks",
+            allow=AllowList(hosts=frozenset({"127.0.0.1"})),
         )
         messages = [
             await enqueue(conn, "order.paid", {"order": f"o-{i}"}, store=store) for i in range(2)
