@@ -157,8 +157,11 @@ def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     e = Env(f"http://127.0.0.1:{port}", key, url, ids, receiver)
     try:
         e.processes.append(
-            _spawn(["worker", "--import", "tests.browser.workload", "--poll-interval", "0.2"],
-                   url, tmp / "worker.log")
+            _spawn(
+                ["worker", "--import", "tests.browser.workload", "--poll-interval", "0.2"],
+                url,
+                tmp / "worker.log",
+            )
         )
         e.processes.append(
             _spawn(["console", "--port", str(port), "--no-migrate"], url, tmp / "console.log")

@@ -16,9 +16,7 @@ from tests.browser.conftest import Env, screenshot_dir
 pytestmark = pytest.mark.timeout(120)
 
 
-def test_unauthenticated_access_to_pages_and_actions_is_refused(
-    browser: Browser, env: Env
-) -> None:
+def test_unauthenticated_access_to_pages_and_actions_is_refused(browser: Browser, env: Env) -> None:
     context = browser.new_context()
     tab = context.new_page()
     tab.goto(env.base_url + "/dead-letters")
@@ -125,9 +123,11 @@ def test_resend_a_webhook(page: Page, env: Env) -> None:
     page.click("text=Confirm: Resend")
     expect(page.locator(".notice.ok")).to_contain_text("queued for endpoint")
     # a delivery's first try that succeeded can only be the resend's (the original failed it)
-    resent = page.locator("tbody tr", has_text=message).filter(
-        has=page.locator("td.num", has_text=re.compile(r"^1$"))
-    ).filter(has_text="succeeded")
+    resent = (
+        page.locator("tbody tr", has_text=message)
+        .filter(has=page.locator("td.num", has_text=re.compile(r"^1$")))
+        .filter(has_text="succeeded")
+    )
     for _ in range(80):
         if resent.count():
             break
