@@ -39,7 +39,7 @@ ActionFn = Callable[[Store, str, dict[str, str]], Awaitable[str]]
 @dataclass(frozen=True)
 class Action:
     name: str
-    target_kind: str  # run | dead_letter | dead_letters | webhook_endpoint | webhook_message
+    target_kind: str  # run | dead_letter | dead_letters | webhook_endpoint
     label: str  # the button
     confirm: str  # the question on the confirmation page; {target} is filled in
     fn: ActionFn
@@ -190,8 +190,8 @@ async def _discard_matching(store: Store, _target: str, params: dict[str, str]) 
 async def _resend(store: Store, target: str, params: dict[str, str]) -> str:
     from convergent.webhooks import resend
 
-    message_id = _uuid(target, "webhook message")
-    endpoint_id = _uuid(params.get("endpoint_id", ""), "webhook endpoint")
+    endpoint_id = _uuid(target, "webhook endpoint")
+    message_id = _uuid(params.get("message_id", ""), "webhook message")
     async with store.begin() as conn:
         await resend(conn, message_id, endpoint_id, store=store)
     return f"message {message_id} queued for endpoint {endpoint_id} again"
@@ -253,11 +253,11 @@ for _action in (
     ),
     Action(
         "webhook.resend",
-        "webhook_message",
+        "webhook_endpoint",
         "Resend",
-        "Send message {target} to this endpoint again (same webhook-id)?",
+        "Send the message again to endpoint {target} (same webhook-id)?",
         _resend,
-        params=("endpoint_id",),
+        params=("message_id",),
     ),
     Action(
         "webhook.enable",

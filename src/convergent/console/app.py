@@ -21,6 +21,7 @@ from fastapi.templating import Jinja2Templates
 from convergent.auth import Principal, presented_key, verify_key
 from convergent.console import actions, filters
 from convergent.console.pages import router as pages_router
+from convergent.console.queries.paging import InvalidCursor
 from convergent.console.web import render, root
 from convergent.errors import ConvergentError
 from convergent.http.problem import Problem, install_problem_handlers
@@ -85,6 +86,11 @@ def create_console(
     app.state.templates = templates
     install_problem_handlers(app)
     app.mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static")
+
+    @app.exception_handler(InvalidCursor)
+    async def on_bad_cursor(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, InvalidCursor)
+        return Problem(400, exc.code, exc.message).to_response(request.url.path)
 
     @app.exception_handler(LoginRequired)
     async def on_login_required(request: Request, exc: Exception) -> Response:

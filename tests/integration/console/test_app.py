@@ -142,6 +142,9 @@ async def test_every_page_answers_with_the_store_content(
     assert "time (UTC), by when the run started" in overview.text
     assert 'hx-trigger="every 5s"' in overview.text
     assert (await http.get("/console/static/htmx.min.js")).status_code == 200
+    forged = await http.get("/console/runs?cursor=bm90LWEtY3Vyc29y", headers=admin)
+    assert forged.status_code == 400
+    assert forged.json()["type"].endswith("/invalid-cursor")
     missing = await http.get("/console/runs/not-a-uuid", headers=admin)
     assert missing.status_code == 404
     assert missing.headers["content-type"] == "application/problem+json"

@@ -11,9 +11,15 @@ from typing import Any, Generic, TypeVar
 
 from convergent.errors import ConfigurationError
 
-__all__ = ["Page", "decode_cursor", "encode_cursor", "id_floor"]
+__all__ = ["InvalidCursor", "Page", "decode_cursor", "encode_cursor", "id_floor"]
 
 T = TypeVar("T")
+
+
+class InvalidCursor(ConfigurationError):
+    """A page link that was edited or is from another list."""
+
+    code = "invalid-cursor"
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,7 @@ def decode_cursor(cursor: str, size: int) -> list[str]:
     except (ValueError, UnicodeDecodeError):
         values = None
     if not isinstance(values, list) or len(values) != size:
-        raise ConfigurationError("that page link is not valid any more: start from the first page")
+        raise InvalidCursor("that page link is not valid any more: start from the first page")
     return [str(v) for v in values]
 
 
