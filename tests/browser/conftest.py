@@ -146,16 +146,20 @@ def _spawn(args: list[str], url: str, log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+# PostgreSQL by default, to keep the suite short: the same pages, queries and actions run on both
+# databases in tests/integration/console; CONVERGENT_BROWSER_DATABASES=sqlite,postgres runs both
+DATABASES = os.environ.get("CONVERGENT_BROWSER_DATABASES", "postgres").split(",")
+
+
+@pytest.fixture(scope="module", params=DATABASES)
 def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     tmp = tmp_path_factory.mktemp(f"console-{request.param}")
     receiver = Receiver()
     databases = _database(request.param, tmp)
     url = next(databases)
-    key, ids = run(_prepare(url, receiver))
     port = free_port()
-    e = Env(f"http://127.0.0.1:{port}", key, url, ids, receiver)
-    try:
+    e = Env(f"http://127.0.0.1:{port}", "", url, {}, receiver)
+    try:  # the processes boot while the workload is written
         e.processes.append(
             _spawn(
                 ["worker", "--import", "tests.browser.workload", "--poll-interval", "0.2"],
@@ -166,6 +170,7 @@ def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         e.processes.append(
             _spawn(["console", "--port", str(port), "--no-migrate"], url, tmp / "console.log")
         )
+        e.key, e.ids = run(_prepare(url, receiver))
         deadline = time.monotonic() + 60
         while True:
             try:
