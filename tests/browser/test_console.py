@@ -35,6 +35,8 @@ def test_unauthenticated_access_to_pages_and_actions_is_refused(browser: Browser
 
 
 def test_every_page_opens_and_is_photographed(page: Page, env: Env, tmp_path: Path) -> None:
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
     shots = screenshot_dir(tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
     failing = env.ids["failing"][0]
@@ -60,6 +62,8 @@ def test_every_page_opens_and_is_photographed(page: Page, env: Env, tmp_path: Pa
     expect(chart).to_contain_text("runs")  # its y axis is labelled
     updated = page.locator(".live").inner_text()
     expect(page.locator(".live")).not_to_have_text(updated, timeout=10_000)  # updates itself
+    assert asked  # the pages, their CSS and script, the live updates
+    assert [url for url in asked if not url.startswith(env.base_url)] == []  # nothing else
 
 
 def test_find_a_failing_run_by_its_key_read_its_timeline_and_cancel_it(

@@ -32,9 +32,16 @@ def console_command(
 
     import uvicorn
 
-    from convergent.cli.app import run_async
-    from convergent.console import create_console
+    from convergent.cli.app import fail, run_async
     from convergent.store import Store
+
+    try:
+        from convergent.console import create_console
+    except ImportError as exc:  # jinja2, python-multipart or fastapi left out
+        raise fail(
+            f"the console needs {exc.name}: install convergent with its console extra, "
+            "e.g. pip install 'convergent[console]'"
+        ) from None
 
     import_modules(imports)
     store = Store(database_url)
