@@ -90,7 +90,9 @@ class Env:
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
 
-@pytest.fixture(scope="session")
+# module scope, not session: while Playwright's sync API is alive it keeps an event loop marked
+# running in this thread, and every later test that calls asyncio.run would fail
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
         service_missing("Chromium", "apt-get install -y chromium")
