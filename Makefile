@@ -23,13 +23,13 @@ test: $(VENV)
 	$(RUN) pytest $(PYTEST_ARGS)
 
 lint: $(VENV)
-	$(RUN) ruff check src tests bench
-	$(RUN) ruff format --check src tests bench
+	$(RUN) ruff check src shop tests bench
+	$(RUN) ruff format --check src shop tests bench
 	$(RUN) mypy
 
 format: $(VENV)
-	$(RUN) ruff check --fix src tests bench
-	$(RUN) ruff format src tests bench
+	$(RUN) ruff check --fix src shop tests bench
+	$(RUN) ruff format src shop tests bench
 
 bench: $(VENV)
 	@for b in bench/*.py; do echo "== $$b"; $(RUN) python $$b || exit 1; done

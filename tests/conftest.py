@@ -155,3 +155,27 @@ def nats_url() -> str:
     if not port_open(NATS_URL, 4222):
         service_missing("NATS", NATS_START)
     return NATS_URL
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def blank_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database (never migrated) of this test's own: SQLite, then PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'blank.db'}"
+        return
+    if not port_open(PG_ADMIN_URL, 5432):
+        service_missing("PostgreSQL", PG_START)
+    name = f"convergent_blank_{os.getpid()}_{secrets.token_hex(3)}"
+    _run(_pg_admin([f'CREATE DATABASE "{name}"']))
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        _run(
+            _pg_admin(
+                [
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    f"WHERE datname = '{name}'",
+                    f'DROP DATABASE IF EXISTS "{name}"',
+                ]
+            )
+        )

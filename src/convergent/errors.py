@@ -5,6 +5,8 @@ status codes. Every error carries a stable ``code`` used as the problem ``type``
 
 ConvergentError
 ├── ConfigurationError            bad settings or URL; the message says how to fix it
+│   ├── MissingExtra              an integration's extra is not installed (an ImportError too)
+│   └── NotMigrated               the database lacks convergent's tables or is behind
 ├── StoreUnavailable              the database cannot be reached (HTTP 503)
 ├── TransientError                worth retrying (timeouts, 5xx, 429); may carry ``retry_after``
 ├── PermanentError                retrying cannot help (4xx, validation)
@@ -53,8 +55,10 @@ __all__ = [
     "InvalidTransition",
     "LeaseLost",
     "MessagingError",
+    "MissingExtra",
     "NonDeterminism",
     "NotFound",
+    "NotMigrated",
     "NotSent",
     "PermanentError",
     "PreconditionFailed",
@@ -96,6 +100,22 @@ class ConfigurationError(ConvergentError):
     """The configuration is invalid."""
 
     code = "configuration"
+
+
+class MissingExtra(ConfigurationError, ImportError):
+    """An optional integration was used without its extra installed."""
+
+    code = "missing_extra"
+
+    def __init__(self, extra: str, what: str) -> None:
+        super().__init__(f"{what} needs the {extra!r} extra: pip install 'convergent[{extra}]'")
+        self.extra = extra
+
+
+class NotMigrated(ConfigurationError):
+    """The database has no convergent tables, or older ones than this version needs."""
+
+    code = "not-migrated"
 
 
 class StoreUnavailable(ConvergentError):

@@ -13,6 +13,8 @@ import os
 import signal
 import sys
 
+from convergent import settings
+
 __all__ = ["FAULT_POINTS", "configure", "fault_point", "register"]
 
 #: every point the package declares, with what a crash there means
@@ -51,4 +53,4 @@ def fault_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-configure(os.environ.get("CONVERGENT_FAULTS"))
+configure(settings.raw("faults"))

@@ -1,28 +1,255 @@
-"""Settings read from ``CONVERGENT_*`` environment variables; flags override them."""
+"""Every ``CONVERGENT_*`` environment variable, in one pydantic-settings model.
+
+Flags and arguments override the environment; the environment overrides the defaults. A value
+that does not parse is a `ConfigurationError` naming the variable. docs/configuration.md is
+generated from these models (`markdown_table`) and checked against them by a test;
+`convergent config` shows the effective values, where each came from, secrets masked.
+Packages built on convergent add their own model with `register` (the shop does).
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-__all__ = ["DEFAULT_BROKER_URL", "DEFAULT_DATABASE_URL", "broker_url", "database_url"]
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from convergent.errors import ConfigurationError
+
+__all__ = [
+    "DEFAULT_BROKER_URL",
+    "DEFAULT_DATABASE_URL",
+    "ENV_PREFIX",
+    "MODELS",
+    "CommaList",
+    "Effective",
+    "Settings",
+    "broker_url",
+    "database_url",
+    "effective",
+    "env_name",
+    "load",
+    "load_model",
+    "markdown_table",
+    "mask",
+    "raw",
+    "register",
+    "split_commas",
+]
+
+ENV_PREFIX = "CONVERGENT_"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./convergent.db"
 DEFAULT_BROKER_URL = "embedded://"
 
+CommaList = Annotated[list[str], NoDecode]
+
+
+def split_commas(value: Any) -> Any:
+    """``a, b,c`` -> ``["a", "b", "c"]`` (environment variables hold no JSON lists)."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """The toolkit's settings."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    database_url: str = Field(
+        DEFAULT_DATABASE_URL,
+        description="Database: `sqlite+aiosqlite:///path` or `postgresql+asyncpg://user@host/db` "
+        "(`--database-url`).",
+    )
+    broker_url: str = Field(
+        DEFAULT_BROKER_URL,
+        description="Broker: `embedded://`, `nats://host:4222` or `kafka://host:9092` "
+        "(`--broker-url`).",
+    )
+    db_pool_size: int = Field(
+        5, ge=1, description="PostgreSQL connections each `Store` keeps open (`pool_size=`)."
+    )
+    db_max_overflow: int = Field(
+        10, ge=0, description="Extra PostgreSQL connections under load (`max_overflow=`)."
+    )
+    idempotency_lock_timeout: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds an Idempotency-Key stays locked by a request that died mid-way.",
+    )
+    idempotency_retention: float = Field(
+        86400.0, gt=0, description="Seconds a completed Idempotency-Key is replayed, then purged."
+    )
+    webhook_allow_hosts: CommaList = Field(
+        default_factory=list,
+        description="Comma-separated hosts and networks (CIDR) webhooks may reach although not "
+        "public, e.g. `localhost,10.0.0.0/8`.",
+    )
+    api_key_pepper: SecretStr = Field(
+        SecretStr(""),
+        description="Secret mixed into every API key's stored hash; keep it outside the "
+        "database. Changing it invalidates the keys issued before.",
+    )
+    api_key_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="Seconds a verified API key is remembered: a revoke takes effect within this.",
+    )
+    console_refresh_seconds: float = Field(
+        5.0, gt=0, description="Seconds between live updates of the console's Overview."
+    )
+    faults: str = Field(
+        "",
+        description="Fault points to crash at, `name` or `name@N` comma-separated "
+        "(tests and drills only; docs/faults.md).",
+    )
+
+    @field_validator("webhook_allow_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        return split_commas(value)
+
+
+#: every registered model and the section `convergent config` shows it under
+MODELS: dict[str, type[BaseSettings]] = {"convergent": Settings}
+
+
+def register(section: str, model: type[BaseSettings]) -> None:
+    """Show a package's own ``CONVERGENT_*`` model in `convergent config` and its checks."""
+    MODELS[section] = model
+
+
+def env_name(model: type[BaseSettings], field: str) -> str:
+    prefix = str(model.model_config.get("env_prefix") or "")
+    return (prefix + field).upper()
+
+
+#: per model: the variables it was read from, and the result
+_cache: dict[type[BaseSettings], tuple[tuple[tuple[str, str], ...], Any]] = {}
+
+
+def _environment(model: type[BaseSettings]) -> tuple[tuple[str, str], ...]:
+    prefix = str(model.model_config.get("env_prefix") or "").upper()
+    return tuple(sorted((k, v) for k, v in os.environ.items() if k.upper().startswith(prefix)))
+
+
+def load_model(model: type[BaseSettings], /, **overrides: Any) -> Any:
+    """``model`` from the environment; keyword arguments (None: unset) win.
+
+    Without arguments the result is reused until the model's variables change (validation
+    costs about 0.4 ms; a webhook delivery asks for its allow-list every time)."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    environment = _environment(model)
+    cached = _cache.get(model)
+    if not given and cached is not None and cached[0] == environment:
+        return cached[1]
+    try:
+        value = model(**given)
+        if not given:
+            _cache[model] = (environment, value)
+        return value
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False):
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            source = f"--{field.replace('_', '-')}" if field in given else env_name(model, field)
+            problems.append(f"{source}={error.get('input')!r}: {error['msg']}")
+        raise ConfigurationError("bad setting " + "; ".join(problems)) from None
+
+
+def load(**overrides: Any) -> Settings:
+    """The toolkit's settings from the environment; keyword arguments (None: unset) win."""
+    return load_model(Settings, **overrides)  # type: ignore[no-any-return]
+
 
 def database_url(override: str | None = None) -> str:
-    return override or os.environ.get("CONVERGENT_DATABASE_URL") or DEFAULT_DATABASE_URL
+    return override or load().database_url
 
 
 def broker_url(override: str | None = None) -> str:
-    return override or os.environ.get("CONVERGENT_BROKER_URL") or DEFAULT_BROKER_URL
+    return override or load().broker_url
 
 
-def env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    return float(raw) if raw else default
+def raw(field: str) -> str | None:
+    """One variable as set, unparsed: for what is read at import time, before a bad unrelated
+    setting could be reported properly (fault points)."""
+    return os.environ.get(env_name(Settings, field))
 
 
-def env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    return int(raw) if raw else default
+# showing them ----------------------------------------------------------------------------------
+
+_SECRET_WORDS = ("password", "secret", "token", "key")
+
+
+def _is_secret(name: str) -> bool:
+    return any(word in name.lower() for word in _SECRET_WORDS)
+
+
+def mask(value: Any) -> str:
+    """A value fit to print: secrets starred, passwords in URLs and secret query values too."""
+    if isinstance(value, SecretStr):
+        return "********" if value.get_secret_value() else ""
+    if isinstance(value, list):
+        return ",".join(mask(v) for v in value)
+    text = "" if value is None else str(value)
+    if "://" not in text:
+        return text
+    try:
+        parts = urlsplit(text)
+        netloc = parts.netloc
+        if parts.password:
+            netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        if netloc == parts.netloc and not any(_is_secret(k) for k, _ in pairs):
+            return text  # untouched (urlunsplit would rewrite sqlite:///./x.db)
+        query = urlencode([(k, "***" if _is_secret(k) else v) for k, v in pairs], safe="*")
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
+    except ValueError:
+        return text
+
+
+@dataclass(frozen=True)
+class Effective:
+    section: str
+    variable: str
+    value: str  # masked
+    source: str  # flag, env or default
+    description: str
+
+
+def effective(overrides: Mapping[str, Any] | None = None) -> list[Effective]:
+    """Each registered setting's value (masked) and where it came from."""
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    rows = []
+    for section, model in MODELS.items():
+        values = load_model(
+            model, **{k: v for k, v in overrides.items() if k in model.model_fields}
+        )
+        for field, info in model.model_fields.items():
+            variable = env_name(model, field)
+            source = (
+                "flag" if field in overrides else "env" if variable in os.environ else "default"
+            )
+            value = getattr(values, field)
+            value = "********" if value and _is_secret(field) else mask(value)
+            rows.append(Effective(section, variable, value, source, info.description or ""))
+    return rows
+
+
+def _default(info: Any) -> str:
+    value = info.get_default(call_default_factory=True)
+    shown = mask(value)
+    return f"`{shown}`" if shown else "(empty)"
+
+
+def markdown_table(model: type[BaseSettings]) -> str:
+    """The model as a Markdown table: variable, default, meaning (docs/configuration.md)."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for field, info in model.model_fields.items():
+        desc = (info.description or "").replace("|", "\\|")
+        lines.append(f"| `{env_name(model, field)}` | {_default(info)} | {desc} |")
+    return "\n".join(lines) + "\n"

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from convergent.shop.sim.servers import free_port
+from convergent.drill import free_port
 from tests.contract.transports.brokers import kafka_url  # a tansu broker for the Kafka drill
 
 __all__ = ["kafka_url"]

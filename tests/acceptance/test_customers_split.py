@@ -16,7 +16,7 @@ def test_separate_relay_and_consumer_processes_feed_the_read_model(
     workers = [
         start_process(["relay"], database_url, tmp_path / "relay.log"),
         start_process(
-            ["consume", "--import", "convergent.shop.readmodels"],
+            ["consume", "--import", "convergent_shop.readmodels"],
             database_url,
             tmp_path / "consume.log",
         ),

@@ -23,7 +23,7 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from convergent.auth import create_key
-from convergent.shop.sim.servers import free_port
+from convergent.drill import free_port
 from convergent.store import Store
 from tests.browser.workload import seed
 from tests.conftest import CI, PG_ADMIN_URL, _migrate, _pg_admin, port_open, service_missing

@@ -22,7 +22,7 @@ def test_importing_the_package_does_not_import_the_shop_or_the_brokers() -> None
 
     code = (
         "import sys, convergent; "
-        "heavy = ('convergent.shop', 'nats', 'aiokafka', 'fastapi'); "
+        "heavy = ('convergent_shop', 'nats', 'aiokafka', 'fastapi'); "
         "bad = [m for m in heavy if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )

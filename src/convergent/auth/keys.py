@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 import time
 import uuid
@@ -33,8 +32,6 @@ from convergent.store import Store
 from convergent.store.schema import api_keys
 
 __all__ = [
-    "CACHE_SECONDS_ENV",
-    "PEPPER_ENV",
     "ApiKey",
     "Principal",
     "create_key",
@@ -44,8 +41,6 @@ __all__ = [
     "verify_key",
 ]
 
-PEPPER_ENV = "CONVERGENT_API_KEY_PEPPER"
-CACHE_SECONDS_ENV = "CONVERGENT_API_KEY_CACHE_SECONDS"
 _SCHEME = "hmac-sha256"
 _LAST_USED_EVERY = timedelta(minutes=1)  # last_used_at is a hint, not a write per request
 
@@ -87,7 +82,7 @@ class ApiKey:
 
 
 def _hash(secret: str) -> str:
-    pepper = os.environ.get(PEPPER_ENV, "").encode()
+    pepper = settings.load().api_key_pepper.get_secret_value().encode()
     return f"{_SCHEME}${hmac.new(pepper, secret.encode(), hashlib.sha256).hexdigest()}"
 
 
@@ -214,7 +209,7 @@ async def verify_key(store: Store, raw: str | None) -> Principal | None:
                 await conn.execute(
                     api_keys.update().where(api_keys.c.id == row.id).values(last_used_at=now)
                 )
-    cache.put(digest, principal, settings.env_float(CACHE_SECONDS_ENV, 5.0))
+    cache.put(digest, principal, settings.load().api_key_cache_seconds)
     return principal
 
 

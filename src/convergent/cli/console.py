@@ -19,9 +19,9 @@ def console_command(
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
     migrate: Annotated[bool, typer.Option(help="apply convergent's migrations first")] = True,
     refresh_seconds: Annotated[
-        float,
-        typer.Option(envvar="CONVERGENT_CONSOLE_REFRESH_SECONDS", help="Overview update period"),
-    ] = 5.0,
+        float | None,
+        typer.Option(help="seconds between Overview updates (CONVERGENT_CONSOLE_REFRESH_SECONDS)"),
+    ] = None,
     imports: Imports = None,
 ) -> None:
     """Serve the operator console (log in with a key from `convergent keys create NAME --admin`).
@@ -30,18 +30,18 @@ def console_command(
     """
     import asyncio
 
-    import uvicorn
-
     from convergent.cli.app import fail, run_async
+    from convergent.errors import MissingExtra
     from convergent.store import Store
 
     try:
+        import uvicorn
+
         from convergent.console import create_console
-    except ImportError as exc:  # jinja2, python-multipart or fastapi left out
-        raise fail(
-            f"the console needs {exc.name}: install convergent with its console extra, "
-            "e.g. pip install 'convergent[console]'"
-        ) from None
+    except MissingExtra as exc:
+        raise fail(exc.message) from None
+    except ImportError:
+        raise fail(str(MissingExtra("console", "convergent console"))) from None
 
     import_modules(imports)
     store = Store(database_url)

@@ -13,9 +13,10 @@ def consume(
     database_url: DatabaseUrl = None, broker_url: BrokerUrl = None, imports: Imports = None
 ) -> None:
     """Run every consumer the imported modules declare, each in one transaction per message."""
-    from convergent.outbox.consumer import CONSUMERS, Consumer
+    from convergent.cli._preflight import wait_for_broker, wait_for_database
+    from convergent.outbox.consumer import CONSUMERS
+    from convergent.runtime import Messaging
     from convergent.store import Store
-    from convergent.transports import transport_from_url
 
     import_modules(imports)
     if not CONSUMERS:
@@ -23,16 +24,17 @@ def consume(
 
     async def go() -> int:
         store = Store(database_url)
-        transport = transport_from_url(broker_url, store)
         stop = asyncio.Event()
         stop_on_signals(stop)
-        consumers = [Consumer.from_spec(store, transport, spec) for spec in CONSUMERS]
+        messaging = Messaging(store, broker_url, relay=False)
         try:
-            await asyncio.gather(*(c.run(stop) for c in consumers))
+            if await wait_for_database(store, stop) and await wait_for_broker(
+                store, broker_url, stop
+            ):
+                await messaging.run(stop)
         finally:
-            await transport.close()
             await store.close()
-        return sum(c.handled for c in consumers)
+        return messaging.handled
 
     handled = run_async(go())
     console.print(f"consumers stopped after handling {handled} messages")

@@ -8,7 +8,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from convergent.cli.app import DatabaseUrl, app, console, run_async
+from convergent.cli._preflight import checked_store
+from convergent.cli.app import DatabaseUrl, JsonOutput, app, console, print_json, run_async
 from convergent.cli.relay import Imports, import_modules
 
 dlq_app = typer.Typer(help="Dead letters: messages, runs and deliveries that gave up.")
@@ -16,13 +17,8 @@ app.add_typer(dlq_app, name="dlq")
 
 
 async def _with_store(database_url: str | None, fn: Any) -> Any:
-    from convergent.store import Store
-
-    store = Store(database_url)
-    try:
+    async with checked_store(database_url) as store:
         return await fn(store)
-    finally:
-        await store.close()
 
 
 @dlq_app.command("list")
@@ -31,6 +27,7 @@ def list_(
     source: Annotated[str | None, typer.Option(help="outbox, consumer, workflow, webhook")] = None,
     status: Annotated[str, typer.Option(help="dead, retried, discarded or all")] = "dead",
     limit: int = 100,
+    json_output: JsonOutput = False,
 ) -> None:
     """List dead letters, oldest first."""
     from convergent.outbox.dlq import list_dead_letters
@@ -40,6 +37,9 @@ def list_(
             return await list_dead_letters(conn, source=source, status=status, limit=limit)
 
     rows = run_async(_with_store(database_url, go))
+    if json_output:
+        print_json([dict(r._mapping) for r in rows])
+        return
     table = Table("id", "source", "name", "key", "attempts", "status", "reason")
     for r in rows:
         table.add_row(

@@ -32,7 +32,7 @@ def drill_app(
 ) -> None:
     """Kill and restart workers running YOUR workflows; exit 1 if a run is stuck or your
     module's ``async def check(store) -> list[str]`` reports a violation."""
-    from convergent.shop.sim.appdrill import AppDrillOptions, run_app_drill
+    from convergent.drill.appdrill import AppDrillOptions, run_app_drill
 
     try:
         arguments = json.loads(args)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import signal
 from typing import Annotated
 
@@ -22,8 +21,9 @@ Imports = Annotated[
 
 
 def import_modules(modules: list[str] | None) -> None:
-    for name in modules or []:
-        importlib.import_module(name)
+    from convergent.cli.worker import import_app
+
+    import_app(modules or [])
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:
@@ -41,24 +41,25 @@ def relay(
     batch_size: Annotated[int, typer.Option(help="rows per publish batch")] = 1000,
 ) -> None:
     """Publish committed outbox rows through the broker, in order per key, until SIGTERM."""
-    from convergent.outbox.relay import Relay
+    from convergent.cli._preflight import wait_for_broker, wait_for_database
+    from convergent.runtime import Messaging
     from convergent.store import Store
-    from convergent.transports import transport_from_url
 
     import_modules(imports)
 
     async def go() -> int:
         store = Store(database_url)
-        transport = transport_from_url(broker_url, store)
         stop = asyncio.Event()
         stop_on_signals(stop)
-        worker = Relay(store, transport, batch_size=batch_size)
+        messaging = Messaging(store, broker_url, consumers=False, relay_batch_size=batch_size)
         try:
-            await worker.run(stop)
+            if await wait_for_database(store, stop) and await wait_for_broker(
+                store, broker_url, stop
+            ):
+                await messaging.run(stop)
         finally:
-            await transport.close()
             await store.close()
-        return worker.published
+        return messaging.published
 
     published = run_async(go())
     console.print(f"relay stopped after publishing {published} messages")

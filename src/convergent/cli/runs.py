@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import asdict
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from convergent.cli.app import DatabaseUrl, app, console, fail, run_async
-from convergent.store import Store
+from convergent.cli._preflight import checked_store
+from convergent.cli.app import DatabaseUrl, JsonOutput, app, console, fail, print_json, run_async
 
 __all__ = ["runs_app"]
 
@@ -31,16 +32,21 @@ def list_command(
     status: Annotated[list[str], typer.Option(help="only runs in this state")] = [],  # noqa: B006 - typer default
     workflow: Annotated[str | None, typer.Option(help="only runs of this workflow")] = None,
     limit: Annotated[int, typer.Option(help="most recent first, at most this many")] = 50,
+    json_output: JsonOutput = False,
 ) -> None:
     """List recent runs."""
     from convergent.workflows import list_runs
 
     async def go() -> list[Any]:
-        async with Store(database_url) as store:
+        async with checked_store(database_url) as store:
             return await list_runs(store, status_in=status, workflow=workflow, limit=limit)
 
+    found = run_async(go())
+    if json_output:
+        print_json([asdict(run) for run in found])
+        return
     table = Table("id", "workflow", "status", "attempts", "created", "error")
-    for run in run_async(go()):
+    for run in found:
         colour = _COLOURS.get(run.status, "cyan")
         table.add_row(
             str(run.id),
@@ -64,7 +70,7 @@ def show_command(run_id: str, database_url: DatabaseUrl = None) -> None:
         raise fail(f"{run_id!r} is not a run id: copy one from `convergent runs list`") from None
 
     async def go() -> tuple[Any, list[Any]]:
-        async with Store(database_url) as store:
+        async with checked_store(database_url) as store:
             return await status(store, parsed), await run_steps_of(store, parsed)
 
     run, steps = run_async(go())

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from convergent.cli.app import app, console
+from convergent.cli.app import JsonOutput, app, console, print_json
 from convergent.cli.relay import Imports, import_modules
 
 
@@ -15,11 +15,26 @@ from convergent.cli.relay import Imports, import_modules
 def topics(
     imports: Imports = None,
     schema: Annotated[bool, typer.Option(help="print each topic's JSON Schema")] = False,
+    json_output: JsonOutput = False,
 ) -> None:
     """List declared topics (import the modules that declare them with --import)."""
     from convergent.outbox.topics import TOPICS
 
     import_modules(imports)
+    if json_output:
+        print_json(
+            [
+                {
+                    "name": name,
+                    "kind": str(t.kind),
+                    "partitions": t.partitions,
+                    "schema": t.schema.__name__ if t.schema else None,
+                    "json_schema": t.json_schema(),
+                }
+                for name, t in sorted(TOPICS.items())
+            ]
+        )
+        return
     if schema:
         out = {name: t.json_schema() for name, t in sorted(TOPICS.items())}
         console.print_json(json.dumps(out))

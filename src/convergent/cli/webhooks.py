@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, TypeVar
 
@@ -11,7 +12,8 @@ import typer
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from convergent.cli.app import DatabaseUrl, app, console, fail, run_async
+from convergent.cli._preflight import checked_store
+from convergent.cli.app import DatabaseUrl, JsonOutput, app, console, fail, print_json, run_async
 from convergent.store import Store
 from convergent.webhooks import (
     create_endpoint,
@@ -44,16 +46,19 @@ def _in_store(
     database_url: str | None, work: Callable[[Store, AsyncConnection], Awaitable[T]]
 ) -> T:
     async def go() -> T:
-        async with Store(database_url) as store, store.begin() as conn:
+        async with checked_store(database_url) as store, store.begin() as conn:
             return await work(store, conn)
 
     return run_async(go())
 
 
 @endpoints_app.command("list")
-def endpoints_list(database_url: DatabaseUrl = None) -> None:
+def endpoints_list(database_url: DatabaseUrl = None, json_output: JsonOutput = False) -> None:
     """List endpoints (secrets are never shown)."""
     found = _in_store(database_url, lambda _s, conn: list_endpoints(conn))
+    if json_output:
+        print_json([asdict(e) for e in found])
+        return
     table = Table("id", "url", "enabled", "event types", "description")
     for e in found:
         state = "yes" if e.enabled else f"no ({e.disabled_reason})"
@@ -123,10 +128,14 @@ def attempts(
     endpoint_id: str,
     limit: Annotated[int, typer.Option(help="how many, newest first")] = 20,
     database_url: DatabaseUrl = None,
+    json_output: JsonOutput = False,
 ) -> None:
     """Show an endpoint's latest delivery attempts."""
     key = _uuid(endpoint_id, "endpoint")
     found = _in_store(database_url, lambda _s, conn: list_attempts(conn, key, limit))
+    if json_output:
+        print_json([asdict(a) for a in found])
+        return
     table = Table("time", "message", "try", "outcome", "status", "ms", "detail")
     for a in found:
         detail = a.error or (a.response_snippet or "")[:60]

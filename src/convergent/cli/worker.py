@@ -1,7 +1,7 @@
-"""`convergent worker`: a small composition of loops, each an object with ``run(stop)``.
+"""`convergent worker`: the standard background loops (`convergent.runtime`) for YOUR app.
 
-Workflows come from the application's module (``--import``, repeatable); other helpers add their
-loops (outbox relay, webhook dispatcher) to `worker_loops`.
+The app's modules (``--import``, required and repeatable) declare its workflows, topics and
+consumers; the worker runs them, and the relay, webhook delivery and maintenance unless turned off.
 """
 
 from __future__ import annotations
@@ -15,28 +15,26 @@ from typing import Annotated
 
 import typer
 
+from convergent.cli._preflight import wait_for_broker, wait_for_database
 from convergent.cli.app import BrokerUrl, DatabaseUrl, app, console, fail, run_async
-from convergent.loops import Loop, run_loops
+from convergent.loops import run_loops
+from convergent.outbox.consumer import CONSUMERS
+from convergent.runtime import LoopOptions, parse_queues, standard_loops
 from convergent.store import Store
 
-__all__ = ["DEFAULT_APP_MODULE", "Loop", "import_app", "worker", "worker_loops"]
-
-DEFAULT_APP_MODULE = "convergent.shop.workflows"
+__all__ = ["import_app", "worker"]
 
 
 def import_app(modules: list[str]) -> list[str]:
-    """Import the modules that define workflows (``module`` or ``module:attr``)."""
-    names = modules or [DEFAULT_APP_MODULE]
+    """Import the modules that declare workflows, topics and consumers (``module[:attr]``)."""
     if os.getcwd() not in sys.path:  # `--import myapp` from the app's directory, as python -m does
         sys.path.insert(0, os.getcwd())
     imported = []
-    for name in names:
+    for name in modules:
         module_name = name.split(":", 1)[0]
         try:
             importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if not modules and exc.name == DEFAULT_APP_MODULE:
-                continue  # the shop has no workflows module yet: run with what is registered
             raise fail(
                 f"cannot import {module_name!r} ({exc}): pass the module that defines your "
                 "workflows, e.g. --import myapp.workflows, and check it is on PYTHONPATH"
@@ -45,65 +43,20 @@ def import_app(modules: list[str]) -> list[str]:
     return imported
 
 
-def worker_loops(
-    store: Store,
-    *,
-    concurrency: int,
-    queues: list[str],
-    lease_seconds: float,
-    poll_interval: float,
-    broker_url: str | None = None,
-    relay: bool = True,
-    webhooks: bool = True,
-    shop: bool = False,
-) -> list[Loop]:
-    """Every loop `convergent worker` runs: workflow runs, and the outbox relay, webhook delivery
-    and key sweeping unless turned off; the shop's own consumers when serving the shop."""
-    from convergent.workflows import Worker
-
-    limits: dict[str, int] = {}
-    for spec in queues or ["default"]:
-        name, _, limit = spec.partition("=")
-        limits[name] = int(limit) if limit else concurrency
-    loops: list[Loop] = [
-        Worker(
-            store,
-            queues=limits,
-            concurrency=concurrency,
-            lease_seconds=lease_seconds,
-            poll_interval=poll_interval,
-        )
-    ]
-    if shop:
-        from convergent.shop.loops import shop_loops
-
-        return loops + shop_loops(
-            store, broker_url, workflows=False, relay=relay, webhooks=webhooks
-        )
-    if relay:
-        from convergent.outbox import Relay
-        from convergent.transports import transport_from_url
-
-        loops.append(Relay(store, transport_from_url(broker_url, store)))
-    if webhooks:
-        from convergent.webhooks import Dispatcher
-
-        loops.append(Dispatcher(store))
-    return loops
-
-
 @app.command()
 def worker(
-    database_url: DatabaseUrl = None,
-    broker_url: BrokerUrl = None,
     import_: Annotated[
         list[str],
         typer.Option(
             "--import",
             "--app",
-            help=f"module (or module:attr) defining your workflows; default {DEFAULT_APP_MODULE}",
+            help="module (or module:attr) declaring your workflows, topics and consumers; "
+            "required, repeatable",
+            show_default=False,
         ),
-    ] = [],  # noqa: B006 - typer reads the default, never mutates it
+    ],
+    database_url: DatabaseUrl = None,
+    broker_url: BrokerUrl = None,
     concurrency: Annotated[int, typer.Option(help="runs held at once")] = 50,
     queues: Annotated[
         list[str], typer.Option("--queues", help="queue to serve, optionally name=limit")
@@ -113,10 +66,27 @@ def worker(
     relay: Annotated[
         bool, typer.Option(help="also relay the outbox (off when `convergent relay` runs)")
     ] = True,
+    consumers: Annotated[
+        bool,
+        typer.Option(help="also run the declared consumers (off when `convergent consume` runs)"),
+    ] = True,
     webhooks: Annotated[bool, typer.Option(help="also deliver webhooks")] = True,
+    maintenance: Annotated[
+        bool, typer.Option(help="also purge what outlived its retention")
+    ] = True,
 ) -> None:
     """Run workflow runs (and the other background loops) until SIGTERM or Ctrl-C."""
     imported = import_app(import_)
+    options = LoopOptions(
+        queues=parse_queues(queues, concurrency),
+        concurrency=concurrency,
+        lease_seconds=lease_seconds,
+        poll_interval=poll_interval,
+        relay=relay,
+        consumers=consumers,
+        webhooks=webhooks,
+        maintenance=maintenance,
+    )
 
     async def go() -> None:
         store = Store(database_url)
@@ -124,19 +94,14 @@ def worker(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        loops = worker_loops(
-            store,
-            concurrency=concurrency,
-            queues=queues,
-            lease_seconds=lease_seconds,
-            poll_interval=poll_interval,
-            broker_url=broker_url,
-            relay=relay,
-            webhooks=webhooks,
-            shop=DEFAULT_APP_MODULE in imported,
-        )
-        console.print(f"[green]worker started[/] ({', '.join(imported) or 'no app module'})")
         try:
+            # an unmigrated database stops the worker now; one that is away is waited for
+            if not await wait_for_database(store, stop):
+                return
+            if relay or (consumers and CONSUMERS):  # workflows need no broker: only say so
+                await wait_for_broker(store, broker_url, stop, wait=False)
+            loops = standard_loops(store, broker_url, options)
+            console.print(f"[green]worker started[/] ({', '.join(imported)})")
             await run_loops(loops, stop)
         finally:
             await store.close()

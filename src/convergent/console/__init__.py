@@ -7,6 +7,16 @@ page and action needs an admin API key (`convergent keys create NAME --admin`). 
 docs/console.md.
 """
 
+import importlib.util
+
+from convergent.errors import MissingExtra
+
+if (
+    importlib.util.find_spec("jinja2") is None
+    or importlib.util.find_spec("python_multipart") is None
+):
+    raise MissingExtra("console", "the operator console")
+
 from convergent.console.actions import ACTIONS, Action, Outcome, perform, register_action
 from convergent.console.app import create_console
 

@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from convergent import settings
 from convergent.auth import Principal, presented_key, verify_key
 from convergent.console import actions, filters
 from convergent.console.pages import router as pages_router
@@ -72,15 +73,16 @@ def _with_notice(url: str, notice: str, ok: bool) -> str:
 
 
 def create_console(
-    store: Store, *, broker_url: str | None = None, refresh_seconds: float = 5.0
+    store: Store, *, broker_url: str | None = None, refresh_seconds: float | None = None
 ) -> FastAPI:
     """The console on ``store``; mount it (``app.mount("/console", create_console(store))``) or
     serve it alone (`convergent console`). ``broker_url`` is only for the health check;
-    ``refresh_seconds`` is how often the Overview updates itself."""
+    ``refresh_seconds`` is how often the Overview updates itself (default
+    ``CONVERGENT_CONSOLE_REFRESH_SECONDS``, 5)."""
     app = FastAPI(title="convergent console", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.store = store
     app.state.broker_url = broker_url
-    app.state.refresh_seconds = refresh_seconds
+    app.state.refresh_seconds = refresh_seconds or settings.load().console_refresh_seconds
     templates = Jinja2Templates(directory=str(_HERE / "templates"))
     filters.install(templates.env)
     app.state.templates = templates

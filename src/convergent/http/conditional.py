@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from starlette.requests import Request
+from convergent.errors import MissingExtra
+
+try:
+    from starlette.requests import Request
+except ImportError as exc:
+    raise MissingExtra("fastapi", "convergent.http") from exc
 
 from convergent.errors import PreconditionFailed, PreconditionRequired
 

@@ -18,7 +18,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import Depends
+from convergent.errors import MissingExtra
+
+try:
+    from fastapi import Depends
+except ImportError as exc:
+    raise MissingExtra("fastapi", "convergent.http") from exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response

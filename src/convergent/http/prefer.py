@@ -10,7 +10,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from starlette.requests import Request
+from convergent.errors import MissingExtra
+
+try:
+    from starlette.requests import Request
+except ImportError as exc:
+    raise MissingExtra("fastapi", "convergent.http") from exc
 
 __all__ = ["accepted_headers", "parse_prefer", "preference_applied", "requested_wait"]
 

@@ -10,7 +10,12 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from starlette.requests import Request
+from convergent.errors import MissingExtra
+
+try:
+    from starlette.requests import Request
+except ImportError as exc:
+    raise MissingExtra("fastapi", "convergent.http") from exc
 from starlette.responses import Response
 
 from convergent import errors

@@ -3,30 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
+from convergent.errors import MissingExtra
 
-from convergent.idempotency.keys import canonical_json
-from convergent.ids import new_id
+try:
+    import httpx
+except ImportError as exc:
+    raise MissingExtra("http", "the idempotent HTTP client") from exc
+
+from convergent.idempotency.keys import new_key
 from convergent.retry import RetryPolicy, parse_retry_after
 
-__all__ = ["IdempotentClient", "deterministic_key", "new_key"]
+__all__ = ["IdempotentClient"]
 
 IDEMPOTENCY_KEY = "Idempotency-Key"
-
-
-def new_key() -> str:
-    """A fresh key (UUIDv7): make it once per operation and keep it across retries."""
-    return new_id()
-
-
-def deterministic_key(namespace: str, client: str, payload: object) -> str:
-    """The same key for the same (namespace, client, JSON payload), in any process."""
-    text = canonical_json([namespace, client, payload])
-    return f"{namespace}:{hashlib.sha256(text.encode()).hexdigest()}"[:255]
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -33,8 +33,9 @@ __all__ = [
     "purge_expired_keys",
 ]
 
-DEFAULT_LOCK_TIMEOUT = 60.0  # seconds a crashed request may hold its key
-DEFAULT_RETENTION = 24 * 3600.0  # seconds a stored response is replayed
+# seconds a crashed request may hold its key; seconds a stored response is replayed
+DEFAULT_LOCK_TIMEOUT: float = settings.Settings.model_fields["idempotency_lock_timeout"].default
+DEFAULT_RETENTION: float = settings.Settings.model_fields["idempotency_retention"].default
 IN_PROGRESS = "in_progress"
 COMPLETED = "completed"
 
@@ -70,16 +71,11 @@ class IdempotencyKeys:
         retention: float | None = None,
     ) -> None:
         self.store = store
-        self.lock_timeout = timedelta(
-            seconds=lock_timeout
-            if lock_timeout is not None
-            else settings.env_float("CONVERGENT_IDEMPOTENCY_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT)
+        config = settings.load(
+            idempotency_lock_timeout=lock_timeout, idempotency_retention=retention
         )
-        self.retention = timedelta(
-            seconds=retention
-            if retention is not None
-            else settings.env_float("CONVERGENT_IDEMPOTENCY_RETENTION", DEFAULT_RETENTION)
-        )
+        self.lock_timeout = timedelta(seconds=config.idempotency_lock_timeout)
+        self.retention = timedelta(seconds=config.idempotency_retention)
 
     async def acquire(self, scope: str, key: str, fingerprint: str) -> Lease | StoredResponse:
         """Lock the key for this request, or say why not (replay, 409, 422)."""

@@ -12,8 +12,17 @@ import json
 from collections.abc import Sequence
 
 from convergent.errors import IdempotencyKeyMissing, InvalidIdempotencyKey
+from convergent.ids import new_id
 
-__all__ = ["MAX_KEY_LENGTH", "InvalidBody", "canonical_json", "fingerprint", "parse_key"]
+__all__ = [
+    "MAX_KEY_LENGTH",
+    "InvalidBody",
+    "canonical_json",
+    "deterministic_key",
+    "fingerprint",
+    "new_key",
+    "parse_key",
+]
 
 MAX_KEY_LENGTH = 255
 
@@ -78,3 +87,14 @@ def fingerprint(method: str, target: str, content_type: str, body: bytes) -> str
         digest.update(len(part).to_bytes(8, "big"))  # length-prefixed: no ambiguous joins
         digest.update(part)
     return digest.hexdigest()
+
+
+def new_key() -> str:
+    """A fresh key (UUIDv7): make it once per operation and keep it across retries."""
+    return new_id()
+
+
+def deterministic_key(namespace: str, client: str, payload: object) -> str:
+    """The same key for the same (namespace, client, JSON payload), in any process."""
+    text = canonical_json([namespace, client, payload])
+    return f"{namespace}:{hashlib.sha256(text.encode()).hexdigest()}"[:255]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from convergent import settings
 from convergent.clock import Clock, system_clock
-from convergent.errors import ConfigurationError, StoreUnavailable
-from convergent.store import schema
+from convergent.errors import ConfigurationError, MissingExtra, StoreUnavailable
+from convergent.store import revisions, schema
 from convergent.store.notify import Notifier
 
 __all__ = ["Store"]
@@ -29,7 +28,6 @@ _SQLITE_PRAGMAS = (
     "PRAGMA foreign_keys=ON",
 )
 _BEGIN_OPTION = "convergent_sqlite_begin"
-_MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def normalise_url(raw: str) -> URL:
@@ -70,7 +68,8 @@ class Store:
         echo: bool = False,
         engine_options: dict[str, Any] | None = None,
     ) -> None:
-        self.url = normalise_url(settings.database_url(url))
+        config = settings.load(database_url=url)
+        self.url = normalise_url(config.database_url)
         self.clock: Clock = clock or system_clock
         self.dialect: str = (
             "postgresql" if self.url.drivername.startswith("postgresql") else "sqlite"
@@ -80,14 +79,16 @@ class Store:
         if self.dialect == "postgresql":
             # small by default: a fleet of processes shares PostgreSQL's max_connections
             options.update(
-                pool_size=pool_size or settings.env_int("CONVERGENT_DB_POOL_SIZE", 5),
-                max_overflow=max_overflow
-                if max_overflow is not None
-                else settings.env_int("CONVERGENT_DB_MAX_OVERFLOW", 10),
+                pool_size=pool_size or config.db_pool_size,
+                max_overflow=max_overflow if max_overflow is not None else config.db_max_overflow,
                 pool_recycle=1800,
             )
         options.update(engine_options or {})
-        self.engine: AsyncEngine = create_async_engine(self.url, **options)
+        try:
+            self.engine: AsyncEngine = create_async_engine(self.url, **options)
+        except ImportError as exc:  # the driver is an extra
+            extra = "postgres" if self.dialect == "postgresql" else "sqlite"
+            raise MissingExtra(extra, f"a {self.dialect} database") from exc
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
         self.notifier = Notifier(self.engine)
@@ -173,11 +174,25 @@ class Store:
             raise StoreUnavailable(f"database check failed: {exc}") from exc
 
     async def migrate(self) -> None:
-        """Apply our Alembic migrations (safe to call from several processes at once)."""
+        """Apply our Alembic migrations (safe to call from several processes at once).
+
+        Where our revisions are a branch of your own Alembic history (`convergent.store.alembic`)
+        this only checks that ``alembic upgrade heads`` brought them to head."""
         async with self.begin() as conn:
             if self.is_postgres:  # one migrator at a time across processes
                 await conn.execute(sa.text("SELECT pg_advisory_xact_lock(7318020311)"))
-            await conn.run_sync(_upgrade)
+            await conn.run_sync(revisions.upgrade)
+
+    async def schema_state(self) -> revisions.SchemaState:
+        """Our revision in this database and where it is recorded."""
+        async with self.read() as conn:
+            return await conn.run_sync(revisions.read_state)
+
+    async def check_schema(self) -> None:
+        """Raise `NotMigrated`, naming the command to run, unless our tables are at head."""
+        problem = (await self.schema_state()).problem(self.url)
+        if problem is not None:
+            raise problem
 
     async def close(self) -> None:
         await self.notifier.close()
@@ -188,22 +203,6 @@ class Store:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-
-def alembic_config(connection: sa.Connection | None = None) -> Any:
-    from alembic.config import Config
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(_MIGRATIONS))
-    if connection is not None:
-        cfg.attributes["connection"] = connection
-    return cfg
-
-
-def _upgrade(connection: sa.Connection) -> None:
-    from alembic import command
-
-    command.upgrade(alembic_config(connection), "head")
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -4,6 +4,9 @@ One stream per topic capturing ``<topic>.>``; a message goes to subject ``<topic
 its CloudEvents attributes as ``ce-`` headers and ``Nats-Msg-Id`` = its id, so a republish within
 the stream's duplicate window is dropped by the server. Entity topics keep the latest message per
 subject (``max_msgs_per_subject=1``). Consumers are durable pull consumers with explicit acks.
+
+A cluster is several seed URLs, comma-separated; ``?replicas=3`` makes each stream replicated:
+``nats://10.0.0.1:4222,10.0.0.2:4222,10.0.0.3:4222?replicas=3``.
 """
 
 from __future__ import annotations
@@ -15,20 +18,25 @@ import itertools
 import re
 from collections import deque
 from collections.abc import Callable, Sequence
-from urllib.parse import quote, unquote
+from urllib.parse import parse_qs, quote, unquote
 
-import nats
+from convergent.errors import MissingExtra
+
+try:
+    import nats
+except ImportError as exc:
+    raise MissingExtra("nats", "the NATS transport") from exc
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError, NotFoundError
 
-from convergent.errors import NotSent, TransportError
+from convergent.errors import ConfigurationError, NotSent, TransportError
 from convergent.messages import Message
 from convergent.outbox.topics import TOPICS, Topic, TopicKind
 from convergent.transports.base import Delivery, Subscription, SubscriptionOptions, Transport
 
-__all__ = ["NatsTransport", "stream_name", "subject_for"]
+__all__ = ["NatsTransport", "parse_nats_url", "stream_name", "subject_for"]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-:=@+]")
 
@@ -47,6 +55,22 @@ def subject_for(topic: str, key: str) -> str:
     return f"{topic}.{quote(key, safe='') if _UNSAFE.search(key) or not key else key}"
 
 
+def parse_nats_url(url: str) -> tuple[list[str], int]:
+    """The seed servers and the stream replica count of ``nats://a:4222,b:4222?replicas=3``."""
+    servers, _, query = url.partition("?")
+    seeds = [s if "://" in s else f"nats://{s}" for s in servers.split(",") if s.strip()]
+    options = parse_qs(query)
+    try:
+        replicas = int(options.get("replicas", ["1"])[-1])
+    except ValueError:
+        replicas = 0
+    if not 1 <= replicas <= 5 or set(options) - {"replicas"}:
+        raise ConfigurationError(
+            f"bad NATS URL {url!r}: the only option is ?replicas=N with N from 1 to 5"
+        )
+    return seeds, replicas
+
+
 class NatsTransport(Transport):
     def __init__(
         self,
@@ -57,6 +81,7 @@ class NatsTransport(Transport):
         connect_timeout: float = 5.0,
     ) -> None:
         self.url = url
+        self.servers, self.replicas = parse_nats_url(url)
         self.connect_timeout = connect_timeout
         self.duplicate_window = duplicate_window
         self.publish_timeout = publish_timeout
@@ -80,7 +105,7 @@ class NatsTransport(Transport):
                 # reconnects forever once connected, but the first connect must fail fast
                 # (nats-py would otherwise retry it forever too)
                 self._nc = await asyncio.wait_for(
-                    nats.connect(self.url, connect_timeout=2, max_reconnect_attempts=-1),
+                    nats.connect(self.servers, connect_timeout=2, max_reconnect_attempts=-1),
                     self.connect_timeout,
                 )
             except Exception as exc:
@@ -104,6 +129,7 @@ class NatsTransport(Transport):
             duplicate_window=self.duplicate_window,
             max_msgs_per_subject=1 if topic.kind is TopicKind.ENTITY else -1,
             storage=api.StorageType.FILE,
+            num_replicas=self.replicas,
         )
         try:
             await self.js.add_stream(config)

@@ -8,10 +8,9 @@ In: `verify` checks a signature; `webhook_router` verifies and applies a webhook
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convergent.webhooks.config import DEFAULT_SCHEDULE, WebhookSettings
-from convergent.webhooks.dispatcher import Dispatcher, WebhookEvent
 from convergent.webhooks.endpoints import (
     Endpoint,
     create_endpoint,
@@ -31,6 +30,10 @@ from convergent.webhooks.outbound import (
 )
 from convergent.webhooks.safety import ALLOW_HOSTS_ENV, AllowList, check_destination
 from convergent.webhooks.signing import new_secret, sign, signature_header, verify
+
+if TYPE_CHECKING:
+    from convergent.webhooks.dispatcher import Dispatcher, WebhookEvent
+    from convergent.webhooks.receiver import ReceivedWebhook, receive, webhook_router
 
 __all__ = [
     "ALLOW_HOSTS_ENV",
@@ -63,12 +66,18 @@ __all__ = [
 ]
 
 _RECEIVER = frozenset({"ReceivedWebhook", "receive", "webhook_router"})
+_DISPATCHER = frozenset({"Dispatcher", "WebhookEvent"})
 
 
 def __getattr__(name: str) -> Any:
-    # the receiving side needs FastAPI; senders and workers should not pay for importing it
+    # sending needs httpx (the `http` extra) and receiving FastAPI (`fastapi`); writing callbacks
+    # in a transaction needs neither
     if name in _RECEIVER:
         from convergent.webhooks import receiver
 
         return getattr(receiver, name)
+    if name in _DISPATCHER:
+        from convergent.webhooks import dispatcher
+
+        return getattr(dispatcher, name)
     raise AttributeError(name)

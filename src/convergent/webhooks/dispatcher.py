@@ -18,7 +18,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
+from convergent.errors import MissingExtra
+
+try:
+    import httpx
+except ImportError as exc:
+    raise MissingExtra("http", "webhook delivery") from exc
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 

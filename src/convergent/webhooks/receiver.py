@@ -11,7 +11,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Request
+from convergent.errors import MissingExtra
+
+try:
+    from fastapi import APIRouter, Request
+except ImportError as exc:
+    raise MissingExtra("fastapi", "the webhook receiver") from exc
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent.store import Store

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from convergent import settings
 from convergent.errors import UnsafeDestination
 
 __all__ = ["ALLOW_HOSTS_ENV", "AllowList", "check_destination"]
@@ -44,7 +44,7 @@ class AllowList:
 
     @classmethod
     def from_env(cls) -> AllowList:
-        return cls.parse(os.environ.get(ALLOW_HOSTS_ENV, "").split(","))
+        return cls.parse(settings.load().webhook_allow_hosts)
 
     def allows_host(self, host: str) -> bool:
         return host.lower() in self.hosts

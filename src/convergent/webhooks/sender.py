@@ -6,7 +6,12 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-import httpx
+from convergent.errors import MissingExtra
+
+try:
+    import httpx
+except ImportError as exc:
+    raise MissingExtra("http", "webhook delivery") from exc
 
 from convergent.errors import UnsafeDestination
 from convergent.messages import json_dumps

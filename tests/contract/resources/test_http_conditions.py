@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from convergent.shop.app import create_app
-from convergent.shop.bookings import confirm_pending
-from convergent.shop.db import create_shop_tables
 from convergent.store import Store
+from convergent_shop.app import create_app
+from convergent_shop.bookings import confirm_pending
+from convergent_shop.db import create_shop_tables
 
 FUTURE = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0).isoformat()
 BOOKING = {"restaurant": "Chez Nous", "time": FUTURE, "party_size": 4, "name": "Ada"}

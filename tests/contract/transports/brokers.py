@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from convergent.drill import free_port
 from convergent.ids import new_id
 from convergent.outbox.topics import TOPICS, Topic, declare_topic
-from convergent.shop.sim.servers import free_port
 from convergent.store import Store
 from convergent.transports import Transport, transport_from_url
 from tests.conftest import NATS_START, NATS_URL, port_open, service_missing

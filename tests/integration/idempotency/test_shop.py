@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from convergent.shop.app import create_app
-from convergent.shop.db import create_shop_tables
 from convergent.store import Store
+from convergent_shop.app import create_app
+from convergent_shop.db import create_shop_tables
 
 ORDER = {"customer_id": "c1", "items": [{"sku": "s", "qty": 1}], "amount": "5", "currency": "EUR"}
 

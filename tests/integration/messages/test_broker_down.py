@@ -7,8 +7,8 @@ import asyncio
 import pytest
 import sqlalchemy as sa
 
+from convergent.drill import free_port
 from convergent.outbox import Relay, emit
-from convergent.shop.sim.servers import free_port
 from convergent.store import Store
 from convergent.store.schema import outbox
 from convergent.transports import Transport

@@ -84,7 +84,7 @@ def test_the_cli_lists_and_discards_dead_letters(database_url: str) -> None:
 
 def test_the_cli_prints_topic_schemas() -> None:
     result = CliRunner().invoke(
-        app, ["topics", "--schema", "--import", "convergent.shop.customers"]
+        app, ["topics", "--schema", "--import", "convergent_shop.customers"]
     )
     assert result.exit_code == 0
     assert '"CustomerState"' in result.output

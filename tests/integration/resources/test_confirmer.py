@@ -9,9 +9,9 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent.resources import wait_for
-from convergent.shop.bookings import BOOKINGS, run_confirmer
-from convergent.shop.db import create_shop_tables
 from convergent.store import Store
+from convergent_shop.bookings import BOOKINGS, run_confirmer
+from convergent_shop.db import create_shop_tables
 
 
 async def add_booking(store: Store, code: str, party_size: int) -> Any:

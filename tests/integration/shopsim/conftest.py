@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from convergent.shop.psp import Faults, create_psp_app
-from convergent.shop.psp_client import PspClient
-from convergent.shop.sim.servers import serve_app
 from convergent.store import Store
+from convergent_shop.psp import Faults, create_psp_app
+from convergent_shop.psp_client import PspClient
+from convergent_shop.sim.servers import serve_app
 
 
 @dataclass
@@ -38,8 +38,8 @@ async def psp(tmp_path: Path) -> AsyncIterator[Psp]:
 @pytest.fixture
 async def shop_store(store: Store) -> Store:
     """The test's database (SQLite and PostgreSQL) with the shop's tables created."""
-    from convergent.shop import inventory, orders, payments, shipping, trading  # noqa: F401
-    from convergent.shop.db import create_shop_tables
+    from convergent_shop import inventory, orders, payments, shipping, trading  # noqa: F401
+    from convergent_shop.db import create_shop_tables
 
     async with store.begin() as conn:
         await create_shop_tables(conn)

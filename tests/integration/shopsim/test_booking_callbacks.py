@@ -8,15 +8,15 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from convergent.shop.app import create_app
-from convergent.shop.notifications import SECRETS_ENV, notifications
-from convergent.shop.sim import checks
-from convergent.shop.sim.checks import CheckContext, run_checks
-from convergent.shop.sim.demo import subscribe_receiver
-from convergent.shop.sim.servers import serve_app
-from convergent.shop.sim.workload import Workload, WorkloadConfig
 from convergent.store import Store
 from convergent.webhooks import ALLOW_HOSTS_ENV
+from convergent_shop.app import create_app
+from convergent_shop.notifications import SECRETS_ENV, notifications
+from convergent_shop.sim import checks
+from convergent_shop.sim.checks import CheckContext, run_checks
+from convergent_shop.sim.demo import subscribe_receiver
+from convergent_shop.sim.servers import serve_app
+from convergent_shop.sim.workload import Workload, WorkloadConfig
 
 BODY = {"restaurant": "r", "time": "2031-05-04T19:00:00+00:00", "party_size": 2, "name": "Ada"}
 

@@ -11,11 +11,11 @@ import pytest
 import sqlalchemy as sa
 
 from convergent.clock import ManualClock
-from convergent.shop.app import create_app
-from convergent.shop.bookings import bookings
-from convergent.shop.db import create_shop_tables
 from convergent.store import Store
 from convergent.workflows import Worker
+from convergent_shop.app import create_app
+from convergent_shop.bookings import bookings
+from convergent_shop.db import create_shop_tables
 
 START = datetime(2031, 5, 1, 12, tzinfo=UTC)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from convergent.ids import uuid7
-from convergent.shop import inventory, payments, trading
-from convergent.shop.orders import orders
-from convergent.shop.sim.checks import CheckContext, CheckResult, run_checks
 from convergent.store import Store
+from convergent_shop import inventory, payments, trading
+from convergent_shop.orders import orders
+from convergent_shop.sim.checks import CheckContext, CheckResult, run_checks
 from tests.integration.shopsim.conftest import Psp
 
 

@@ -9,11 +9,11 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from convergent.shop import trading
-from convergent.shop.app import create_app
-from convergent.shop.exchange import Exchange, ExchangeConfig, create_exchange_app
-from convergent.shop.sim.servers import serve_app
 from convergent.store import Store
+from convergent_shop import trading
+from convergent_shop.app import create_app
+from convergent_shop.exchange import Exchange, ExchangeConfig, create_exchange_app
+from convergent_shop.sim.servers import serve_app
 
 
 @dataclass

@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
-from convergent.shop import trading
 from convergent.store import Store
+from convergent_shop import trading
 
 
 async def test_concurrent_fills_of_one_order_are_all_counted(shop_store: Store) -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from convergent.shop import trading
-from convergent.shop.sim.metrics import Sampler, read_figures
 from convergent.store import Store
+from convergent_shop import trading
+from convergent_shop.sim.metrics import Sampler, read_figures
 
 
 async def test_figures_count_what_exists_and_mark_the_rest_unavailable(shop_store: Store) -> None:

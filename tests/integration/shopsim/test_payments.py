@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from convergent.errors import TransientError
-from convergent.shop import payments
 from convergent.store import Store
+from convergent_shop import payments
 from tests.integration.shopsim.conftest import Psp
 
 
@@ -92,7 +92,7 @@ async def test_reconcile_reports_what_the_provider_holds(shop_store: Store, psp:
 async def test_under_every_provider_fault_each_order_is_charged_exactly_once(
     sqlite_url: str, psp: Psp
 ) -> None:
-    from convergent.shop.db import create_shop_tables
+    from convergent_shop.db import create_shop_tables
 
     store = Store(sqlite_url)
     async with store.begin() as conn:

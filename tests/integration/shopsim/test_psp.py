@@ -7,8 +7,8 @@ import pytest
 import sqlalchemy as sa
 
 from convergent.errors import PermanentError, TransientError
-from convergent.shop.psp import psp_payments
-from convergent.shop.psp_client import PspClient
+from convergent_shop.psp import psp_payments
+from convergent_shop.psp_client import PspClient
 from tests.integration.shopsim.conftest import Psp
 
 

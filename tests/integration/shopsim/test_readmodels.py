@@ -6,15 +6,15 @@ import sqlalchemy as sa
 
 from convergent.outbox import Consumer, Relay, emit
 from convergent.outbox.consumer import CONSUMERS
-from convergent.shop.customers import customers_topic
-from convergent.shop.readmodels import (
+from convergent.store import Store
+from convergent.transports import transport_from_url
+from convergent_shop.customers import customers_topic
+from convergent_shop.readmodels import (
     ANALYTICS_GROUP,
     billing_accounts,
     customer_analytics,
     customer_view,
 )
-from convergent.store import Store
-from convergent.transports import transport_from_url
 
 
 async def change(store: Store, customer: str, version: int, *, delete: bool = False) -> None:

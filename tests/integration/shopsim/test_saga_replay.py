@@ -8,17 +8,17 @@ import uuid
 import pytest
 
 from convergent.ids import uuid7
-from convergent.shop import payments
-from convergent.shop.orders import orders
-from convergent.shop.workflows import (
+from convergent.store import Store
+from convergent.workflows import StepContext
+from convergent_shop import payments
+from convergent_shop.orders import orders
+from convergent_shop.workflows import (
     PSP_URL_ENV,
     authorize_payment,
     complete_order,
     create_shipment,
     reserve_stock,
 )
-from convergent.store import Store
-from convergent.workflows import StepContext
 from tests.integration.shopsim.conftest import Psp
 from tests.integration.shopsim.test_services import seed, stock_of
 

@@ -8,11 +8,11 @@ import uuid
 import pytest
 
 from convergent.ids import uuid7
-from convergent.shop import payments
-from convergent.shop.orders import orders
-from convergent.shop.workflows import PSP_URL_ENV, void_payment
 from convergent.store import Store
 from convergent.workflows import StepContext
+from convergent_shop import payments
+from convergent_shop.orders import orders
+from convergent_shop.workflows import PSP_URL_ENV, void_payment
 from tests.integration.shopsim.conftest import Psp
 
 

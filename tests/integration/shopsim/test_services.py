@@ -6,8 +6,8 @@ import asyncio
 
 import sqlalchemy as sa
 
-from convergent.shop import inventory, shipping
 from convergent.store import Store
+from convergent_shop import inventory, shipping
 
 ITEMS = [{"sku": "apple", "qty": 2}, {"sku": "pear", "qty": 1}]
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from convergent.shop.app import create_app
-from convergent.shop.sim.servers import serve_app
-from convergent.shop.sim.workload import Workload, WorkloadConfig
 from convergent.store import Store
+from convergent_shop.app import create_app
+from convergent_shop.sim.servers import serve_app
+from convergent_shop.sim.workload import Workload, WorkloadConfig
 
 
 async def test_the_workload_places_orders_and_bookings_with_nothing_missing(

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from convergent.shop.app import create_app
 from convergent.store import Store
 from convergent.webhooks import Dispatcher, enqueue
+from convergent_shop.app import create_app
 from tests.integration.webhooks.conftest import settings
 from tests.integration.webhooks.receiver import Receiver, Reply
 

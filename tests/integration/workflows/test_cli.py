@@ -1,4 +1,4 @@
-"""`convergent runs list|show` read runs; `convergent worker` refuses a module it cannot import."""
+"""`convergent runs list|show` read runs; `convergent worker` needs an app module it can import."""
 
 from __future__ import annotations
 
@@ -46,4 +46,10 @@ def test_worker_with_an_unknown_module_says_how_to_fix_it(sqlite_url: str) -> No
         app, ["worker", "--database-url", sqlite_url, "--import", "no_such_module_xyz"]
     )
     assert out.exit_code == 1
+    assert "--import" in out.output
+
+
+def test_worker_without_an_app_module_refuses_to_start(sqlite_url: str) -> None:
+    out = CliRunner().invoke(app, ["worker", "--database-url", sqlite_url])
+    assert out.exit_code == 2  # a usage error: no silent default app
     assert "--import" in out.output

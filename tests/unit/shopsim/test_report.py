@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from convergent.shop.sim.checks import CheckResult
-from convergent.shop.sim.report import (
+from convergent_shop.sim.checks import CheckResult
+from convergent_shop.sim.report import (
     build_report,
     histogram_svg,
     line_svg,
@@ -59,7 +59,7 @@ def test_a_failed_check_makes_the_report_not_ok_and_both_files_are_written(
 def test_the_live_view_shows_not_available_figures_as_such() -> None:
     from rich.console import Console
 
-    from convergent.shop.sim.progress import render
+    from convergent_shop.sim.progress import render
 
     console = Console(width=100, record=True)
     console.print(render("t", {"t": 1.0, "requests": 7, "outbox_backlog": None}))

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from convergent.shop.sim.workload import Workload, WorkloadConfig
+from convergent_shop.sim.workload import Workload, WorkloadConfig
 
 
 def workload_against(

@@ -20,6 +20,13 @@ def run() -> None:
         "render_as_batch": True,
         "compare_type": True,
     }
+    if context.is_offline_mode():  # `convergent migrate --sql`: DDL for a DBA to apply
+        context.configure(
+            dialect_name=config.attributes["dialect_name"], literal_binds=True, **options
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+        return
     if connection is not None:
         context.configure(connection=connection, **options)
         with context.begin_transaction():

@@ -1,6 +1,6 @@
 """Foundation: idempotency keys, dead letters and the inbox.
 
-Revision ID: 0001
+Revision ID: convergent_0001
 Revises:
 """
 
@@ -11,9 +11,9 @@ from alembic import op
 
 import convergent.store.types as ct
 
-revision = "0001"
+revision = "convergent_0001"
 down_revision = None
-branch_labels = None
+branch_labels = ("convergent",)
 depends_on = None
 
 

@@ -1,7 +1,7 @@
 """Resources: the transition history of convergent.resources.
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: convergent_0002
+Revises: convergent_0001
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from alembic import op
 
 import convergent.store.types as ct
 
-revision = "0002"
-down_revision = "0001"
+revision = "convergent_0002"
+down_revision = "convergent_0001"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """Messages: the outbox, leases, the embedded broker's log and replies.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: convergent_0003
+Revises: convergent_0002
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from alembic import op
 
 import convergent.store.types as ct
 
-revision = "0003"
-down_revision = "0002"
+revision = "convergent_0003"
+down_revision = "convergent_0002"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """Workflows: runs, their checkpoints and the events sent to them.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: convergent_0004
+Revises: convergent_0003
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from alembic import op
 
 import convergent.store.types as ct
 
-revision = "0004"
-down_revision = "0003"
+revision = "convergent_0004"
+down_revision = "convergent_0003"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """Webhooks: endpoints, messages, deliveries, attempts and operational events.
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: convergent_0005
+Revises: convergent_0004
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from alembic import op
 
 import convergent.store.types as ct
 
-revision = "0005"
-down_revision = "0004"
+revision = "convergent_0005"
+down_revision = "convergent_0004"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """API keys, operator actions, and the indexes the operator console reads by.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: convergent_0006
+Revises: convergent_0005
 
 The new indexes on ``convergent_runs`` are built in the migration's transaction, which blocks
 writes to the table while it runs: on a large database apply it in a quiet moment.
@@ -14,8 +14,8 @@ from alembic import op
 
 import convergent.store.types as ct
 
-revision = "0006"
-down_revision = "0005"
+revision = "convergent_0006"
+down_revision = "convergent_0005"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,1 @@
+"""convergent_shop."""

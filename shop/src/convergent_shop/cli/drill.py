@@ -1,0 +1,92 @@
+"""`convergent drill`: the shop as separate processes under injected faults, then the invariants."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from convergent.cli.app import BrokerUrl, DatabaseUrl, app, console, fail, run_async
+
+T = TypeVar("T")
+
+
+@app.command()
+def drill(
+    database_url: DatabaseUrl = None,
+    broker_url: BrokerUrl = None,
+    orders: Annotated[int, typer.Option(help="orders per round")] = 100,
+    bookings: Annotated[int, typer.Option(help="bookings per round")] = 10,
+    trades: Annotated[int, typer.Option(help="exchange orders per round")] = 10,
+    workers: Annotated[int, typer.Option(help="worker processes (when `worker` exists)")] = 2,
+    kills: Annotated[int, typer.Option(help="SIGKILLs of workers/relay per round")] = 3,
+    fault_rate: Annotated[float, typer.Option(help="payment provider failure rate, 0..1")] = 0.1,
+    pg_restart: Annotated[bool, typer.Option(help="restart PostgreSQL mid-round")] = False,
+    broker_outage: Annotated[float, typer.Option(help="seconds to stop nats-server; 0 = none")] = 0,
+    crash_points: Annotated[
+        str, typer.Option(help="'none', 'all', or fault point names separated by commas")
+    ] = "none",
+    duration: Annotated[float, typer.Option(help="seconds of workload per round at most")] = 30.0,
+    settle_timeout: Annotated[float, typer.Option(help="seconds to wait to settle")] = 30.0,
+    report_dir: Annotated[Path, typer.Option(help="where logs and reports go")] = Path(
+        "reports/drill"
+    ),
+    live: Annotated[bool, typer.Option(help="draw live progress")] = True,
+    seed: Annotated[int | None, typer.Option(help="seed for a repeatable run")] = None,
+) -> None:
+    """Kill, restart and disconnect the shop's processes under load; exit 1 on any violation."""
+    from convergent_shop.sim.drill import DrillOptions, known_fault_points, run_drill
+
+    points: list[str | None]
+    known = [] if crash_points == "none" else known_fault_points()
+    if crash_points == "none":
+        points = [None]
+    elif crash_points == "all":
+        points = [*known] or [None]
+        if not known:
+            console.print("[yellow]no fault points are registered yet; one plain round[/]")
+    else:
+        points = [p.strip() for p in crash_points.split(",") if p.strip()]
+        unknown = [p for p in points if p and p.split("@")[0] not in known]
+        if unknown:
+            raise fail(f"unknown fault points {unknown}; known: {', '.join(known) or 'none'}")
+    if pg_restart and not (database_url or "").startswith("postgres"):
+        raise fail("--pg-restart needs a PostgreSQL --database-url (postgresql+asyncpg://...)")
+    options = DrillOptions(
+        report_dir=report_dir,
+        database_url=database_url,
+        broker_url=broker_url or "embedded://",
+        orders=orders,
+        bookings=bookings,
+        trades=trades,
+        workers=workers,
+        kills=kills,
+        fault_rate=fault_rate,
+        pg_restart=pg_restart,
+        broker_outage=broker_outage,
+        crash_points=points,
+        duration=duration,
+        settle_timeout=settle_timeout,
+        live=live,
+        seed=seed,
+    )
+    try:
+        report = run_async(_stoppable(run_drill(options, console)))
+    except RuntimeError as exc:  # a process that would not start; its log is named
+        raise fail(f"{exc}") from None
+    except asyncio.CancelledError:
+        raise fail("stopped by SIGTERM; the shop's processes were stopped too") from None
+    if not report["ok"]:
+        raise fail(f"invariants violated: {', '.join(report['failed'])}")
+
+
+async def _stoppable(job: Coroutine[Any, Any, T]) -> T:
+    """SIGTERM cancels the drill, so its cleanup stops the processes it started (no orphans)."""
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await job

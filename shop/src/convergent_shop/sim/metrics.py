@@ -1,0 +1,138 @@
+"""Figures read from the database while the system runs (every query tolerates a missing table)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from convergent.errors import StoreUnavailable
+from convergent.store import Store
+from convergent_shop.sim.checks import ORDER_TERMINAL, table_columns
+
+__all__ = ["Sampler", "read_figures", "time_to_consistency", "time_to_fill"]
+
+
+async def _scalar(conn: AsyncConnection, sql: str) -> int | None:
+    try:
+        async with conn.begin_nested():
+            return int((await conn.execute(sa.text(sql))).scalar_one() or 0)
+    except sa.exc.DBAPIError:
+        return None
+
+
+async def _count(conn: AsyncConnection, table: str, where: dict[str, str]) -> int | None:
+    """Rows of ``table`` matching the first WHERE whose column exists; None without the table."""
+    columns = await table_columns(conn, table)
+    if columns is None:
+        return None
+    for column, condition in where.items():
+        if column in columns:
+            return await _scalar(conn, f"SELECT COUNT(*) FROM {table} WHERE {condition}")
+    return await _scalar(conn, f"SELECT COUNT(*) FROM {table}")
+
+
+async def read_figures(store: Store) -> dict[str, Any]:
+    """Orders by state, runs in flight, outbox backlog, dead letters, keys in progress."""
+    figures: dict[str, Any] = {}
+    async with store.read() as conn:
+        if await table_columns(conn, "shop_orders") is not None:
+            by_state_sql = "SELECT state, COUNT(*) FROM shop_orders GROUP BY state"
+            rows = await conn.execute(sa.text(by_state_sql))
+            by_state = {str(s): int(n) for s, n in rows}
+            figures["orders"] = by_state
+            figures["converged"] = sum(n for s, n in by_state.items() if s in ORDER_TERMINAL)
+            figures["orders_in_flight"] = sum(by_state.values()) - figures["converged"]
+        figures["runs_in_flight"] = await _count(
+            conn,
+            "convergent_runs",
+            {"status": "status IN ('pending', 'running', 'compensating', 'sleeping')"},
+        )
+        figures["outbox_backlog"] = await _count(
+            conn,
+            "convergent_outbox",
+            {"published_at": "published_at IS NULL", "status": "status = 'pending'"},
+        )
+        figures["dead_letters"] = await _count(
+            conn, "convergent_dead_letters", {"status": "status = 'dead'"}
+        )
+        figures["trades_open"] = await _count(
+            conn, "shop_trade_orders", {"status": "status != 'filled'"}
+        )
+        figures["keys_in_progress"] = await _count(
+            conn, "convergent_idempotency_keys", {"status": "status = 'in_progress'"}
+        )
+    return figures
+
+
+async def time_to_consistency(store: Store) -> list[float]:
+    """Seconds from acceptance to the final state, for every order that got there."""
+    async with store.read() as conn:
+        if await table_columns(conn, "shop_orders") is None:
+            return []
+        from convergent_shop.orders import orders
+
+        rows = await conn.execute(
+            sa.select(orders.c.created_at, orders.c.updated_at).where(
+                orders.c.state.in_(sorted(ORDER_TERMINAL))
+            )
+        )
+        return sorted(max(0.0, (done - start).total_seconds()) for start, done in rows)
+
+
+async def time_to_fill(store: Store) -> list[float]:
+    """Seconds from recording a trade order to its last fill, for every filled one."""
+    async with store.read() as conn:
+        if await table_columns(conn, "shop_trade_orders") is None:
+            return []
+        from convergent_shop.trading import trade_orders as t
+
+        rows = await conn.execute(
+            sa.select(t.c.created_at, t.c.updated_at).where(t.c.status == "filled")
+        )
+        return sorted(max(0.0, (done - start).total_seconds()) for start, done in rows)
+
+
+class Sampler:
+    """A loop (``run(stop)``) that records the figures every ``interval`` seconds."""
+
+    def __init__(
+        self,
+        store: Store,
+        counters: Callable[[], dict[str, Any]] | None = None,
+        interval: float = 0.5,
+    ) -> None:
+        self.store = store
+        self.counters = counters or dict
+        self.interval = interval
+        self.samples: list[dict[str, Any]] = []
+        self.started = time.monotonic()
+
+    @property
+    def latest(self) -> dict[str, Any]:
+        return self.samples[-1] if self.samples else {}
+
+    async def sample(self) -> dict[str, Any]:
+        try:
+            figures = await read_figures(self.store)
+            durations = await time_to_consistency(self.store)
+            if durations:
+                figures["ttc_p50"] = round(durations[len(durations) // 2], 3)
+                figures["ttc_p95"] = round(durations[int(len(durations) * 0.95)], 3)
+        except Exception as exc:  # the database may be restarting during a drill
+            figures = {"error": str(exc)[:200]}
+        snapshot = {"t": round(time.monotonic() - self.started, 2), **figures, **self.counters()}
+        self.samples.append(snapshot)
+        return snapshot
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(StoreUnavailable):  # the drill restarts the database
+                await self.sample()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.interval)
