@@ -89,6 +89,19 @@ class Settings(BaseSettings):
         description="Comma-separated hosts and networks (CIDR) webhooks may reach although not "
         "public, e.g. `localhost,10.0.0.0/8`.",
     )
+    api_key_pepper: SecretStr = Field(
+        SecretStr(""),
+        description="Secret mixed into every API key's stored hash; keep it outside the "
+        "database. Changing it invalidates the keys issued before.",
+    )
+    api_key_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="Seconds a verified API key is remembered: a revoke takes effect within this.",
+    )
+    console_refresh_seconds: float = Field(
+        5.0, gt=0, description="Seconds between live updates of the console's Overview."
+    )
     faults: str = Field(
         "",
         description="Fault points to crash at, `name` or `name@N` comma-separated "

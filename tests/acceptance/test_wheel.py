@@ -61,7 +61,10 @@ def test_the_wheel_holds_no_shop(wheel: Path) -> None:
 
 
 def test_the_core_imports_with_no_extras(bare_python: Path) -> None:
-    done = _run(bare_python, "import convergent, convergent.workflows, convergent.outbox; print(1)")
+    done = _run(
+        bare_python,
+        "import convergent, convergent.workflows, convergent.outbox, convergent.auth; print(1)",
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "1"
 
@@ -76,6 +79,7 @@ def test_the_core_imports_with_no_extras(bare_python: Path) -> None:
         ("from convergent.idempotency import IdempotentClient", "http"),
         ("from convergent import Store; Store('sqlite+aiosqlite:///x.db')", "sqlite"),
         ("from convergent import Store; Store('postgresql://u@h/db')", "postgres"),
+        ("import convergent.console", "console"),
     ],
 )
 def test_a_missing_extra_is_named(bare_python: Path, code: str, extra: str) -> None:

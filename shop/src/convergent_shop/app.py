@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from convergent.console import create_console
 from convergent.http.middleware import IdempotencyMiddleware, header_principal
 from convergent.http.problem import install_problem_handlers
 from convergent.loops import run_loops
@@ -80,6 +81,8 @@ def create_app(
     app.include_router(notifications.router)
     app.include_router(customers.router)
     app.include_router(readmodels.router)
+    # the operator console, for admin API keys only (docs/console.md)
+    app.mount("/console", create_console(store, broker_url=broker_url))
 
     @app.get("/metrics", tags=["ops"], include_in_schema=False)
     async def metrics() -> Response:

@@ -14,6 +14,7 @@ from convergent.store.types import JSONType, UTCDateTime
 
 __all__ = [
     "VERSION_TABLE",
+    "api_keys",
     "dead_letters",
     "idempotency_keys",
     "inbox",
@@ -23,6 +24,7 @@ __all__ = [
     "log_heads",
     "log_offsets",
     "metadata",
+    "operator_actions",
     "outbox",
     "replies",
     "resource_history",
@@ -73,6 +75,13 @@ idempotency_keys = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("completed_at", UTCDateTime(), nullable=True),
     sa.Column("expires_at", UTCDateTime(), nullable=False, index=True),
+    # keys in flight, for the console: a partial index holds only the few rows in progress
+    sa.Index(
+        "ix_convergent_idempotency_keys_in_progress",
+        "created_at",
+        postgresql_where=sa.text("status = 'in_progress'"),
+        sqlite_where=sa.text("status = 'in_progress'"),
+    ),
 )
 
 #: everything that gave up, from every source (outbox, consumer, workflow, webhook)
@@ -228,6 +237,9 @@ runs = sa.Table(
     sa.UniqueConstraint("workflow", "key"),
     sa.Index("ix_convergent_runs_queue_next_at", "queue", "next_at"),
     sa.Index("ix_convergent_runs_lease_until", "lease_until"),
+    # the console: runs in a state, newest first (ids are UUIDv7), and a run by its key
+    sa.Index("ix_convergent_runs_status_id", "status", "id"),
+    sa.Index("ix_convergent_runs_key", "key"),
 )
 
 #: the checkpoints of a run, by position: steps, timers, waits and compensations
@@ -351,4 +363,37 @@ webhook_events = sa.Table(
     sa.Column("delivery_id", sa.Uuid(), nullable=True),
     sa.Column("detail", JSONType, nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False, index=True),
+)
+
+
+# operators: API keys and the actions taken with them (migration 0006) -----------------------
+
+#: API keys: looked up by their public ``prefix``; only a keyed hash of the secret is stored
+api_keys = sa.Table(
+    "convergent_api_keys",
+    metadata,
+    sa.Column("id", sa.Uuid(), primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False, unique=True),
+    sa.Column("prefix", sa.String(32), nullable=False, unique=True),
+    sa.Column("secret_hash", sa.String(128), nullable=False),
+    sa.Column("admin", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("revoked_at", UTCDateTime(), nullable=True),
+    sa.Column("last_used_at", UTCDateTime(), nullable=True),
+)
+
+#: every operator action (cancel, retry, discard, resend...): who, when, what, and how it ended
+operator_actions = sa.Table(
+    "convergent_operator_actions",
+    metadata,
+    sa.Column("id", sa.Uuid(), primary_key=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("actor", sa.String(255), nullable=False),  # the key's name, never the key
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("target_kind", sa.String(32), nullable=False),
+    sa.Column("target_id", sa.String(255), nullable=False),
+    sa.Column("params", JSONType, nullable=True),
+    sa.Column("outcome", sa.String(16), nullable=False),  # started | ok | failed
+    sa.Column("detail", sa.Text(), nullable=True),
+    sa.Index("ix_convergent_operator_actions_target", "target_kind", "target_id", "at"),
 )

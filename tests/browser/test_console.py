@@ -1,0 +1,140 @@
+"""The operator console in real Chromium: every page, a failing run found by its idempotency
+key and cancelled (its saga compensates), a dead letter retried, a webhook resent, and nobody
+without an admin key let in."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tests.browser.conftest import Env, screenshot_dir
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_unauthenticated_access_to_pages_and_actions_is_refused(browser: Browser, env: Env) -> None:
+    context = browser.new_context()
+    tab = context.new_page()
+    tab.goto(env.base_url + "/dead-letters")
+    expect(tab.locator("h1")).to_have_text("convergent console")
+    assert "/login?next=%2Fdead-letters" in tab.url
+    tab.fill("#key", "cvk_0000_not-a-key")
+    tab.click("button[type=submit]")
+    expect(tab.get_by_role("alert")).to_contain_text("unknown or revoked key")
+    context.close()
+    action = httpx.post(
+        env.base_url + "/actions/dead_letter.retry",
+        data={"target": str(env.ids["letter"]), "confirm": "yes"},
+    )
+    assert action.status_code == 401
+    assert action.headers["content-type"] == "application/problem+json"
+
+
+def test_every_page_opens_and_is_photographed(page: Page, env: Env, tmp_path: Path) -> None:
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url))
+    shots = screenshot_dir(tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    failing = env.ids["failing"][0]
+    expected = {
+        "/": "Time to consistency",
+        "/runs": "pay-1000",
+        f"/runs/{failing}": "idempotency key sent",
+        "/messages": "Outbox",
+        "/dead-letters": "broker refused the message",
+        "/webhooks": env.receiver.url,
+        f"/webhooks/{env.ids['endpoint']}": "Recent attempts",
+        "/idempotency": "In flight",
+    }
+    for path, text in expected.items():
+        page.goto(env.base_url + path)
+        expect(page.locator("main")).to_contain_text(text)
+        name = {"/": "overview", f"/runs/{failing}": "run", "/runs": "runs"}.get(
+            path, path.strip("/").split("/")[0] + ("-endpoint" if path.count("/") > 1 else "")
+        )
+        page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+    page.goto(env.base_url + "/")
+    chart = page.locator("svg.chart").first
+    expect(chart).to_contain_text("runs")  # its y axis is labelled
+    updated = page.locator(".live").inner_text()
+    expect(page.locator(".live")).not_to_have_text(updated, timeout=10_000)  # updates itself
+    assert asked  # the pages, their CSS and script, the live updates
+    assert [url for url in asked if not url.startswith(env.base_url)] == []  # nothing else
+
+
+def test_find_a_failing_run_by_its_key_read_its_timeline_and_cancel_it(
+    page: Page, env: Env
+) -> None:
+    page.goto(env.base_url + "/runs")
+    page.fill("input[name=q]", "pay-1001")
+    page.click("text=Filter")
+    rows = page.locator("table.grid tbody tr")
+    expect(rows).to_have_count(1)
+    rows.first.locator("a").first.click()
+    charge = page.locator("li.entry", has_text="charge_card")
+    expect(charge).to_contain_text("retrying")
+    expect(charge).to_contain_text("card processor answered 503")
+    expect(charge).to_contain_text("backoff: next attempt")
+    run_id = env.ids["failing"][1]
+    expect(charge).to_contain_text(f"{run_id}:2:charge_card")  # the key the step sends
+    page.click("text=Cancel run")
+    expect(page.locator("form.confirm")).to_contain_text(f"Cancel run {run_id}?")
+    page.click("text=Confirm: Cancel run")
+    expect(page.locator(".notice.ok")).to_contain_text("cancel requested")
+    for _ in range(60):  # the worker compensates, then ends the run cancelled
+        if page.locator("h1 .state-cancelled").count():
+            break
+        page.wait_for_timeout(250)
+        page.reload()
+    expect(page.locator("h1")).to_contain_text("cancelled")
+    release = page.locator("li.entry", has_text="release_stock")
+    expect(release).to_contain_text("compensation")
+    expect(release).to_contain_text("completed")
+    history = page.locator("table.grid", has_text="run.cancel")
+    expect(history).to_contain_text("ops-alice")
+    expect(history).to_contain_text("ok")
+
+
+def test_retry_a_dead_letter(page: Page, env: Env) -> None:
+    page.goto(env.base_url + "/dead-letters")
+    row = page.locator("tr", has_text="broker refused the message")
+    row.get_by_role("link", name="Retry").click()
+    expect(page.locator("form.confirm")).to_contain_text("back to its source")
+    page.click("text=Confirm: Retry")
+    expect(page.locator(".notice.ok")).to_contain_text("retried outbox dead letter")
+    page.goto(env.base_url + f"/dead-letters/{env.ids['letter']}")
+    expect(page.locator("h1")).to_contain_text("retried")
+    expect(page.locator("main")).to_contain_text("dead_letter.retry")
+
+
+def test_resend_a_webhook(page: Page, env: Env) -> None:
+    endpoint = env.base_url + f"/webhooks/{env.ids['endpoint']}"
+    page.goto(endpoint)
+    failed = page.locator("tbody tr", has_text="down for maintenance")
+    for _ in range(80):  # the dispatcher's first attempts
+        if failed.count():
+            break
+        page.wait_for_timeout(250)
+        page.reload()
+    expect(failed.first).to_contain_text("503")
+    env.receiver.ok = True
+    message = str(env.ids["messages"][0])
+    page.locator("tbody tr", has_text=message).first.get_by_role("link", name="Resend").click()
+    page.click("text=Confirm: Resend")
+    expect(page.locator(".notice.ok")).to_contain_text("queued for endpoint")
+    # a delivery's first try that succeeded can only be the resend's (the original failed it)
+    resent = (
+        page.locator("tbody tr", has_text=message)
+        .filter(has=page.locator("td.num", has_text=re.compile(r"^1$")))
+        .filter(has_text="succeeded")
+    )
+    for _ in range(80):
+        if resent.count():
+            break
+        page.wait_for_timeout(250)
+        page.reload()
+    expect(resent.first).to_be_visible()
