@@ -131,7 +131,7 @@ def _database(kind: str, tmp: Path) -> Iterator[str]:
 async def _prepare(url: str, receiver: Receiver) -> tuple[str, dict[str, Any]]:
     async with Store(url) as store:
         async with store.begin() as conn:
-            _k, key = await create_key(conn, "ops-alice", now=store.clock.now(), admin=True)
+            _k, key = await create_key(conn, "ops-alice", admin=True)
         return key, await seed(store, receiver.url)
 
 

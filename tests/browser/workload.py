@@ -19,7 +19,7 @@ from convergent.retry import RetryPolicy
 from convergent.store import Store
 from convergent.store.schema import dead_letters
 from convergent.webhooks import AllowList, create_endpoint, enqueue
-from convergent.workflows import Saga, StepContext, WorkflowContext, send, start, step, workflow
+from convergent.workflows import Saga, StepContext, WorkflowContext, send, step, submit, workflow
 
 TOPIC = "console.orders"
 declare_topic(TOPIC)
@@ -64,10 +64,11 @@ async def fulfilment(ctx: WorkflowContext, order_id: str) -> str:
 
 async def seed(store: Store, receiver_url: str) -> dict[str, Any]:
     """Start runs and make one dead letter of each retryable kind and two webhook messages."""
-    failing = [await start(store, payment, f"o-{i}", key=f"pay-{1000 + i}") for i in range(3)]
-    done = [await start(store, fulfilment, f"f-{i}", key=f"ship-{i}") for i in range(5)]
-    for run_id in done:
-        await send(store, run_id, "approved", {"by": "warehouse"}, dedupe_key="approval")
+    failing = [await submit(store, payment, f"o-{i}", key=f"pay-{1000 + i}") for i in range(3)]
+    done = [await submit(store, fulfilment, f"f-{i}", key=f"ship-{i}") for i in range(5)]
+    async with store.begin() as conn:
+        for run_id in done:
+            await send(conn, run_id, "approved", {"by": "warehouse"}, dedupe_key="approval")
     now = store.clock.now()
     letter = Message(topic=TOPIC, key="o-9", type="order.placed", data={"order": "o-9"})
     letter_id = uuid7()
@@ -89,13 +90,10 @@ async def seed(store: Store, receiver_url: str) -> dict[str, Any]:
         endpoint, _secret = await create_endpoint(
             conn,
             receiver_url,
-            now=now,
             description="partner callbacks",
             allow=AllowList(hosts=frozenset({"127.0.0.1"})),
         )
-        messages = [
-            await enqueue(conn, "order.paid", {"order": f"o-{i}"}, store=store) for i in range(2)
-        ]
+        messages = [await enqueue(conn, "order.paid", {"order": f"o-{i}"}) for i in range(2)]
     return {
         "failing": failing,
         "done": done,

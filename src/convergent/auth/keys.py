@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from convergent import settings
 from convergent.errors import AlreadyExists, ConfigurationError, NotFound
 from convergent.ids import uuid7
-from convergent.store import Store
+from convergent.store import Store, store_of
 from convergent.store.schema import api_keys
 
 __all__ = [
@@ -102,10 +102,11 @@ def _check_name(name: str) -> str:
 
 
 async def create_key(
-    conn: AsyncConnection, name: str, *, now: datetime, admin: bool = False
+    conn: AsyncConnection, name: str, *, admin: bool = False
 ) -> tuple[ApiKey, str]:
     """Issue a key named ``name``; returns it with the secret key, which is never shown again."""
     _check_name(name)
+    now = store_of(conn).clock.now()
     prefix, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
     row = {
         "id": uuid7(),
@@ -125,8 +126,9 @@ async def create_key(
     return _key(await _by_name(conn, name)), f"cvk_{prefix}_{secret}"
 
 
-async def revoke_key(conn: AsyncConnection, name: str, *, now: datetime) -> ApiKey:
+async def revoke_key(conn: AsyncConnection, name: str) -> ApiKey:
     """Revoke the key named ``name`` (again is fine); it stops working within the cache time."""
+    now = store_of(conn).clock.now()
     await conn.execute(
         api_keys.update()
         .where(api_keys.c.name == name, api_keys.c.revoked_at.is_(None))

@@ -39,9 +39,7 @@ def create_command(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Issue a key; prints the secret key once (only a hash of it is stored)."""
-    key, secret = _in_store(
-        database_url, lambda s, conn: create_key(conn, name, now=s.clock.now(), admin=admin)
-    )
+    key, secret = _in_store(database_url, lambda s, conn: create_key(conn, name, admin=admin))
     role = "admin key" if key.admin else "key"
     typer.echo(secret)  # alone on stdout, so `KEY=$(convergent keys create ...)` works
     typer.echo(
@@ -52,7 +50,7 @@ def create_command(
 @keys_app.command("revoke")
 def revoke_command(name: str, database_url: DatabaseUrl = None) -> None:
     """Revoke a key; every process refuses it within a few seconds."""
-    key = _in_store(database_url, lambda s, conn: revoke_key(conn, name, now=s.clock.now()))
+    key = _in_store(database_url, lambda s, conn: revoke_key(conn, name))
     console.print(f"revoked {key.name}")
 
 

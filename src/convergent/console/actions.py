@@ -136,7 +136,8 @@ async def _cancel_run(store: Store, target: str, _params: dict[str, str]) -> str
     run = await status(store, run_id)
     if run.done:
         raise ActionFailed(f"run {run_id} is already {run.status}: nothing to cancel")
-    await cancel(store, run_id)
+    async with store.begin() as conn:
+        await cancel(conn, run_id)
     return "cancel requested: the run compensates what it did, then ends cancelled"
 
 
@@ -193,7 +194,7 @@ async def _resend(store: Store, target: str, params: dict[str, str]) -> str:
     endpoint_id = _uuid(target, "webhook endpoint")
     message_id = _uuid(params.get("message_id", ""), "webhook message")
     async with store.begin() as conn:
-        await resend(conn, message_id, endpoint_id, store=store)
+        await resend(conn, message_id, endpoint_id)
     return f"message {message_id} queued for endpoint {endpoint_id} again"
 
 
@@ -202,9 +203,8 @@ def _set_enabled(enabled: bool) -> ActionFn:
         from convergent.webhooks import update_endpoint
 
         async with store.begin() as conn:
-            endpoint = await update_endpoint(
-                conn, _uuid(target, "webhook endpoint"), now=store.clock.now(), enabled=enabled
-            )
+            target_id = _uuid(target, "webhook endpoint")
+            endpoint = await update_endpoint(conn, target_id, enabled=enabled)
         return f"endpoint {endpoint.url} {'enabled' if enabled else 'disabled'}"
 
     return go

@@ -29,9 +29,9 @@ async def check_database(store: Store) -> Health:
     try:
         await asyncio.wait_for(store.ping(), 3.0)
     except (StoreUnavailable, TimeoutError) as exc:
-        return Health(f"database ({store.dialect})", False, str(exc) or "no answer within 3 s")
+        return Health(f"database ({store.sql.name})", False, str(exc) or "no answer within 3 s")
     return Health(
-        f"database ({store.dialect})",
+        f"database ({store.sql.name})",
         True,
         f"answered in {1000 * (time.perf_counter() - started):.1f} ms",
     )

@@ -30,7 +30,7 @@ from convergent.store.schema import api_keys
 
 async def _issue(store: Store, name: str, admin: bool = False) -> str:
     async with store.begin() as conn:
-        _key, secret = await create_key(conn, name, now=store.clock.now(), admin=admin)
+        _key, secret = await create_key(conn, name, admin=admin)
     return secret
 
 
@@ -71,7 +71,7 @@ async def test_a_revoked_key_stops_working_within_the_cache_time(
     secret = await _issue(store, "leaver", admin=True)
     assert await verify_key(store, secret) is not None
     async with store.begin() as conn:
-        revoked = await revoke_key(conn, "leaver", now=store.clock.now())
+        revoked = await revoke_key(conn, "leaver")
     assert revoked.revoked_at is not None
     deadline = asyncio.get_running_loop().time() + 5
     while await verify_key(store, secret) is not None:  # another process's cache, as it were
@@ -82,14 +82,14 @@ async def test_a_revoked_key_stops_working_within_the_cache_time(
 async def test_names_are_unique_even_after_a_revoke(store: Store) -> None:
     await _issue(store, "ci")
     async with store.begin() as conn:
-        await revoke_key(conn, "ci", now=store.clock.now())
+        await revoke_key(conn, "ci")
     with pytest.raises(AlreadyExists, match="choose another name"):
         await _issue(store, "ci")
     with pytest.raises(ConfigurationError, match="not a key name"):
         await _issue(store, " padded ")
     async with store.begin() as conn:
         with pytest.raises(NotFound, match="convergent keys list"):
-            await revoke_key(conn, "nobody", now=store.clock.now())
+            await revoke_key(conn, "nobody")
 
 
 async def test_list_shows_names_and_prefixes_never_secrets(store: Store) -> None:

@@ -16,7 +16,7 @@ from convergent.messages import Message
 from convergent.store import Store
 from convergent.store.schema import dead_letters, operator_actions, outbox, runs
 from convergent.webhooks import create_endpoint
-from convergent.workflows import Workflow, start, status
+from convergent.workflows import Workflow, status, submit
 
 ADMIN = Principal(uuid7(), "ops-alice", True)
 
@@ -25,7 +25,7 @@ async def _noop(ctx: object) -> None:
     return None
 
 
-WORKFLOW: Workflow[[], None] = Workflow(_noop, "console.test.noop", "default")  # type: ignore[arg-type]
+WORKFLOW: Workflow[[], None] = Workflow(_noop, "console.test.noop", "default")
 
 
 async def _records(store: Store) -> list[tuple[str, str, str, str]]:
@@ -38,7 +38,7 @@ async def _records(store: Store) -> list[tuple[str, str, str, str]]:
                 operator_actions.c.outcome,
             ).order_by(operator_actions.c.at, operator_actions.c.id)
         )
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        return [tuple(r) for r in rows]
 
 
 async def _outbox_letter(store: Store, key: str) -> uuid.UUID:
@@ -63,7 +63,7 @@ async def _outbox_letter(store: Store, key: str) -> uuid.UUID:
 
 
 async def test_cancel_a_run_is_performed_and_recorded_with_who_and_outcome(store: Store) -> None:
-    run_id = await start(store, WORKFLOW, key="cancel-me")
+    run_id = await submit(store, WORKFLOW, key="cancel-me")
     outcome = await perform(store, ADMIN, "run.cancel", str(run_id), {})
     assert outcome.ok, outcome.message
     assert (await status(store, run_id)).status == "cancelled"
@@ -104,7 +104,7 @@ async def test_enable_and_disable_a_webhook_endpoint(
 ) -> None:
     monkeypatch.setenv("CONVERGENT_WEBHOOK_ALLOW_HOSTS", "127.0.0.1")
     async with store.begin() as conn:
-        endpoint, _ = await create_endpoint(conn, "http://127.0.0.1:9/h", now=store.clock.now())
+        endpoint, _ = await create_endpoint(conn, "http://127.0.0.1:9/h")
     assert (await perform(store, ADMIN, "webhook.disable", str(endpoint.id), {})).ok
     async with store.read() as conn:
         from convergent.webhooks import get_endpoint

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from convergent.auth import create_key
 from convergent.console import create_console
 from convergent.store import Store
-from convergent.workflows import Workflow, start, status
+from convergent.workflows import Workflow, status, submit
 
 PAGES = ["/", "/overview/live", "/runs", "/messages", "/dead-letters", "/webhooks", "/idempotency"]
 
@@ -21,7 +21,7 @@ async def _noop(ctx: object) -> None:
     return None
 
 
-WORKFLOW: Workflow[[], None] = Workflow(_noop, "console.test.app", "default")  # type: ignore[arg-type]
+WORKFLOW: Workflow[[], None] = Workflow(_noop, "console.test.app", "default")
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ async def keys(store: Store) -> dict[str, str]:
     out = {}
     async with store.begin() as conn:
         for name, admin in (("admin", True), ("client", False)):
-            _k, out[name] = await create_key(conn, name, now=store.clock.now(), admin=admin)
+            _k, out[name] = await create_key(conn, name, admin=admin)
     return out
 
 
@@ -95,7 +95,7 @@ async def test_login_sets_a_strict_httponly_cookie_and_goes_where_it_was_asked(
 async def test_an_action_needs_its_confirmation_and_the_consoles_own_origin(
     store: Store, http: httpx.AsyncClient, keys: dict[str, str]
 ) -> None:
-    run_id = await start(store, WORKFLOW, key="c-1")
+    run_id = await submit(store, WORKFLOW, key="c-1")
     admin = {"X-Api-Key": keys["admin"]}
     confirm = await http.get(
         f"/console/actions/run.cancel?target={run_id}&back=/console/runs", headers=admin
@@ -129,7 +129,7 @@ async def test_an_action_needs_its_confirmation_and_the_consoles_own_origin(
 async def test_every_page_answers_with_the_store_content(
     store: Store, http: httpx.AsyncClient, keys: dict[str, str]
 ) -> None:
-    run_id = await start(store, WORKFLOW, key="order-77")
+    run_id = await submit(store, WORKFLOW, key="order-77")
     admin = {"X-Api-Key": keys["admin"]}
     for path in PAGES:
         page = await http.get("/console" + path, headers=admin)
