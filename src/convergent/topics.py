@@ -1,15 +1,20 @@
-"""Topics: a name, a kind and a payload schema (a pydantic model) checked on every emit."""
+"""Topics: a name, a kind and a payload type checked on every emit.
+
+The payload type is anything pydantic validates: a model, a dataclass, a TypedDict, a list of
+them... Emitting encodes it to JSON; `Topic.decode` reads a message's data back as that type.
+"""
 
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from convergent.errors import SchemaViolation, UnknownTopic
+from convergent.codec import Codec, encode_any
+from convergent.errors import ConfigurationError, SchemaViolation, UnknownTopic, WorkflowError
 
 __all__ = ["TOPICS", "Topic", "TopicKind", "declare_topic", "get_topic", "partition_for"]
 
@@ -31,9 +36,30 @@ class Topic:
     """A declared topic. ``schema`` None accepts any JSON payload."""
 
     name: str
-    schema: type[BaseModel] | None = None
+    #: the payload's type: a pydantic model, a dataclass, ... (None: any JSON)
+    schema: Any = None
     kind: TopicKind = TopicKind.EVENT
     partitions: int = 8  # broker partitions (embedded, Kafka)
+    _codec: Codec | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.schema is not None:
+            codec = Codec(self.schema)
+            try:
+                codec.adapter  # noqa: B018 - building it is the check
+            except Exception as exc:
+                raise ConfigurationError(
+                    f"topic {self.name!r}: {self.schema!r} cannot be a payload type; use a "
+                    "pydantic model, a dataclass or JSON types"
+                ) from exc
+            object.__setattr__(self, "_codec", codec)
+
+    @property
+    def schema_name(self) -> str | None:
+        """The payload type's name (None when the topic takes any JSON)."""
+        if self.schema is None:
+            return None
+        return str(getattr(self.schema, "__name__", None) or repr(self.schema))
 
     def validate(self, data: Any) -> Any:
         """Return ``data`` as JSON-ready values, or raise SchemaViolation."""
@@ -41,22 +67,38 @@ class Topic:
             if self.kind is not TopicKind.ENTITY:
                 raise SchemaViolation(f"topic {self.name!r}: only entity topics take tombstones")
             return None
-        if self.schema is None:
-            return data
         try:
-            model = data if isinstance(data, self.schema) else self.schema.model_validate(data)
+            if self._codec is None:
+                return encode_any(data)
+            value = self._codec.adapter.validate_python(data)
+            return self._codec.adapter.dump_python(value, mode="json")
         except ValidationError as exc:
             raise SchemaViolation(
-                f"topic {self.name!r}: payload does not match {self.schema.__name__}: "
+                f"topic {self.name!r}: payload does not match {self.schema_name}: "
                 f"{exc.errors(include_url=False)}",
             ) from None
-        return model.model_dump(mode="json")
+        except WorkflowError as exc:
+            raise SchemaViolation(f"topic {self.name!r}: {exc.message}") from None
 
-    def json_schema(self) -> dict[str, Any]:
+    def decode(self, data: Any) -> Any:
+        """A message's ``data`` as the topic's payload type (a tombstone stays None)."""
+        if data is None or self._codec is None:
+            return data
+        try:
+            return self._codec.adapter.validate_python(data)
+        except ValidationError as exc:
+            raise SchemaViolation(
+                f"topic {self.name!r}: message data does not match {self.schema_name}: "
+                f"{exc.errors(include_url=False)}",
+            ) from None
+
+    def json_schema(self, ref_template: str | None = None) -> dict[str, Any]:
         """The payload's JSON Schema (``{}`` when the topic takes any JSON)."""
-        if self.schema is None:
+        if self._codec is None:
             return {}
-        return self.schema.model_json_schema()
+        if ref_template is None:
+            return self._codec.adapter.json_schema()
+        return self._codec.adapter.json_schema(ref_template=ref_template)
 
 
 #: every declared topic by name
@@ -65,7 +107,7 @@ TOPICS: dict[str, Topic] = {}
 
 def declare_topic(
     name: str,
-    schema: type[BaseModel] | None = None,
+    schema: Any = None,
     *,
     kind: TopicKind | str = TopicKind.EVENT,
     partitions: int = 8,

@@ -28,7 +28,7 @@ def topics(
                     "name": name,
                     "kind": str(t.kind),
                     "partitions": t.partitions,
-                    "schema": t.schema.__name__ if t.schema else None,
+                    "schema": t.schema_name,
                     "json_schema": t.json_schema(),
                 }
                 for name, t in sorted(TOPICS.items())
@@ -40,5 +40,5 @@ def topics(
         console.print_json(json.dumps(out))
         return
     for name, t in sorted(TOPICS.items()):
-        model = t.schema.__name__ if t.schema else "any JSON"
+        model = t.schema_name or "any JSON"
         console.print(f"{name}\t{t.kind}\tpartitions={t.partitions}\t{model}")

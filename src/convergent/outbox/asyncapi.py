@@ -60,10 +60,11 @@ def _payload(topic: Topic, schemas: dict[str, Any]) -> dict[str, Any]:
     if topic.schema is None:
         body: dict[str, Any] = {"description": "any JSON value"}
     else:
-        found = topic.schema.model_json_schema(ref_template=_REF)
+        name = topic.schema_name or topic.name
+        found = topic.json_schema(ref_template=_REF)
         schemas.update(found.pop("$defs", {}))
-        schemas[topic.schema.__name__] = found
-        body = {"$ref": _REF.format(model=topic.schema.__name__)}
+        schemas[name] = found
+        body = {"$ref": _REF.format(model=name)}
     if topic.kind is TopicKind.ENTITY:
         return {"anyOf": [body, {"type": "null", "description": "a tombstone: deleted"}]}
     return body

@@ -18,14 +18,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from convergent.codec import encode_any
 from convergent.errors import RunCancelled, RunFailed, RunNotFound
 from convergent.ids import uuid7
 from convergent.store import Store, store_of
 from convergent.store.schema import run_events, run_steps, runs
 from convergent.workflows._batch import Batcher
 from convergent.workflows._committer import DONE_CHANNEL, Finished, add_done_waiter, local_active
-from convergent.workflows._context import to_json
-from convergent.workflows._registry import Workflow
+from convergent.workflows._registry import Workflow, registered
 from convergent.workflows._statements import ACTIVE, FINAL, RUNS_CHANNEL
 from convergent.workflows._worker import Worker, local_workers
 
@@ -92,7 +92,7 @@ def _run_row(
         "key": key or str(run_id),
         "queue": queue or workflow.queue,
         "status": "pending",
-        "args": {"args": to_json(list(args))},
+        "args": {"args": workflow.codec.encode_args(args)},
         "attempts": 0,
         "next_at": now,
         "cancel_requested": False,
@@ -254,7 +254,7 @@ async def send(
             run_id=run_id,
             name=event,
             dedupe_key=dedupe_key or str(uuid7()),
-            payload=payload,
+            payload=encode_any(payload),
             created_at=now,
         ).on_conflict_do_nothing(index_elements=["run_id", "name", "dedupe_key"])
     )
@@ -371,7 +371,7 @@ async def result(store: Store, run_id: uuid.UUID, *, wait: float = 0.0, poll: fl
             await asyncio.wait([done], timeout=min(remaining, poll))
         if done.done():
             f = done.result()
-            return _outcome(run_id, f.status, f.result, f.error)
+            return _outcome(run_id, f.workflow, f.status, f.result, f.error)
         async with store.notifier.subscribe(DONE_CHANNEL) as sub:
             # a run held by a worker of this process reports its end here; no read needed
             info = None if run_id in local_active else await status(store, run_id)
@@ -386,17 +386,18 @@ async def result(store: Store, run_id: uuid.UUID, *, wait: float = 0.0, poll: fl
                 hint.cancel()
                 if done.done():
                     f = done.result()
-                    return _outcome(run_id, f.status, f.result, f.error)
+                    return _outcome(run_id, f.workflow, f.status, f.result, f.error)
                 if run_id not in local_active:
                     info = await status(store, run_id)
-            return _outcome(run_id, info.status, info.result, info.error)
+            return _outcome(run_id, info.workflow, info.status, info.result, info.error)
     finally:
         remove()
 
 
-def _outcome(run_id: uuid.UUID, state: str, value: Any, error: str | None) -> Any:
+def _outcome(run_id: uuid.UUID, workflow: str, state: str, value: Any, error: str | None) -> Any:
     if state == "completed":
-        return value
+        declared = registered().get(workflow)  # its annotated result type, when known here
+        return value if declared is None else declared.codec.result.decode(value)
     if state == "cancelled":
         raise RunCancelled(f"run {run_id} was cancelled: {error}", run_id=str(run_id))
     raise RunFailed(f"run {run_id} failed: {error}", run_id=str(run_id))

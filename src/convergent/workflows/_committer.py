@@ -29,6 +29,7 @@ DONE_CHANNEL = "convergent_runs_done"
 @dataclass(frozen=True)
 class Finished:
     run_id: uuid.UUID
+    workflow: str
     status: str
     result: Any
     error: str | None

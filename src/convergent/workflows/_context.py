@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -122,16 +121,6 @@ class StepContext:
     store: Store
 
 
-def to_json(value: Any) -> Any:
-    """The value as it will read back from the database, so replays see the same thing."""
-    if value is None or type(value) in (str, int, bool):
-        return value  # reads back as itself
-    try:
-        return json.loads(json.dumps(value))
-    except (TypeError, ValueError) as exc:
-        raise WorkflowError(f"results must be JSON (dicts, lists, str, numbers): {exc}") from exc
-
-
 @dataclass
 class RunContext:
     """The state of one run held by a worker. Workflows see it as `WorkflowContext`."""
@@ -215,10 +204,11 @@ class RunContext:
     async def run_step(
         self, step: Step[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
+        codec = step.codec  # an annotation that cannot be stored fails here, before any effect
         await self.settle()
         seq, rec = self._position("step", step.name)
         if rec is not None and rec.status == "completed":
-            return rec.result
+            return codec.result.decode(rec.result)
         if rec is not None and rec.status == "failed":
             if self.compensating:
                 return None  # a dead-lettered compensation: already reported
@@ -240,7 +230,7 @@ class RunContext:
                     if attempts > 1:  # an earlier attempt may have taken effect: ask first
                         found = await step.reconcile(sctx, *args, **kwargs)
                         if found is not None:
-                            return await self._complete(seq, step.name, key, attempts, found)
+                            return await self._complete(seq, step, key, attempts, found)
                     await self._save(
                         seq, "step", step.name, "started", key=key, attempts=attempts, result=meta
                     )
@@ -275,12 +265,15 @@ class RunContext:
                 fault_point(BEFORE_COMPENSATION_CHECKPOINT)
             else:
                 fault_point(AFTER_STEP)
-            return await self._complete(seq, step.name, key, attempts, value)
+            return await self._complete(seq, step, key, attempts, value)
 
-    async def _complete(self, seq: int, name: str, key: str, attempts: int, value: Any) -> Any:
+    async def _complete(
+        self, seq: int, step: Step[Any, Any], key: str, attempts: int, result: Any
+    ) -> Any:
         # not awaited here: pure workflow code may run on; the next durable call (or the end
         # of the run, whose write commits after this one) waits for it
-        value = to_json(value)
+        name = step.name
+        value = step.codec.result.encode(result)
         params = _step_params(
             self.run_id,
             seq,
@@ -296,7 +289,7 @@ class RunContext:
         )
         self.records[seq] = StepRecord(seq, "step", name, "completed", attempts, None, value)
         self._pending = self.committer.enqueue(self.statements.save_step, params)
-        return value
+        return step.codec.result.decode(value)  # what a replay will see
 
     async def _give_up(
         self,
@@ -339,7 +332,7 @@ class RunContext:
                     source_ref=f"{self.run_id}:{seq}",
                     name=step.name,
                     key=key,
-                    payload={"workflow": self.workflow, "args": to_json(list(args))},
+                    payload={"workflow": self.workflow, "args": step.codec.encode_args(args)},
                     reason=error,
                     attempts=attempts,
                     status="dead",

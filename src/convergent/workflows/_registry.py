@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
+from convergent.codec import SignatureCodec, UnresolvedAnnotation
 from convergent.errors import UnknownWorkflow
 from convergent.retry import RetryPolicy
 from convergent.workflows._context import StepContext, WorkflowContext, current_run
@@ -31,6 +32,14 @@ class Workflow(Generic[P, T]):
         self.fn = fn
         self.name = name
         self.queue = queue
+        self._codec = _declared_codec(fn)
+
+    @property
+    def codec(self) -> SignatureCodec:
+        """Arguments and result to and from JSON, by the function's annotations."""
+        if self._codec is None:
+            self._codec = SignatureCodec.of(self.fn)
+        return self._codec
 
     def __repr__(self) -> str:
         return f"Workflow({self.name!r})"
@@ -50,6 +59,7 @@ class Step(Generic[P, T]):
         self.name = name
         self.retry = retry
         self.reconcile = reconcile
+        self._codec = _declared_codec(fn)
 
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
         value: T = await current_run().run_step(self, args, kwargs)
@@ -65,8 +75,24 @@ class Step(Generic[P, T]):
         self.reconcile = fn
         return fn
 
+    @property
+    def codec(self) -> SignatureCodec:
+        """Arguments and result to and from JSON, by the function's annotations."""
+        if self._codec is None:
+            self._codec = SignatureCodec.of(self.fn)
+        return self._codec
+
     def __repr__(self) -> str:
         return f"Step({self.name!r})"
+
+
+def _declared_codec(fn: Callable[..., Any]) -> SignatureCodec | None:
+    """The codec, checked now; None when a type is declared later in its module (it is then
+    built at first use, still before the function runs)."""
+    try:
+        return SignatureCodec.of(fn)
+    except UnresolvedAnnotation:
+        return None
 
 
 @overload

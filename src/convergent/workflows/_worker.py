@@ -32,7 +32,6 @@ from convergent.workflows._context import (
     Suspend,
     _current,
     record_from_row,
-    to_json,
 )
 from convergent.workflows._metrics import dead_lettered
 from convergent.workflows._registry import get_workflow, registered
@@ -282,9 +281,9 @@ class Worker:
         local_active.add(claimed.id)
         try:
             wf = get_workflow(claimed.workflow)
-            args = claimed.args.get("args", [])
+            args = wf.codec.decode_args(claimed.args.get("args", []))
             try:
-                value = to_json(await wf.fn(ctx, *args))
+                value = wf.codec.result.encode(await wf.fn(ctx, *args))
             except Suspend as s:
                 if s.until is not None:  # wake for our own timers without waiting for a poll
                     self._timers.append(s.until)
@@ -364,7 +363,7 @@ class Worker:
                 "b_error": error,
                 "b_now": self.store.clock.now(),
             },
-            Finished(ctx.run_id, status, value, error),
+            Finished(ctx.run_id, ctx.workflow, status, value, error),
         )
         await pending
         await done
