@@ -13,6 +13,7 @@ from nats.aio.client import Client
 from convergent.errors import NotSent, TransportError
 from convergent.messages import Message
 from convergent.outbox import Relay, emit
+from convergent.retry import RetryPolicy
 from convergent.store import Store
 from convergent.store.schema import outbox
 from convergent.topics import Topic
@@ -97,7 +98,9 @@ async def test_the_relay_keeps_order_per_key_when_a_message_in_the_middle_fails(
         for i in range(3):
             await emit(conn, topic.name, "other", "t", {"seq": i})
     lost = lose_once(monkeypatch, {ids[1]})
-    relay = Relay(broker_store, transport, batch_size=batch_size)
+    # a retry far off: with full jitter it could be due again within this very pass
+    later = RetryPolicy(initial_delay=60, jitter=False)
+    relay = Relay(broker_store, transport, batch_size=batch_size, retry=later)
     await relay.run_once()
     assert lost == [ids[1]]
     async with broker_store.read() as conn:
