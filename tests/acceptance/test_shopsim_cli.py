@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
 from typer.testing import CliRunner
 
 from convergent.cli import app
@@ -123,3 +126,37 @@ def test_sigterm_stops_the_drill_and_every_process_it_started(tmp_path: Path) ->
     assert b"stopped by SIGTERM" in output
     _gone, alive = psutil.wait_procs(started, timeout=20)
     assert not alive, [p.cmdline() for p in alive]
+
+
+def test_demo_keep_serving_prints_the_console_and_a_key_that_opens_it(tmp_path: Path) -> None:
+    args = ["demo", "--duration", "3", "--orders", "3", "--bookings", "0", "--customers", "0"]
+    args += ["--trades", "0", "--no-live", "--port", "0", "--report-dir", str(tmp_path)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "convergent", *args, "--keep-serving"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        found = None
+        for line in proc.stdout:  # ends only if the demo exits early
+            found = re.search(r"console: (\S+/console) \(admin key, shown once: (\S+)\)", line)
+            if found or "serving until Ctrl-C" in line:
+                break
+        assert found, "the demo printed no console line"
+        url, key = found.groups()
+        page = httpx.get(f"{url}/runs", headers={"X-Api-Key": key}, timeout=10)
+        assert page.status_code == 200
+        assert "<html" in page.text.lower()
+        assert httpx.get(f"{url}/runs", headers={"X-Api-Key": "cvk_x_y"}).status_code == 401
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
