@@ -28,6 +28,10 @@ def test_demo_converges_holds_every_invariant_and_writes_its_report(tmp_path: Pa
     assert report["workload"]["accepted_orders"] == 8
     assert {c["name"] for c in report["checks"]} >= {"orders_terminal", "no_double_charge"}
     assert "<svg" in (tmp_path / "report.html").read_text()
+    slowest = report["runs_to_look_at"][0]  # all final: the slowest order first, with its run
+    assert slowest["state"] in {"completed", "cancelled", "failed"}
+    assert slowest["seconds"] == max(r["seconds"] for r in report["runs_to_look_at"])
+    assert f'/console/runs/{slowest["run"]}"' in (tmp_path / "report.html").read_text()
     assert (tmp_path / "demo.log").exists()  # the shop's log lines, kept off the console
     assert "WARNING" not in result.output
 

@@ -23,7 +23,13 @@ from rich.console import Console
 from convergent.errors import StoreUnavailable
 from convergent.store import Store
 from convergent_shop.sim.checks import CheckContext, run_checks
-from convergent_shop.sim.metrics import Sampler, read_figures, time_to_consistency, time_to_fill
+from convergent_shop.sim.metrics import (
+    Sampler,
+    read_figures,
+    runs_to_look_at,
+    time_to_consistency,
+    time_to_fill,
+)
 from convergent_shop.sim.progress import LiveProgress
 from convergent_shop.sim.report import build_report, write_report
 from convergent_shop.sim.servers import free_port, serve_app
@@ -293,6 +299,9 @@ async def _load_settle_check(
         extra={
             "psp_ledger": {k: v for k, v in ledger.items() if k != "per_key"},
             "trade_time_to_fill": await time_to_fill(store),
+            "runs_to_look_at": await runs_to_look_at(store),
+            "console_url": f"{ctx.shop_url}/console",
+            "console_hint": " (while `convergent demo --keep-serving` runs)",
         },
     )
 
