@@ -39,12 +39,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Interrupted",
+    "LeaseLost",
     "RunContext",
     "StepContext",
     "StepRecord",
     "Suspend",
     "WorkflowContext",
     "current_run",
+    "hold",
 ]
 
 log = logging.getLogger("convergent.workflows")
@@ -92,6 +94,18 @@ class Interrupted(BaseException):
     saga nor workflow code mistakes a database restart for the business failing."""
 
 
+async def hold(conn: AsyncConnection, run_id: uuid.UUID, owner: str) -> None:
+    """Go on only while ``owner`` holds the run; its row stays share-locked to the commit, so a
+    takeover waits for this transaction or has already won (then ``LeaseLost``)."""
+    held = await conn.scalar(
+        sa.select(runs.c.id)
+        .where(runs.c.id == run_id, runs.c.lease_owner == owner)
+        .with_for_update(read=True)
+    )
+    if held is None:
+        raise LeaseLost(f"run {run_id} is held by another worker now")
+
+
 @contextlib.asynccontextmanager
 async def _recording() -> AsyncIterator[None]:
     try:
@@ -116,7 +130,8 @@ class StepRecord:
 class StepContext:
     """What a step knows about itself; pass ``idempotency_key`` to the system you call.
 
-    ``store`` is the worker's Store, for steps that write to the same database.
+    ``store`` is the worker's Store, for steps that write to the same database; write through
+    ``transaction()`` so the writes are fenced by the run's lease.
     """
 
     run_id: uuid.UUID
@@ -125,6 +140,20 @@ class StepContext:
     attempt: int
     idempotency_key: str
     store: Store
+    owner: str | None = None  # the worker holding the run; None outside a worker
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction that commits only while this worker still holds the run.
+
+        A worker cut off past its lease keeps running the step in memory; once another worker
+        has taken the run over, this raises ``LeaseLost`` (the step stops, nothing is written),
+        so a state transition or an outbox row of the step is never committed twice.
+        """
+        async with self.store.begin() as conn:
+            if self.owner is not None:
+                await hold(conn, self.run_id, self.owner)
+            yield conn
 
 
 @dataclass
@@ -230,7 +259,7 @@ class RunContext:
         meta = {"first_attempt_at": _iso(first_at)}
         while True:
             attempts += 1
-            sctx = StepContext(self.run_id, step.name, seq, attempts, key, self.store)
+            sctx = StepContext(self.run_id, step.name, seq, attempts, key, self.store, self.owner)
             try:
                 if step.reconcile is not None:
                     if attempts > 1:  # an earlier attempt may have taken effect: ask first
@@ -375,13 +404,7 @@ class RunContext:
 
     async def _hold(self, conn: AsyncConnection) -> None:
         """Fence a transaction of several writes: go on only while this worker holds the run."""
-        held = await conn.scalar(
-            sa.select(runs.c.id)
-            .where(runs.c.id == self.run_id, runs.c.lease_owner == self.owner)
-            .with_for_update(read=True)
-        )
-        if held is None:
-            raise LeaseLost(f"run {self.run_id} is held by another worker now")
+        await hold(conn, self.run_id, self.owner)
 
     def _check_cancel(self) -> None:
         if self.cancel_requested and not self.compensating:
