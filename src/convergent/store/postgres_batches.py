@@ -41,16 +41,17 @@ BATCH_SQL = sa.text(f"""
 WITH s AS (
   INSERT INTO convergent_run_steps AS t
     (run_id, seq, kind, name, status, idempotency_key, attempts, next_attempt_at, result,
-     error, updated_at)
+     error, updated_at, first_attempt_at)
   SELECT run_id, seq, kind, name, status, idempotency_key, attempts, next_attempt_at, result,
-     error, updated_at
+     error, updated_at, first_attempt_at
   FROM {_rows("steps")} AS x(run_id uuid, seq int, kind text, name text, status text,
      idempotency_key text, attempts int, next_attempt_at timestamptz, result jsonb, error text,
-     updated_at timestamptz)
+     updated_at timestamptz, first_attempt_at timestamptz)
   ON CONFLICT (run_id, seq) DO UPDATE SET kind = excluded.kind, name = excluded.name,
      status = excluded.status, idempotency_key = excluded.idempotency_key,
      attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at,
-     result = excluded.result, error = excluded.error, updated_at = excluded.updated_at
+     result = excluded.result, error = excluded.error, updated_at = excluded.updated_at,
+     first_attempt_at = excluded.first_attempt_at
   WHERE t.status <> 'completed'
   RETURNING 1
 ), f AS (

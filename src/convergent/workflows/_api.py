@@ -76,6 +76,7 @@ class StepInfo:
     result: Any
     error: str | None
     updated_at: datetime
+    first_attempt_at: datetime | None = None
 
 
 def _run_row(
@@ -344,6 +345,7 @@ async def run_steps_of(store: Store, run_id: uuid.UUID) -> list[StepInfo]:
             r.result,
             r.error,
             r.updated_at,
+            r.first_attempt_at,
         )
         for r in rows
     ]

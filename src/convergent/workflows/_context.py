@@ -104,6 +104,7 @@ class StepRecord:
     next_attempt_at: datetime | None = None
     result: Any = None
     error: str | None = None
+    first_attempt_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,7 @@ class RunContext:
             {
                 "b_id": self.run_id,
                 "b_owner": self.owner,
-                "b_status": "compensating",
+                "b_status": status,
                 "b_now": self.now(),
             },
         )
@@ -216,12 +217,11 @@ class RunContext:
         if not self.compensating:
             self._check_cancel()
         attempts = rec.attempts if rec is not None else 0
-        first_at = _parse((rec.result or {}).get("first_attempt_at")) if rec is not None else None
+        first_at = rec.first_attempt_at if rec is not None else None
         if rec is not None and rec.next_attempt_at is not None and rec.next_attempt_at > self.now():
             raise Suspend(rec.next_attempt_at)
         key = f"{self.run_id}:{seq}:{step.name}"
         first_at = first_at or self.now()
-        meta = {"first_attempt_at": _iso(first_at)}
         while True:
             attempts += 1
             sctx = StepContext(self.run_id, step.name, seq, attempts, key, self.store)
@@ -232,7 +232,13 @@ class RunContext:
                         if found is not None:
                             return await self._complete(seq, step, key, attempts, found)
                     await self._save(
-                        seq, "step", step.name, "started", key=key, attempts=attempts, result=meta
+                        seq,
+                        "step",
+                        step.name,
+                        "started",
+                        key=key,
+                        attempts=attempts,
+                        first_attempt_at=first_at,
                     )
                     fault_point(BEFORE_STEP)
                 value = await step.fn(sctx, *args, **kwargs)
@@ -255,8 +261,8 @@ class RunContext:
                     key=key,
                     attempts=attempts,
                     next_attempt_at=when,
-                    result=meta,
                     error=error,
+                    first_attempt_at=first_at,
                 )
                 if when > self.now():
                     raise Suspend(when) from None
@@ -428,6 +434,7 @@ class RunContext:
         next_attempt_at: datetime | None = None,
         result: Any = None,
         error: str | None = None,
+        first_attempt_at: datetime | None = None,
     ) -> None:
         params = _step_params(
             self.run_id,
@@ -441,9 +448,10 @@ class RunContext:
             result,
             error,
             self.now(),
+            first_attempt_at,
         )
         self.records[seq] = StepRecord(
-            seq, kind, name, status, attempts, next_attempt_at, result, error
+            seq, kind, name, status, attempts, next_attempt_at, result, error, first_attempt_at
         )
         async with _recording():
             await self.committer.write(self.statements.save_step, params)
@@ -465,6 +473,7 @@ def _step_params(
     result: Any,
     error: str | None,
     now: datetime,
+    first_attempt_at: datetime | None = None,
 ) -> dict[str, Any]:
     return {
         "run_id": run_id,
@@ -478,6 +487,7 @@ def _step_params(
         "result": result,
         "error": error,
         "updated_at": now,
+        "first_attempt_at": first_attempt_at,
     }
 
 
@@ -491,6 +501,7 @@ def record_from_row(row: Any) -> StepRecord:
         row.next_attempt_at,
         row.result,
         row.error,
+        row.first_attempt_at,
     )
 
 
@@ -514,4 +525,5 @@ def run_steps_columns() -> list[Any]:
         c.next_attempt_at,
         c.result,
         c.error,
+        c.first_attempt_at,
     ]
