@@ -107,13 +107,13 @@ def _strip(kind: str, row: dict[str, Any]) -> dict[str, Any]:
 START_SQL = sa.text(f"""
 WITH x AS (
   SELECT * FROM {_rows("runs")} AS x(id uuid, workflow text, key text, queue text,
-     status text, args jsonb, next_at timestamptz, lease_owner text, lease_until timestamptz,
-     created_at timestamptz)
+     version text, status text, args jsonb, next_at timestamptz, lease_owner text,
+     lease_until timestamptz, created_at timestamptz)
 ), ins AS (
-  INSERT INTO convergent_runs (id, workflow, key, queue, status, args, attempts, next_at,
-     lease_owner, lease_until, cancel_requested, created_at, updated_at)
-  SELECT id, workflow, key, queue, status, args, 0, next_at, lease_owner, lease_until, false,
-     created_at, created_at
+  INSERT INTO convergent_runs (id, workflow, key, queue, version, status, args, attempts,
+     next_at, lease_owner, lease_until, cancel_requested, created_at, updated_at)
+  SELECT id, workflow, key, queue, version, status, args, 0, next_at, lease_owner, lease_until,
+     false, created_at, created_at
   FROM x
   ON CONFLICT (workflow, key) DO NOTHING
   RETURNING id, workflow, key
@@ -132,6 +132,7 @@ def start_params(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "workflow",
         "key",
         "queue",
+        "version",
         "status",
         "args",
         "next_at",

@@ -58,6 +58,9 @@ class RunInfo:
     next_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    version: str = "1"
+    #: why no worker takes the run (the version it started with is served by none of them)
+    waiting_for: str | None = None
 
     @property
     def done(self) -> bool:
@@ -92,6 +95,7 @@ def _run_row(
         "workflow": workflow.name,
         "key": key or str(run_id),
         "queue": queue or workflow.queue,
+        "version": workflow.version,
         "status": "pending",
         "args": {"args": workflow.codec.encode_args(args)},
         "attempts": 0,
@@ -170,7 +174,7 @@ class _StoreBatchers:
         taken: dict[uuid.UUID, Worker] = {}
         for row in rows:
             for worker in workers:
-                if worker.reserve(row["workflow"], row["queue"]):
+                if worker.reserve(row["workflow"], row["queue"], row["version"]):
                     taken[row["id"]] = worker
                     row.update(
                         status="running",
@@ -199,7 +203,7 @@ class _StoreBatchers:
             if holder is None:
                 continue
             if run_id == row["id"]:
-                holder.adopt(run_id, row["workflow"], row["args"], row["queue"])
+                holder.adopt(run_id, row["workflow"], row["version"], row["args"], row["queue"])
             else:  # the key named an existing run; it is not ours to run
                 holder.unreserve(row["queue"])
         return ids
@@ -419,4 +423,6 @@ def _info(row: Any) -> RunInfo:
         row.next_at,
         row.created_at,
         row.updated_at,
+        row.version,
+        row.waiting_for,
     )

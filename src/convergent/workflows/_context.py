@@ -180,6 +180,42 @@ class RunContext:
             await self._save(seq, "wait", event, "waiting", result={"deadline": _iso(deadline)})
         raise Suspend(deadline)
 
+    async def patched(self, change_id: str) -> bool:
+        """True where this run takes the code changed under ``change_id``; False for a run that
+        had already passed this point on the code before the change.
+
+        ``if await ctx.patched("add-fraud-check"): await fraud_check(order)`` lets a deploy
+        change a workflow under runs in flight (Temporal's ``patched``). Once no run from
+        before the change is left, remove the call and keep the new code.
+        """
+        await self.settle()
+        ahead = self._seq + 1  # markers of changes the code no longer asks about may come first
+        while (rec := self.records.get(ahead)) is not None and rec.kind == "patch":
+            if rec.name == change_id:
+                self._seq = ahead
+                return True
+            ahead += 1
+        if self.records.get(self._seq + 1) is not None:
+            return False  # recorded history goes on without the change: keep the old path
+        self._seq += 1
+        seq = self._seq
+        params = _step_params(
+            self.run_id,
+            seq,
+            "patch",
+            change_id,
+            "completed",
+            f"{self.run_id}:{seq}:{change_id}",
+            0,
+            None,
+            None,
+            None,
+            self.now(),
+        )
+        self.records[seq] = StepRecord(seq, "patch", change_id, "completed")
+        self._pending = self.committer.enqueue(self.statements.save_step, params)
+        return True
+
     async def begin_compensation(self) -> None:
         """Mark the run compensating; steps called from now on are compensations."""
         if self.compensating:
@@ -357,15 +393,23 @@ class RunContext:
 
     # -- plumbing --------------------------------------------------------------------------
 
+    def _skip_patches(self) -> None:
+        """Pass the change markers this code no longer asks about (a ``patched`` call removed
+        once every run from before the change was done)."""
+        while (rec := self.records.get(self._seq + 1)) is not None and rec.kind == "patch":
+            self._seq += 1
+
     def _position(self, kind: str, name: str) -> tuple[int, StepRecord | None]:
         assert self._pending is None, "settle() before the next durable call"
+        self._skip_patches()
         self._seq += 1
         rec = self.records.get(self._seq)
         if rec is not None and (rec.kind, rec.name) != (kind, name):
             raise NonDeterminism(
                 f"run {self.run_id} recorded {rec.kind} {rec.name!r} at position {self._seq} but "
                 f"now asks for {kind} {name!r}: workflow code must make the same calls in the same "
-                "order on every replay (put changes in a new workflow name)",
+                "order on every replay (guard a change with `await ctx.patched(...)`, or register "
+                "it as a new version of the workflow beside the old one)",
                 seq=self._seq,
             )
         return self._seq, rec
