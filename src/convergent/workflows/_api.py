@@ -25,6 +25,7 @@ from convergent.store import Store, store_of
 from convergent.store.schema import run_events, run_steps, runs
 from convergent.workflows._batch import Batcher
 from convergent.workflows._committer import DONE_CHANNEL, Finished, add_done_waiter, local_active
+from convergent.workflows._operate import record_action
 from convergent.workflows._registry import Workflow, registered
 from convergent.workflows._statements import ACTIVE, FINAL, RUNS_CHANNEL
 from convergent.workflows._worker import Worker, local_workers
@@ -277,10 +278,14 @@ async def send(
     return True
 
 
-async def cancel(conn: AsyncConnection, run_id: uuid.UUID) -> None:
+async def cancel(conn: AsyncConnection, run_id: uuid.UUID, *, actor: str | None = None) -> None:
     """Cancel a run, in the caller's transaction: at once if it never started, else its saga
-    compensates first."""
+    compensates first. With an ``actor``, the request is recorded in the run's history."""
     store = store_of(conn)
+    if actor is not None:
+        await record_action(
+            conn, actor=actor, action="run.cancel", target_kind="run", target_id=str(run_id)
+        )
     now = store.clock.now()
     r = runs.c
     unstarted = await conn.execute(

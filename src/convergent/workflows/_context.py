@@ -198,23 +198,26 @@ class RunContext:
         if self.records.get(self._seq + 1) is not None:
             return False  # recorded history goes on without the change: keep the old path
         self._seq += 1
-        seq = self._seq
+        self._mark(self._seq, "patch", change_id)
+        return True
+
+    def _mark(self, seq: int, kind: str, name: str) -> None:
+        """Record a marker position; like a step's result, the next durable call awaits it."""
         params = _step_params(
             self.run_id,
             seq,
-            "patch",
-            change_id,
+            kind,
+            name,
             "completed",
-            f"{self.run_id}:{seq}:{change_id}",
+            f"{self.run_id}:{seq}:{name}",
             0,
             None,
             None,
             None,
             self.now(),
         )
-        self.records[seq] = StepRecord(seq, "patch", change_id, "completed")
+        self.records[seq] = StepRecord(seq, kind, name, "completed")
         self._pending = self.committer.enqueue(self.statements.save_step, params)
-        return True
 
     async def begin_compensation(self) -> None:
         """Mark the run compensating; steps called from now on are compensations."""
@@ -222,6 +225,15 @@ class RunContext:
             return
         await self.settle()
         self.compensating = True
+        # a marker position says the saga undid the run's steps (a resume must not go on from
+        # undone work); a run that began compensating before markers existed has none
+        rec = self.records.get(self._seq + 1)
+        if rec is None:
+            self._seq += 1
+            self._mark(self._seq, "compensate", "saga")
+            await self.settle()
+        elif rec.kind == "compensate":
+            self._seq += 1
         async with _recording():
             await self._write_status("compensating")
 

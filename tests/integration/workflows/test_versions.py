@@ -5,9 +5,6 @@ A run whose version no worker serves waits, marked and counted, and never fails.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -27,28 +24,9 @@ from convergent.workflows import (
 )
 from tests.integration.workflows import flows
 from tests.integration.workflows.conftest import running, until
+from tests.integration.workflows.processes import spawn
 from tests.integration.workflows.provider import Provider
 from tests.integration.workflows.test_crash import stop_worker
-
-ROOT = Path(__file__).resolve().parents[3]
-PKG = "tests.integration.workflows"
-
-
-def spawn(
-    database_url: str, provider: Provider, log: Path, *modules: str
-) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-        "WF_TEST_DATABASE_URL": database_url,
-        "WF_TEST_PROVIDER_URL": provider.url,
-    }
-    command = [sys.executable, "-m", "convergent", "worker", "--database-url", database_url]
-    for module in modules:
-        command += ["--import", f"{PKG}.{module}"]
-    command += ["--lease-seconds", "1", "--poll-interval", "0.1", "--no-relay", "--no-webhooks"]
-    with log.open("ab") as out:
-        return subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=out)
 
 
 async def effects(store: Store, run_id: uuid.UUID) -> list[str]:
