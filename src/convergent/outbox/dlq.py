@@ -1,6 +1,7 @@
 """Dead letters from every source, and a registry of how each source retries one.
 
-An engine registers its retry action once (``register_retry("workflow", fn)``); the CLI
+An engine registers its retry action once (``register_retry("workflow", fn)``; `convergent.dlq`
+registers the workflow and webhook ones, and is what operators use); the CLI
 (``convergent dlq retry``) looks it up by the row's ``source``. The action runs in the same
 transaction that marks the row ``retried``.
 """
@@ -26,6 +27,7 @@ __all__ = [
     "get_dead_letter",
     "list_dead_letters",
     "register_retry",
+    "resolve",
     "retry",
 ]
 
@@ -75,18 +77,19 @@ async def retry(store: Store, dead_letter_id: str) -> Any:
                 f"no retry action for source {row.source!r}; its engine must call register_retry()"
             )
         await action(conn, row)
-        await _resolve(conn, row.id, "retried")
+        await resolve(conn, row.id, "retried")
     return row
 
 
 async def discard(store: Store, dead_letter_id: str) -> Any:
     async with store.begin() as conn:
         row = await get_dead_letter(conn, dead_letter_id, lock=True)
-        await _resolve(conn, row.id, "discarded")
+        await resolve(conn, row.id, "discarded")
     return row
 
 
-async def _resolve(conn: AsyncConnection, row_id: uuid.UUID, status: str) -> None:
+async def resolve(conn: AsyncConnection, row_id: uuid.UUID, status: str) -> None:
+    """Mark a dead letter ``retried`` or ``discarded``, now."""
     await conn.execute(
         sa.update(dead_letters)
         .where(dead_letters.c.id == row_id)
