@@ -133,8 +133,11 @@ async def show(store: Store, letter_id: str | uuid.UUID) -> DeadLetter:
         return DeadLetter.of(await _registry.get_dead_letter(conn, str(letter_id)))
 
 
-async def retry(store: Store, letter_id: str | uuid.UUID, *, actor: str = "python") -> DeadLetter:
-    """Hand the letter back to its source and mark it retried, in one transaction."""
+async def retry(
+    store: Store, letter_id: str | uuid.UUID, *, actor: str | None = "python"
+) -> DeadLetter:
+    """Hand the letter back to its source and mark it retried, in one transaction; recorded
+    as done by ``actor`` (None: the caller records it, as the console does)."""
     async with store.begin() as conn:
         row = await _registry.get_dead_letter(conn, str(letter_id), lock=True)
         _still_dead(row)
@@ -148,7 +151,9 @@ async def retry(store: Store, letter_id: str | uuid.UUID, *, actor: str = "pytho
     return DeadLetter.of(row)
 
 
-async def discard(store: Store, letter_id: str | uuid.UUID, *, actor: str = "python") -> DeadLetter:
+async def discard(
+    store: Store, letter_id: str | uuid.UUID, *, actor: str | None = "python"
+) -> DeadLetter:
     """Mark the letter handled without retrying it (it is kept, as discarded)."""
     async with store.begin() as conn:
         row = await _registry.get_dead_letter(conn, str(letter_id), lock=True)
@@ -187,9 +192,11 @@ def _still_dead(row: Any) -> None:
         raise InvalidTransition(f"dead letter {row.id} is already {row.status}")
 
 
-async def _resolve(conn: AsyncConnection, row: Any, status: str, actor: str) -> None:
+async def _resolve(conn: AsyncConnection, row: Any, status: str, actor: str | None) -> None:
     verb = "retry" if status == "retried" else "discard"
     await _registry.resolve(conn, row.id, status)
+    if actor is None:
+        return
     detail = f"{row.source} {row.name}: {row.reason}"[:2000]
     await record_action(
         conn,
