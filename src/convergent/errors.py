@@ -29,6 +29,7 @@ ConvergentError
 ├── WorkflowError
 │   ├── UnknownWorkflow
 │   ├── RunNotFound
+│   ├── RunNotResumable           resume / retry-step asked of a run in the wrong state (409)
 │   ├── RunFailed                 awaited a run that ended failed or cancelled
 │   ├── RunCancelled
 │   ├── NonDeterminism            a resumed run asked for steps in another order
@@ -67,6 +68,7 @@ __all__ = [
     "RunCancelled",
     "RunFailed",
     "RunNotFound",
+    "RunNotResumable",
     "SchemaViolation",
     "SignatureInvalid",
     "StaleVersion",
@@ -267,6 +269,12 @@ class RunNotFound(WorkflowError):
     """No run with this id."""
 
     code = "run-not-found"
+
+
+class RunNotResumable(WorkflowError):
+    """The run is not in a state this action applies to; the message says what to do."""
+
+    code = "run-not-resumable"
 
 
 class RunFailed(WorkflowError):

@@ -48,6 +48,7 @@ _STATUS: dict[type[errors.ConvergentError], int] = {
     errors.IdempotencyKeyInProgress: 409,
     errors.NotFound: 404,
     errors.RunNotFound: 404,
+    errors.RunNotResumable: 409,
     errors.AlreadyExists: 409,
     errors.InvalidTransition: 409,
     errors.StaleVersion: 412,

@@ -223,6 +223,8 @@ runs = sa.Table(
     sa.Column("workflow", sa.String(255), nullable=False),
     sa.Column("key", sa.String(255), nullable=False),  # the run's idempotency key
     sa.Column("queue", sa.String(64), nullable=False, server_default="default"),
+    # the workflow's code version when the run started; only workers serving it claim the run
+    sa.Column("version", sa.String(64), nullable=False, server_default="1"),
     # pending | running | compensating | completed | failed | cancelled
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("args", JSONType, nullable=False),
@@ -233,6 +235,8 @@ runs = sa.Table(
     sa.Column("lease_owner", sa.String(64), nullable=True),
     sa.Column("lease_until", UTCDateTime(), nullable=True),
     sa.Column("cancel_requested", sa.Boolean(), nullable=False, server_default=sa.false()),
+    # why a due run is not taken (no worker serves its version); None once a worker claims it
+    sa.Column("waiting_for", sa.Text(), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.UniqueConstraint("workflow", "key"),
@@ -259,6 +263,8 @@ run_steps = sa.Table(
     sa.Column("result", JSONType, nullable=True),
     sa.Column("error", sa.Text(), nullable=True),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    # when the step's first attempt began: its retry policy's time limit counts from it
+    sa.Column("first_attempt_at", UTCDateTime(), nullable=True),
 )
 
 #: events sent to runs (callbacks, partial fills); the dedupe key drops a second copy

@@ -124,6 +124,7 @@ class StepRecord:
     next_attempt_at: datetime | None = None
     result: Any = None
     error: str | None = None
+    first_attempt_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -214,12 +215,61 @@ class RunContext:
             await self._save(seq, "wait", event, "waiting", result={"deadline": _iso(deadline)})
         raise Suspend(deadline)
 
+    async def patched(self, change_id: str) -> bool:
+        """True where this run takes the code changed under ``change_id``; False for a run that
+        had already passed this point on the code before the change.
+
+        ``if await ctx.patched("add-fraud-check"): await fraud_check(order)`` lets a deploy
+        change a workflow under runs in flight (Temporal's ``patched``). Once no run from
+        before the change is left, remove the call and keep the new code.
+        """
+        await self.settle()
+        ahead = self._seq + 1  # markers of changes the code no longer asks about may come first
+        while (rec := self.records.get(ahead)) is not None and rec.kind == "patch":
+            if rec.name == change_id:
+                self._seq = ahead
+                return True
+            ahead += 1
+        if self.records.get(self._seq + 1) is not None:
+            return False  # recorded history goes on without the change: keep the old path
+        self._seq += 1
+        self._mark(self._seq, "patch", change_id)
+        return True
+
+    def _mark(self, seq: int, kind: str, name: str) -> None:
+        """Record a marker position; like a step's result, the next durable call awaits it."""
+        params = _step_params(
+            self.run_id,
+            seq,
+            kind,
+            name,
+            "completed",
+            f"{self.run_id}:{seq}:{name}",
+            0,
+            None,
+            None,
+            None,
+            self.now(),
+            self.owner,
+        )
+        self.records[seq] = StepRecord(seq, kind, name, "completed")
+        self._pending = self.committer.enqueue(self.statements.save_step, params)
+
     async def begin_compensation(self) -> None:
         """Mark the run compensating; steps called from now on are compensations."""
         if self.compensating:
             return
         await self.settle()
         self.compensating = True
+        # a marker position says the saga undid the run's steps (a resume must not go on from
+        # undone work); a run that began compensating before markers existed has none
+        rec = self.records.get(self._seq + 1)
+        if rec is None:
+            self._seq += 1
+            self._mark(self._seq, "compensate", "saga")
+            await self.settle()
+        elif rec.kind == "compensate":
+            self._seq += 1
         async with _recording():
             await self._write_status("compensating")
 
@@ -229,7 +279,7 @@ class RunContext:
             {
                 "b_id": self.run_id,
                 "b_owner": self.owner,
-                "b_status": "compensating",
+                "b_status": status,
                 "b_now": self.now(),
             },
         )
@@ -251,12 +301,11 @@ class RunContext:
         if not self.compensating:
             self._check_cancel()
         attempts = rec.attempts if rec is not None else 0
-        first_at = _parse((rec.result or {}).get("first_attempt_at")) if rec is not None else None
+        first_at = rec.first_attempt_at if rec is not None else None
         if rec is not None and rec.next_attempt_at is not None and rec.next_attempt_at > self.now():
             raise Suspend(rec.next_attempt_at)
         key = f"{self.run_id}:{seq}:{step.name}"
         first_at = first_at or self.now()
-        meta = {"first_attempt_at": _iso(first_at)}
         while True:
             attempts += 1
             sctx = StepContext(self.run_id, step.name, seq, attempts, key, self.store, self.owner)
@@ -267,7 +316,13 @@ class RunContext:
                         if found is not None:
                             return await self._complete(seq, step, key, attempts, found)
                     await self._save(
-                        seq, "step", step.name, "started", key=key, attempts=attempts, result=meta
+                        seq,
+                        "step",
+                        step.name,
+                        "started",
+                        key=key,
+                        attempts=attempts,
+                        first_attempt_at=first_at,
                     )
                     fault_point(BEFORE_STEP)
                 value = await step.fn(sctx, *args, **kwargs)
@@ -290,8 +345,8 @@ class RunContext:
                     key=key,
                     attempts=attempts,
                     next_attempt_at=when,
-                    result=meta,
                     error=error,
+                    first_attempt_at=first_at,
                 )
                 if when > self.now():
                     raise Suspend(when) from None
@@ -389,15 +444,23 @@ class RunContext:
 
     # -- plumbing --------------------------------------------------------------------------
 
+    def _skip_patches(self) -> None:
+        """Pass the change markers this code no longer asks about (a ``patched`` call removed
+        once every run from before the change was done)."""
+        while (rec := self.records.get(self._seq + 1)) is not None and rec.kind == "patch":
+            self._seq += 1
+
     def _position(self, kind: str, name: str) -> tuple[int, StepRecord | None]:
         assert self._pending is None, "settle() before the next durable call"
+        self._skip_patches()
         self._seq += 1
         rec = self.records.get(self._seq)
         if rec is not None and (rec.kind, rec.name) != (kind, name):
             raise NonDeterminism(
                 f"run {self.run_id} recorded {rec.kind} {rec.name!r} at position {self._seq} but "
                 f"now asks for {kind} {name!r}: workflow code must make the same calls in the same "
-                "order on every replay (put changes in a new workflow name)",
+                "order on every replay (guard a change with `await ctx.patched(...)`, or register "
+                "it as a new version of the workflow beside the old one)",
                 seq=self._seq,
             )
         return self._seq, rec
@@ -472,6 +535,7 @@ class RunContext:
         next_attempt_at: datetime | None = None,
         result: Any = None,
         error: str | None = None,
+        first_attempt_at: datetime | None = None,
     ) -> None:
         params = _step_params(
             self.run_id,
@@ -486,9 +550,10 @@ class RunContext:
             error,
             self.now(),
             self.owner,
+            first_attempt_at,
         )
         self.records[seq] = StepRecord(
-            seq, kind, name, status, attempts, next_attempt_at, result, error
+            seq, kind, name, status, attempts, next_attempt_at, result, error, first_attempt_at
         )
         async with _recording():
             await self.committer.write(self.statements.save_step, params)
@@ -511,6 +576,7 @@ def _step_params(
     error: str | None,
     now: datetime,
     owner: str,
+    first_attempt_at: datetime | None = None,
 ) -> dict[str, Any]:
     return {
         "owner": owner,  # the write is fenced: it lands only while this worker holds the run
@@ -525,6 +591,7 @@ def _step_params(
         "result": result,
         "error": error,
         "updated_at": now,
+        "first_attempt_at": first_attempt_at,
     }
 
 
@@ -538,6 +605,7 @@ def record_from_row(row: Any) -> StepRecord:
         row.next_attempt_at,
         row.result,
         row.error,
+        row.first_attempt_at,
     )
 
 
@@ -561,4 +629,5 @@ def run_steps_columns() -> list[Any]:
         c.next_attempt_at,
         c.result,
         c.error,
+        c.first_attempt_at,
     ]
