@@ -45,6 +45,7 @@ from typing import Any
 
 __all__ = [
     "AlreadyExists",
+    "ChildFailed",
     "ConfigurationError",
     "ConvergentError",
     "IdempotencyError",
@@ -74,6 +75,7 @@ __all__ = [
     "StoreUnavailable",
     "TransientError",
     "TransportError",
+    "UnknownSchedule",
     "UnknownTopic",
     "UnknownWorkflow",
     "UnsafeDestination",
@@ -291,6 +293,18 @@ class StepFailed(WorkflowError):
     """A step failed for good: a permanent error, or its retries ran out."""
 
     code = "step-failed"
+
+
+class ChildFailed(StepFailed):
+    """A child run awaited with ``ctx.child`` failed or was cancelled."""
+
+    code = "child-failed"
+
+
+class UnknownSchedule(WorkflowError):
+    """No schedule of this name is in the database."""
+
+    code = "unknown-schedule"
 
 
 class LeaseLost(WorkflowError):
