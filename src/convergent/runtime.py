@@ -21,6 +21,7 @@ from convergent.store import Store
 from convergent.telemetry import StoreGauges
 from convergent.transports import transport_from_url
 from convergent.workflows import Worker
+from convergent.workflows.children import ChildWaker
 from convergent.workflows.schedules import Scheduler
 
 __all__ = ["LoopOptions", "Messaging", "standard_loops"]
@@ -70,6 +71,7 @@ def standard_loops(
         )
         if options.schedules:
             loops.append(Scheduler(store, poll_interval=options.poll_interval))
+        loops.append(ChildWaker(store, poll_interval=options.poll_interval))
     if options.relay or (options.consumers and CONSUMERS):
         loops.append(
             Messaging(
