@@ -240,15 +240,11 @@ class Worker:
         if self._tasks:  # a run we still execute (our lease lapsed meanwhile) is not new work
             select = select.where(r.id.not_in(list(self._tasks)))
         async with self.store.begin() as conn:
-            if gate is not None:
-                limit = await gate.admit(conn, now, limit)
-                if limit <= 0:
-                    return []
             rows = list(
                 (await conn.execute(self.store.sql.lock_for_claim(select.limit(limit)))).all()
             )
-            if gate is not None:
-                rows = await gate.take(conn, now, rows)
+            if gate is not None and rows:
+                rows = await gate.admit(conn, now, rows)
             if not rows:
                 return []
             ids = [row.id for row in rows]

@@ -5,7 +5,7 @@ queue ``emails`` execute at once in the whole fleet, and at most 100 runs start 
 (a token bucket: up to ``rate_limit`` at once after a quiet spell, then ``rate_limit / per`` a
 second). Declare it in the module every worker imports, with the same limits everywhere.
 
-The limits are enforced in the claim: a worker claiming runs of a fleet queue first locks the
+The limits are enforced in the claim: a worker that found due runs of a fleet queue locks the
 queue's row in ``convergent_queues`` (so claimers of that queue take turns, on PostgreSQL and
 SQLite alike), counts the runs of the queue held by any worker, takes only what the limits leave
 and draws one token per run it starts (a run resumed after a sleep or a wait draws none). Runs of
@@ -45,13 +45,15 @@ class FleetQueue:
     rate_limit: int | None
     per: float
 
-    async def admit(self, conn: AsyncConnection, now: datetime, wanted: int) -> int:
-        """Lock the queue's row (claimers take turns) and return how many runs may be claimed."""
+    async def admit(self, conn: AsyncConnection, now: datetime, rows: list[Any]) -> list[Any]:
+        """Of the due ``rows`` a worker locked (in claim order), those the limits let it take
+        now. Locks the queue's row first, so claimers of this queue take turns and each counts
+        the runs the others took; draws one token per new run."""
         store = store_of(conn)
         q = queues.c
         locked = store.sql.lock_row(sa.select(q.tokens, q.refilled_at).where(q.name == self.name))
-        row = (await conn.execute(locked)).first()
-        if row is None:  # the first claim of this queue anywhere creates its row
+        state = (await conn.execute(locked)).first()
+        if state is None:  # the first claim of this queue anywhere creates its row
             ins = store.sql.insert(queues).values(
                 name=self.name,
                 concurrency=self.concurrency,
@@ -62,8 +64,7 @@ class FleetQueue:
                 updated_at=now,
             )
             await conn.execute(ins.on_conflict_do_nothing(index_elements=["name"]))
-            row = (await conn.execute(locked)).one()
-        free = wanted
+            state = (await conn.execute(locked)).one()
         if self.concurrency is not None:
             r = runs.c
             held = await conn.scalar(
@@ -71,25 +72,10 @@ class FleetQueue:
                 .select_from(runs)
                 .where(r.queue == self.name, r.lease_owner.is_not(None), r.status.in_(ACTIVE))
             )
-            free = min(free, self.concurrency - int(held or 0))
-        return max(free, 0)
-
-    def tokens_now(self, tokens: float, refilled_at: datetime | None, now: datetime) -> float:
-        assert self.rate_limit is not None
-        if refilled_at is None:
-            return float(self.rate_limit)
-        gained = max((now - refilled_at).total_seconds(), 0.0) * self.rate_limit / self.per
-        return min(float(self.rate_limit), tokens + gained)
-
-    async def take(self, conn: AsyncConnection, now: datetime, rows: list[Any]) -> list[Any]:
-        """The rows the rate limit lets start now (in order), drawing one token per new run."""
+            rows = rows[: max(self.concurrency - int(held or 0), 0)]
         if self.rate_limit is None or not rows:
             return rows
-        q = queues.c
-        row = (
-            await conn.execute(sa.select(q.tokens, q.refilled_at).where(q.name == self.name))
-        ).one()
-        tokens = self.tokens_now(row.tokens, row.refilled_at, now)
+        tokens = self.tokens_now(state.tokens, state.refilled_at, now)
         taken = []
         for each in rows:
             if each.status != "pending":  # a run resuming after a sleep or wait started already
@@ -103,6 +89,13 @@ class FleetQueue:
             .values(tokens=tokens, refilled_at=now, updated_at=now)
         )
         return taken
+
+    def tokens_now(self, tokens: float, refilled_at: datetime | None, now: datetime) -> float:
+        assert self.rate_limit is not None
+        if refilled_at is None:
+            return float(self.rate_limit)
+        gained = max((now - refilled_at).total_seconds(), 0.0) * self.rate_limit / self.per
+        return min(float(self.rate_limit), tokens + gained)
 
 
 #: every fleet queue declared in this process, by name
