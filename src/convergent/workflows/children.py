@@ -94,6 +94,7 @@ async def _start_child(
 ) -> uuid.UUID:
     now = ctx.now()
     async with _recording(), ctx.store.begin() as conn:
+        await ctx._hold(conn)  # fenced: a parent taken over by another worker starts nothing
         child_id = await start(conn, wf, *args, key=f"child:{ctx.run_id}:{seq}", queue=queue)
         ins = ctx.store.sql.insert(run_children).values(
             parent_id=ctx.run_id, seq=seq, child_id=child_id, status="waiting", created_at=now
@@ -128,8 +129,10 @@ async def _collect(
         value if ok else {"run_id": str(child_id)},
         reason,
         now,
+        ctx.owner,
     )
     async with _recording(), ctx.store.begin() as conn:
+        await ctx._hold(conn)  # fenced: only while this worker holds the parent
         await conn.execute(ctx.statements.save_step, params)
         await conn.execute(
             sa.update(run_children)
@@ -146,6 +149,7 @@ async def _collect(
 
 async def _cancel_child(ctx: RunContext, seq: int, child_id: uuid.UUID) -> None:
     async with _recording(), ctx.store.begin() as conn:
+        await ctx._hold(conn)
         await cancel(conn, child_id)
         await conn.execute(
             sa.update(run_children)
