@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -35,7 +35,9 @@ from convergent.workflows._metrics import dead_lettered, retried
 from convergent.workflows._statements import Statements
 
 if TYPE_CHECKING:
-    from convergent.workflows._registry import Step
+    from convergent.workflows._registry import Step, Workflow
+
+T = TypeVar("T")
 
 __all__ = [
     "Interrupted",
@@ -254,6 +256,23 @@ class RunContext:
         )
         self.records[seq] = StepRecord(seq, kind, name, "completed")
         self._pending = self.committer.enqueue(self.statements.save_step, params)
+
+    @overload
+    async def child(
+        self, workflow: Workflow[Any, T], *args: Any, queue: str | None = None
+    ) -> T: ...
+
+    @overload
+    async def child(self, workflow: str, *args: Any, queue: str | None = None) -> Any: ...
+
+    async def child(
+        self, workflow: Workflow[Any, Any] | str, *args: Any, queue: str | None = None
+    ) -> Any:
+        """Start ``workflow(*args)`` as a child run, once, and wait durably for its result
+        (`convergent.workflows.children`); its failure raises `ChildFailed` here."""
+        from convergent.workflows.children import await_child
+
+        return await await_child(self, workflow, args, queue=queue)
 
     async def begin_compensation(self) -> None:
         """Mark the run compensating; steps called from now on are compensations."""

@@ -36,6 +36,7 @@ from convergent.workflows._context import (
 from convergent.workflows._metrics import dead_lettered, waiting_for_version
 from convergent.workflows._registry import get_workflow, served
 from convergent.workflows._statements import ACTIVE, RUNS_CHANNEL, statements_for
+from convergent.workflows.queues import QUEUES, gate_of
 
 __all__ = ["Worker", "local_workers"]
 
@@ -77,8 +78,8 @@ class Worker:
         worker_id: str | None = None,
     ) -> None:
         self.store = store
-        if queues is None:
-            queues = {"default": concurrency}
+        if queues is None:  # the default queue and the declared fleet queues
+            queues = {"default": concurrency, **dict.fromkeys(QUEUES, concurrency)}
         if not isinstance(queues, Mapping):
             queues = {q: concurrency for q in queues}
         self.queue_limits: dict[str, int] = dict(queues)
@@ -173,6 +174,8 @@ class Worker:
         """Take a slot for a run started in this process, so it needs no separate claim."""
         if self._stopping or (workflow, version) not in served() or queue not in self.queue_limits:
             return False
+        if gate_of(queue) is not None:  # every start of a fleet queue goes through its limits
+            return False
         if self._free_slots() <= 0 or self._per_queue[queue] >= self.queue_limits[queue]:
             return False
         self._reserved += 1
@@ -222,8 +225,10 @@ class Worker:
             return []
         now = self.store.clock.now()
         r = runs.c
-        select = self.store.sql.lock_for_claim(
-            sa.select(r.id, r.workflow, r.version, r.args, r.cancel_requested)
+        gate = gate_of(queue)  # fleet limits: highest priority first, within the fleet's limits
+        order = (r.next_at,) if gate is None else (r.priority.desc(), r.next_at)
+        select = (
+            sa.select(r.id, r.workflow, r.version, r.args, r.cancel_requested, r.status)
             .where(
                 r.queue == queue,
                 _serving(pairs),
@@ -231,13 +236,16 @@ class Worker:
                 r.lease_owner.is_(None),
                 r.next_at <= now,
             )
-            .order_by(r.next_at)
-            .limit(limit)
+            .order_by(*order)
         )
         if self._tasks:  # a run we still execute (our lease lapsed meanwhile) is not new work
             select = select.where(r.id.not_in(list(self._tasks)))
         async with self.store.begin() as conn:
-            rows = (await conn.execute(select)).all()
+            rows = list(
+                (await conn.execute(self.store.sql.lock_for_claim(select.limit(limit)))).all()
+            )
+            if gate is not None and rows:
+                rows = await gate.admit(conn, now, rows)
             if not rows:
                 return []
             ids = [row.id for row in rows]
