@@ -21,6 +21,7 @@ from convergent.errors import StoreUnavailable
 from convergent.faults import fault_point, register
 from convergent.ids import uuid7
 from convergent.messages import Message
+from convergent.outages import Outage, is_transient
 from convergent.retry import RetryPolicy
 from convergent.store import Store
 from convergent.store.inbox import record_once
@@ -99,6 +100,7 @@ class Consumer:
         self.handled = 0
         self._sub: Subscription | None = None
         self._stop = asyncio.Event()
+        self.outage = Outage(f"consumer {group}/{self.topic.name}: broker or database", log)
 
     @classmethod
     def from_spec(cls, store: Store, transport: Transport, spec: ConsumerSpec) -> Consumer:
@@ -119,8 +121,12 @@ class Consumer:
             while not stop.is_set():
                 try:
                     await self.run_once()
-                except Exception:
-                    log.exception("consumer %s/%s pass failed", self.group, self.topic.name)
+                    self.outage.up()
+                except Exception as exc:
+                    if is_transient(exc):
+                        self.outage.down(exc)
+                    else:  # a bug: with its traceback
+                        log.exception("consumer %s/%s pass failed", self.group, self.topic.name)
                     await asyncio.sleep(self.fetch_timeout)
         finally:
             await self.close()

@@ -22,10 +22,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from convergent.errors import NotSent
+from convergent.errors import NotSent, TransportError
 from convergent.faults import fault_point, register
 from convergent.ids import uuid7
 from convergent.messages import Message
+from convergent.outages import Outage, is_transient
 from convergent.outbox.emit import OUTBOX_CHANNEL, RELAY_PARTITIONS
 from convergent.outbox.leases import PartitionLeases, tokens_still_held
 from convergent.retry import RetryPolicy
@@ -74,6 +75,8 @@ class Relay:
         self.lanes = max(1, lanes)
         self.published = 0
         self._refreshed_at: datetime | None = None
+        self.database_outage = Outage("database", log)
+        self.broker_outage = Outage("broker", log)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until ``stop`` is set; wakes on outbox commits, polls as a fallback.
@@ -84,8 +87,12 @@ class Relay:
                 while not stop.is_set():
                     try:
                         count = await self.run_once()
-                    except Exception:
-                        log.exception("relay pass failed; retrying")
+                        self.database_outage.up()
+                    except Exception as exc:
+                        if is_transient(exc):
+                            self.database_outage.down(exc)
+                        else:  # a bug: with its traceback
+                            log.exception("relay pass failed; retrying")
                         count = 0
                     if count >= self.batch_size:
                         continue  # more waiting: no sleep
@@ -145,6 +152,7 @@ class Relay:
             fault_point(AFTER_CLAIM)
             messages = [Message.from_envelope(r.topic, r.key, r.envelope) for r in rows]
             results = await self.transport.publish(messages)
+            self._note_broker(results)
             fault_point(AFTER_PUBLISH)
             mine = await self._settle(rows, results, held)
             settled += sum(not isinstance(e, NotSent) for e in results)
@@ -153,6 +161,14 @@ class Relay:
                 return settled
             if len(rows) < self.batch_size or loop.time() >= until:
                 return settled
+
+    def _note_broker(self, results: list[BaseException | None]) -> None:
+        """Every message refused as unreachable: the broker is down (one line, not one per
+        message); any acked: it is up."""
+        if any(e is None for e in results):
+            self.broker_outage.up()
+        elif results and all(isinstance(e, TransportError) for e in results):
+            self.broker_outage.down(next(e for e in results if e is not None))
 
     async def _settle(
         self, rows: Sequence[Any], results: list[BaseException | None], held: dict[int, str]

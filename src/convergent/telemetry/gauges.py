@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from prometheus_client import Gauge
 
+from convergent.outages import describe, is_transient
 from convergent.store import Store
 from convergent.store.schema import dead_letters, outbox, runs, webhook_deliveries
 
@@ -73,7 +74,10 @@ class StoreGauges:
         while not stop.is_set():
             try:
                 await self.sample()
-            except Exception:  # a missed sample is not worth stopping for
-                log.exception("sampling metrics failed")
+            except Exception as exc:  # a missed sample is not worth stopping for
+                if is_transient(exc):  # the loops that need it more say the database is away
+                    log.info("metrics sample skipped: %s", describe(exc))
+                else:
+                    log.exception("sampling metrics failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.interval)

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from convergent import faults
 from convergent.faults import fault_point
 from convergent.ids import uuid7
+from convergent.outages import Outage, is_transient
 from convergent.store import Store
 from convergent.store.schema import (
     dead_letters,
@@ -97,6 +98,7 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._results: list[tuple[_Job, SendResult, datetime]] = []
         self._wake = asyncio.Event()
+        self._database_outage = Outage("database", log)
 
     # running -------------------------------------------------------------------------------
 
@@ -113,8 +115,12 @@ class Dispatcher:
                 while not stop.is_set():
                     try:
                         started = await self._round()
-                    except Exception:  # keep delivering; the database may come back
-                        log.exception("webhook dispatcher step failed")
+                        self._database_outage.up()
+                    except Exception as exc:  # keep delivering; the database may come back
+                        if is_transient(exc):
+                            self._database_outage.down(exc)
+                        else:
+                            log.exception("webhook dispatcher step failed")
                         started = 0
                     if not started:
                         with contextlib.suppress(TimeoutError):

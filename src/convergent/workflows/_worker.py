@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from convergent.errors import RunCancelled, StoreUnavailable
 from convergent.faults import fault_point, register
 from convergent.ids import uuid7
+from convergent.outages import Outage, is_transient
 from convergent.store import Store
 from convergent.store.schema import dead_letters, run_steps, runs
 from convergent.workflows._committer import Committer, Finished, local_active
@@ -108,6 +109,7 @@ class Worker:
         self._timers: list[datetime] = []
         self._timer_set = asyncio.Event()
         self._stopping = False
+        self.database_outage = Outage("database", log)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and run work until ``stop`` is set, then release every lease held."""
@@ -128,13 +130,14 @@ class Worker:
                     except Exception as exc:
                         # the database is away (a restart): the runs held go on, claims retry
                         failures += 1
-                        log.warning("claiming runs failed (%s); retrying", exc)
+                        self.database_outage.down(exc)
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(
                                 stop.wait(), min(self.poll_interval * 2**failures, 5.0)
                             )
                         continue
                     failures = 0
+                    self.database_outage.up()
                     if claimed and self._free_slots() > 0:
                         continue  # there may be more due work
                     self._slot_freed.clear()
@@ -505,5 +508,8 @@ class Worker:
                 return
             try:
                 await job()
-            except Exception:
-                log.exception("worker housekeeping failed; trying again")
+            except Exception as exc:
+                if is_transient(exc):  # the claim loop says the database is away
+                    self.database_outage.down(exc)
+                else:
+                    log.exception("worker housekeeping failed; trying again")
