@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +74,26 @@ def test_a_violated_user_invariant_fails_the_drill(tmp_path: Path, database_url:
     done = drill(tmp_path, database_url, 61)  # the check expects one entry too many
     assert done.returncode == 1
     assert "60 entries" in done.stdout + done.stderr
+
+
+def test_the_docs_example_drills_green(tmp_path: Path, database_url: str) -> None:
+    """docs/shop.md's transfers module, as printed there, passes its own drill."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "shop.md").read_text()
+    (block,) = [
+        b for b in re.findall(r"^```python\n(.*?)^```", doc, re.M | re.S) if "transfers" in b
+    ]
+    (tmp_path / "transfers.py").write_text(block)
+    args = ["drill-app", "--import", "transfers", "--workflow", "transfers.move", "--args", "[5]"]
+    args += ["--runs", "10", "--kills", "1", "--duration", "3", "--settle-timeout", "60"]
+    args += ["--database-url", database_url, "--report-dir", str(tmp_path / "r")]
+    done = subprocess.run(
+        [sys.executable, "-m", "convergent", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["statuses"] == {"completed": 10}
+    assert report["violations"] == []

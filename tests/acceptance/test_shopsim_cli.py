@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
 from typer.testing import CliRunner
 
 from convergent.cli import app
@@ -25,6 +28,10 @@ def test_demo_converges_holds_every_invariant_and_writes_its_report(tmp_path: Pa
     assert report["workload"]["accepted_orders"] == 8
     assert {c["name"] for c in report["checks"]} >= {"orders_terminal", "no_double_charge"}
     assert "<svg" in (tmp_path / "report.html").read_text()
+    slowest = report["runs_to_look_at"][0]  # all final: the slowest order first, with its run
+    assert slowest["state"] in {"completed", "cancelled", "failed"}
+    assert slowest["seconds"] == max(r["seconds"] for r in report["runs_to_look_at"])
+    assert f'/console/runs/{slowest["run"]}"' in (tmp_path / "report.html").read_text()
     assert (tmp_path / "demo.log").exists()  # the shop's log lines, kept off the console
     assert "WARNING" not in result.output
 
@@ -123,3 +130,37 @@ def test_sigterm_stops_the_drill_and_every_process_it_started(tmp_path: Path) ->
     assert b"stopped by SIGTERM" in output
     _gone, alive = psutil.wait_procs(started, timeout=20)
     assert not alive, [p.cmdline() for p in alive]
+
+
+def test_demo_keep_serving_prints_the_console_and_a_key_that_opens_it(tmp_path: Path) -> None:
+    args = ["demo", "--duration", "3", "--orders", "3", "--bookings", "0", "--customers", "0"]
+    args += ["--trades", "0", "--no-live", "--port", "0", "--report-dir", str(tmp_path)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "convergent", *args, "--keep-serving"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        found = None
+        for line in proc.stdout:  # ends only if the demo exits early
+            found = re.search(r"console: (\S+/console) \(admin key, shown once: (\S+)\)", line)
+            if found or "serving until Ctrl-C" in line:
+                break
+        assert found, "the demo printed no console line"
+        url, key = found.groups()
+        page = httpx.get(f"{url}/runs", headers={"X-Api-Key": key}, timeout=10)
+        assert page.status_code == 200
+        assert "<html" in page.text.lower()
+        assert httpx.get(f"{url}/runs", headers={"X-Api-Key": "cvk_x_y"}).status_code == 401
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()

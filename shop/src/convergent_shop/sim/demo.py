@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -22,7 +23,13 @@ from rich.console import Console
 from convergent.errors import StoreUnavailable
 from convergent.store import Store
 from convergent_shop.sim.checks import CheckContext, run_checks
-from convergent_shop.sim.metrics import Sampler, read_figures, time_to_consistency, time_to_fill
+from convergent_shop.sim.metrics import (
+    Sampler,
+    read_figures,
+    runs_to_look_at,
+    time_to_consistency,
+    time_to_fill,
+)
 from convergent_shop.sim.progress import LiveProgress
 from convergent_shop.sim.report import build_report, write_report
 from convergent_shop.sim.servers import free_port, serve_app
@@ -173,6 +180,10 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> dict
             report = await _load_settle_check(options, ctx, console)
             json_path, html_path = write_report(report, report_dir)
             _print_summary(console, report, json_path, html_path)
+            operator_key = await _operator_key(store)
+            console.print(
+                f"console: [bold]{ctx.shop_url}/console[/] (admin key, shown once: {operator_key})"
+            )
             if options.keep_serving:
                 console.print("serving until Ctrl-C")
                 await asyncio.Event().wait()
@@ -180,6 +191,16 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> dict
     finally:
         await store.close()
         await psp_store.close()
+
+
+async def _operator_key(store: Store) -> str:
+    """An admin key for the console, issued as `convergent keys create` does (a new name each
+    run, since a database given with --database-url keeps the earlier runs' keys)."""
+    from convergent.auth import create_key
+
+    async with store.begin() as conn:
+        _, secret = await create_key(conn, f"demo-operator-{secrets.token_hex(3)}", admin=True)
+    return secret
 
 
 @contextlib.asynccontextmanager
@@ -278,6 +299,9 @@ async def _load_settle_check(
         extra={
             "psp_ledger": {k: v for k, v in ledger.items() if k != "per_key"},
             "trade_time_to_fill": await time_to_fill(store),
+            "runs_to_look_at": await runs_to_look_at(store),
+            "console_url": f"{ctx.shop_url}/console",
+            "console_hint": " (while `convergent demo --keep-serving` runs)",
         },
     )
 

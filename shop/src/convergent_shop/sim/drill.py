@@ -27,7 +27,7 @@ from convergent_shop.notifications import SECRETS_ENV
 from convergent_shop.sim.chaos import Chaos
 from convergent_shop.sim.checks import CheckContext, run_checks
 from convergent_shop.sim.demo import Loop, settle, stock_up_catalogue, subscribe_receiver
-from convergent_shop.sim.metrics import Sampler, time_to_consistency
+from convergent_shop.sim.metrics import Sampler, runs_to_look_at, time_to_consistency
 from convergent_shop.sim.processes import Cluster
 from convergent_shop.sim.progress import LiveProgress
 from convergent_shop.sim.report import build_report, write_report
@@ -154,7 +154,13 @@ async def _round(
             samples=sampler.samples,
             consistency=await time_to_consistency(store),
             settings={"crash_point": point, "database_url": db_url},
-            extra={"events": chaos.events, "restarts": cluster.restarts()},
+            extra={
+                "events": chaos.events,
+                "restarts": cluster.restarts(),
+                "runs_to_look_at": await runs_to_look_at(store),
+                "console_url": "http://127.0.0.1:8100",
+                "console_hint": f" served by `convergent console --database-url {db_url}`",
+            },
         )
     finally:
         stop.set()

@@ -15,7 +15,7 @@ from convergent.errors import StoreUnavailable
 from convergent.store import Store
 from convergent_shop.sim.checks import ORDER_TERMINAL, table_columns
 
-__all__ = ["Sampler", "read_figures", "time_to_consistency", "time_to_fill"]
+__all__ = ["Sampler", "read_figures", "runs_to_look_at", "time_to_consistency", "time_to_fill"]
 
 
 async def _scalar(conn: AsyncConnection, sql: str) -> int | None:
@@ -83,6 +83,43 @@ async def time_to_consistency(store: Store) -> list[float]:
             )
         )
         return sorted(max(0.0, (done - start).total_seconds()) for start, done in rows)
+
+
+async def runs_to_look_at(store: Store, limit: int = 10) -> list[dict[str, Any]]:
+    """The orders an operator opens first: every one not final yet, then the slowest final ones;
+    each with its saga's run id, which the report links to the console's run page."""
+    async with store.read() as conn:
+        if await table_columns(conn, "shop_orders") is None:
+            return []
+        from convergent.store.schema import runs
+        from convergent_shop.orders import orders
+
+        rows = (
+            await conn.execute(
+                sa.select(orders.c.id, orders.c.state, orders.c.created_at, orders.c.updated_at)
+            )
+        ).all()
+        run_ids = dict(
+            (
+                await conn.execute(
+                    sa.select(runs.c.key, runs.c.id).where(runs.c.workflow == "shop.order")
+                )
+            ).all()
+        )
+    entries = [
+        {
+            "order": str(order_id),
+            "state": state,
+            "seconds": round(max(0.0, (done - start).total_seconds()), 3),
+            "run": str(run_ids[str(order_id)]) if str(order_id) in run_ids else None,
+        }
+        for order_id, state, start, done in rows
+    ]
+    stuck = [e for e in entries if e["state"] not in ORDER_TERMINAL]
+    final = sorted(
+        (e for e in entries if e["state"] in ORDER_TERMINAL), key=lambda e: -e["seconds"]
+    )
+    return stuck[:limit] + final[:limit]
 
 
 async def time_to_fill(store: Store) -> list[float]:

@@ -154,6 +154,24 @@ def _html(report: dict[str, Any]) -> str:
     }
     if report.get("rounds"):
         details["rounds"] = [{"title": r["title"], "failed": r["failed"]} for r in report["rounds"]]
+    console = report.get("console_url")
+    look_at = "".join(
+        f"<tr><td>{esc(r['order'])}</td><td>{esc(r['state'])}</td><td>{r['seconds']:.3f} s</td>"
+        + (
+            f'<td><a href="{esc(console)}/runs/{esc(r["run"])}">{esc(r["run"])}</a></td>'
+            if console and r["run"]
+            else f"<td>{esc(r['run'] or '')}</td>"
+        )
+        + "</tr>"
+        for r in report.get("runs_to_look_at", [])
+    )
+    runs_section = (
+        f"<h2>Runs to look at</h2><p>Orders not final, then the slowest; run ids open the "
+        f"operator console{esc(report.get('console_hint', ''))}.</p>"
+        f"<table><tr><td>order</td><td>state</td><td>took</td><td>run</td></tr>{look_at}</table>"
+        if look_at
+        else ""
+    )
     verdict = "all invariants hold" if report["ok"] else f"violated: {', '.join(report['failed'])}"
     summary = (
         f"{ttc['count']} orders final; p50 {_secs(ttc['p50'])}, p95 {_secs(ttc['p95'])}, "
@@ -174,6 +192,7 @@ tr.skipped td:nth-child(2) {{ color: #6b7280; }}
 <h2>Time to consistency</h2><p>{esc(summary)}</p>{histogram_svg(ttc["values"])}
 <h2>Exchange orders: time to fill (lost fills recovered by polling)</h2>
 {histogram_svg(fills)}
+{runs_section}
 <h2>Over time</h2>{lines}
 <h2>Workload</h2><table>{figures}</table>
 <h2>Details</h2><pre>{esc(json.dumps(details, indent=2, default=str))}</pre>
