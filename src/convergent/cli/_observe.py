@@ -4,16 +4,20 @@ and one line saying what the process connects to."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Annotated
 
 import typer
 
 from convergent import settings
+from convergent.loops import Loop
+from convergent.store import Store
+from convergent.telemetry import StoreGauges
 from convergent.telemetry.logging import configure_logging
 from convergent.telemetry.metrics import serve_metrics
 
-__all__ = ["LogFormat", "MetricsPort", "log_started", "observe"]
+__all__ = ["LogFormat", "MetricsPort", "log_started", "observe", "run_with_gauges"]
 
 log = logging.getLogger("convergent.cli")
 
@@ -55,3 +59,11 @@ def log_started(process: str, database_url: str | None, broker_url: str | None) 
             "broker": settings.mask(settings.broker_url(broker_url)),
         },
     )
+
+
+async def run_with_gauges(main: Loop, store: Store, stop: asyncio.Event, *, sample: bool) -> None:
+    """Run ``main``; with metrics served, sample the database's backlogs beside it."""
+    loops = [main.run(stop)]
+    if sample:
+        loops.append(StoreGauges(store).run(stop))
+    await asyncio.gather(*loops)

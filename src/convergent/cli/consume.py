@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from convergent.cli._observe import LogFormat, MetricsPort, log_started, observe
+from convergent.cli._observe import (
+    LogFormat,
+    MetricsPort,
+    log_started,
+    observe,
+    run_with_gauges,
+)
 from convergent.cli.app import BrokerUrl, DatabaseUrl, app, console, fail, run_async
 from convergent.cli.relay import Imports, import_modules, stop_on_signals
 
@@ -38,7 +44,7 @@ def consume(
                 store, broker_url, stop
             ):
                 log_started("consume", database_url, broker_url)
-                await messaging.run(stop)
+                await run_with_gauges(messaging, store, stop, sample=metrics_port is not None)
         finally:
             await store.close()
         return messaging.handled

@@ -8,7 +8,13 @@ from typing import Annotated
 
 import typer
 
-from convergent.cli._observe import LogFormat, MetricsPort, log_started, observe
+from convergent.cli._observe import (
+    LogFormat,
+    MetricsPort,
+    log_started,
+    observe,
+    run_with_gauges,
+)
 from convergent.cli.app import BrokerUrl, DatabaseUrl, app, console, run_async
 
 Imports = Annotated[
@@ -61,7 +67,7 @@ def relay(
                 store, broker_url, stop
             ):
                 log_started("relay", database_url, broker_url)
-                await messaging.run(stop)
+                await run_with_gauges(messaging, store, stop, sample=metrics_port is not None)
         finally:
             await store.close()
         return messaging.published

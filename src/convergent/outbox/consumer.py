@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from prometheus_client import Histogram
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from convergent import metrics
 from convergent.errors import StoreUnavailable
 from convergent.faults import fault_point, register
 from convergent.ids import uuid7
@@ -137,6 +138,7 @@ class Consumer:
         deliveries = await sub.fetch(
             self.batch_size, self.fetch_timeout if timeout is None else timeout
         )
+        self._note_lag(deliveries)
         waiting: dict[str, float] = {}  # order keys held back behind a retry, with its delay
         for d in deliveries:
             if d.order_key in waiting:
@@ -146,6 +148,13 @@ class Consumer:
             if delay is not None:
                 waiting[d.order_key] = delay
         return len(deliveries)
+
+    def _note_lag(self, deliveries: list[Delivery]) -> None:
+        lag = 0.0
+        if deliveries:
+            oldest = min(d.message.time for d in deliveries)
+            lag = max(0.0, (self.store.clock.now() - oldest).total_seconds())
+        metrics.CONSUMER_LAG_SECONDS.labels(self.group, self.topic.name).set(lag)
 
     async def _handle_through_outages(self, d: Delivery) -> float | None:
         """Handle ``d``; while the database is away, hold it and try again once it answers.
@@ -178,19 +187,25 @@ class Consumer:
         try:
             async with self.store.begin() as conn:
                 now = self.store.clock.now()
+                outcome = "duplicate"
                 if await record_once(conn, self.group, message.id, now):
                     await self.handler(conn, message)
                     lag = (now - message.time).total_seconds()
                     TIME_TO_CONSISTENCY.labels(self.group, self.topic.name).observe(max(0.0, lag))
+                    outcome = "handled"
         except StoreUnavailable:
             raise
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
             if d.attempt >= self.retry.max_attempts:
                 await self._dead_letter(message, d.attempt, reason)
+                metrics.DEAD_LETTERED.labels("consumer").inc()
+                metrics.CONSUMED.labels(self.group, self.topic.name, "dead_lettered").inc()
                 await d.ack()
                 return None
             delay = self.retry.backoff(d.attempt)
+            metrics.RETRIES.labels("consumer").inc()
+            metrics.CONSUMED.labels(self.group, self.topic.name, "retried").inc()
             log.warning(
                 "consumer %s: %s failed (attempt %d): %s", self.group, message.id, d.attempt, reason
             )
@@ -199,6 +214,7 @@ class Consumer:
         fault_point(AFTER_HANDLE)
         await d.ack()
         self.handled += 1
+        metrics.CONSUMED.labels(self.group, self.topic.name, outcome).inc()
         return None
 
     async def _dead_letter(self, message: Message, attempts: int, reason: str) -> None:

@@ -15,13 +15,15 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from convergent import metrics
 from convergent.errors import NotSent, TransportError
 from convergent.faults import fault_point, register
 from convergent.ids import uuid7
@@ -188,6 +190,7 @@ class Relay:
                 gone = self.store.sql.among(outbox.c.id, acked)
                 await conn.execute(sa.delete(outbox).where(gone))
             self.published += len(acked)
+            _count_published(r for r, err in outcomes if err is None)
             for row, err in outcomes:
                 if err is None or isinstance(err, NotSent):  # not sent: not an attempt
                     continue
@@ -196,7 +199,9 @@ class Relay:
                 reason = f"{type(err).__name__}: {err}"
                 if when is None:
                     await _dead_letter(conn, row, attempt, reason, now)
+                    metrics.DEAD_LETTERED.labels("outbox").inc()
                 else:
+                    metrics.RETRIES.labels("outbox").inc()
                     await conn.execute(
                         sa.update(outbox)
                         .where(outbox.c.id == row.id)
@@ -219,10 +224,16 @@ class Relay:
         )
         async with self.store.statement(write=True) as conn:
             mine = set((await conn.execute(stmt, params)).scalars())
-        self.published += sum(
-            1 for r, e in zip(rows, results, strict=True) if e is None and r.partition in mine
-        )
+        sent = [r for r, e in zip(rows, results, strict=True) if e is None and r.partition in mine]
+        self.published += len(sent)
+        _count_published(sent)
         return mine
+
+
+def _count_published(rows: Iterable[Any]) -> None:
+    by_topic = Counter(r.topic for r in rows)
+    for topic, n in by_topic.items():
+        metrics.PUBLISHED.labels(topic).inc(n)
 
 
 def _due_rows(partitions: list[int], now: datetime, limit: int) -> sa.Select[Any]:

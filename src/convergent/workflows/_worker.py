@@ -34,7 +34,7 @@ from convergent.workflows._context import (
     _current,
     record_from_row,
 )
-from convergent.workflows._metrics import dead_lettered
+from convergent.workflows._metrics import dead_lettered, lease_taken_over
 from convergent.workflows._registry import get_workflow, registered
 from convergent.workflows._statements import ACTIVE, RUNS_CHANNEL, statements_for
 
@@ -432,6 +432,7 @@ class Worker:
                     )
                 )
                 await self.store.notifier.notify(conn, RUNS_CHANNEL)
+                lease_taken_over(len(live))
             for row in dead:
                 reason = f"the run's worker died {row.attempts + 1} times; giving up"
                 await conn.execute(
