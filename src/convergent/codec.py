@@ -90,14 +90,8 @@ class SignatureCodec:
         """Build from ``fn``'s annotations (unannotated means any JSON). Raises
         ConfigurationError naming the parameter whose type cannot be stored."""
         name = getattr(fn, "__qualname__", repr(fn))
-        try:
-            hints = typing.get_type_hints(fn, include_extras=True)
-        except NameError as exc:
-            raise UnresolvedAnnotation(
-                f"{name}: cannot resolve the annotation {exc.name!r}; declare that type at module "
-                "level, where convergent can find it"
-            ) from exc
         signature = inspect.signature(fn)
+        hints = _hints(fn, name, [p.name for p in list(signature.parameters.values())[:skip]])
         positional: list[Codec] = []
         variadic: Codec | None = None
         keywords: dict[str, Codec] = {}
@@ -124,6 +118,39 @@ class SignatureCodec:
 
     def decode_args(self, data: Sequence[Any]) -> list[Any]:
         return [self._positional(i).decode(a) for i, a in enumerate(data)]
+
+
+def _hints(fn: Callable[..., Any], name: str, context: list[str]) -> dict[str, Any]:
+    """``fn``'s resolved annotations. The context parameters are never decoded, so their
+    annotation need not resolve (a workflow declared inside a function may name a locally
+    imported ``WorkflowContext``); every other one must."""
+    try:
+        return typing.get_type_hints(fn, include_extras=True)
+    except NameError:
+        pass
+    hints: dict[str, Any] = {}
+    for param, annotation in getattr(fn, "__annotations__", {}).items():
+        if param in context:
+            continue
+        try:
+            hints[param] = typing.get_type_hints(
+                _Annotated({param: annotation}, fn), include_extras=True
+            )[param]
+        except NameError as exc:
+            raise UnresolvedAnnotation(
+                f"{name}: cannot resolve the annotation {exc.name!r}; declare that type at module "
+                "level, where convergent can find it"
+            ) from exc
+    return hints
+
+
+class _Annotated:
+    """One annotation of ``fn``, resolved in ``fn``'s module (for typing.get_type_hints)."""
+
+    def __init__(self, annotations: dict[str, Any], fn: Callable[..., Any]) -> None:
+        self.__annotations__ = annotations
+        self.__globals__ = getattr(fn, "__globals__", {})
+        self.__module__ = fn.__module__
 
 
 def _unwrap_awaitable(annotation: Any) -> Any:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from convergent.codec import Codec, SignatureCodec, encode_any
+from convergent.codec import Codec, SignatureCodec, UnresolvedAnnotation, encode_any
 from convergent.errors import ConfigurationError, WorkflowError
 
 
@@ -103,3 +103,22 @@ def test_a_name_that_cannot_be_resolved_is_named() -> None:
 
     with pytest.raises(UnresolvedAnnotation, match="NotDeclaredAnywhere"):
         SignatureCodec.of(fn)
+
+
+def test_a_workflow_declared_in_a_function_may_name_a_locally_imported_context() -> None:
+    from convergent.workflows import WorkflowContext as LocalContext
+
+    async def flow(ctx: LocalContext, x: int) -> int:
+        return x
+
+    codec = SignatureCodec.of(flow)  # the context is never decoded: its name need not resolve
+    assert codec.decode_args(["3"]) == [3]
+
+    class Local:
+        pass
+
+    async def bad(ctx: LocalContext, x: Local) -> int:
+        return 1
+
+    with pytest.raises(UnresolvedAnnotation, match="'Local'; declare that type at module level"):
+        SignatureCodec.of(bad)

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent.errors import (
     NonDeterminism,
@@ -29,7 +30,7 @@ from convergent.errors import (
 from convergent.faults import fault_point, register
 from convergent.ids import uuid7
 from convergent.store import Store
-from convergent.store.schema import dead_letters, run_events, run_steps
+from convergent.store.schema import dead_letters, run_events, run_steps, runs
 from convergent.workflows._committer import Committer
 from convergent.workflows._metrics import dead_lettered, retried, step_attempt
 from convergent.workflows._statements import Statements
@@ -79,6 +80,11 @@ class Suspend(BaseException):
     def __init__(self, until: datetime | None) -> None:
         super().__init__(until)
         self.until = until
+
+
+class LeaseLost(asyncio.CancelledError):
+    """Another worker holds the run now (this one was cut off past its lease): stop quietly and
+    write nothing more; the holder replays from the checkpoints."""
 
 
 class Interrupted(BaseException):
@@ -292,6 +298,7 @@ class RunContext:
             value,
             None,
             self.now(),
+            self.owner,
         )
         self.records[seq] = StepRecord(seq, "step", name, "completed", attempts, None, value)
         self._pending = self.committer.enqueue(self.statements.save_step, params)
@@ -315,6 +322,7 @@ class RunContext:
         # a compensation that cannot succeed: a person must look at it
         now = self.now()
         async with _recording(), self.store.begin() as conn:
+            await self._hold(conn)
             await conn.execute(
                 self.statements.save_step,
                 _step_params(
@@ -329,6 +337,7 @@ class RunContext:
                     None,
                     error,
                     now,
+                    self.owner,
                 ),
             )
             await conn.execute(
@@ -370,6 +379,16 @@ class RunContext:
             )
         return self._seq, rec
 
+    async def _hold(self, conn: AsyncConnection) -> None:
+        """Fence a transaction of several writes: go on only while this worker holds the run."""
+        held = await conn.scalar(
+            sa.select(runs.c.id)
+            .where(runs.c.id == self.run_id, runs.c.lease_owner == self.owner)
+            .with_for_update(read=True)
+        )
+        if held is None:
+            raise LeaseLost(f"run {self.run_id} is held by another worker now")
+
     def _check_cancel(self) -> None:
         if self.cancel_requested and not self.compensating:
             raise RunCancelled(f"run {self.run_id} was cancelled")
@@ -391,6 +410,7 @@ class RunContext:
     async def _take_event(self, seq: int, event: str) -> tuple[Any, bool]:
         ev = run_events.c
         async with _recording(), self.store.begin() as conn:
+            await self._hold(conn)  # an event taken by a worker that lost the run would be lost
             row = (
                 await conn.execute(
                     sa.select(ev.id, ev.payload)
@@ -418,6 +438,7 @@ class RunContext:
                     {"received": True, "payload": row.payload},
                     None,
                     self.now(),
+                    self.owner,
                 ),
             )
         return row.payload, True
@@ -447,6 +468,7 @@ class RunContext:
             result,
             error,
             self.now(),
+            self.owner,
         )
         self.records[seq] = StepRecord(
             seq, kind, name, status, attempts, next_attempt_at, result, error
@@ -471,8 +493,10 @@ def _step_params(
     result: Any,
     error: str | None,
     now: datetime,
+    owner: str,
 ) -> dict[str, Any]:
     return {
+        "owner": owner,  # the write is fenced: it lands only while this worker holds the run
         "run_id": run_id,
         "seq": seq,
         "kind": kind,
