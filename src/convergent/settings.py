@@ -102,13 +102,65 @@ class Settings(BaseSettings):
     console_refresh_seconds: float = Field(
         5.0, gt=0, description="Seconds between live updates of the console's Overview."
     )
+    maintenance_interval: float = Field(
+        60.0, gt=0, description="Seconds between maintenance rounds (retention, compaction)."
+    )
+    maintenance_batch_size: int = Field(
+        500,
+        ge=1,
+        description="Rows per delete of the maintenance loop: short transactions, no long lock.",
+    )
+    inbox_retention: float = Field(
+        604800.0,
+        gt=0,
+        description="Seconds a consumer's inbox record is kept (dedupes redeliveries; keep it "
+        "longer than any redelivery or republish).",
+    )
+    reply_retention: float = Field(
+        86400.0, gt=0, description="Seconds a stored reply to a request is kept."
+    )
+    run_retention: float = Field(
+        2592000.0,
+        gt=0,
+        description="Seconds a finished workflow run (completed, failed, cancelled) is kept, "
+        "with its checkpoints and events.",
+    )
+    webhook_retention: float = Field(
+        2592000.0,
+        gt=0,
+        description="Seconds finished webhook deliveries, their attempts, messages and "
+        "events are kept.",
+    )
+    log_retention: float = Field(
+        604800.0,
+        gt=0,
+        description="Seconds an entry of an event topic stays on the embedded log; a consumer "
+        "group further behind skips ahead.",
+    )
+    log_retention_topics: CommaList = Field(
+        default_factory=list,
+        description="Per-topic embedded-log retention, `topic=seconds` comma-separated "
+        "(e.g. `clicks=3600`).",
+    )
+    compaction_lag: float = Field(
+        60.0,
+        ge=0,
+        description="Seconds before a superseded entry of an entity topic on the embedded log "
+        "is compacted away (the latest per key always stays).",
+    )
+    tombstone_retention: float = Field(
+        86400.0,
+        ge=0,
+        description="Seconds a tombstone (an entity's delete) stays on the embedded log after "
+        "compaction, so consumers still see the delete.",
+    )
     faults: str = Field(
         "",
         description="Fault points to crash at, `name` or `name@N` comma-separated "
         "(tests and drills only; docs/faults.md).",
     )
 
-    @field_validator("webhook_allow_hosts", mode="before")
+    @field_validator("webhook_allow_hosts", "log_retention_topics", mode="before")
     @classmethod
     def _split_hosts(cls, value: Any) -> Any:
         return split_commas(value)
