@@ -1,6 +1,7 @@
 """Dead letters from every source, and a registry of how each source retries one.
 
-An engine registers its retry action once (``register_retry("workflow", fn)``); the CLI
+An engine registers its retry action once (``register_retry("workflow", fn)``; `convergent.dlq`
+registers the workflow and webhook ones, and is what operators use); the CLI
 (``convergent dlq retry``) looks it up by the row's ``source``. The action runs in the same
 transaction that marks the row ``retried``.
 """
@@ -28,6 +29,7 @@ __all__ = [
     "list_dead_letters",
     "register_discard",
     "register_retry",
+    "resolve",
     "retry",
 ]
 
@@ -86,7 +88,7 @@ async def retry(store: Store, dead_letter_id: str) -> Any:
                 f"no retry action for source {row.source!r}; its engine must call register_retry()"
             )
         await action(conn, row)
-        await _resolve(conn, row.id, "retried")
+        await resolve(conn, row.id, "retried")
     return row
 
 
@@ -96,11 +98,12 @@ async def discard(store: Store, dead_letter_id: str) -> Any:
         action = DISCARD_ACTIONS.get(row.source)
         if action is not None and row.status == "dead":
             await action(conn, row)
-        await _resolve(conn, row.id, "discarded")
+        await resolve(conn, row.id, "discarded")
     return row
 
 
-async def _resolve(conn: AsyncConnection, row_id: uuid.UUID, status: str) -> None:
+async def resolve(conn: AsyncConnection, row_id: uuid.UUID, status: str) -> None:
+    """Mark a dead letter ``retried`` or ``discarded``, now."""
     await conn.execute(
         sa.update(dead_letters)
         .where(dead_letters.c.id == row_id)
