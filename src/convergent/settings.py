@@ -70,6 +70,29 @@ class Settings(BaseSettings):
         description="Broker: `embedded://`, `nats://host:4222` or `kafka://host:9092` "
         "(`--broker-url`).",
     )
+    broker_prefix: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9_-]*$",
+        description="Prefix of every stream, subject and Kafka topic on the broker, per "
+        "environment (`staging`), so deployments sharing a broker never share topics "
+        "(`?prefix=` in the URL wins).",
+    )
+    broker_tls_ca: str = Field(
+        "", description="CA bundle (PEM path) to verify the broker's TLS certificate; turns TLS on."
+    )
+    broker_tls_cert: str = Field(
+        "", description="Client certificate (PEM path) for brokers that require mutual TLS."
+    )
+    broker_tls_key: str = Field("", description="The client certificate's private key (PEM path).")
+    broker_credentials: str = Field(
+        "", description="NATS credentials file (`.creds`: user JWT and NKey seed)."
+    )
+    broker_username: str = Field(
+        "", description="Kafka SASL user name (or NATS user; `user:password@` in the URL wins)."
+    )
+    broker_password: SecretStr = Field(
+        SecretStr(""), description="Password of `CONVERGENT_BROKER_USERNAME`."
+    )
     db_pool_size: int = Field(
         5, ge=1, description="PostgreSQL connections each `Store` keeps open (`pool_size=`)."
     )
