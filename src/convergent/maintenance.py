@@ -32,6 +32,7 @@ import sqlalchemy as sa
 
 from convergent import settings
 from convergent.errors import ConfigurationError
+from convergent.outages import describe, is_transient
 from convergent.store import Store
 from convergent.store.schema import (
     idempotency_keys,
@@ -332,8 +333,11 @@ class Maintenance:
         while not stop.is_set():
             try:
                 await self.run_once()
-            except Exception:  # the next round tries again
-                log.exception("maintenance round failed")
+            except Exception as exc:  # the next round tries again
+                if is_transient(exc):  # the loops that need it more say the database is away
+                    log.info("maintenance round skipped: %s", describe(exc))
+                else:
+                    log.exception("maintenance round failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
 
