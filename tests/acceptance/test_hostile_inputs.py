@@ -29,7 +29,7 @@ def assert_problem(answer: httpx.Response, status: int) -> dict[str, object]:
 
 
 def order_headers(key: str) -> dict[str, str]:
-    return {"X-Api-Key": "hostile-client", "Idempotency-Key": key}
+    return {"Idempotency-Key": key}
 
 
 def deep(levels: int) -> str:
