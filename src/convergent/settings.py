@@ -99,6 +99,18 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(
         10, ge=0, description="Extra PostgreSQL connections under load (`max_overflow=`)."
     )
+    db_connect_timeout: float = Field(
+        4.0, gt=0, description="Seconds to open a PostgreSQL connection before answering 503."
+    )
+    db_statement_timeout: float = Field(
+        2.5,
+        gt=0,
+        description="Seconds a PostgreSQL statement may take; then its connection is dropped "
+        "(about 2 s more) and the request answers 503. Migrations wait as long as they need.",
+    )
+    db_pool_timeout: float = Field(
+        4.0, gt=0, description="Seconds a request waits for a free pooled connection (503 after)."
+    )
     idempotency_lock_timeout: float = Field(
         60.0,
         gt=0,
