@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     idempotency_retention: float = Field(
         86400.0, gt=0, description="Seconds a completed Idempotency-Key is replayed, then purged."
     )
+    http_max_body: int = Field(
+        1 << 20, ge=1, description="Bytes a request body may have on any route (413 beyond)."
+    )
+    http_max_json_depth: int = Field(
+        32, ge=1, description="Levels a request's JSON may nest (422 beyond)."
+    )
     webhook_allow_hosts: CommaList = Field(
         default_factory=list,
         description="Comma-separated hosts and networks (CIDR) webhooks may reach although not "

@@ -5,7 +5,7 @@ statement commits on its own (autocommit), so a batch costs one round trip inste
 per kind, NOTIFY and COMMIT.
 
 - `BATCH_SQL`: a worker's checkpoints; rows of different runs never meet, so the CTEs cannot
-  conflict.
+  conflict. Every write is fenced: it lands only while the worker holds the run's lease.
 - `START_SQL`: a batch of new runs, answering each (workflow, key) with its run id.
 - `DELETE_UNDER_LEASES`: the relay's settle when nothing failed.
 - `transition_statement`: a resource transition, its history row and its wake-up.
@@ -37,41 +37,57 @@ def _rows(name: str) -> str:
     return f"jsonb_to_recordset(CAST(CAST(:{name} AS text) AS jsonb))"
 
 
+# Fencing: a checkpoint lands only while its worker holds the run. Runs that also change state
+# in this batch are held if their UPDATE (which locks and re-checks the owner) matched; the
+# others are share-locked in `h`, which waits for a concurrent takeover and re-checks after it.
+# `h` leaves out the runs the UPDATEs touch: a lock on a row this statement also updates would
+# skip that row.
 BATCH_SQL = sa.text(f"""
-WITH s AS (
-  INSERT INTO convergent_run_steps AS t
-    (run_id, seq, kind, name, status, idempotency_key, attempts, next_attempt_at, result,
-     error, updated_at, first_attempt_at)
-  SELECT run_id, seq, kind, name, status, idempotency_key, attempts, next_attempt_at, result,
-     error, updated_at, first_attempt_at
-  FROM {_rows("steps")} AS x(run_id uuid, seq int, kind text, name text, status text,
-     idempotency_key text, attempts int, next_attempt_at timestamptz, result jsonb, error text,
-     updated_at timestamptz, first_attempt_at timestamptz)
-  ON CONFLICT (run_id, seq) DO UPDATE SET kind = excluded.kind, name = excluded.name,
-     status = excluded.status, idempotency_key = excluded.idempotency_key,
-     attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at,
-     result = excluded.result, error = excluded.error, updated_at = excluded.updated_at,
-     first_attempt_at = excluded.first_attempt_at
-  WHERE t.status <> 'completed'
-  RETURNING 1
-), f AS (
+WITH f AS (
   UPDATE convergent_runs AS r SET status = x.status, result = x.result, error = x.error,
      next_at = NULL, lease_owner = NULL, lease_until = NULL, updated_at = x.now
   FROM {_rows("finish")} AS x(id uuid, owner text, status text, result jsonb, error text,
      now timestamptz)
   WHERE r.id = x.id AND r.lease_owner = x.owner
-  RETURNING 1
+  RETURNING r.id
 ), p AS (
   UPDATE convergent_runs AS r
   SET next_at = CASE WHEN r.next_at IS NULL THEN x.until ELSE r.next_at END,
      lease_owner = NULL, lease_until = NULL, updated_at = x.now
   FROM {_rows("suspend")} AS x(id uuid, owner text, until timestamptz, now timestamptz)
   WHERE r.id = x.id AND r.lease_owner = x.owner
-  RETURNING 1
+  RETURNING r.id
 ), c AS (
   UPDATE convergent_runs AS r SET status = x.status, updated_at = x.now
   FROM {_rows("status")} AS x(id uuid, owner text, status text, now timestamptz)
   WHERE r.id = x.id AND r.lease_owner = x.owner
+  RETURNING r.id
+), h AS (
+  SELECT r.id FROM convergent_runs AS r
+  JOIN (SELECT DISTINCT run_id, owner FROM {_rows("steps")} AS y(run_id uuid, owner text)) AS y
+    ON r.id = y.run_id AND r.lease_owner = y.owner
+  WHERE r.id NOT IN (
+    SELECT id FROM {_rows("finish")} AS z(id uuid)
+    UNION ALL SELECT id FROM {_rows("suspend")} AS z(id uuid)
+    UNION ALL SELECT id FROM {_rows("status")} AS z(id uuid))
+  FOR SHARE OF r
+), s AS (
+  INSERT INTO convergent_run_steps AS t
+    (run_id, seq, kind, name, status, idempotency_key, attempts, next_attempt_at, result,
+     error, updated_at, first_attempt_at)
+  SELECT x.run_id, x.seq, x.kind, x.name, x.status, x.idempotency_key, x.attempts,
+     x.next_attempt_at, x.result, x.error, x.updated_at, x.first_attempt_at
+  FROM {_rows("steps")} AS x(run_id uuid, seq int, kind text, name text, status text,
+     idempotency_key text, attempts int, next_attempt_at timestamptz, result jsonb, error text,
+     updated_at timestamptz, owner text, first_attempt_at timestamptz)
+  WHERE x.run_id IN (SELECT id FROM h UNION ALL SELECT id FROM f UNION ALL SELECT id FROM p
+     UNION ALL SELECT id FROM c)
+  ON CONFLICT (run_id, seq) DO UPDATE SET kind = excluded.kind, name = excluded.name,
+     status = excluded.status, idempotency_key = excluded.idempotency_key,
+     attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at,
+     result = excluded.result, error = excluded.error, updated_at = excluded.updated_at,
+     first_attempt_at = excluded.first_attempt_at
+  WHERE t.status <> 'completed'
   RETURNING 1
 )
 SELECT pg_notify(:channel, '') WHERE CAST(:notify AS boolean)

@@ -26,6 +26,7 @@ __all__ = [
     "metadata",
     "operator_actions",
     "outbox",
+    "parked",
     "replies",
     "resource_history",
     "run_events",
@@ -402,4 +403,26 @@ operator_actions = sa.Table(
     sa.Column("outcome", sa.String(16), nullable=False),  # started | ok | failed
     sa.Column("detail", sa.Text(), nullable=True),
     sa.Index("ix_convergent_operator_actions_target", "target_kind", "target_id", "at"),
+)
+
+# parked messages (migration 0007) ------------------------------------------------------------
+
+#: a consumer group's messages of a key held behind a dead letter of that key, in arrival order
+#: (the head row is the letter's own message while ``dead_letter_id`` is set)
+parked = sa.Table(
+    "convergent_parked",
+    metadata,
+    sa.Column(
+        "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True
+    ),  # arrival order
+    sa.Column("consumer_group", sa.String(255), nullable=False),
+    sa.Column("topic", sa.String(255), nullable=False),
+    sa.Column("key", sa.String(255), nullable=False),
+    sa.Column("message_id", sa.String(255), nullable=False),
+    sa.Column("envelope", JSONType, nullable=False),
+    sa.Column("dead_letter_id", sa.Uuid(), nullable=True, index=True),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=True),
+    sa.Column("parked_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_convergent_parked_group_topic_key", "consumer_group", "topic", "key", "id"),
 )

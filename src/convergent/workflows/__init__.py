@@ -18,7 +18,7 @@ from convergent.workflows._api import (
     status,
     submit,
 )
-from convergent.workflows._context import StepContext, WorkflowContext
+from convergent.workflows._context import LeaseLost, StepContext, WorkflowContext
 from convergent.workflows._operate import RunAction, history, resume, retry_step
 from convergent.workflows._registry import Step, Workflow, get_workflow, registered, step, workflow
 from convergent.workflows._worker import Worker
@@ -26,6 +26,7 @@ from convergent.workflows.saga import Saga
 
 __all__ = [
     "RUNS_CHANNEL",
+    "LeaseLost",
     "RunAction",
     "RunInfo",
     "Saga",

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent.errors import (
     NonDeterminism,
@@ -28,7 +29,7 @@ from convergent.errors import (
 from convergent.faults import fault_point, register
 from convergent.ids import uuid7
 from convergent.store import Store
-from convergent.store.schema import dead_letters, run_events, run_steps
+from convergent.store.schema import dead_letters, run_events, run_steps, runs
 from convergent.workflows._committer import Committer
 from convergent.workflows._metrics import dead_lettered, retried
 from convergent.workflows._statements import Statements
@@ -38,12 +39,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Interrupted",
+    "LeaseLost",
     "RunContext",
     "StepContext",
     "StepRecord",
     "Suspend",
     "WorkflowContext",
     "current_run",
+    "hold",
 ]
 
 log = logging.getLogger("convergent.workflows")
@@ -80,10 +83,27 @@ class Suspend(BaseException):
         self.until = until
 
 
+class LeaseLost(asyncio.CancelledError):
+    """Another worker holds the run now (this one was cut off past its lease): stop quietly and
+    write nothing more; the holder replays from the checkpoints."""
+
+
 class Interrupted(BaseException):
     """The engine could not record the run's progress (the database went away): the run stops
     here, unharmed, and resumes from its checkpoints later. Not an ``Exception``, so neither a
     saga nor workflow code mistakes a database restart for the business failing."""
+
+
+async def hold(conn: AsyncConnection, run_id: uuid.UUID, owner: str) -> None:
+    """Go on only while ``owner`` holds the run; its row stays share-locked to the commit, so a
+    takeover waits for this transaction or has already won (then ``LeaseLost``)."""
+    held = await conn.scalar(
+        sa.select(runs.c.id)
+        .where(runs.c.id == run_id, runs.c.lease_owner == owner)
+        .with_for_update(read=True)
+    )
+    if held is None:
+        raise LeaseLost(f"run {run_id} is held by another worker now")
 
 
 @contextlib.asynccontextmanager
@@ -111,7 +131,8 @@ class StepRecord:
 class StepContext:
     """What a step knows about itself; pass ``idempotency_key`` to the system you call.
 
-    ``store`` is the worker's Store, for steps that write to the same database.
+    ``store`` is the worker's Store, for steps that write to the same database; write through
+    ``transaction()`` so the writes are fenced by the run's lease.
     """
 
     run_id: uuid.UUID
@@ -120,6 +141,20 @@ class StepContext:
     attempt: int
     idempotency_key: str
     store: Store
+    owner: str | None = None  # the worker holding the run; None outside a worker
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction that commits only while this worker still holds the run.
+
+        A worker cut off past its lease keeps running the step in memory; once another worker
+        has taken the run over, this raises ``LeaseLost`` (the step stops, nothing is written),
+        so a state transition or an outbox row of the step is never committed twice.
+        """
+        async with self.store.begin() as conn:
+            if self.owner is not None:
+                await hold(conn, self.run_id, self.owner)
+            yield conn
 
 
 @dataclass
@@ -215,6 +250,7 @@ class RunContext:
             None,
             None,
             self.now(),
+            self.owner,
         )
         self.records[seq] = StepRecord(seq, kind, name, "completed")
         self._pending = self.committer.enqueue(self.statements.save_step, params)
@@ -272,7 +308,7 @@ class RunContext:
         first_at = first_at or self.now()
         while True:
             attempts += 1
-            sctx = StepContext(self.run_id, step.name, seq, attempts, key, self.store)
+            sctx = StepContext(self.run_id, step.name, seq, attempts, key, self.store, self.owner)
             try:
                 if step.reconcile is not None:
                     if attempts > 1:  # an earlier attempt may have taken effect: ask first
@@ -340,6 +376,7 @@ class RunContext:
             value,
             None,
             self.now(),
+            self.owner,
         )
         self.records[seq] = StepRecord(seq, "step", name, "completed", attempts, None, value)
         self._pending = self.committer.enqueue(self.statements.save_step, params)
@@ -363,6 +400,7 @@ class RunContext:
         # a compensation that cannot succeed: a person must look at it
         now = self.now()
         async with _recording(), self.store.begin() as conn:
+            await self._hold(conn)
             await conn.execute(
                 self.statements.save_step,
                 _step_params(
@@ -377,6 +415,7 @@ class RunContext:
                     None,
                     error,
                     now,
+                    self.owner,
                 ),
             )
             await conn.execute(
@@ -426,6 +465,10 @@ class RunContext:
             )
         return self._seq, rec
 
+    async def _hold(self, conn: AsyncConnection) -> None:
+        """Fence a transaction of several writes: go on only while this worker holds the run."""
+        await hold(conn, self.run_id, self.owner)
+
     def _check_cancel(self) -> None:
         if self.cancel_requested and not self.compensating:
             raise RunCancelled(f"run {self.run_id} was cancelled")
@@ -447,6 +490,7 @@ class RunContext:
     async def _take_event(self, seq: int, event: str) -> tuple[Any, bool]:
         ev = run_events.c
         async with _recording(), self.store.begin() as conn:
+            await self._hold(conn)  # an event taken by a worker that lost the run would be lost
             row = (
                 await conn.execute(
                     sa.select(ev.id, ev.payload)
@@ -474,6 +518,7 @@ class RunContext:
                     {"received": True, "payload": row.payload},
                     None,
                     self.now(),
+                    self.owner,
                 ),
             )
         return row.payload, True
@@ -504,6 +549,7 @@ class RunContext:
             result,
             error,
             self.now(),
+            self.owner,
             first_attempt_at,
         )
         self.records[seq] = StepRecord(
@@ -529,9 +575,11 @@ def _step_params(
     result: Any,
     error: str | None,
     now: datetime,
+    owner: str,
     first_attempt_at: datetime | None = None,
 ) -> dict[str, Any]:
     return {
+        "owner": owner,  # the write is fenced: it lands only while this worker holds the run
         "run_id": run_id,
         "seq": seq,
         "kind": kind,

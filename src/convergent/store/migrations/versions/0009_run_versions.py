@@ -2,7 +2,7 @@
 attempt time in a column of its own (it was kept inside ``result``).
 
 Revision ID: convergent_0009
-Revises: convergent_0006
+Revises: convergent_0007
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from alembic import context, op
 import convergent.store.types as ct
 
 revision = "convergent_0009"
-down_revision = "convergent_0006"
+down_revision = "convergent_0007"
 branch_labels = None
 depends_on = None
 
