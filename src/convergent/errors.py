@@ -46,6 +46,7 @@ from typing import Any
 
 __all__ = [
     "AlreadyExists",
+    "ChildFailed",
     "ConfigurationError",
     "ConvergentError",
     "IdempotencyError",
@@ -76,6 +77,7 @@ __all__ = [
     "StoreUnavailable",
     "TransientError",
     "TransportError",
+    "UnknownSchedule",
     "UnknownTopic",
     "UnknownWorkflow",
     "UnsafeDestination",
@@ -299,6 +301,18 @@ class StepFailed(WorkflowError):
     """A step failed for good: a permanent error, or its retries ran out."""
 
     code = "step-failed"
+
+
+class ChildFailed(StepFailed):
+    """A child run awaited with ``ctx.child`` failed or was cancelled."""
+
+    code = "child-failed"
+
+
+class UnknownSchedule(WorkflowError):
+    """No schedule of this name is in the database."""
+
+    code = "unknown-schedule"
 
 
 class LeaseLost(WorkflowError):

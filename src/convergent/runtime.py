@@ -15,12 +15,15 @@ from dataclasses import dataclass, field
 
 from convergent.idempotency import purge_expired_keys
 from convergent.loops import Loop
+from convergent.outages import describe, is_transient
 from convergent.outbox.consumer import CONSUMERS, Consumer
 from convergent.outbox.relay import Relay
 from convergent.store import Store
 from convergent.telemetry import StoreGauges
 from convergent.transports import transport_from_url
 from convergent.workflows import Worker
+from convergent.workflows.children import ChildWaker
+from convergent.workflows.schedules import Scheduler
 
 __all__ = ["LoopOptions", "Messaging", "standard_loops"]
 
@@ -32,6 +35,8 @@ class LoopOptions:
     """Which loops run in this process, and how."""
 
     workflows: bool = True
+    #: fires the ticks of the schedules declared in the imported modules (with ``workflows``)
+    schedules: bool = True
     #: queue name -> runs of that queue held at once (None: the default queue at `concurrency`)
     queues: dict[str, int] | None = None
     concurrency: int = 50
@@ -65,6 +70,9 @@ def standard_loops(
                 poll_interval=options.poll_interval,
             )
         )
+        if options.schedules:
+            loops.append(Scheduler(store, poll_interval=options.poll_interval))
+        loops.append(ChildWaker(store, poll_interval=options.poll_interval))
     if options.relay or (options.consumers and CONSUMERS):
         loops.append(
             Messaging(
@@ -138,8 +146,11 @@ class Maintenance:
         while not stop.is_set():
             try:
                 await purge_expired_keys(self.store)
-            except Exception:  # the next round tries again
-                log.exception("maintenance round failed")
+            except Exception as exc:  # the next round tries again
+                if is_transient(exc):  # the loops that need it more say the database is away
+                    log.info("maintenance round skipped: %s", describe(exc))
+                else:
+                    log.exception("maintenance round failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.interval)
 

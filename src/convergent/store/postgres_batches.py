@@ -79,7 +79,7 @@ WITH f AS (
      x.next_attempt_at, x.result, x.error, x.updated_at, x.first_attempt_at
   FROM {_rows("steps")} AS x(run_id uuid, seq int, kind text, name text, status text,
      idempotency_key text, attempts int, next_attempt_at timestamptz, result jsonb, error text,
-     updated_at timestamptz, owner text, first_attempt_at timestamptz)
+     updated_at timestamptz, first_attempt_at timestamptz, owner text)
   WHERE x.run_id IN (SELECT id FROM h UNION ALL SELECT id FROM f UNION ALL SELECT id FROM p
      UNION ALL SELECT id FROM c)
   ON CONFLICT (run_id, seq) DO UPDATE SET kind = excluded.kind, name = excluded.name,

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from convergent.errors import NonDeterminism, RunCancelled, StoreUnavailable
 from convergent.faults import fault_point, register
 from convergent.ids import uuid7
+from convergent.outages import Outage, is_transient
 from convergent.store import Store
 from convergent.store.schema import dead_letters, run_steps, runs
 from convergent.workflows._committer import Committer, Finished, local_active
@@ -33,9 +34,10 @@ from convergent.workflows._context import (
     _current,
     record_from_row,
 )
-from convergent.workflows._metrics import dead_lettered, waiting_for_version
+from convergent.workflows._metrics import dead_lettered, lease_taken_over, waiting_for_version
 from convergent.workflows._registry import get_workflow, served
 from convergent.workflows._statements import ACTIVE, RUNS_CHANNEL, statements_for
+from convergent.workflows.queues import QUEUES, gate_of
 
 __all__ = ["Worker", "local_workers"]
 
@@ -77,8 +79,8 @@ class Worker:
         worker_id: str | None = None,
     ) -> None:
         self.store = store
-        if queues is None:
-            queues = {"default": concurrency}
+        if queues is None:  # the default queue and the declared fleet queues
+            queues = {"default": concurrency, **dict.fromkeys(QUEUES, concurrency)}
         if not isinstance(queues, Mapping):
             queues = {q: concurrency for q in queues}
         self.queue_limits: dict[str, int] = dict(queues)
@@ -109,6 +111,7 @@ class Worker:
         self._timers: list[datetime] = []
         self._timer_set = asyncio.Event()
         self._stopping = False
+        self.database_outage = Outage("database", log)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and run work until ``stop`` is set, then release every lease held."""
@@ -129,13 +132,14 @@ class Worker:
                     except Exception as exc:
                         # the database is away (a restart): the runs held go on, claims retry
                         failures += 1
-                        log.warning("claiming runs failed (%s); retrying", exc)
+                        self.database_outage.down(exc)
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(
                                 stop.wait(), min(self.poll_interval * 2**failures, 5.0)
                             )
                         continue
                     failures = 0
+                    self.database_outage.up()
                     if claimed and self._free_slots() > 0:
                         continue  # there may be more due work
                     self._slot_freed.clear()
@@ -172,6 +176,8 @@ class Worker:
     def reserve(self, workflow: str, queue: str, version: str) -> bool:
         """Take a slot for a run started in this process, so it needs no separate claim."""
         if self._stopping or (workflow, version) not in served() or queue not in self.queue_limits:
+            return False
+        if gate_of(queue) is not None:  # every start of a fleet queue goes through its limits
             return False
         if self._free_slots() <= 0 or self._per_queue[queue] >= self.queue_limits[queue]:
             return False
@@ -222,8 +228,10 @@ class Worker:
             return []
         now = self.store.clock.now()
         r = runs.c
-        select = self.store.sql.lock_for_claim(
-            sa.select(r.id, r.workflow, r.version, r.args, r.cancel_requested)
+        gate = gate_of(queue)  # fleet limits: highest priority first, within the fleet's limits
+        order = (r.next_at,) if gate is None else (r.priority.desc(), r.next_at)
+        select = (
+            sa.select(r.id, r.workflow, r.version, r.args, r.cancel_requested, r.status)
             .where(
                 r.queue == queue,
                 _serving(pairs),
@@ -231,13 +239,16 @@ class Worker:
                 r.lease_owner.is_(None),
                 r.next_at <= now,
             )
-            .order_by(r.next_at)
-            .limit(limit)
+            .order_by(*order)
         )
         if self._tasks:  # a run we still execute (our lease lapsed meanwhile) is not new work
             select = select.where(r.id.not_in(list(self._tasks)))
         async with self.store.begin() as conn:
-            rows = (await conn.execute(select)).all()
+            rows = list(
+                (await conn.execute(self.store.sql.lock_for_claim(select.limit(limit)))).all()
+            )
+            if gate is not None and rows:
+                rows = await gate.admit(conn, now, rows)
             if not rows:
                 return []
             ids = [row.id for row in rows]
@@ -457,6 +468,7 @@ class Worker:
                     )
                 )
                 await self.store.notifier.notify(conn, RUNS_CHANNEL)
+                lease_taken_over(len(live))
             for row in dead:
                 reason = f"the run's worker died {row.attempts + 1} times; giving up"
                 await conn.execute(
@@ -585,8 +597,11 @@ class Worker:
                 return
             try:
                 await job()
-            except Exception:
-                log.exception("worker housekeeping failed; trying again")
+            except Exception as exc:
+                if is_transient(exc):  # the claim loop says the database is away
+                    self.database_outage.down(exc)
+                else:
+                    log.exception("worker housekeeping failed; trying again")
 
 
 def _serving(pairs: set[tuple[str, str]]) -> sa.ColumnElement[bool]:
