@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -604,7 +605,8 @@ class Worker:
                     log.exception("worker housekeeping failed; trying again")
 
 
-def _serving(pairs: set[tuple[str, str]]) -> sa.ColumnElement[bool]:
+@functools.lru_cache(maxsize=16)
+def _serving(pairs: frozenset[tuple[str, str]]) -> sa.ColumnElement[bool]:
     """Runs of a (workflow, version) in ``pairs``: one IN per set of versions (usually one)."""
     by_name: dict[str, set[str]] = {}
     for name, version in pairs:
