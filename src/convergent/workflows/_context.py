@@ -335,7 +335,7 @@ class RunContext:
                     if attempts > 1:  # an earlier attempt may have taken effect: ask first
                         found = await step.reconcile(sctx, *args, **kwargs)
                         if found is not None:
-                            return await self._complete(seq, step, key, attempts, found)
+                            return await self._complete(seq, step, key, attempts, found, first_at)
                     await self._save(
                         seq,
                         "step",
@@ -380,10 +380,16 @@ class RunContext:
                 fault_point(BEFORE_COMPENSATION_CHECKPOINT)
             else:
                 fault_point(AFTER_STEP)
-            return await self._complete(seq, step, key, attempts, value)
+            return await self._complete(seq, step, key, attempts, value, first_at)
 
     async def _complete(
-        self, seq: int, step: Step[Any, Any], key: str, attempts: int, result: Any
+        self,
+        seq: int,
+        step: Step[Any, Any],
+        key: str,
+        attempts: int,
+        result: Any,
+        first_at: datetime | None,
     ) -> Any:
         # not awaited here: pure workflow code may run on; the next durable call (or the end
         # of the run, whose write commits after this one) waits for it
@@ -402,8 +408,11 @@ class RunContext:
             None,
             self.now(),
             self.owner,
+            first_at,  # with updated_at, when the step ran (the console's timeline shows it)
         )
-        self.records[seq] = StepRecord(seq, "step", name, "completed", attempts, None, value)
+        self.records[seq] = StepRecord(
+            seq, "step", name, "completed", attempts, None, value, None, first_at
+        )
         self._pending = self.committer.enqueue(self.statements.save_step, params)
         return step.codec.result.decode(value)  # what a replay will see
 
