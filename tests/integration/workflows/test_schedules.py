@@ -4,7 +4,10 @@ schedulers fire at once; pause, resume, trigger; a changed definition re-plans."
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -180,3 +183,30 @@ def test_the_cli_lists_pauses_resumes_and_triggers(
     out = cli.invoke(app, ["schedules", "pause", "nope", "--database-url", sqlite_url])
     assert out.exit_code == 1
     assert "convergent schedules list" in out.output
+
+
+def test_a_worker_importing_a_bad_cron_expression_stops_with_the_fix(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "badcron.py").write_text(
+        "from convergent.workflows import WorkflowContext, workflow\n"
+        "from convergent.workflows.schedules import schedule\n\n"
+        "@workflow(name='badcron.job')\n"
+        "async def job(ctx: WorkflowContext) -> None:\n"
+        "    return None\n\n"
+        "schedule(job, cron='0 25 * * *')\n"
+    )
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "convergent", "worker", "--import", "badcron"),
+            "--database-url",
+            sqlite_url,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "cron expression '0 25 * * *' does not parse" in proc.stderr
+    assert "Traceback" not in proc.stderr
