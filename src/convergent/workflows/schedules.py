@@ -37,6 +37,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 from croniter import CroniterError, croniter
+from prometheus_client import Counter
 
 from convergent.errors import ConfigurationError, UnknownSchedule
 from convergent.faults import fault_point, register
@@ -72,6 +73,12 @@ CATCH_UP = ("skip", "latest", "all")
 AFTER_TICK = register(
     "schedule.after_tick_before_commit", "a tick's run and row are written but not committed"
 )
+_TICKS = Counter(
+    "convergent_schedule_ticks",
+    "Ticks of schedules: started (a run began, once) or skipped by the catch-up policy",
+    ["schedule", "outcome"],
+)
+
 TICK_COMMITTED = register(
     "schedule.after_tick_committed", "a tick's run is committed; the run has not started"
 )
@@ -276,6 +283,7 @@ async def fire_due(store: Store, declared: Sequence[Schedule] | None = None) -> 
     now = store.clock.now()
     s = schedules.c
     started = 0
+    counted: list[tuple[str, str, int]] = []
     async with store.begin() as conn:
         rows = (
             await conn.execute(
@@ -295,22 +303,29 @@ async def fire_due(store: Store, declared: Sequence[Schedule] | None = None) -> 
             if row.spec != sched.spec:
                 continue  # another version of the code declares it: its sync re-plans first
             update: dict[str, Any] = {"updated_at": now}
+            fired = 0
             if row.triggered_at is not None:
-                started += await _start_tick(conn, sched, row.triggered_at, manual=True)
+                fired += await _start_tick(conn, sched, row.triggered_at, manual=True)
                 update["triggered_at"] = None
             if row.next_at is not None and row.next_at <= now:
                 ticks = sched.due_ticks(row.next_at, now)
                 for tick in ticks:
-                    started += await _start_tick(conn, sched, tick, manual=False)
+                    fired += await _start_tick(conn, sched, tick, manual=False)
                 update["next_at"] = sched.next_after(now)
                 if ticks:
                     update["last_tick_at"] = ticks[-1]
                 skipped = _missed(sched, row.next_at, now) - len(ticks)
                 if skipped > 0:
                     log.info("schedule %s skipped %d missed tick(s)", sched.name, skipped)
+                    counted.append((sched.name, "skipped", skipped))
+            if fired:
+                counted.append((sched.name, "started", fired))
+            started += fired
             await conn.execute(sa.update(schedules).where(s.name == row.name).values(**update))
         if started:
             fault_point(AFTER_TICK)
+    for name, outcome, n in counted:  # counted once committed
+        _TICKS.labels(schedule=name, outcome=outcome).inc(n)
     if started:
         fault_point(TICK_COMMITTED)
     return started

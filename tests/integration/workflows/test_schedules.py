@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from prometheus_client import REGISTRY
 from typer.testing import CliRunner
 
 from convergent.cli import app
@@ -95,8 +96,15 @@ async def test_after_downtime_latest_runs_the_last_missed_tick_only(
     clock.set(at("2030-01-01T00:30"))
     await sync_schedules(mstore, [s])
     clock.set(at("2030-01-01T05:30"))  # the workers were down for five ticks
+    before = REGISTRY.get_sample_value(
+        "convergent_schedule_ticks_total", {"schedule": "hourly", "outcome": "skipped"}
+    )
     assert await fire_due(mstore, [s]) == 1
     assert await run_keys(mstore) == ["schedule:hourly:2030-01-01T05:00:00+00:00"]
+    skipped = REGISTRY.get_sample_value(
+        "convergent_schedule_ticks_total", {"schedule": "hourly", "outcome": "skipped"}
+    )
+    assert (skipped or 0) - (before or 0) == 4
 
 
 async def test_pause_resume_and_trigger(mstore: Store, clock: ManualClock) -> None:
