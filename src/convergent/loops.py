@@ -7,6 +7,8 @@ import contextlib
 import logging
 from typing import Protocol
 
+from convergent.outages import describe, is_transient
+
 __all__ = ["Loop", "run_loops"]
 
 log = logging.getLogger(__name__)
@@ -23,8 +25,11 @@ async def run_loops(loops: list[Loop], stop: asyncio.Event, restart_delay: float
         while not stop.is_set():
             try:
                 await loop.run(stop)
-            except Exception:
-                log.exception("%s crashed; restarting", type(loop).__name__)
+            except Exception as exc:
+                if is_transient(exc):  # an outage, not a bug: one line, no traceback
+                    log.warning("%s stopped: %s; restarting", type(loop).__name__, describe(exc))
+                else:
+                    log.exception("%s crashed; restarting", type(loop).__name__)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), restart_delay)
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from convergent.idempotency import purge_expired_keys
 from convergent.loops import Loop
+from convergent.outages import describe, is_transient
 from convergent.outbox.consumer import CONSUMERS, Consumer
 from convergent.outbox.relay import Relay
 from convergent.store import Store
@@ -145,8 +146,11 @@ class Maintenance:
         while not stop.is_set():
             try:
                 await purge_expired_keys(self.store)
-            except Exception:  # the next round tries again
-                log.exception("maintenance round failed")
+            except Exception as exc:  # the next round tries again
+                if is_transient(exc):  # the loops that need it more say the database is away
+                    log.info("maintenance round skipped: %s", describe(exc))
+                else:
+                    log.exception("maintenance round failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.interval)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     console_refresh_seconds: float = Field(
         5.0, gt=0, description="Seconds between live updates of the console's Overview."
     )
+    log_format: Literal["kv", "json"] = Field(
+        "kv",
+        description="Log lines of long-running commands: `kv` (key=value) or `json` "
+        "(`--log-format`).",
+    )
+    log_level: str = Field("INFO", description="Lowest level logged: DEBUG, INFO, WARNING, ...")
     faults: str = Field(
         "",
         description="Fault points to crash at, `name` or `name@N` comma-separated "

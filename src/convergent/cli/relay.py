@@ -8,6 +8,13 @@ from typing import Annotated
 
 import typer
 
+from convergent.cli._observe import (
+    LogFormat,
+    MetricsPort,
+    log_started,
+    observe,
+    run_with_gauges,
+)
 from convergent.cli.app import BrokerUrl, DatabaseUrl, app, console, run_async
 
 Imports = Annotated[
@@ -39,8 +46,11 @@ def relay(
     broker_url: BrokerUrl = None,
     imports: Imports = None,
     batch_size: Annotated[int, typer.Option(help="rows per publish batch")] = 1000,
+    metrics_port: MetricsPort = None,
+    log_format: LogFormat = None,
 ) -> None:
     """Publish committed outbox rows through the broker, in order per key, until SIGTERM."""
+    observe(log_format, metrics_port)
     from convergent.cli._preflight import wait_for_broker, wait_for_database
     from convergent.runtime import Messaging
     from convergent.store import Store
@@ -56,7 +66,8 @@ def relay(
             if await wait_for_database(store, stop) and await wait_for_broker(
                 store, broker_url, stop
             ):
-                await messaging.run(stop)
+                log_started("relay", database_url, broker_url)
+                await run_with_gauges(messaging, store, stop, sample=metrics_port is not None)
         finally:
             await store.close()
         return messaging.published

@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from convergent.cli._observe import LogFormat, MetricsPort, log_started, observe
 from convergent.cli._preflight import wait_for_broker, wait_for_database
 from convergent.cli.app import BrokerUrl, DatabaseUrl, app, console, fail, run_async
 from convergent.loops import run_loops
@@ -74,8 +75,11 @@ def worker(
     maintenance: Annotated[
         bool, typer.Option(help="also purge what outlived its retention")
     ] = True,
+    metrics_port: MetricsPort = None,
+    log_format: LogFormat = None,
 ) -> None:
     """Run workflow runs (and the other background loops) until SIGTERM or Ctrl-C."""
+    observe(log_format, metrics_port)
     imported = import_app(import_)
     options = LoopOptions(
         queues=parse_queues(queues, concurrency),
@@ -101,6 +105,7 @@ def worker(
             if relay or (consumers and CONSUMERS):  # workflows need no broker: only say so
                 await wait_for_broker(store, broker_url, stop, wait=False)
             loops = standard_loops(store, broker_url, options)
+            log_started("worker", database_url, broker_url)
             console.print(f"[green]worker started[/] ({', '.join(imported)})")
             await run_loops(loops, stop)
         finally:

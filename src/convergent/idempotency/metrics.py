@@ -4,15 +4,41 @@ from __future__ import annotations
 
 from prometheus_client import Counter
 
+from convergent.metrics import IDEMPOTENCY
+
 __all__ = ["conflicts", "executions", "mismatches", "replays"]
 
-executions = Counter(
-    "convergent_idempotency_executions", "Requests with a new key that ran their handler"
+
+class _Outcome:
+    """Its own counter and ``convergent_idempotency_requests{outcome}``, bumped together."""
+
+    def __init__(self, counter: Counter, outcome: str) -> None:
+        self.counter = counter
+        self.outcome = outcome
+
+    def inc(self, amount: float = 1) -> None:
+        self.counter.inc(amount)
+        IDEMPOTENCY.labels(self.outcome).inc(amount)
+
+
+executions = _Outcome(
+    Counter("convergent_idempotency_executions", "Requests with a new key that ran their handler"),
+    "new",
 )
-replays = Counter("convergent_idempotency_replays", "Requests answered from a stored response")
-conflicts = Counter(
-    "convergent_idempotency_conflicts", "Requests refused with 409 while their key was in use"
+replays = _Outcome(
+    Counter("convergent_idempotency_replays", "Requests answered from a stored response"),
+    "replay",
 )
-mismatches = Counter(
-    "convergent_idempotency_mismatches", "Requests refused with 422: key reused for another request"
+conflicts = _Outcome(
+    Counter(
+        "convergent_idempotency_conflicts", "Requests refused with 409 while their key was in use"
+    ),
+    "conflict",
+)
+mismatches = _Outcome(
+    Counter(
+        "convergent_idempotency_mismatches",
+        "Requests refused with 422: key reused for another request",
+    ),
+    "mismatch",
 )

@@ -26,10 +26,12 @@ import sqlalchemy as sa
 from prometheus_client import Histogram
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from convergent import metrics
 from convergent.errors import StoreUnavailable
 from convergent.faults import fault_point, register
 from convergent.ids import uuid7
 from convergent.messages import Message
+from convergent.outages import Outage, is_transient
 from convergent.retry import RetryPolicy
 from convergent.store import Store
 from convergent.store.inbox import record_once
@@ -123,6 +125,7 @@ class Consumer:
         self.handled = 0
         self._sub: Subscription | None = None
         self._stop = asyncio.Event()
+        self.outage = Outage(f"consumer {group}/{self.topic.name}: broker or database", log)
 
     @classmethod
     def from_spec(cls, store: Store, transport: Transport, spec: ConsumerSpec) -> Consumer:
@@ -153,8 +156,12 @@ class Consumer:
             while not stop.is_set():
                 try:
                     await self.run_once()
-                except Exception:
-                    log.exception("consumer %s/%s pass failed", self.group, self.topic.name)
+                    self.outage.up()
+                except Exception as exc:
+                    if is_transient(exc):
+                        self.outage.down(exc)
+                    else:  # a bug: with its traceback
+                        log.exception("consumer %s/%s pass failed", self.group, self.topic.name)
                     await asyncio.sleep(self.fetch_timeout)
         finally:
             await self.close()
@@ -166,6 +173,7 @@ class Consumer:
         deliveries = await sub.fetch(
             self.batch_size, self.fetch_timeout if timeout is None else timeout
         )
+        self._note_lag(deliveries)
         waiting: dict[str, float] = {}  # order keys held back behind a retry, with its delay
         for d in deliveries:
             if d.order_key in waiting:
@@ -175,6 +183,13 @@ class Consumer:
             if delay is not None:
                 waiting[d.order_key] = delay
         return len(deliveries)
+
+    def _note_lag(self, deliveries: list[Delivery]) -> None:
+        lag = 0.0
+        if deliveries:
+            oldest = min(d.message.time for d in deliveries)
+            lag = max(0.0, (self.store.clock.now() - oldest).total_seconds())
+        metrics.CONSUMER_LAG_SECONDS.labels(self.group, self.topic.name).set(lag)
 
     async def _handle_through_outages(self, d: Delivery) -> float | None:
         """Handle ``d``; while the database is away, hold it and try again once it answers.
@@ -207,12 +222,15 @@ class Consumer:
         try:
             async with self.store.begin() as conn:
                 now = self.store.clock.now()
+                outcome = "duplicate"
                 if self.on_dead_letter == "park" and await self._parked(conn, message.key):
                     await self._park(conn, message, None)  # behind its key's dead letter
+                    outcome = "parked"
                 elif await record_once(conn, self.group, message.id, now):
                     await self.handler(conn, message)
                     lag = (now - message.time).total_seconds()
                     TIME_TO_CONSISTENCY.labels(self.group, self.topic.name).observe(max(0.0, lag))
+                    outcome = "handled"
         except StoreUnavailable:
             raise
         except Exception as exc:
@@ -222,9 +240,13 @@ class Consumer:
                     letter = await self._dead_letter(conn, message, d.attempt, reason)
                     if self.on_dead_letter == "park":
                         await self._park(conn, message, letter)
+                metrics.DEAD_LETTERED.labels("consumer").inc()
+                metrics.CONSUMED.labels(self.group, self.topic.name, "dead_lettered").inc()
                 await d.ack()
                 return None
             delay = self.retry.backoff(d.attempt)
+            metrics.RETRIES.labels("consumer").inc()
+            metrics.CONSUMED.labels(self.group, self.topic.name, "retried").inc()
             log.warning(
                 "consumer %s: %s failed (attempt %d): %s", self.group, message.id, d.attempt, reason
             )
@@ -233,6 +255,7 @@ class Consumer:
         fault_point(AFTER_HANDLE)
         await d.ack()
         self.handled += 1
+        metrics.CONSUMED.labels(self.group, self.topic.name, outcome).inc()
         return None
 
     def _of_key(self, key: str) -> Any:

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from convergent import metrics
 from convergent.store import store_of
 from convergent.store.schema import leases
 
@@ -69,6 +70,8 @@ class PartitionLeases:
         for row in free:
             if len(held) >= share:
                 break
+            if row.holder is not None and row.holder != self.holder:  # it died holding it
+                metrics.LEASE_TAKEOVERS.labels(self.group).inc()
             token = secrets.token_hex(8)
             await conn.execute(
                 sa.update(leases)

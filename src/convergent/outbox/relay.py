@@ -15,17 +15,20 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from convergent.errors import NotSent
+from convergent import metrics
+from convergent.errors import NotSent, TransportError
 from convergent.faults import fault_point, register
 from convergent.ids import uuid7
 from convergent.messages import Message
+from convergent.outages import Outage, is_transient
 from convergent.outbox.emit import OUTBOX_CHANNEL, RELAY_PARTITIONS
 from convergent.outbox.leases import PartitionLeases, tokens_still_held
 from convergent.retry import RetryPolicy
@@ -74,6 +77,8 @@ class Relay:
         self.lanes = max(1, lanes)
         self.published = 0
         self._refreshed_at: datetime | None = None
+        self.database_outage = Outage("database", log)
+        self.broker_outage = Outage("broker", log)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until ``stop`` is set; wakes on outbox commits, polls as a fallback.
@@ -84,8 +89,12 @@ class Relay:
                 while not stop.is_set():
                     try:
                         count = await self.run_once()
-                    except Exception:
-                        log.exception("relay pass failed; retrying")
+                        self.database_outage.up()
+                    except Exception as exc:
+                        if is_transient(exc):
+                            self.database_outage.down(exc)
+                        else:  # a bug: with its traceback
+                            log.exception("relay pass failed; retrying")
                         count = 0
                     if count >= self.batch_size:
                         continue  # more waiting: no sleep
@@ -145,6 +154,7 @@ class Relay:
             fault_point(AFTER_CLAIM)
             messages = [Message.from_envelope(r.topic, r.key, r.envelope) for r in rows]
             results = await self.transport.publish(messages)
+            self._note_broker(results)
             fault_point(AFTER_PUBLISH)
             mine = await self._settle(rows, results, held)
             settled += sum(not isinstance(e, NotSent) for e in results)
@@ -153,6 +163,14 @@ class Relay:
                 return settled
             if len(rows) < self.batch_size or loop.time() >= until:
                 return settled
+
+    def _note_broker(self, results: list[BaseException | None]) -> None:
+        """Every message refused as unreachable: the broker is down (one line, not one per
+        message); any acked: it is up."""
+        if any(e is None for e in results):
+            self.broker_outage.up()
+        elif results and all(isinstance(e, TransportError) for e in results):
+            self.broker_outage.down(next(e for e in results if e is not None))
 
     async def _settle(
         self, rows: Sequence[Any], results: list[BaseException | None], held: dict[int, str]
@@ -172,6 +190,7 @@ class Relay:
                 gone = self.store.sql.among(outbox.c.id, acked)
                 await conn.execute(sa.delete(outbox).where(gone))
             self.published += len(acked)
+            _count_published(r for r, err in outcomes if err is None)
             for row, err in outcomes:
                 if err is None or isinstance(err, NotSent):  # not sent: not an attempt
                     continue
@@ -185,7 +204,9 @@ class Relay:
                 reason = f"{type(err).__name__}: {err}"
                 if when is None:
                     await _dead_letter(conn, row, attempt, reason, now)
+                    metrics.DEAD_LETTERED.labels("outbox").inc()
                 else:
+                    metrics.RETRIES.labels("outbox").inc()
                     await conn.execute(
                         sa.update(outbox)
                         .where(outbox.c.id == row.id)
@@ -208,10 +229,16 @@ class Relay:
         )
         async with self.store.statement(write=True) as conn:
             mine = set((await conn.execute(stmt, params)).scalars())
-        self.published += sum(
-            1 for r, e in zip(rows, results, strict=True) if e is None and r.partition in mine
-        )
+        sent = [r for r, e in zip(rows, results, strict=True) if e is None and r.partition in mine]
+        self.published += len(sent)
+        _count_published(sent)
         return mine
+
+
+def _count_published(rows: Iterable[Any]) -> None:
+    by_topic = Counter(r.topic for r in rows)
+    for topic, n in by_topic.items():
+        metrics.PUBLISHED.labels(topic).inc(n)
 
 
 def _due_rows(partitions: list[int], now: datetime, limit: int) -> sa.Select[Any]:

@@ -23,6 +23,7 @@ import contextlib
 import functools
 import itertools
 import json
+import logging
 import re
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -42,8 +43,12 @@ from nats.js.errors import BadRequestError, NotFoundError
 
 from convergent.errors import ConfigurationError, NotSent, TransportError
 from convergent.messages import Message
+from convergent.outages import Outage, describe
+from convergent.settings import mask
 from convergent.topics import TOPICS, Topic, TopicKind, partition_for
 from convergent.transports.base import Delivery, Subscription, SubscriptionOptions, Transport
+
+log = logging.getLogger(__name__)
 
 __all__ = ["NatsTransport", "parse_nats_url", "stream_name", "subject_for"]
 
@@ -105,6 +110,7 @@ class NatsTransport(Transport):
         self._topics: set[str] = set()
         self.partitions: dict[str, int] = {}  # topic -> its stream's partition count
         self._lock = asyncio.Lock()
+        self._outage = Outage(f"NATS at {mask(url)}", log)
 
     @property
     def js(self) -> JetStreamContext:
@@ -120,14 +126,32 @@ class NatsTransport(Transport):
                 # reconnects forever once connected, but the first connect must fail fast
                 # (nats-py would otherwise retry it forever too)
                 self._nc = await asyncio.wait_for(
-                    nats.connect(self.servers, connect_timeout=2, max_reconnect_attempts=-1),
+                    nats.connect(
+                        self.servers,
+                        connect_timeout=2,
+                        max_reconnect_attempts=-1,
+                        # one line per outage instead of nats-py's traceback per reconnect
+                        error_cb=self._on_error,
+                        disconnected_cb=self._on_disconnected,
+                        reconnected_cb=self._on_reconnected,
+                    ),
                     self.connect_timeout,
                 )
             except Exception as exc:
-                raise TransportError(f"cannot reach NATS at {self.url}: {exc}") from exc
+                raise TransportError(f"cannot reach NATS at {self.url}: {describe(exc)}") from exc
             self._js = self._nc.jetstream()
             self._acks = _Acks(self._nc)
             await self._acks.start()
+
+    async def _on_error(self, exc: Exception) -> None:
+        self._outage.down(exc)
+
+    async def _on_disconnected(self) -> None:
+        if self._nc is not None:  # not our own close()
+            self._outage.down("disconnected")
+
+    async def _on_reconnected(self) -> None:
+        self._outage.up()
 
     async def close(self) -> None:
         if self._nc is not None:

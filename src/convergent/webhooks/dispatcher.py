@@ -28,8 +28,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent import faults
+from convergent import metrics as core_metrics
 from convergent.faults import fault_point
 from convergent.ids import uuid7
+from convergent.outages import Outage, is_transient
 from convergent.store import Store
 from convergent.store.schema import (
     dead_letters,
@@ -97,6 +99,7 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._results: list[tuple[_Job, SendResult, datetime]] = []
         self._wake = asyncio.Event()
+        self._database_outage = Outage("database", log)
 
     # running -------------------------------------------------------------------------------
 
@@ -113,8 +116,12 @@ class Dispatcher:
                 while not stop.is_set():
                     try:
                         started = await self._round()
-                    except Exception:  # keep delivering; the database may come back
-                        log.exception("webhook dispatcher step failed")
+                        self._database_outage.up()
+                    except Exception as exc:  # keep delivering; the database may come back
+                        if is_transient(exc):
+                            self._database_outage.down(exc)
+                        else:
+                            log.exception("webhook dispatcher step failed")
                         started = 0
                     if not started:
                         with contextlib.suppress(TimeoutError):
@@ -281,6 +288,7 @@ class Dispatcher:
             result = SendResult(Outcome.ERROR, None, 0, error=f"{type(exc).__name__}: {exc}")
         fault_point(AFTER_SEND)
         metrics.ATTEMPTS.labels(result.outcome).inc()
+        core_metrics.WEBHOOK_DELIVERIES.labels(str(job.endpoint_id), result.outcome).inc()
         metrics.ATTEMPT_SECONDS.observe(result.duration_ms / 1000)
         self._results.append((job, result, started_at))
         self._in_flight[job.endpoint_id] -= 1
@@ -361,7 +369,9 @@ class Dispatcher:
             )
             why = "410 Gone" if gone else (result.error or f"HTTP {result.status_code}")
             events.append(await self._dead_letter(conn, job, why, now))
+            core_metrics.DEAD_LETTERED.labels("webhook").inc()
         else:
+            core_metrics.RETRIES.labels("webhook").inc()
             await conn.execute(
                 this.values(
                     next_attempt_at=now + timedelta(seconds=delay),

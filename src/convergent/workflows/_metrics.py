@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
-__all__ = ["dead_lettered", "retried", "waiting_for_version"]
+from convergent import metrics
+
+__all__ = ["dead_lettered", "lease_taken_over", "retried", "step_attempt", "waiting_for_version"]
 
 _DEAD = Counter(
     "convergent_workflow_dead_letters",
@@ -15,6 +17,7 @@ _DEAD = Counter(
 
 def dead_lettered(workflow: str, step: str) -> None:
     _DEAD.labels(workflow=workflow, step=step).inc()
+    metrics.DEAD_LETTERED.labels("workflow").inc()
 
 
 _RETRIES = Counter(
@@ -26,6 +29,15 @@ _RETRIES = Counter(
 
 def retried(workflow: str, step: str) -> None:
     _RETRIES.labels(workflow=workflow, step=step).inc()
+    metrics.RETRIES.labels("workflow").inc()
+
+
+def step_attempt(workflow: str, step: str, outcome: str, seconds: float) -> None:
+    metrics.STEP_SECONDS.labels(workflow, step, outcome).observe(seconds)
+
+
+def lease_taken_over(runs: int) -> None:
+    metrics.LEASE_TAKEOVERS.labels("run").inc(runs)
 
 
 _WAITING = Gauge(

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from convergent.errors import RunCancelled, StoreUnavailable
 from convergent.faults import fault_point, register
 from convergent.ids import uuid7
+from convergent.outages import Outage, is_transient
 from convergent.store import Store
 from convergent.store.schema import dead_letters, run_steps, runs
 from convergent.workflows._committer import Committer, Finished, local_active
@@ -33,7 +34,7 @@ from convergent.workflows._context import (
     _current,
     record_from_row,
 )
-from convergent.workflows._metrics import dead_lettered, waiting_for_version
+from convergent.workflows._metrics import dead_lettered, lease_taken_over, waiting_for_version
 from convergent.workflows._registry import get_workflow, served
 from convergent.workflows._statements import ACTIVE, RUNS_CHANNEL, statements_for
 from convergent.workflows.queues import QUEUES, gate_of
@@ -110,6 +111,7 @@ class Worker:
         self._timers: list[datetime] = []
         self._timer_set = asyncio.Event()
         self._stopping = False
+        self.database_outage = Outage("database", log)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and run work until ``stop`` is set, then release every lease held."""
@@ -130,13 +132,14 @@ class Worker:
                     except Exception as exc:
                         # the database is away (a restart): the runs held go on, claims retry
                         failures += 1
-                        log.warning("claiming runs failed (%s); retrying", exc)
+                        self.database_outage.down(exc)
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(
                                 stop.wait(), min(self.poll_interval * 2**failures, 5.0)
                             )
                         continue
                     failures = 0
+                    self.database_outage.up()
                     if claimed and self._free_slots() > 0:
                         continue  # there may be more due work
                     self._slot_freed.clear()
@@ -442,6 +445,7 @@ class Worker:
                     )
                 )
                 await self.store.notifier.notify(conn, RUNS_CHANNEL)
+                lease_taken_over(len(live))
             for row in dead:
                 reason = f"the run's worker died {row.attempts + 1} times; giving up"
                 await conn.execute(
@@ -570,8 +574,11 @@ class Worker:
                 return
             try:
                 await job()
-            except Exception:
-                log.exception("worker housekeeping failed; trying again")
+            except Exception as exc:
+                if is_transient(exc):  # the claim loop says the database is away
+                    self.database_outage.down(exc)
+                else:
+                    log.exception("worker housekeeping failed; trying again")
 
 
 def _serving(pairs: set[tuple[str, str]]) -> sa.ColumnElement[bool]:

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from convergent.cli._observe import LogFormat, log_started, observe
 from convergent.cli.app import BrokerUrl, DatabaseUrl, app
 
 
@@ -24,8 +25,10 @@ def serve(
             "--no-loops when `convergent worker` processes do it",
         ),
     ] = True,
+    log_format: LogFormat = None,
 ) -> None:
-    """Serve the reference shop's HTTP API (OpenAPI docs at /docs)."""
+    """Serve the reference shop's HTTP API (OpenAPI docs at /docs, metrics at /metrics)."""
+    observe(log_format)
     import uvicorn
 
     from convergent.store import Store
@@ -33,4 +36,8 @@ def serve(
 
     store = Store(database_url)
     application = create_app(store, broker_url=broker_url, loops=loops)
-    uvicorn.run(application, host=host, port=port, log_level=log_level, lifespan="on")
+    log_started("serve", database_url, broker_url)
+    # uvicorn keeps our handler (log_config=None) so its lines are structured too
+    uvicorn.run(
+        application, host=host, port=port, log_level=log_level, lifespan="on", log_config=None
+    )
