@@ -169,6 +169,15 @@ async def wake_parents(store: Store) -> tuple[int, int]:
         .where(k.status == "waiting", child.c.status.in_(FINAL))
     )
     async with store.begin() as conn:
+        # a parent that ended some other way (dead-lettered, say) waits for nothing any more
+        await conn.execute(
+            sa.update(run_children)
+            .where(
+                k.status == "waiting",
+                sa.exists().where(runs.c.id == k.parent_id, runs.c.status.in_(FINAL)),
+            )
+            .values(status="orphaned")
+        )
         waiting = int(
             await conn.scalar(
                 sa.select(sa.func.count()).select_from(run_children).where(k.status == "waiting")
@@ -198,6 +207,8 @@ class ChildWaker:
 
     store: Store
     poll_interval: float = 1.0
+    #: the shortest time between two looks while children are awaited
+    min_gap: float = 0.02
     woken: int = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -217,3 +228,5 @@ class ChildWaker:
                 )
                 for p in pending:
                     p.cancel()
+                if waiting and not stop.is_set():  # a busy fleet ends runs all the time
+                    await asyncio.sleep(self.min_gap)

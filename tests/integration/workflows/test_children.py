@@ -21,7 +21,7 @@ from convergent.errors import RunCancelled, RunFailed
 from convergent.store import Store
 from convergent.store.schema import run_children, runs
 from convergent.workflows import cancel, list_runs, result, run_steps_of, send, status, submit
-from convergent.workflows.children import ChildWaker
+from convergent.workflows.children import ChildWaker, wake_parents
 from tests.integration.workflows import children_flows, sched_flows
 from tests.integration.workflows.conftest import running, until
 
@@ -167,3 +167,24 @@ async def test_a_worker_killed_mid_child_is_replaced_and_each_effect_happens_onc
         replacement.wait(timeout=20)
     assert await notes(store) == ["kid-1", "kid-2"]
     assert await count_runs(store) == 3
+
+
+async def test_a_link_whose_parent_ended_otherwise_stops_being_watched(kids_db: Store) -> None:
+    store = kids_db
+    parent_id = await submit(store, children_flows.patient)
+    async with store.begin() as conn:
+        await conn.execute(
+            sa.update(runs).where(runs.c.id == parent_id).values(status="failed", next_at=None)
+        )
+        await conn.execute(
+            sa.insert(run_children).values(
+                parent_id=parent_id,
+                seq=1,
+                child_id=uuid.uuid4(),
+                status="waiting",
+                created_at=store.clock.now(),
+            )
+        )
+    assert await wake_parents(store) == (0, 0)
+    async with store.read() as conn:
+        assert await conn.scalar(sa.select(run_children.c.status)) == "orphaned"
