@@ -8,7 +8,9 @@ the child ends, and the parent's replay records the child's result as its checkp
 
 Cancellation: cancelling a parent cancels the children it is still waiting for (their sagas
 compensate as on any cancel), then the parent ends cancelled (its own saga compensating).
-Children that already ended keep their effects; undo them with the parent's saga.
+Children that already ended keep their effects; undo them with the parent's saga. A child
+started with ``ctx.start_child`` is detached: the parent does not wait for it, and it is not
+cancelled with the parent.
 A child that fails or is cancelled raises `ChildFailed` (a `StepFailed`) in the parent.
 """
 
@@ -32,7 +34,7 @@ from convergent.workflows._context import RunContext, StepRecord, Suspend, _reco
 from convergent.workflows._registry import Workflow, registered
 from convergent.workflows._statements import ACTIVE, FINAL, RUNS_CHANNEL
 
-__all__ = ["ChildWaker", "await_child", "wake_parents"]
+__all__ = ["ChildWaker", "await_child", "start_detached", "wake_parents"]
 
 log = logging.getLogger("convergent.workflows.children")
 
@@ -87,6 +89,44 @@ async def await_child(
     if child is None or child.status not in FINAL:
         raise Suspend(None)  # the ChildWaker makes this run due when the child ends
     return await _collect(ctx, seq, wf, child_id, child.status, child.result, child.error)
+
+
+async def start_detached(
+    ctx: RunContext,
+    workflow: Workflow[Any, Any] | str,
+    args: tuple[Any, ...],
+    *,
+    queue: str | None = None,
+) -> uuid.UUID:
+    """Start ``workflow(*args)`` as a detached child of ``ctx``'s run (once); its id."""
+    wf = _resolve(workflow)
+    await ctx.settle()
+    seq, rec = ctx._position("detached", wf.name)
+    if rec is not None:
+        return uuid.UUID(rec.result["run_id"])
+    ctx._check_cancel()
+    now = ctx.now()
+    async with _recording(), ctx.store.begin() as conn:
+        await ctx._hold(conn)
+        child_id = await start(conn, wf, *args, key=f"child:{ctx.run_id}:{seq}", queue=queue)
+        result = {"run_id": str(child_id)}
+        params = _step_params(
+            ctx.run_id,
+            seq,
+            "detached",
+            wf.name,
+            "completed",
+            f"{ctx.run_id}:{seq}:{wf.name}",
+            1,
+            None,
+            result,
+            None,
+            now,
+            ctx.owner,
+        )
+        await conn.execute(ctx.statements.save_step, params)  # with the start, or neither
+    ctx.records[seq] = StepRecord(seq, "detached", wf.name, "completed", 1, None, result)
+    return child_id
 
 
 async def _start_child(

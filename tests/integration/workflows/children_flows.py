@@ -50,3 +50,9 @@ async def patient(ctx: WorkflowContext) -> str:
 @workflow(name="tests.children.asks_unknown")
 async def asks_unknown(ctx: WorkflowContext) -> None:
     await ctx.child("tests.children.no_such_workflow")
+
+
+@workflow(name="tests.children.spawner")
+async def spawner(ctx: WorkflowContext) -> str:
+    kid_id = await ctx.start_child(waiting_kid)
+    return str(kid_id)

@@ -188,3 +188,16 @@ async def test_a_link_whose_parent_ended_otherwise_stops_being_watched(kids_db: 
     assert await wake_parents(store) == (0, 0)
     async with store.read() as conn:
         assert await conn.scalar(sa.select(run_children.c.status)) == "orphaned"
+
+
+async def test_a_detached_child_outlives_its_parent(kids_db: Store) -> None:
+    store = kids_db
+    async with Fleet(store), running(store):
+        parent_id = await submit(store, children_flows.spawner)
+        kid_id = uuid.UUID(await result(store, parent_id, wait=20))
+        assert (await status(store, kid_id)).status in ("pending", "running")
+        async with store.begin() as conn:
+            await send(conn, kid_id, "go", "later")
+        assert await result(store, kid_id, wait=20) == "later"
+    steps = await run_steps_of(store, parent_id)
+    assert [(s.kind, s.status) for s in steps] == [("detached", "completed")]
