@@ -6,6 +6,9 @@ replayed parent finds the same child. While it waits the parent holds no worker 
 `ChildWaker` loop (part of `convergent.runtime.standard_loops`) makes the parent due again when
 the child ends, and the parent's replay records the child's result as its checkpoint.
 
+Resuming a parent that failed because its child failed (`convergent runs resume`) starts the
+child again, as a new run; a child resumed first and still going, or completed, is kept.
+
 Cancellation: cancelling a parent cancels the children it is still waiting for (their sagas
 compensate as on any cancel), then the parent ends cancelled (its own saga compensating).
 Children that already ended keep their effects; undo them with the parent's saga. A child
@@ -26,6 +29,7 @@ import sqlalchemy as sa
 
 from convergent.errors import ChildFailed, RunCancelled, UnknownWorkflow
 from convergent.faults import fault_point, register
+from convergent.ids import uuid7
 from convergent.store import Store
 from convergent.store.schema import run_children, runs
 from convergent.workflows._api import cancel, start
@@ -133,13 +137,33 @@ async def _start_child(
     ctx: RunContext, seq: int, wf: Workflow[Any, Any], args: tuple[Any, ...], queue: str | None
 ) -> uuid.UUID:
     now = ctx.now()
+    k = run_children.c
+    mine = sa.and_(k.parent_id == ctx.run_id, k.seq == seq)
     async with _recording(), ctx.store.begin() as conn:
         await ctx._hold(conn)  # fenced: a parent taken over by another worker starts nothing
-        child_id = await start(conn, wf, *args, key=f"child:{ctx.run_id}:{seq}", queue=queue)
-        ins = ctx.store.sql.insert(run_children).values(
-            parent_id=ctx.run_id, seq=seq, child_id=child_id, status="waiting", created_at=now
-        )
-        await conn.execute(ins.on_conflict_do_nothing(index_elements=["parent_id", "seq"]))
+        known = (
+            await conn.execute(
+                sa.select(k.child_id, runs.c.status)
+                .join(runs, runs.c.id == k.child_id, isouter=True)
+                .where(mine)
+            )
+        ).first()
+        if known is None:
+            child_id = await start(conn, wf, *args, key=f"child:{ctx.run_id}:{seq}", queue=queue)
+            ins = ctx.store.sql.insert(run_children).values(
+                parent_id=ctx.run_id, seq=seq, child_id=child_id, status="waiting", created_at=now
+            )
+            await conn.execute(ins.on_conflict_do_nothing(index_elements=["parent_id", "seq"]))
+        else:
+            # the parent was resumed after this child ended: one that failed or was cancelled
+            # runs again as a new child; one still going (resumed itself) or done is kept
+            child_id = known.child_id
+            if known.status in ("failed", "cancelled"):
+                again = f"child:{ctx.run_id}:{seq}:{uuid7().hex[-12:]}"
+                child_id = await start(conn, wf, *args, key=again, queue=queue)
+            await conn.execute(
+                sa.update(run_children).where(mine).values(child_id=child_id, status="waiting")
+            )
     fault_point(CHILD_STARTED)
     await ctx._save(seq, "child", wf.name, "waiting", result={"run_id": str(child_id)})
     return child_id

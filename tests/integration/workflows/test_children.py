@@ -20,7 +20,16 @@ import sqlalchemy as sa
 from convergent.errors import RunCancelled, RunFailed
 from convergent.store import Store
 from convergent.store.schema import run_children, runs
-from convergent.workflows import cancel, list_runs, result, run_steps_of, send, status, submit
+from convergent.workflows import (
+    cancel,
+    list_runs,
+    result,
+    resume,
+    run_steps_of,
+    send,
+    status,
+    submit,
+)
 from convergent.workflows.children import ChildWaker, wake_parents
 from tests.integration.workflows import children_flows, sched_flows
 from tests.integration.workflows.conftest import running, until
@@ -201,3 +210,22 @@ async def test_a_detached_child_outlives_its_parent(kids_db: Store) -> None:
         assert await result(store, kid_id, wait=20) == "later"
     steps = await run_steps_of(store, parent_id)
     assert [(s.kind, s.status) for s in steps] == [("detached", "completed")]
+
+
+async def test_resuming_a_parent_whose_child_failed_runs_the_child_again(kids_db: Store) -> None:
+    store = kids_db
+    children_flows.FLAKY["fail"] = True
+    try:
+        async with Fleet(store), running(store):
+            parent_id = await submit(store, children_flows.trusting, 7)
+            with pytest.raises(RunFailed, match="the kid has a bug"):
+                await result(store, parent_id, wait=20)
+            children_flows.FLAKY["fail"] = False  # the fix is deployed
+            async with store.begin() as conn:
+                await resume(conn, parent_id)
+            assert await result(store, parent_id, wait=20) == 107
+    finally:
+        children_flows.FLAKY["fail"] = True
+    kids = await list_runs(store, workflow="tests.children.flaky_kid")
+    assert sorted(k.status for k in kids) == ["completed", "failed"]
+    assert await notes(store) == ["flaky-7"]
