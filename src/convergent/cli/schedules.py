@@ -49,11 +49,12 @@ def list_command(database_url: DatabaseUrl = None, json_output: JsonOutput = Fal
 
 
 def _act(name: str, database_url: str | None, action: str, done: str) -> None:
+    from convergent.cli.runs import actor
     from convergent.workflows import schedules
 
     async def go() -> None:
         async with checked_store(database_url) as store:
-            await getattr(schedules, action)(store, name)
+            await getattr(schedules, action)(store, name, actor=actor())
 
     run_async(go())
     console.print(f"schedule {name} {done}")

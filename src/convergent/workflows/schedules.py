@@ -44,6 +44,7 @@ from convergent.faults import fault_point, register
 from convergent.store import Store, store_of
 from convergent.store.schema import schedule_ticks, schedules
 from convergent.workflows._api import start
+from convergent.workflows._operate import record_action
 from convergent.workflows._registry import Workflow, registered
 
 __all__ = [
@@ -377,7 +378,7 @@ async def list_schedules(store: Store) -> list[ScheduleInfo]:
     ]
 
 
-async def _change(store: Store, name: str, **values: Any) -> None:
+async def _change(store: Store, name: str, verb: str, actor: str | None, **values: Any) -> None:
     async with store.begin() as conn:
         done = await conn.execute(
             sa.update(schedules)
@@ -389,28 +390,37 @@ async def _change(store: Store, name: str, **values: Any) -> None:
                 f"no schedule named {name!r}: `convergent schedules list` shows them (a schedule "
                 "is written when a worker importing its declaration starts)"
             )
+        if actor is not None:  # who did what, when: with the change, or not at all
+            await record_action(
+                conn,
+                actor=actor,
+                action=f"schedule.{verb}",
+                target_kind="schedule",
+                target_id=name,
+            )
         await store.notifier.notify(conn, SCHEDULES_CHANNEL)
 
 
-async def pause(store: Store, name: str) -> None:
-    """Stop firing ``name`` until `resume`."""
-    await _change(store, name, paused=True)
+async def pause(store: Store, name: str, *, actor: str | None = None) -> None:
+    """Stop firing ``name`` until `resume`; ``actor`` records who did it."""
+    await _change(store, name, "pause", actor, paused=True)
 
 
-async def resume(store: Store, name: str) -> None:
+async def resume(store: Store, name: str, *, actor: str | None = None) -> None:
     """Fire ``name`` again from its next tick after now (the ticks of the pause are skipped)."""
     async with store.read() as conn:
         row = (await conn.execute(sa.select(schedules).where(schedules.c.name == name))).first()
     if row is None:
-        await _change(store, name, paused=False)  # raises UnknownSchedule
+        await _change(store, name, "resume", actor, paused=False)  # raises UnknownSchedule
         return
     ticks = Ticks(row.cron, row.every_seconds, row.timezone)
-    await _change(store, name, paused=False, next_at=ticks.next_after(store.clock.now()))
+    next_at = ticks.next_after(store.clock.now())
+    await _change(store, name, "resume", actor, paused=False, next_at=next_at)
 
 
-async def trigger(store: Store, name: str) -> None:
+async def trigger(store: Store, name: str, *, actor: str | None = None) -> None:
     """Start a run of ``name`` now, outside its ticks (a worker's scheduler starts it, once)."""
-    await _change(store, name, triggered_at=store.clock.now())
+    await _change(store, name, "trigger", actor, triggered_at=store.clock.now())
 
 
 @dataclass
