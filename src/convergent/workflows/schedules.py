@@ -56,6 +56,7 @@ __all__ = [
     "Ticks",
     "UnknownSchedule",
     "fire_due",
+    "forget",
     "list_schedules",
     "pause",
     "resume",
@@ -421,6 +422,21 @@ async def resume(store: Store, name: str, *, actor: str | None = None) -> None:
 async def trigger(store: Store, name: str, *, actor: str | None = None) -> None:
     """Start a run of ``name`` now, outside its ticks (a worker's scheduler starts it, once)."""
     await _change(store, name, "trigger", actor, triggered_at=store.clock.now())
+
+
+async def forget(store: Store, name: str, *, actor: str | None = None) -> None:
+    """Remove ``name`` from the table (its ticks' history stays); a worker still declaring it
+    writes it again when it starts."""
+    async with store.begin() as conn:
+        done = await conn.execute(sa.delete(schedules).where(schedules.c.name == name))
+        if not done.rowcount:
+            raise UnknownSchedule(
+                f"no schedule named {name!r}: `convergent schedules list` shows them"
+            )
+        if actor is not None:
+            await record_action(
+                conn, actor=actor, action="schedule.forget", target_kind="schedule", target_id=name
+            )
 
 
 @dataclass

@@ -191,6 +191,10 @@ def test_the_cli_lists_pauses_resumes_and_triggers(
     out = cli.invoke(app, ["schedules", "pause", "nope", "--database-url", sqlite_url])
     assert out.exit_code == 1
     assert "convergent schedules list" in out.output
+    out = cli.invoke(app, ["schedules", "forget", "cli-hourly", "--database-url", sqlite_url])
+    assert out.exit_code == 0, out.output
+    out = cli.invoke(app, ["schedules", "list", "--json", "--database-url", sqlite_url])
+    assert out.output.strip() == "[]"
 
 
 def test_a_worker_importing_a_bad_cron_expression_stops_with_the_fix(
