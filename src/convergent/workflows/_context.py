@@ -275,6 +275,15 @@ class RunContext:
 
         return await await_child(self, workflow, args, queue=queue)
 
+    async def start_child(
+        self, workflow: Workflow[Any, Any] | str, *args: Any, queue: str | None = None
+    ) -> uuid.UUID:
+        """Start ``workflow(*args)`` as a detached child run, once, and return its id without
+        waiting; it is not cancelled with this run."""
+        from convergent.workflows.children import start_detached
+
+        return await start_detached(self, workflow, args, queue=queue)
+
     async def begin_compensation(self) -> None:
         """Mark the run compensating; steps called from now on are compensations."""
         if self.compensating:
