@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from convergent.console import create_console
 from convergent.http.middleware import IdempotencyMiddleware, header_principal
 from convergent.http.problem import install_problem_handlers
+from convergent.http.tracing import TracingMiddleware
 from convergent.loops import run_loops
 from convergent.outbox.asyncapi import asyncapi_document
 from convergent.store import Store
@@ -75,6 +76,7 @@ def create_app(
         routes=[("POST", "/orders")],
         principal=header_principal("X-Api-Key"),
     )
+    app.add_middleware(TracingMiddleware)  # outermost: the request's span holds all the rest
     app.include_router(bookings.router)
     app.include_router(trading.router)
     app.include_router(webhooks.router)

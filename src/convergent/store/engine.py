@@ -13,7 +13,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 
-from convergent import settings
+from convergent import settings, tracing
 from convergent.clock import Clock, system_clock
 from convergent.errors import ConfigurationError, MissingExtra, StoreUnavailable
 from convergent.store import revisions, schema
@@ -132,6 +132,19 @@ class Store:
     @contextlib.asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction; commits on success, rolls back on error."""
+        if not tracing.enabled():
+            async with self._begin() as conn:
+                yield conn
+            return
+        attributes = {"db.system.name": self.url.get_backend_name(), "db.operation.name": "BEGIN"}
+        with tracing.tracer.start_as_current_span(
+            "transaction", kind=tracing.SpanKind.CLIENT, attributes=attributes
+        ):
+            async with self._begin() as conn:
+                yield conn
+
+    @contextlib.asynccontextmanager
+    async def _begin(self) -> AsyncIterator[AsyncConnection]:
         if self.sql.single_writer:
             if self._write_lock is None:
                 self._write_lock = asyncio.Lock()
