@@ -29,6 +29,7 @@ ConvergentError
 ├── WorkflowError
 │   ├── UnknownWorkflow
 │   ├── RunNotFound
+│   ├── RunNotResumable           resume / retry-step asked of a run in the wrong state (409)
 │   ├── RunFailed                 awaited a run that ended failed or cancelled
 │   ├── RunCancelled
 │   ├── NonDeterminism            a resumed run asked for steps in another order
@@ -45,6 +46,7 @@ from typing import Any
 
 __all__ = [
     "AlreadyExists",
+    "ChildFailed",
     "ConfigurationError",
     "ConvergentError",
     "IdempotencyError",
@@ -67,6 +69,7 @@ __all__ = [
     "RunCancelled",
     "RunFailed",
     "RunNotFound",
+    "RunNotResumable",
     "SchemaViolation",
     "SignatureInvalid",
     "StaleVersion",
@@ -74,6 +77,7 @@ __all__ = [
     "StoreUnavailable",
     "TransientError",
     "TransportError",
+    "UnknownSchedule",
     "UnknownTopic",
     "UnknownWorkflow",
     "UnsafeDestination",
@@ -269,6 +273,12 @@ class RunNotFound(WorkflowError):
     code = "run-not-found"
 
 
+class RunNotResumable(WorkflowError):
+    """The run is not in a state this action applies to; the message says what to do."""
+
+    code = "run-not-resumable"
+
+
 class RunFailed(WorkflowError):
     """The run ended without success."""
 
@@ -291,6 +301,18 @@ class StepFailed(WorkflowError):
     """A step failed for good: a permanent error, or its retries ran out."""
 
     code = "step-failed"
+
+
+class ChildFailed(StepFailed):
+    """A child run awaited with ``ctx.child`` failed or was cancelled."""
+
+    code = "child-failed"
+
+
+class UnknownSchedule(WorkflowError):
+    """No schedule of this name is in the database."""
+
+    code = "unknown-schedule"
 
 
 class LeaseLost(WorkflowError):

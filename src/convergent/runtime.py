@@ -22,6 +22,8 @@ from convergent.store import Store
 from convergent.telemetry import StoreGauges
 from convergent.transports import transport_from_url
 from convergent.workflows import Worker
+from convergent.workflows.children import ChildWaker
+from convergent.workflows.schedules import Scheduler
 
 __all__ = ["LoopOptions", "Messaging", "standard_loops"]
 
@@ -33,6 +35,8 @@ class LoopOptions:
     """Which loops run in this process, and how."""
 
     workflows: bool = True
+    #: fires the ticks of the schedules declared in the imported modules (with ``workflows``)
+    schedules: bool = True
     #: queue name -> runs of that queue held at once (None: the default queue at `concurrency`)
     queues: dict[str, int] | None = None
     concurrency: int = 50
@@ -66,6 +70,9 @@ def standard_loops(
                 poll_interval=options.poll_interval,
             )
         )
+        if options.schedules:
+            loops.append(Scheduler(store, poll_interval=options.poll_interval))
+        loops.append(ChildWaker(store, poll_interval=options.poll_interval))
     if options.relay or (options.consumers and CONSUMERS):
         loops.append(
             Messaging(

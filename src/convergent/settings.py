@@ -36,6 +36,7 @@ __all__ = [
     "load_model",
     "markdown_table",
     "mask",
+    "otel_environment",
     "raw",
     "register",
     "split_commas",
@@ -83,6 +84,12 @@ class Settings(BaseSettings):
     )
     idempotency_retention: float = Field(
         86400.0, gt=0, description="Seconds a completed Idempotency-Key is replayed, then purged."
+    )
+    http_max_body: int = Field(
+        1 << 20, ge=1, description="Bytes a request body may have on any route (413 beyond)."
+    )
+    http_max_json_depth: int = Field(
+        32, ge=1, description="Levels a request's JSON may nest (422 beyond)."
     )
     webhook_allow_hosts: CommaList = Field(
         default_factory=list,
@@ -178,6 +185,12 @@ def database_url(override: str | None = None) -> str:
 
 def broker_url(override: str | None = None) -> str:
     return override or load().broker_url
+
+
+def otel_environment() -> dict[str, str]:
+    """The standard ``OTEL_*`` variables as set (OpenTelemetry's own, not ours: the SDK and its
+    exporter read them; `convergent.telemetry.tracing` asks which exporter is wanted)."""
+    return {k: v for k, v in os.environ.items() if k.startswith("OTEL_")}
 
 
 def raw(field: str) -> str | None:

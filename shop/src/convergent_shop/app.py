@@ -11,6 +11,7 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from convergent.console import create_console
+from convergent.http.guard import RequestGuard
 from convergent.http.middleware import IdempotencyMiddleware, header_principal
 from convergent.http.problem import install_problem_handlers
 from convergent.http.tracing import TracingMiddleware
@@ -76,6 +77,8 @@ def create_app(
         routes=[("POST", "/orders")],
         principal=header_principal("X-Api-Key"),
     )
+    # bad bodies and paths are refused before anything else reads them
+    app.add_middleware(RequestGuard, other_bodies=["/console"])
     app.add_middleware(TracingMiddleware)  # outermost: the request's span holds all the rest
     app.include_router(bookings.router)
     app.include_router(trading.router)

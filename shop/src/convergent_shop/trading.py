@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent.errors import PermanentError, StoreUnavailable, TransientError
+from convergent.http.problem import Problem
 from convergent.store import Store, store_of
 from convergent.store.types import UTCDateTime
 from convergent_shop.db import metadata
@@ -30,6 +31,7 @@ from convergent_shop.psp import money, to_cents
 __all__ = [
     "FillIn",
     "FillPoller",
+    "UnknownTradeOrder",
     "fills",
     "place_order",
     "positions",
@@ -72,6 +74,10 @@ positions = sa.Table(
     sa.Column("qty", sa.BigInteger(), nullable=False),  # signed: sells reduce it
     sa.Column("cost_cents", sa.BigInteger(), nullable=False),
 )
+
+
+class UnknownTradeOrder(PermanentError):
+    """A fill names a client order id this shop never placed."""
 
 
 class FillIn(BaseModel):
@@ -131,7 +137,7 @@ async def record_fill(
     query = trade_orders.select().where(trade_orders.c.client_order_id == fill.client_order_id)
     order = (await conn.execute(store_of(conn).sql.lock_row(query))).one_or_none()
     if order is None:
-        raise PermanentError(f"fill {fill.fill_id} is for an unknown order")
+        raise UnknownTradeOrder(f"fill {fill.fill_id} is for an unknown order")
     filled = order.filled_qty + fill.qty
     await conn.execute(
         trade_orders.update()
@@ -218,8 +224,11 @@ router = APIRouter(tags=["trading"])
 async def receive_fill(fill: FillIn, request: Request) -> dict[str, Any]:
     """The exchange's callback: each fill is applied once, however often it arrives."""
     store: Store = request.app.state.store
-    async with store.begin() as conn:
-        return await record_fill(conn, fill, now=store.clock.now())
+    try:
+        async with store.begin() as conn:
+            return await record_fill(conn, fill, now=store.clock.now())
+    except UnknownTradeOrder as exc:  # the fill's insert rolled back with it
+        raise Problem(422, "unknown-trade-order", str(exc)) from None
 
 
 def position_view(row: Any) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent.errors import InvalidTransition, PermanentError, RunCancelled, TransientError
 from convergent.retry import RetryPolicy
-from convergent.store import Store, store_of
+from convergent.store import store_of
 from convergent.workflows import Saga, StepContext, WorkflowContext, step, workflow
 from convergent_shop import inventory, payments, shipping
 from convergent_shop import settings as shop_settings
@@ -79,7 +79,7 @@ async def _enter_compensating(conn: AsyncConnection, order_id: str) -> None:
 @step(retry=FORWARD)
 async def reserve_stock(ctx: StepContext, order_id: str) -> dict[str, Any]:
     store = ctx.store
-    async with store.begin() as conn:
+    async with ctx.transaction() as conn:
         row = await _order(conn, order_id)
         if row.state != "pending":
             # a replay: this step reserved before its worker died, its checkpoint unwritten
@@ -99,7 +99,7 @@ async def reserve_stock(ctx: StepContext, order_id: str) -> dict[str, Any]:
 @step(retry=FORWARD)
 async def authorize_payment(ctx: StepContext, order_id: str) -> dict[str, Any]:
     store = ctx.store
-    async with store.begin() as conn:
+    async with ctx.transaction() as conn:
         row = await _order(conn, order_id)
         payment = await payments.open_authorization(
             conn, order_id, row.amount, row.currency, ctx.idempotency_key, store.clock.now()
@@ -107,15 +107,16 @@ async def authorize_payment(ctx: StepContext, order_id: str) -> dict[str, Any]:
     if payments.is_settled(payment):
         outcome = payments.view(payment)
     else:
-        outcome = await _authorize_at_provider(store, order_id, payment)
+        outcome = await _authorize_at_provider(ctx, order_id, payment)
     if outcome["status"] != "authorized":
         raise PermanentError(f"payment {outcome['status']}: {outcome.get('reason') or ''}")
-    async with store.begin() as conn:
+    async with ctx.transaction() as conn:
         await _move(conn, order_id, "authorize")
     return outcome
 
 
-async def _authorize_at_provider(store: Store, order_id: str, payment: Any) -> dict[str, Any]:
+async def _authorize_at_provider(ctx: StepContext, order_id: str, payment: Any) -> dict[str, Any]:
+    store = ctx.store
     psp = psp_client()
     try:
         made = await psp.authorize(
@@ -130,9 +131,9 @@ async def _authorize_at_provider(store: Store, order_id: str, payment: Any) -> d
             raise
         made = found
     except PermanentError as exc:
-        async with store.begin() as conn:
+        async with ctx.transaction() as conn:
             return await payments.decline(conn, order_id, exc.message, store.clock.now())
-    async with store.begin() as conn:
+    async with ctx.transaction() as conn:
         return await payments.adopt(conn, order_id, made, store.clock.now())
 
 
@@ -143,7 +144,7 @@ async def find_authorization(ctx: StepContext, order_id: str) -> dict[str, Any] 
     if found is None or found.get("status") != "authorized":
         return None
     store = ctx.store
-    async with store.begin() as conn:
+    async with ctx.transaction() as conn:
         outcome = await payments.adopt(conn, order_id, found, store.clock.now())
         await _move(conn, order_id, "authorize")
     return outcome
@@ -152,7 +153,7 @@ async def find_authorization(ctx: StepContext, order_id: str) -> dict[str, Any] 
 @step(retry=FORWARD)
 async def create_shipment(ctx: StepContext, order_id: str) -> dict[str, Any]:
     store = ctx.store
-    async with store.begin() as conn:
+    async with ctx.transaction() as conn:
         return await shipping.create_shipment(
             conn, order_id, ctx.idempotency_key, store.clock.now()
         )
@@ -161,7 +162,7 @@ async def create_shipment(ctx: StepContext, order_id: str) -> dict[str, Any]:
 @step(retry=FORWARD)
 async def complete_order(ctx: StepContext, order_id: str) -> dict[str, Any]:
     store = ctx.store
-    async with store.begin() as conn:
+    async with ctx.transaction() as conn:
         row = await _order(conn, order_id)
         payment = await payments.payment_row(conn, order_id)
     if row.state == "completed":  # a replay: completed before its checkpoint was written
@@ -170,9 +171,9 @@ async def complete_order(ctx: StepContext, order_id: str) -> dict[str, Any]:
         raise PermanentError(f"order {order_id} is {row.state}; not completing")
     if payment.status != "captured":
         done = await psp_client().capture(payment.psp_payment_id, ctx.idempotency_key)
-        async with store.begin() as conn:
+        async with ctx.transaction() as conn:
             await payments.adopt(conn, order_id, done, store.clock.now())
-    async with store.begin() as conn:
+    async with ctx.transaction() as conn:
         completed = await _move(conn, order_id, "complete")
         if completed is None:  # cancelled meanwhile: the compensations refund the capture
             raise PermanentError(f"order {order_id} was cancelled while completing")
@@ -186,7 +187,7 @@ async def complete_order(ctx: StepContext, order_id: str) -> dict[str, Any]:
 @step(retry=UNDO)
 async def release_stock(ctx: StepContext, order_id: str) -> dict[str, Any]:
     store = ctx.store
-    async with store.begin() as conn:
+    async with ctx.transaction() as conn:
         await _enter_compensating(conn, order_id)
         return await inventory.release(conn, order_id, ctx.idempotency_key, store.clock.now())
 
@@ -194,7 +195,7 @@ async def release_stock(ctx: StepContext, order_id: str) -> dict[str, Any]:
 @step(retry=UNDO)
 async def void_payment(ctx: StepContext, order_id: str) -> dict[str, Any]:
     store = ctx.store
-    async with store.begin() as conn:
+    async with ctx.transaction() as conn:
         await _enter_compensating(conn, order_id)
         payment = await payments.payment_row(conn, order_id)
         if payment is None:  # never authorized: leave a tombstone so a late one charges nothing
@@ -208,9 +209,9 @@ async def void_payment(ctx: StepContext, order_id: str) -> dict[str, Any]:
         # the undo is a refund, not a void
         found = await psp.lookup(payment.authorize_key)
         if found is None:  # the provider never saw it: nothing to undo there
-            async with store.begin() as conn:
+            async with ctx.transaction() as conn:
                 return await payments.abandon(conn, order_id, store.clock.now())
-        async with store.begin() as conn:
+        async with ctx.transaction() as conn:
             state = await payments.adopt(conn, order_id, found, store.clock.now())
     if state["status"] == "authorized":
         done = await psp.void(state["psp_payment_id"], ctx.idempotency_key)
@@ -218,14 +219,14 @@ async def void_payment(ctx: StepContext, order_id: str) -> dict[str, Any]:
         done = await psp.refund(state["psp_payment_id"], ctx.idempotency_key)
     else:
         return state
-    async with store.begin() as conn:
+    async with ctx.transaction() as conn:
         return await payments.adopt(conn, order_id, done, store.clock.now())
 
 
 @step(retry=UNDO)
 async def cancel_shipment(ctx: StepContext, order_id: str) -> dict[str, Any]:
     store = ctx.store
-    async with store.begin() as conn:
+    async with ctx.transaction() as conn:
         await _enter_compensating(conn, order_id)
         return await shipping.cancel_shipment(
             conn, order_id, ctx.idempotency_key, store.clock.now()
@@ -235,8 +236,7 @@ async def cancel_shipment(ctx: StepContext, order_id: str) -> dict[str, Any]:
 @step(retry=UNDO)
 async def settle_order(ctx: StepContext, order_id: str, outcome: str) -> str:
     """Bring the order to its final state after the undo: ``cancelled`` or ``failed``."""
-    store = ctx.store
-    async with store.begin() as conn:
+    async with ctx.transaction() as conn:
         row = await _order(conn, order_id)
         if row.state in ("completed", "cancelled", "failed"):
             return str(row.state)
@@ -280,8 +280,7 @@ async def confirm_booking(ctx: StepContext, booking_id: str) -> str:
     """Decide a pending booking (ready or failed); the state it is in afterwards."""
     from convergent_shop import bookings
 
-    store = ctx.store
-    async with store.begin() as conn:
+    async with ctx.transaction() as conn:
         await bookings.confirm_booking(conn, uuid.UUID(booking_id))
         row = await bookings.BOOKINGS.get(conn, uuid.UUID(booking_id))
     return str(row.state) if row is not None else "missing"
@@ -303,8 +302,7 @@ async def archive_time(ctx: StepContext, booking_id: str) -> str | None:
 async def archive_booking(ctx: StepContext, booking_id: str) -> str:
     from convergent_shop import bookings
 
-    store = ctx.store
-    async with store.begin() as conn:
+    async with ctx.transaction() as conn:
         try:
             row = await bookings.BOOKINGS.transition(
                 conn, uuid.UUID(booking_id), "archive", actor="archiver"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from typing import Annotated
 
 import typer
@@ -54,10 +53,11 @@ def observe(service: str, log_format: str | None = None, metrics_port: int | Non
 
 
 def _otlp_endpoint() -> str:
+    env = settings.otel_environment()
     return (
-        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-        or os.environ.get("OTEL_TRACES_EXPORTER", "")
+        env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or env.get("OTEL_TRACES_EXPORTER", "")
     )
 
 

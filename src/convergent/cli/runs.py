@@ -1,7 +1,9 @@
-"""`convergent runs list|show ID`: what workflow runs are doing, step by step."""
+"""`convergent runs list|show|cancel|resume|retry-step ID`: what workflow runs are doing, step
+by step, and the operator's actions on them (each recorded in the run's history)."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import uuid
 from dataclasses import asdict
@@ -15,7 +17,7 @@ from convergent.cli.app import DatabaseUrl, JsonOutput, app, console, fail, prin
 
 __all__ = ["runs_app"]
 
-runs_app = typer.Typer(help="Inspect workflow runs.", no_args_is_help=True)
+runs_app = typer.Typer(help="Inspect and operate workflow runs.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
 
 _COLOURS = {"completed": "green", "failed": "red", "cancelled": "yellow", "compensating": "magenta"}
@@ -62,21 +64,26 @@ def list_command(
 @runs_app.command("show")
 def show_command(run_id: str, database_url: DatabaseUrl = None) -> None:
     """Show one run: its steps, attempts, errors and timeline."""
-    from convergent.workflows import run_steps_of, status
+    from convergent.workflows import history, run_steps_of, status
 
-    try:
-        parsed = uuid.UUID(run_id)
-    except ValueError:
-        raise fail(f"{run_id!r} is not a run id: copy one from `convergent runs list`") from None
+    parsed = _run_id(run_id)
 
-    async def go() -> tuple[Any, list[Any]]:
+    async def go() -> tuple[Any, list[Any], list[Any]]:
         async with checked_store(database_url) as store:
-            return await status(store, parsed), await run_steps_of(store, parsed)
+            return (
+                await status(store, parsed),
+                await run_steps_of(store, parsed),
+                await history(store, parsed),
+            )
 
-    run, steps = run_async(go())
+    run, steps, actions = run_async(go())
     colour = _COLOURS.get(run.status, "cyan")
     console.print(f"[bold]{run.workflow}[/] {run.id}  [{colour}]{run.status}[/]  key={run.key}")
     console.print(f"created {run.created_at.isoformat()}  updated {run.updated_at.isoformat()}")
+    if run.version != "1":
+        console.print(f"version {run.version}")
+    if run.waiting_for:
+        console.print(f"[yellow]waiting for:[/] {run.waiting_for}")
     if run.error:
         console.print(f"[red]error:[/] {run.error}")
     if run.result is not None:
@@ -94,3 +101,75 @@ def show_command(run_id: str, database_url: DatabaseUrl = None) -> None:
             _short(s.error or s.result),
         )
     console.print(table)
+    for a in actions:
+        console.print(
+            f"{a.at.isoformat(timespec='seconds')}  {a.actor}  {a.action}  {a.outcome}"
+            + (f"  {a.detail}" if a.detail else "")
+        )
+
+
+def _run_id(raw: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise fail(f"{raw!r} is not a run id: copy one from `convergent runs list`") from None
+
+
+def actor() -> str:
+    """Who an action from this shell is recorded as."""
+    return f"cli:{getpass.getuser()}"
+
+
+async def _in_transaction(database_url: str | None, fn: Any) -> Any:
+    async with checked_store(database_url) as store, store.begin() as conn:
+        return await fn(conn)
+
+
+@runs_app.command("cancel")
+def cancel_command(run_id: str, database_url: DatabaseUrl = None) -> None:
+    """Cancel a run: its saga undoes the steps it completed, then it ends cancelled."""
+    from convergent.errors import RunNotResumable
+    from convergent.workflows import cancel, status
+
+    parsed = _run_id(run_id)
+
+    async def go() -> None:
+        async with checked_store(database_url) as store:
+            run = await status(store, parsed)
+            if run.done:
+                raise RunNotResumable(f"run {parsed} is already {run.status}: nothing to cancel")
+            async with store.begin() as conn:
+                await cancel(conn, parsed, actor=actor())
+
+    run_async(go())
+    console.print(f"cancel requested for run {parsed}: it compensates, then ends cancelled")
+
+
+@runs_app.command("resume")
+def resume_command(
+    run_id: str,
+    database_url: DatabaseUrl = None,
+    from_step: Annotated[
+        int | None, typer.Option(help="run again from this position (see `runs show`)")
+    ] = None,
+) -> None:
+    """Resume a failed or dead-lettered run from its last checkpoint (deploy the fix first)."""
+    from convergent.workflows import resume
+
+    parsed = _run_id(run_id)
+    at = run_async(
+        _in_transaction(
+            database_url, lambda c: resume(c, parsed, from_step=from_step, actor=actor())
+        )
+    )
+    console.print(f"[green]resumed[/] run {parsed} from position {at}")
+
+
+@runs_app.command("retry-step")
+def retry_step_command(run_id: str, database_url: DatabaseUrl = None) -> None:
+    """Run the step waiting out a retry backoff now."""
+    from convergent.workflows import retry_step
+
+    parsed = _run_id(run_id)
+    seq = run_async(_in_transaction(database_url, lambda c: retry_step(c, parsed, actor=actor())))
+    console.print(f"step at position {seq} of run {parsed} is due now")

@@ -3,8 +3,7 @@
 Each action is a function ``(store, target_id, params) -> message``, registered under a name
 (``run.cancel``, ``dead_letter.retry``, ...). `perform` records who asked, when and for what
 before it starts (``started``) and how it ended (``ok`` / ``failed``) after, so an action cut
-short by a crash still shows. More actions plug in with `register_action` (the resume and
-retry-step actions of issue 14 will).
+short by a crash still shows. More actions plug in with `register_action`.
 """
 
 from __future__ import annotations
@@ -142,17 +141,38 @@ async def _cancel_run(store: Store, target: str, _params: dict[str, str]) -> str
 
 
 async def _retry_letter(store: Store, target: str, _params: dict[str, str]) -> str:
-    from convergent.outbox import dlq
+    from convergent import dlq
 
-    row = await dlq.retry(store, target)
+    row = await dlq.retry(store, target, actor=None)  # `perform` records it
     return f"retried {row.source} dead letter {row.id}"
 
 
 async def _discard_letter(store: Store, target: str, _params: dict[str, str]) -> str:
-    from convergent.outbox import dlq
+    from convergent import dlq
 
-    row = await dlq.discard(store, target)
+    row = await dlq.discard(store, target, actor=None)
     return f"discarded dead letter {row.id}"
+
+
+async def _resume_run(store: Store, target: str, params: dict[str, str]) -> str:
+    from convergent.workflows import resume
+
+    run_id = _uuid(target, "run")
+    raw = params.get("from_step", "").strip()
+    if raw and not raw.isdigit():
+        raise ActionFailed(f"{raw!r} is not a step position (a number from the run's steps)")
+    async with store.begin() as conn:
+        at = await resume(conn, run_id, from_step=int(raw) if raw else None)
+    return f"run resumed from position {at}"
+
+
+async def _retry_step(store: Store, target: str, _params: dict[str, str]) -> str:
+    from convergent.workflows import retry_step
+
+    run_id = _uuid(target, "run")
+    async with store.begin() as conn:
+        seq = await retry_step(conn, run_id)
+    return f"the step at position {seq} runs now"
 
 
 def _letter_filter(params: dict[str, str]) -> LetterFilter:
@@ -218,6 +238,22 @@ for _action in (
         "Cancel run {target}? Its saga undoes the steps it completed, then the run ends cancelled.",
         _cancel_run,
         danger=True,
+    ),
+    Action(
+        "run.resume",
+        "run",
+        "Resume run",
+        "Resume run {target} from its last checkpoint (or the position given)? Deploy the fix "
+        "first: the failed step runs again at once.",
+        _resume_run,
+        params=("from_step",),
+    ),
+    Action(
+        "run.retry_step",
+        "run",
+        "Retry step now",
+        "Run the step of run {target} that waits out a retry backoff now?",
+        _retry_step,
     ),
     Action(
         "dead_letter.retry",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from convergent.http.guard import RequestGuard
 from convergent.http.lifespan import lifespan
 from convergent.http.middleware import (
     IdempotencyMiddleware,
@@ -15,6 +16,7 @@ from convergent.http.problem import Problem, install_problem_handlers
 __all__ = [
     "IdempotencyMiddleware",
     "Problem",
+    "RequestGuard",
     "Transaction",
     "after_commit",
     "header_principal",

@@ -7,6 +7,8 @@ where ``<code>`` is the error's stable code (documented in docs/reference/proble
 from __future__ import annotations
 
 import json
+import logging
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,15 +19,20 @@ try:
     from starlette.requests import Request
 except ImportError as exc:
     raise MissingExtra("fastapi", "convergent.http") from exc
+from opentelemetry import trace
 from starlette.responses import Response
 
 from convergent import errors
+
+log = logging.getLogger("convergent.http")
 
 __all__ = [
     "PROBLEM_BASE",
     "PROBLEM_CONTENT_TYPE",
     "Problem",
+    "current_trace_id",
     "install_problem_handlers",
+    "internal_error",
     "problem_for",
     "problem_response",
 ]
@@ -41,6 +48,7 @@ _STATUS: dict[type[errors.ConvergentError], int] = {
     errors.IdempotencyKeyInProgress: 409,
     errors.NotFound: 404,
     errors.RunNotFound: 404,
+    errors.RunNotResumable: 409,
     errors.AlreadyExists: 409,
     errors.InvalidTransition: 409,
     errors.StaleVersion: 412,
@@ -56,9 +64,12 @@ _STATUS: dict[type[errors.ConvergentError], int] = {
 _TITLES: dict[int, str] = {
     400: "Bad Request",
     401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found",
+    405: "Method Not Allowed",
     409: "Conflict",
     412: "Precondition Failed",
+    413: "Content Too Large",
     415: "Unsupported Media Type",
     422: "Unprocessable Content",
     428: "Precondition Required",
@@ -132,8 +143,10 @@ def problem_response(problem: Problem, instance: str | None = None) -> Response:
 def install_problem_handlers(app: Any) -> None:
     """Make a Starlette/FastAPI app answer every error as problem+json.
 
-    Covers ``Problem``, convergent's own errors, HTTP errors raised by the framework and FastAPI's
-    request validation errors (with the offending fields listed under ``errors``).
+    Covers ``Problem``, convergent's own errors, HTTP errors raised by the framework (404, 405 with
+    ``Allow``), FastAPI's request validation errors (with the offending fields listed under
+    ``errors``) and any other exception: a 500 of type ``internal-error`` carrying only a
+    ``trace_id``, which the server log line with the traceback carries too.
     """
 
     async def on_problem(request: Request, exc: Exception) -> Response:
@@ -151,7 +164,13 @@ def install_problem_handlers(app: Any) -> None:
         headers = dict(exc.headers or {})
         return Problem(exc.status_code, code, detail, headers=headers).to_response(request.url.path)
 
+    async def on_unhandled(request: Request, exc: Exception) -> Response:
+        trace_id = current_trace_id()
+        log.error("unhandled error (trace_id=%s)", trace_id, exc_info=exc)
+        return internal_error(trace_id).to_response(request.url.path)
+
     app.add_exception_handler(Problem, on_problem)
+    app.add_exception_handler(Exception, on_unhandled)
     app.add_exception_handler(errors.ConvergentError, on_convergent)
     app.add_exception_handler(HTTPException, on_http)
     try:  # FastAPI is optional here: a plain Starlette app has no request validation errors
@@ -173,6 +192,24 @@ def install_problem_handlers(app: Any) -> None:
         ).to_response(request.url.path)
 
     app.add_exception_handler(RequestValidationError, on_validation)
+
+
+def current_trace_id() -> str:
+    """The active OpenTelemetry trace id, or a fresh random one to find the log line by."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        return format(context.trace_id, "032x")
+    return secrets.token_hex(16)
+
+
+def internal_error(trace_id: str) -> Problem:
+    """The answer to a bug: a stable type and a trace id, never the exception's text."""
+    return Problem(
+        500,
+        "internal-error",
+        "the server failed to answer; report the trace_id to its operator",
+        trace_id=trace_id,
+    )
 
 
 def _jsonable(value: Any) -> bool:

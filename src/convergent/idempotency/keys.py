@@ -80,7 +80,7 @@ def fingerprint(method: str, target: str, content_type: str, body: bytes) -> str
     if body and _is_json(content_type):
         try:
             body = canonical_json(json.loads(body)).encode()
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeError, RecursionError) as exc:  # too deep: RecursionError
             raise InvalidBody(f"the body is not valid JSON: {exc}") from None
     digest = hashlib.sha256()
     for part in (method.upper().encode(), target.encode(), body):

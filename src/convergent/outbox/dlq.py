@@ -1,6 +1,7 @@
 """Dead letters from every source, and a registry of how each source retries one.
 
-An engine registers its retry action once (``register_retry("workflow", fn)``); the CLI
+An engine registers its retry action once (``register_retry("workflow", fn)``; `convergent.dlq`
+registers the workflow and webhook ones, and is what operators use); the CLI
 (``convergent dlq retry``) looks it up by the row's ``source``. The action runs in the same
 transaction that marks the row ``retried``.
 """
@@ -18,14 +19,17 @@ from convergent.errors import ConfigurationError, NotFound
 from convergent.messages import Message
 from convergent.outbox.emit import insert_messages
 from convergent.store import Store, store_of
-from convergent.store.schema import dead_letters
+from convergent.store.schema import dead_letters, parked
 
 __all__ = [
+    "DISCARD_ACTIONS",
     "RETRY_ACTIONS",
     "discard",
     "get_dead_letter",
     "list_dead_letters",
+    "register_discard",
     "register_retry",
+    "resolve",
     "retry",
 ]
 
@@ -35,9 +39,18 @@ RetryAction = Callable[[AsyncConnection, Any], Awaitable[None]]
 RETRY_ACTIONS: dict[str, RetryAction] = {}
 
 
+#: source -> what else "discard" does (consumer letters: let the key's parked messages go)
+DISCARD_ACTIONS: dict[str, RetryAction] = {}
+
+
 def register_retry(source: str, action: RetryAction) -> None:
     """Declare how dead letters of ``source`` are retried (called with the locked row)."""
     RETRY_ACTIONS[source] = action
+
+
+def register_discard(source: str, action: RetryAction) -> None:
+    """Declare what discarding a dead letter of ``source`` does besides marking it."""
+    DISCARD_ACTIONS[source] = action
 
 
 async def list_dead_letters(
@@ -75,18 +88,22 @@ async def retry(store: Store, dead_letter_id: str) -> Any:
                 f"no retry action for source {row.source!r}; its engine must call register_retry()"
             )
         await action(conn, row)
-        await _resolve(conn, row.id, "retried")
+        await resolve(conn, row.id, "retried")
     return row
 
 
 async def discard(store: Store, dead_letter_id: str) -> Any:
     async with store.begin() as conn:
         row = await get_dead_letter(conn, dead_letter_id, lock=True)
-        await _resolve(conn, row.id, "discarded")
+        action = DISCARD_ACTIONS.get(row.source)
+        if action is not None and row.status == "dead":
+            await action(conn, row)
+        await resolve(conn, row.id, "discarded")
     return row
 
 
-async def _resolve(conn: AsyncConnection, row_id: uuid.UUID, status: str) -> None:
+async def resolve(conn: AsyncConnection, row_id: uuid.UUID, status: str) -> None:
+    """Mark a dead letter ``retried`` or ``discarded``, now."""
     await conn.execute(
         sa.update(dead_letters)
         .where(dead_letters.c.id == row_id)
@@ -104,5 +121,23 @@ async def _republish(conn: AsyncConnection, row: Any) -> None:
     await insert_messages(conn, [Message.from_envelope(p["topic"], p["key"], p["envelope"])])
 
 
+async def _retry_consumer_letter(conn: AsyncConnection, row: Any) -> None:
+    """A parked letter is handled again by its group, ahead of the messages parked behind it;
+    without a park (``on_dead_letter="skip"``) it is published again."""
+    result = await conn.execute(
+        sa.update(parked)
+        .where(parked.c.dead_letter_id == row.id)
+        .values(dead_letter_id=None, attempts=0, next_attempt_at=None)
+    )
+    if not result.rowcount:
+        await _republish(conn, row)
+
+
+async def _discard_consumer_letter(conn: AsyncConnection, row: Any) -> None:
+    """The letter's key goes on with the messages parked behind it."""
+    await conn.execute(sa.delete(parked).where(parked.c.dead_letter_id == row.id))
+
+
 register_retry("outbox", _republish)
-register_retry("consumer", _republish)
+register_retry("consumer", _retry_consumer_letter)
+register_discard("consumer", _discard_consumer_letter)

@@ -226,7 +226,12 @@ class Relay:
                 if err is None or isinstance(err, NotSent):  # not sent: not an attempt
                     continue
                 attempt = row.attempts + 1
-                when = self.retry.next_attempt_at(attempt, now)
+                # the deadline counts from the message's creation (read only on failure: the
+                # hot path selects no timestamps)
+                first = await conn.scalar(
+                    sa.select(outbox.c.created_at).where(outbox.c.id == row.id)
+                )
+                when = self.retry.next_attempt_at(attempt, now, first_attempt_at=first)
                 reason = f"{type(err).__name__}: {err}"
                 if when is None:
                     await _dead_letter(conn, row, attempt, reason, now)

@@ -74,18 +74,19 @@ WITH f AS (
 ), s AS (
   INSERT INTO convergent_run_steps AS t
     (run_id, seq, kind, name, status, idempotency_key, attempts, next_attempt_at, result,
-     error, updated_at)
+     error, updated_at, first_attempt_at)
   SELECT x.run_id, x.seq, x.kind, x.name, x.status, x.idempotency_key, x.attempts,
-     x.next_attempt_at, x.result, x.error, x.updated_at
+     x.next_attempt_at, x.result, x.error, x.updated_at, x.first_attempt_at
   FROM {_rows("steps")} AS x(run_id uuid, seq int, kind text, name text, status text,
      idempotency_key text, attempts int, next_attempt_at timestamptz, result jsonb, error text,
-     updated_at timestamptz, owner text)
+     updated_at timestamptz, first_attempt_at timestamptz, owner text)
   WHERE x.run_id IN (SELECT id FROM h UNION ALL SELECT id FROM f UNION ALL SELECT id FROM p
      UNION ALL SELECT id FROM c)
   ON CONFLICT (run_id, seq) DO UPDATE SET kind = excluded.kind, name = excluded.name,
      status = excluded.status, idempotency_key = excluded.idempotency_key,
      attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at,
-     result = excluded.result, error = excluded.error, updated_at = excluded.updated_at
+     result = excluded.result, error = excluded.error, updated_at = excluded.updated_at,
+     first_attempt_at = excluded.first_attempt_at
   WHERE t.status <> 'completed'
   RETURNING 1
 )
@@ -122,13 +123,13 @@ def _strip(kind: str, row: dict[str, Any]) -> dict[str, Any]:
 START_SQL = sa.text(f"""
 WITH x AS (
   SELECT * FROM {_rows("runs")} AS x(id uuid, workflow text, key text, queue text,
-     status text, args jsonb, next_at timestamptz, lease_owner text, lease_until timestamptz,
-     created_at timestamptz)
+     version text, status text, args jsonb, next_at timestamptz, lease_owner text,
+     lease_until timestamptz, created_at timestamptz)
 ), ins AS (
-  INSERT INTO convergent_runs (id, workflow, key, queue, status, args, attempts, next_at,
-     lease_owner, lease_until, cancel_requested, created_at, updated_at)
-  SELECT id, workflow, key, queue, status, args, 0, next_at, lease_owner, lease_until, false,
-     created_at, created_at
+  INSERT INTO convergent_runs (id, workflow, key, queue, version, status, args, attempts,
+     next_at, lease_owner, lease_until, cancel_requested, created_at, updated_at)
+  SELECT id, workflow, key, queue, version, status, args, 0, next_at, lease_owner, lease_until,
+     false, created_at, created_at
   FROM x
   ON CONFLICT (workflow, key) DO NOTHING
   RETURNING id, workflow, key
@@ -147,6 +148,7 @@ def start_params(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "workflow",
         "key",
         "queue",
+        "version",
         "status",
         "args",
         "next_at",

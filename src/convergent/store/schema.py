@@ -26,11 +26,16 @@ __all__ = [
     "metadata",
     "operator_actions",
     "outbox",
+    "parked",
+    "queues",
     "replies",
     "resource_history",
+    "run_children",
     "run_events",
     "run_steps",
     "runs",
+    "schedule_ticks",
+    "schedules",
     "webhook_attempts",
     "webhook_deliveries",
     "webhook_endpoints",
@@ -222,6 +227,8 @@ runs = sa.Table(
     sa.Column("workflow", sa.String(255), nullable=False),
     sa.Column("key", sa.String(255), nullable=False),  # the run's idempotency key
     sa.Column("queue", sa.String(64), nullable=False, server_default="default"),
+    # the workflow's code version when the run started; only workers serving it claim the run
+    sa.Column("version", sa.String(64), nullable=False, server_default="1"),
     # pending | running | compensating | completed | failed | cancelled
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("args", JSONType, nullable=False),
@@ -232,6 +239,8 @@ runs = sa.Table(
     sa.Column("lease_owner", sa.String(64), nullable=True),
     sa.Column("lease_until", UTCDateTime(), nullable=True),
     sa.Column("cancel_requested", sa.Boolean(), nullable=False, server_default=sa.false()),
+    # why a due run is not taken (no worker serves its version); None once a worker claims it
+    sa.Column("waiting_for", sa.Text(), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.UniqueConstraint("workflow", "key"),
@@ -240,6 +249,8 @@ runs = sa.Table(
     # the console: runs in a state, newest first (ids are UUIDv7), and a run by its key
     sa.Index("ix_convergent_runs_status_id", "status", "id"),
     sa.Index("ix_convergent_runs_key", "key"),
+    # fleet queues (migration 0010): higher runs first within a queue that declares limits
+    sa.Column("priority", sa.Integer(), nullable=False, server_default="0"),
 )
 
 #: the checkpoints of a run, by position: steps, timers, waits and compensations
@@ -258,6 +269,8 @@ run_steps = sa.Table(
     sa.Column("result", JSONType, nullable=True),
     sa.Column("error", sa.Text(), nullable=True),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    # when the step's first attempt began: its retry policy's time limit counts from it
+    sa.Column("first_attempt_at", UTCDateTime(), nullable=True),
 )
 
 #: events sent to runs (callbacks, partial fills); the dedupe key drops a second copy
@@ -396,4 +409,87 @@ operator_actions = sa.Table(
     sa.Column("outcome", sa.String(16), nullable=False),  # started | ok | failed
     sa.Column("detail", sa.Text(), nullable=True),
     sa.Index("ix_convergent_operator_actions_target", "target_kind", "target_id", "at"),
+)
+
+# parked messages (migration 0007) ------------------------------------------------------------
+
+#: a consumer group's messages of a key held behind a dead letter of that key, in arrival order
+#: (the head row is the letter's own message while ``dead_letter_id`` is set)
+parked = sa.Table(
+    "convergent_parked",
+    metadata,
+    sa.Column(
+        "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True
+    ),  # arrival order
+    sa.Column("consumer_group", sa.String(255), nullable=False),
+    sa.Column("topic", sa.String(255), nullable=False),
+    sa.Column("key", sa.String(255), nullable=False),
+    sa.Column("message_id", sa.String(255), nullable=False),
+    sa.Column("envelope", JSONType, nullable=False),
+    sa.Column("dead_letter_id", sa.Uuid(), nullable=True, index=True),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=True),
+    sa.Column("parked_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_convergent_parked_group_topic_key", "consumer_group", "topic", "key", "id"),
+)
+
+# schedules, child runs, fleet queues (migration 0010) ------------------------------------------
+
+#: a workflow started on a cron expression or fixed interval; ``next_at`` is the next tick due
+schedules = sa.Table(
+    "convergent_schedules",
+    metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("workflow", sa.String(255), nullable=False),
+    sa.Column("cron", sa.String(255), nullable=True),
+    sa.Column("every_seconds", sa.Float(), nullable=True),
+    sa.Column("timezone", sa.String(64), nullable=False, server_default="UTC"),
+    sa.Column("catch_up", sa.String(16), nullable=False),  # skip | latest | all
+    sa.Column("args", JSONType, nullable=True),
+    sa.Column("queue", sa.String(64), nullable=True),
+    sa.Column("spec", sa.String(1024), nullable=False),  # the definition; a change re-plans
+    sa.Column("paused", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("next_at", UTCDateTime(), nullable=True),
+    sa.Column("triggered_at", UTCDateTime(), nullable=True),  # a manual run asked for
+    sa.Column("last_tick_at", UTCDateTime(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_convergent_schedules_next_at", "next_at"),
+)
+
+#: one row per tick fired: the primary key makes a tick start its run once across all workers
+schedule_ticks = sa.Table(
+    "convergent_schedule_ticks",
+    metadata,
+    sa.Column("schedule", sa.String(255), primary_key=True),
+    sa.Column("tick_at", UTCDateTime(), primary_key=True),
+    sa.Column("run_id", sa.Uuid(), nullable=False),
+    sa.Column("manual", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+#: a run started by another with ``ctx.child``: the parent waits on rows still ``waiting``
+run_children = sa.Table(
+    "convergent_run_children",
+    metadata,
+    sa.Column("parent_id", sa.Uuid(), primary_key=True),
+    sa.Column("seq", sa.Integer(), primary_key=True),
+    sa.Column("child_id", sa.Uuid(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # waiting | done | cancelled
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_convergent_run_children_status", "status"),
+    sa.Index("ix_convergent_run_children_child_id", "child_id"),
+)
+
+#: limits shared by every worker of a named queue; ``tokens`` is its rate-limit bucket
+queues = sa.Table(
+    "convergent_queues",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("concurrency", sa.Integer(), nullable=True),
+    sa.Column("rate_limit", sa.Integer(), nullable=True),
+    sa.Column("rate_period", sa.Float(), nullable=True),
+    sa.Column("tokens", sa.Float(), nullable=False, server_default="0"),
+    sa.Column("refilled_at", UTCDateTime(), nullable=True),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
 )

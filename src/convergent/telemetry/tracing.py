@@ -8,10 +8,9 @@ it off; ``OTEL_SERVICE_NAME`` names the process (default ``convergent-<command>`
 
 from __future__ import annotations
 
-import os
-
 from opentelemetry import trace
 
+from convergent import settings
 from convergent.errors import MissingExtra
 
 __all__ = ["configure_tracing", "tracing_requested"]
@@ -24,11 +23,12 @@ _ASKED_BY = (
 
 
 def tracing_requested() -> bool:
-    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+    env = settings.otel_environment()
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return False
-    if os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":
+    if env.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":
         return False
-    return any(os.environ.get(name) for name in _ASKED_BY)
+    return any(env.get(name) for name in _ASKED_BY)
 
 
 def configure_tracing(service: str) -> bool:
@@ -45,9 +45,10 @@ def configure_tracing(service: str) -> bool:
         )
     except ImportError as exc:
         raise MissingExtra("otel", "OpenTelemetry traces (OTEL_* is set)") from exc
-    defaults = {} if os.environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: service}
+    env = settings.otel_environment()
+    defaults = {} if env.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: service}
     provider = TracerProvider(resource=Resource.create(defaults))
-    exporters = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").split(",")
+    exporters = env.get("OTEL_TRACES_EXPORTER", "otlp").split(",")
     for name in (e.strip().lower() for e in exporters):
         exporter: SpanExporter
         if name == "console":

@@ -155,7 +155,10 @@ class EmbeddedSubscription(Subscription):
         self.group = group
         self.options = options
         self.leases = PartitionLeases(
-            f"log/{group}/{topic.name}", topic.partitions, secrets.token_hex(6), ttl=15.0
+            f"log/{group}/{topic.name}",
+            topic.partitions,
+            secrets.token_hex(6),
+            ttl=options.ack_wait / 2,  # a dead member's partitions move on after this
         )
         self._where = (log_offsets.c.consumer_group == group) & (log_offsets.c.topic == topic.name)
 

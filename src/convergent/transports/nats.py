@@ -1,9 +1,16 @@
 """``nats://host:4222``: NATS JetStream (the only module that imports ``nats``).
 
-One stream per topic capturing ``<topic>.>``; a message goes to subject ``<topic>.<key>`` with
-its CloudEvents attributes as ``ce-`` headers and ``Nats-Msg-Id`` = its id, so a republish within
-the stream's duplicate window is dropped by the server. Entity topics keep the latest message per
-subject (``max_msgs_per_subject=1``). Consumers are durable pull consumers with explicit acks.
+One stream per topic capturing ``<topic>.>``; a message goes to subject
+``<topic>.<partition>.<key>`` (the partition is crc32(key) mod the topic's partitions, as on the
+embedded log) with its CloudEvents attributes as ``ce-`` headers and ``Nats-Msg-Id`` = its id, so
+a republish within the stream's duplicate window is dropped by the server. Entity topics keep the
+latest message per subject (``max_msgs_per_subject=1``).
+
+A consumer group is one durable pull consumer per partition (filter ``<topic>.<partition>.>``)
+with ``max_ack_pending=1``: the server hands out a partition's next message only once the previous
+one is acked, so a message waiting for its retry (``nak`` with a delay, or redelivery after its
+consumer died) holds back the rest of its partition, across every process of the group, while the
+other partitions flow. The cost: one message in flight per partition.
 
 A cluster is several seed URLs, comma-separated; ``?replicas=3`` makes each stream replicated:
 ``nats://10.0.0.1:4222,10.0.0.2:4222,10.0.0.3:4222?replicas=3``.
@@ -15,10 +22,12 @@ import asyncio
 import contextlib
 import functools
 import itertools
+import json
 import logging
 import re
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import Any
 from urllib.parse import parse_qs, quote, unquote
 
 from convergent.errors import MissingExtra
@@ -36,7 +45,7 @@ from convergent.errors import ConfigurationError, NotSent, TransportError
 from convergent.messages import Message
 from convergent.outages import Outage, describe
 from convergent.settings import mask
-from convergent.topics import TOPICS, Topic, TopicKind
+from convergent.topics import TOPICS, Topic, TopicKind, partition_for
 from convergent.transports.base import Delivery, Subscription, SubscriptionOptions, Transport
 
 log = logging.getLogger(__name__)
@@ -55,9 +64,14 @@ def durable_for(group: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", group)
 
 
-def subject_for(topic: str, key: str) -> str:
-    """``<topic>.<key>``; characters NATS reserves (``.``, ``*``, ``>``, spaces) are %-escaped."""
-    return f"{topic}.{quote(key, safe='') if _UNSAFE.search(key) or not key else key}"
+def subject_for(topic: str, key: str, partitions: int | None = None) -> str:
+    """``<topic>.<partition>.<key>``; characters NATS reserves (``*``, ``>``, spaces) are
+    %-escaped. ``partitions`` defaults to the declared topic's."""
+    if partitions is None:
+        spec = TOPICS.get(topic)
+        partitions = spec.partitions if spec else 8  # 8: Topic's default
+    partition = partition_for(key, partitions)
+    return f"{topic}.{partition}.{quote(key, safe='') if _UNSAFE.search(key) or not key else key}"
 
 
 def parse_nats_url(url: str) -> tuple[list[str], int]:
@@ -94,6 +108,7 @@ class NatsTransport(Transport):
         self._js: JetStreamContext | None = None
         self._acks: _Acks | None = None
         self._topics: set[str] = set()
+        self.partitions: dict[str, int] = {}  # topic -> its stream's partition count
         self._lock = asyncio.Lock()
         self._outage = Outage(f"NATS at {mask(url)}", log)
 
@@ -144,21 +159,40 @@ class NatsTransport(Transport):
             await nc.drain()
 
     async def ensure_topic(self, topic: Topic) -> None:
+        """Create or update the topic's stream. Its partition count is recorded in the stream's
+        description by whoever created it and read from there, so a process that never
+        declared the topic (a relay without ``--import``) still publishes to the right one."""
         if topic.name in self._topics:
             return
         await self.start()
-        config = api.StreamConfig(
-            name=stream_name(topic.name),
-            subjects=[f"{topic.name}.>"],
-            duplicate_window=self.duplicate_window,
-            max_msgs_per_subject=1 if topic.kind is TopicKind.ENTITY else -1,
-            storage=api.StorageType.FILE,
-            num_replicas=self.replicas,
-        )
-        try:
-            await self.js.add_stream(config)
-        except BadRequestError:
-            await self.js.update_stream(config)
+        name = stream_name(topic.name)
+        for _ in range(3):
+            try:
+                info: api.StreamInfo | None = await self.js.stream_info(name)
+            except NotFoundError:
+                info = None
+            recorded = _recorded_partitions(info.config.description if info else None)
+            partitions = recorded or topic.partitions
+            config = api.StreamConfig(
+                name=name,
+                description=f"convergent topic {topic.name}; partitions={partitions}",
+                subjects=[f"{topic.name}.>"],
+                duplicate_window=self.duplicate_window,
+                max_msgs_per_subject=1 if topic.kind is TopicKind.ENTITY else -1,
+                storage=api.StorageType.FILE,
+                num_replicas=self.replicas,
+            )
+            try:
+                if info is None:
+                    await self.js.add_stream(config)
+                else:
+                    await self.js.update_stream(config)
+            except BadRequestError:
+                if info is not None:
+                    raise
+                continue  # created meanwhile by another process: read what it recorded
+            break
+        self.partitions[topic.name] = partitions
         self._topics.add(topic.name)
 
     async def publish(self, messages: Sequence[Message]) -> list[BaseException | None]:
@@ -169,27 +203,34 @@ class NatsTransport(Transport):
         except Exception as exc:
             return [TransportError(f"NATS unavailable: {exc}")] * len(messages)
         assert self._acks is not None  # set by start()
-        return await _KeyChains(self._acks, messages).run(self.publish_timeout)
+        return await _KeyChains(self._acks, messages, self.partitions).run(self.publish_timeout)
 
     async def subscribe(
         self, topic: Topic, group: str, options: SubscriptionOptions | None = None
     ) -> Subscription:
         options = options or SubscriptionOptions()
         await self.ensure_topic(topic)
-        config = api.ConsumerConfig(
-            durable_name=durable_for(group),
-            ack_policy=api.AckPolicy.EXPLICIT,
-            deliver_policy=api.DeliverPolicy.ALL,
-            ack_wait=options.ack_wait,
-            max_deliver=options.max_deliver + 1,  # one spare: the consumer dead-letters first
-        )
-        sub = await self.js.pull_subscribe(
-            f"{topic.name}.>",
-            durable=durable_for(group),
-            stream=stream_name(topic.name),
-            config=config,
-        )
-        return NatsSubscription(topic, sub)
+        assert self._nc is not None  # set by start() in ensure_topic
+        stream = stream_name(topic.name)
+        durables = []
+        for p in range(self.partitions[topic.name]):
+            config = api.ConsumerConfig(
+                durable_name=f"{durable_for(group)}_p{p}",
+                filter_subject=f"{topic.name}.{p}.>",
+                ack_policy=api.AckPolicy.EXPLICIT,
+                deliver_policy=api.DeliverPolicy.ALL,
+                ack_wait=options.ack_wait,
+                max_deliver=options.max_deliver + 1,  # one spare: the consumer dead-letters first
+                max_ack_pending=1,  # order per partition, across every member of the group
+            )
+            try:
+                await self.js.add_consumer(stream, config)
+            except BadRequestError:  # exists with other settings (an older ack_wait...): keep it
+                await self.js.consumer_info(stream, config.durable_name or "")
+            durables.append(config.durable_name or "")
+        sub = NatsSubscription(self._nc, topic, stream, durables, options.ack_wait)
+        await sub.start()
+        return sub
 
     async def delete_topic(self, topic: str) -> None:
         """Remove the topic's stream (tests and operators)."""
@@ -300,11 +341,13 @@ class _KeyChains:
     error reply, an ack lost with a dropped connection) is never overtaken on the broker by a
     later one of its key; those behind it answer ``NotSent``."""
 
-    def __init__(self, acks: _Acks, messages: Sequence[Message]) -> None:
+    def __init__(
+        self, acks: _Acks, messages: Sequence[Message], partitions: dict[str, int]
+    ) -> None:
         self.acks = acks
         self.messages = messages
         self.results: list[BaseException | None] = [None] * len(messages)
-        self.subjects = [subject_for(m.topic, m.key) for m in messages]
+        self.subjects = [subject_for(m.topic, m.key, partitions.get(m.topic)) for m in messages]
         self.behind: dict[str, deque[int]] = {}
         self.ready: deque[int] = deque()  # sendable now: the first of each key, then successors
         for i, subject in enumerate(self.subjects):
@@ -394,18 +437,29 @@ class _KeyChains:
         self.wake.set()
 
 
+def _recorded_partitions(description: str | None) -> int | None:
+    found = re.search(r"partitions=(\d+)", description or "")
+    return int(found.group(1)) if found else None
+
+
+def _partition_of(topic: str, subject: str) -> int:
+    """The partition token of ``<topic>.<partition>.<key>`` (keys may hold dots)."""
+    return int(subject[len(topic) + 1 :].partition(".")[0])
+
+
 class NatsDelivery(Delivery):
     def __init__(self, topic: str, msg: Msg) -> None:
         self.msg = msg
         headers = dict(msg.headers or {})
         body = msg.data or None
+        partition, _, key = msg.subject[len(topic) + 1 :].partition(".")
         self.message = Message.from_ce_headers(topic, headers, body)
         if self.message.key == "":
             self.message = Message.from_ce_headers(
-                topic, {**headers, "ce-subject": unquote(msg.subject.split(".", 1)[1])}, body
+                topic, {**headers, "ce-subject": unquote(key)}, body
             )
         self.attempt = msg.metadata.num_delivered
-        self.order_key = msg.subject
+        self.order_key = f"p{partition}"
 
     async def ack(self) -> None:
         await self.msg.ack()
@@ -418,16 +472,76 @@ class NatsDelivery(Delivery):
 
 
 class NatsSubscription(Subscription):
-    def __init__(self, topic: Topic, sub: JetStreamContext.PullSubscription) -> None:
+    """Pulls one message at a time from each partition's consumer, all into one inbox.
+
+    A pull request stays open on the server until a message is free for it (the partition's
+    previous one acked) or it expires; one is kept open per partition, so an ack is followed by
+    the partition's next message without a round trip of ours."""
+
+    def __init__(
+        self, nc: Client, topic: Topic, stream: str, durables: list[str], ack_wait: float
+    ) -> None:
+        self.nc = nc
         self.topic = topic
-        self.sub = sub
+        self.durables = durables
+        self.requests = [f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{d}" for d in durables]
+        self.inbox = nc.new_inbox()
+        # short-lived requests: one left behind by a closed member would take a message and
+        # hold its partition until ack_wait
+        self.expires = min(5.0, max(0.5, ack_wait / 4))
+        self.open: dict[int, float] = {}  # partition -> when its pull request expires
+        self.ready: deque[Msg] = deque()
+        self.wake = asyncio.Event()
+        self._sub: Any = None
+
+    async def start(self) -> None:
+        self._sub = await self.nc.subscribe(self.inbox + ".*", cb=self._on_msg)
+
+    async def _on_msg(self, msg: Msg) -> None:
+        status = (msg.headers or {}).get("Status") if not msg.data else None
+        if status == "100":  # idle heartbeat
+            return
+        if status is None:  # a message: it comes on its own subject, <topic>.<partition>.<key>
+            self.open.pop(_partition_of(self.topic.name, msg.subject), None)
+            self.ready.append(msg)
+        else:  # the request ended (408 expired...): it was sent with reply <inbox>.<partition>
+            self.open.pop(int(msg.subject.rsplit(".", 1)[1]), None)
+        self.wake.set()
+
+    async def _pull(self) -> None:
+        now = asyncio.get_running_loop().time()
+        for p, request in enumerate(self.requests):
+            if self.open.get(p, 0.0) > now:
+                continue
+            self.open[p] = now + self.expires + 1.0  # the server answers 408 by then
+            body = json.dumps({"batch": 1, "expires": int(self.expires * 1e9)}).encode()
+            await self.nc.publish(request, body, reply=f"{self.inbox}.{p}")
 
     async def fetch(self, max_messages: int, timeout: float) -> list[Delivery]:
-        try:
-            msgs = await self.sub.fetch(max_messages, timeout=max(timeout, 0.05))
-        except TimeoutError:  # nats raises its own subclass or a bare asyncio.TimeoutError
-            return []
-        return [NatsDelivery(self.topic.name, m) for m in msgs]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                await self._pull()
+            except Exception as exc:
+                raise TransportError(f"NATS fetch failed: {exc}") from exc
+            if self.ready:
+                out: list[Delivery] = []
+                while self.ready and len(out) < max_messages:
+                    out.append(NatsDelivery(self.topic.name, self.ready.popleft()))
+                return out
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return []
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), min(remaining, self.expires))
 
     async def close(self) -> None:
-        await self.sub.unsubscribe()
+        if self._sub is not None:
+            sub, self._sub = self._sub, None
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        while self.ready:  # taken but never handed out: let another member have them now
+            with contextlib.suppress(Exception):
+                await self.ready.popleft().nak()

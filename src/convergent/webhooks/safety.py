@@ -63,10 +63,13 @@ async def check_destination(url: str, allow: AllowList | None = None) -> None:
     """Raise `UnsafeDestination` unless ``url`` is http(s) and every address it resolves to is
     public or allowed."""
     allow = AllowList.from_env() if allow is None else allow
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:  # e.g. "http://[::1/hook" or a port out of range
+        raise UnsafeDestination(f"the callback URL is malformed: {exc}") from None
     if parts.scheme not in ("http", "https"):
         raise UnsafeDestination(f"only http and https callbacks are allowed, not {parts.scheme!r}")
-    host = parts.hostname
     if not host:
         raise UnsafeDestination("the callback URL has no host")
     if allow.allows_host(host):
@@ -74,7 +77,7 @@ async def check_destination(url: str, allow: AllowList | None = None) -> None:
     try:
         addresses: list[IPAddress] = [ipaddress.ip_address(host)]
     except ValueError:
-        addresses = await _resolve(host, parts.port or (443 if parts.scheme == "https" else 80))
+        addresses = await _resolve(host, port or (443 if parts.scheme == "https" else 80))
     for address in addresses:
         if not (_is_public(address) or allow.allows_address(address)):
             raise UnsafeDestination(

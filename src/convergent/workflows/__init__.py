@@ -18,13 +18,16 @@ from convergent.workflows._api import (
     status,
     submit,
 )
-from convergent.workflows._context import StepContext, WorkflowContext
+from convergent.workflows._context import LeaseLost, StepContext, WorkflowContext
+from convergent.workflows._operate import RunAction, history, resume, retry_step
 from convergent.workflows._registry import Step, Workflow, get_workflow, registered, step, workflow
 from convergent.workflows._worker import Worker
 from convergent.workflows.saga import Saga
 
 __all__ = [
     "RUNS_CHANNEL",
+    "LeaseLost",
+    "RunAction",
     "RunInfo",
     "Saga",
     "Step",
@@ -35,9 +38,12 @@ __all__ = [
     "WorkflowContext",
     "cancel",
     "get_workflow",
+    "history",
     "list_runs",
     "registered",
     "result",
+    "resume",
+    "retry_step",
     "run_steps_of",
     "send",
     "start",

@@ -26,6 +26,7 @@ from convergent.store import Store, store_of
 from convergent.store.schema import run_events, run_steps, runs
 from convergent.workflows._batch import Batcher
 from convergent.workflows._committer import DONE_CHANNEL, Finished, add_done_waiter, local_active
+from convergent.workflows._operate import record_action
 from convergent.workflows._registry import Workflow, registered
 from convergent.workflows._statements import ACTIVE, FINAL, RUNS_CHANNEL
 from convergent.workflows._worker import Worker, local_workers
@@ -59,6 +60,9 @@ class RunInfo:
     next_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    version: str = "1"
+    #: why no worker takes the run (the version it started with is served by none of them)
+    waiting_for: str | None = None
 
     @property
     def done(self) -> bool:
@@ -77,6 +81,7 @@ class StepInfo:
     result: Any
     error: str | None
     updated_at: datetime
+    first_attempt_at: datetime | None = None
 
 
 def _run_row(
@@ -92,6 +97,7 @@ def _run_row(
         "workflow": workflow.name,
         "key": key or str(run_id),
         "queue": queue or workflow.queue,
+        "version": workflow.version,
         "status": "pending",
         # the trace of the request or message that started the run, for the run to continue
         "args": {"args": workflow.codec.encode_args(args), **_trace()},
@@ -176,7 +182,7 @@ class _StoreBatchers:
         taken: dict[uuid.UUID, Worker] = {}
         for row in rows:
             for worker in workers:
-                if worker.reserve(row["workflow"], row["queue"]):
+                if worker.reserve(row["workflow"], row["queue"], row["version"]):
                     taken[row["id"]] = worker
                     row.update(
                         status="running",
@@ -205,7 +211,7 @@ class _StoreBatchers:
             if holder is None:
                 continue
             if run_id == row["id"]:
-                holder.adopt(run_id, row["workflow"], row["args"], row["queue"])
+                holder.adopt(run_id, row["workflow"], row["version"], row["args"], row["queue"])
             else:  # the key named an existing run; it is not ours to run
                 holder.unreserve(row["queue"])
         return ids
@@ -279,10 +285,14 @@ async def send(
     return True
 
 
-async def cancel(conn: AsyncConnection, run_id: uuid.UUID) -> None:
+async def cancel(conn: AsyncConnection, run_id: uuid.UUID, *, actor: str | None = None) -> None:
     """Cancel a run, in the caller's transaction: at once if it never started, else its saga
-    compensates first."""
+    compensates first. With an ``actor``, the request is recorded in the run's history."""
     store = store_of(conn)
+    if actor is not None:
+        await record_action(
+            conn, actor=actor, action="run.cancel", target_kind="run", target_id=str(run_id)
+        )
     now = store.clock.now()
     r = runs.c
     unstarted = await conn.execute(
@@ -351,6 +361,7 @@ async def run_steps_of(store: Store, run_id: uuid.UUID) -> list[StepInfo]:
             r.result,
             r.error,
             r.updated_at,
+            r.first_attempt_at,
         )
         for r in rows
     ]
@@ -424,4 +435,6 @@ def _info(row: Any) -> RunInfo:
         row.next_at,
         row.created_at,
         row.updated_at,
+        row.version,
+        row.waiting_for,
     )

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -35,16 +35,20 @@ from convergent.workflows._metrics import Attempt, dead_lettered, retried
 from convergent.workflows._statements import Statements
 
 if TYPE_CHECKING:
-    from convergent.workflows._registry import Step
+    from convergent.workflows._registry import Step, Workflow
+
+T = TypeVar("T")
 
 __all__ = [
     "Interrupted",
+    "LeaseLost",
     "RunContext",
     "StepContext",
     "StepRecord",
     "Suspend",
     "WorkflowContext",
     "current_run",
+    "hold",
 ]
 
 log = logging.getLogger("convergent.workflows")
@@ -92,6 +96,18 @@ class Interrupted(BaseException):
     saga nor workflow code mistakes a database restart for the business failing."""
 
 
+async def hold(conn: AsyncConnection, run_id: uuid.UUID, owner: str) -> None:
+    """Go on only while ``owner`` holds the run; its row stays share-locked to the commit, so a
+    takeover waits for this transaction or has already won (then ``LeaseLost``)."""
+    held = await conn.scalar(
+        sa.select(runs.c.id)
+        .where(runs.c.id == run_id, runs.c.lease_owner == owner)
+        .with_for_update(read=True)
+    )
+    if held is None:
+        raise LeaseLost(f"run {run_id} is held by another worker now")
+
+
 @contextlib.asynccontextmanager
 async def _recording() -> AsyncIterator[None]:
     try:
@@ -110,13 +126,15 @@ class StepRecord:
     next_attempt_at: datetime | None = None
     result: Any = None
     error: str | None = None
+    first_attempt_at: datetime | None = None
 
 
 @dataclass(frozen=True)
 class StepContext:
     """What a step knows about itself; pass ``idempotency_key`` to the system you call.
 
-    ``store`` is the worker's Store, for steps that write to the same database.
+    ``store`` is the worker's Store, for steps that write to the same database; write through
+    ``transaction()`` so the writes are fenced by the run's lease.
     """
 
     run_id: uuid.UUID
@@ -125,6 +143,20 @@ class StepContext:
     attempt: int
     idempotency_key: str
     store: Store
+    owner: str | None = None  # the worker holding the run; None outside a worker
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction that commits only while this worker still holds the run.
+
+        A worker cut off past its lease keeps running the step in memory; once another worker
+        has taken the run over, this raises ``LeaseLost`` (the step stops, nothing is written),
+        so a state transition or an outbox row of the step is never committed twice.
+        """
+        async with self.store.begin() as conn:
+            if self.owner is not None:
+                await hold(conn, self.run_id, self.owner)
+            yield conn
 
 
 @dataclass
@@ -185,12 +217,78 @@ class RunContext:
             await self._save(seq, "wait", event, "waiting", result={"deadline": _iso(deadline)})
         raise Suspend(deadline)
 
+    async def patched(self, change_id: str) -> bool:
+        """True where this run takes the code changed under ``change_id``; False for a run that
+        had already passed this point on the code before the change.
+
+        ``if await ctx.patched("add-fraud-check"): await fraud_check(order)`` lets a deploy
+        change a workflow under runs in flight (Temporal's ``patched``). Once no run from
+        before the change is left, remove the call and keep the new code.
+        """
+        await self.settle()
+        ahead = self._seq + 1  # markers of changes the code no longer asks about may come first
+        while (rec := self.records.get(ahead)) is not None and rec.kind == "patch":
+            if rec.name == change_id:
+                self._seq = ahead
+                return True
+            ahead += 1
+        if self.records.get(self._seq + 1) is not None:
+            return False  # recorded history goes on without the change: keep the old path
+        self._seq += 1
+        self._mark(self._seq, "patch", change_id)
+        return True
+
+    def _mark(self, seq: int, kind: str, name: str) -> None:
+        """Record a marker position; like a step's result, the next durable call awaits it."""
+        params = _step_params(
+            self.run_id,
+            seq,
+            kind,
+            name,
+            "completed",
+            f"{self.run_id}:{seq}:{name}",
+            0,
+            None,
+            None,
+            None,
+            self.now(),
+            self.owner,
+        )
+        self.records[seq] = StepRecord(seq, kind, name, "completed")
+        self._pending = self.committer.enqueue(self.statements.save_step, params)
+
+    @overload
+    async def child(
+        self, workflow: Workflow[Any, T], *args: Any, queue: str | None = None
+    ) -> T: ...
+
+    @overload
+    async def child(self, workflow: str, *args: Any, queue: str | None = None) -> Any: ...
+
+    async def child(
+        self, workflow: Workflow[Any, Any] | str, *args: Any, queue: str | None = None
+    ) -> Any:
+        """Start ``workflow(*args)`` as a child run, once, and wait durably for its result
+        (`convergent.workflows.children`); its failure raises `ChildFailed` here."""
+        from convergent.workflows.children import await_child
+
+        return await await_child(self, workflow, args, queue=queue)
+
     async def begin_compensation(self) -> None:
         """Mark the run compensating; steps called from now on are compensations."""
         if self.compensating:
             return
         await self.settle()
         self.compensating = True
+        # a marker position says the saga undid the run's steps (a resume must not go on from
+        # undone work); a run that began compensating before markers existed has none
+        rec = self.records.get(self._seq + 1)
+        if rec is None:
+            self._seq += 1
+            self._mark(self._seq, "compensate", "saga")
+            await self.settle()
+        elif rec.kind == "compensate":
+            self._seq += 1
         async with _recording():
             await self._write_status("compensating")
 
@@ -200,7 +298,7 @@ class RunContext:
             {
                 "b_id": self.run_id,
                 "b_owner": self.owner,
-                "b_status": "compensating",
+                "b_status": status,
                 "b_now": self.now(),
             },
         )
@@ -222,15 +320,14 @@ class RunContext:
         if not self.compensating:
             self._check_cancel()
         attempts = rec.attempts if rec is not None else 0
-        first_at = _parse((rec.result or {}).get("first_attempt_at")) if rec is not None else None
+        first_at = rec.first_attempt_at if rec is not None else None
         if rec is not None and rec.next_attempt_at is not None and rec.next_attempt_at > self.now():
             raise Suspend(rec.next_attempt_at)
         key = f"{self.run_id}:{seq}:{step.name}"
         first_at = first_at or self.now()
-        meta = {"first_attempt_at": _iso(first_at)}
         while True:
             attempts += 1
-            sctx = StepContext(self.run_id, step.name, seq, attempts, key, self.store)
+            sctx = StepContext(self.run_id, step.name, seq, attempts, key, self.store, self.owner)
             attempt = Attempt(self.workflow, step.name, attempts, key, self.compensating)
             try:
                 if step.reconcile is not None:
@@ -240,7 +337,13 @@ class RunContext:
                             attempt.end("reconciled")
                             return await self._complete(seq, step, key, attempts, found)
                     await self._save(
-                        seq, "step", step.name, "started", key=key, attempts=attempts, result=meta
+                        seq,
+                        "step",
+                        step.name,
+                        "started",
+                        key=key,
+                        attempts=attempts,
+                        first_attempt_at=first_at,
                     )
                     fault_point(BEFORE_STEP)
                 value = await step.fn(sctx, *args, **kwargs)
@@ -265,8 +368,8 @@ class RunContext:
                     key=key,
                     attempts=attempts,
                     next_attempt_at=when,
-                    result=meta,
                     error=error,
+                    first_attempt_at=first_at,
                 )
                 if when > self.now():
                     raise Suspend(when) from None
@@ -365,28 +468,30 @@ class RunContext:
 
     # -- plumbing --------------------------------------------------------------------------
 
+    def _skip_patches(self) -> None:
+        """Pass the change markers this code no longer asks about (a ``patched`` call removed
+        once every run from before the change was done)."""
+        while (rec := self.records.get(self._seq + 1)) is not None and rec.kind == "patch":
+            self._seq += 1
+
     def _position(self, kind: str, name: str) -> tuple[int, StepRecord | None]:
         assert self._pending is None, "settle() before the next durable call"
+        self._skip_patches()
         self._seq += 1
         rec = self.records.get(self._seq)
         if rec is not None and (rec.kind, rec.name) != (kind, name):
             raise NonDeterminism(
                 f"run {self.run_id} recorded {rec.kind} {rec.name!r} at position {self._seq} but "
                 f"now asks for {kind} {name!r}: workflow code must make the same calls in the same "
-                "order on every replay (put changes in a new workflow name)",
+                "order on every replay (guard a change with `await ctx.patched(...)`, or register "
+                "it as a new version of the workflow beside the old one)",
                 seq=self._seq,
             )
         return self._seq, rec
 
     async def _hold(self, conn: AsyncConnection) -> None:
         """Fence a transaction of several writes: go on only while this worker holds the run."""
-        held = await conn.scalar(
-            sa.select(runs.c.id)
-            .where(runs.c.id == self.run_id, runs.c.lease_owner == self.owner)
-            .with_for_update(read=True)
-        )
-        if held is None:
-            raise LeaseLost(f"run {self.run_id} is held by another worker now")
+        await hold(conn, self.run_id, self.owner)
 
     def _check_cancel(self) -> None:
         if self.cancel_requested and not self.compensating:
@@ -454,6 +559,7 @@ class RunContext:
         next_attempt_at: datetime | None = None,
         result: Any = None,
         error: str | None = None,
+        first_attempt_at: datetime | None = None,
     ) -> None:
         params = _step_params(
             self.run_id,
@@ -468,9 +574,10 @@ class RunContext:
             error,
             self.now(),
             self.owner,
+            first_attempt_at,
         )
         self.records[seq] = StepRecord(
-            seq, kind, name, status, attempts, next_attempt_at, result, error
+            seq, kind, name, status, attempts, next_attempt_at, result, error, first_attempt_at
         )
         async with _recording():
             await self.committer.write(self.statements.save_step, params)
@@ -493,6 +600,7 @@ def _step_params(
     error: str | None,
     now: datetime,
     owner: str,
+    first_attempt_at: datetime | None = None,
 ) -> dict[str, Any]:
     return {
         "owner": owner,  # the write is fenced: it lands only while this worker holds the run
@@ -507,6 +615,7 @@ def _step_params(
         "result": result,
         "error": error,
         "updated_at": now,
+        "first_attempt_at": first_attempt_at,
     }
 
 
@@ -520,6 +629,7 @@ def record_from_row(row: Any) -> StepRecord:
         row.next_attempt_at,
         row.result,
         row.error,
+        row.first_attempt_at,
     )
 
 
@@ -543,4 +653,5 @@ def run_steps_columns() -> list[Any]:
         c.next_attempt_at,
         c.result,
         c.error,
+        c.first_attempt_at,
     ]

@@ -6,11 +6,11 @@ import time
 
 from opentelemetry import context as otel_context
 from opentelemetry.trace import Span, set_span_in_context
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from convergent import metrics, tracing
 
-__all__ = ["Attempt", "dead_lettered", "lease_taken_over", "retried"]
+__all__ = ["Attempt", "dead_lettered", "lease_taken_over", "retried", "waiting_for_version"]
 
 _DEAD = Counter(
     "convergent_workflow_dead_letters",
@@ -76,3 +76,19 @@ class Attempt:
 
 def lease_taken_over(runs: int) -> None:
     metrics.LEASE_TAKEOVERS.labels("run").inc(runs)
+
+
+_WAITING = Gauge(
+    "convergent_workflow_runs_waiting_for_version",
+    "Due runs no worker takes: the code version they started with is served by none",
+    ["workflow", "version"],
+)
+
+
+def waiting_for_version(counts: dict[tuple[str, str], int], names: set[str]) -> None:
+    """Set the waiting runs of the workflows in ``names`` (others are left to their workers)."""
+    for labels in list(_WAITING._metrics):  # a version no longer waiting goes back to zero
+        if labels[0] in names and (labels[0], labels[1]) not in counts:
+            _WAITING.labels(*labels).set(0)
+    for (workflow, version), n in counts.items():
+        _WAITING.labels(workflow=workflow, version=version).set(n)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
@@ -10,14 +11,19 @@ from convergent.errors import UnknownWorkflow
 from convergent.retry import RetryPolicy
 from convergent.workflows._context import StepContext, WorkflowContext, current_run
 
-__all__ = ["Step", "Workflow", "get_workflow", "registered", "step", "workflow"]
+__all__ = ["Step", "Workflow", "get_workflow", "registered", "served", "step", "workflow"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 DEFAULT_STEP_RETRY = RetryPolicy(max_attempts=5, initial_delay=0.5, max_delay=30.0)
 
+DEFAULT_VERSION = "1"
+
+# by name, the version new runs start with (the newest registered)
 _workflows: dict[str, Workflow[Any, Any]] = {}
+# every version this process can run: runs keep the version they started with
+_versions: dict[tuple[str, str], Workflow[Any, Any]] = {}
 
 
 class Workflow(Generic[P, T]):
@@ -28,10 +34,12 @@ class Workflow(Generic[P, T]):
         fn: Callable[Concatenate[WorkflowContext, P], Awaitable[T]],
         name: str,
         queue: str,
+        version: str = DEFAULT_VERSION,
     ) -> None:
         self.fn = fn
         self.name = name
         self.queue = queue
+        self.version = version
         self._codec = _declared_codec(fn)
 
     @property
@@ -42,7 +50,7 @@ class Workflow(Generic[P, T]):
         return self._codec
 
     def __repr__(self) -> str:
-        return f"Workflow({self.name!r})"
+        return f"Workflow({self.name!r}, version={self.version!r})"
 
 
 class Step(Generic[P, T]):
@@ -103,7 +111,7 @@ def workflow(
 
 @overload
 def workflow(
-    *, name: str | None = None, queue: str = "default"
+    *, name: str | None = None, queue: str = "default", version: str = DEFAULT_VERSION
 ) -> Callable[[Callable[Concatenate[WorkflowContext, P], Awaitable[T]]], Workflow[P, T]]: ...
 
 
@@ -112,12 +120,22 @@ def workflow(
     *,
     name: str | None = None,
     queue: str = "default",
+    version: str = DEFAULT_VERSION,
 ) -> Any:
-    """Register an async function taking a `WorkflowContext` first as a workflow."""
+    """Register an async function taking a `WorkflowContext` first as a workflow.
+
+    A run keeps the ``version`` it started with, and only a worker that has that version
+    registered takes it: register the old version beside the new one (same ``name``) until
+    its runs are done. New runs start on the newest version registered ("2" after "1",
+    "10" after "9"; a version that is not a number sorts by its text).
+    """
 
     def register(f: Callable[Concatenate[WorkflowContext, P], Awaitable[T]]) -> Workflow[P, T]:
-        wf: Workflow[P, T] = Workflow(f, name or f"{f.__module__}.{f.__qualname__}", queue)
-        _workflows[wf.name] = wf
+        wf: Workflow[P, T] = Workflow(f, name or f"{f.__module__}.{f.__qualname__}", queue, version)
+        _versions[(wf.name, wf.version)] = wf
+        current = _workflows.get(wf.name)
+        if current is None or _version_key(wf.version) >= _version_key(current.version):
+            _workflows[wf.name] = wf
         return wf
 
     return register(fn) if fn is not None else register
@@ -151,14 +169,28 @@ def step(
     return wrap(fn) if fn is not None else wrap
 
 
-def get_workflow(name: str) -> Workflow[Any, Any]:
-    try:
-        return _workflows[name]
-    except KeyError:
+def _version_key(version: str) -> tuple[tuple[int, int, str], ...]:
+    return tuple(
+        (0, int(part), "") if part.isdigit() else (1, 0, part)
+        for part in re.split(r"[.\-_]", version)
+    )
+
+
+def get_workflow(name: str, version: str | None = None) -> Workflow[Any, Any]:
+    """The workflow ``name`` new runs start with, or the given ``version`` of it."""
+    found = _workflows.get(name) if version is None else _versions.get((name, version))
+    if found is None:
+        what = f"workflow named {name!r}" if version is None else f"version {version!r} of {name!r}"
         raise UnknownWorkflow(
-            f"no workflow named {name!r} is registered in this process: import the module that "
+            f"no {what} is registered in this process: import the module that "
             "defines it (convergent worker --import module)"
-        ) from None
+        )
+    return found
+
+
+def served() -> set[tuple[str, str]]:
+    """Every (workflow name, version) this process can run."""
+    return set(_versions)
 
 
 def registered() -> dict[str, Workflow[Any, Any]]:

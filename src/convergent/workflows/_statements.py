@@ -37,6 +37,7 @@ STEP_FIELDS = (
     "result",
     "error",
     "updated_at",
+    "first_attempt_at",
 )
 
 
@@ -65,7 +66,7 @@ def statements_for(sql: Dialect) -> Statements:
         index_elements=["run_id", "seq"],
         set_={
             **{c: ins.excluded[c] for c in cols},
-            **{c: ins.excluded[c] for c in ("result", "error", "updated_at")},
+            **{c: ins.excluded[c] for c in ("result", "error", "updated_at", "first_attempt_at")},
         },
         where=run_steps.c.status != "completed",
     )

@@ -35,9 +35,10 @@ from convergent.workflows._context import (
     _current,
     record_from_row,
 )
-from convergent.workflows._metrics import dead_lettered, lease_taken_over
-from convergent.workflows._registry import get_workflow, registered
+from convergent.workflows._metrics import dead_lettered, lease_taken_over, waiting_for_version
+from convergent.workflows._registry import get_workflow, served
 from convergent.workflows._statements import ACTIVE, RUNS_CHANNEL, statements_for
+from convergent.workflows.queues import QUEUES, gate_of
 
 __all__ = ["Worker", "local_workers"]
 
@@ -58,6 +59,7 @@ AFTER_CLAIM = register("workflow.after_claim", "a worker claimed runs and holds 
 class _Claimed:
     id: uuid.UUID
     workflow: str
+    version: str
     args: Any
     cancel_requested: bool
 
@@ -78,8 +80,8 @@ class Worker:
         worker_id: str | None = None,
     ) -> None:
         self.store = store
-        if queues is None:
-            queues = {"default": concurrency}
+        if queues is None:  # the default queue and the declared fleet queues
+            queues = {"default": concurrency, **dict.fromkeys(QUEUES, concurrency)}
         if not isinstance(queues, Mapping):
             queues = {q: concurrency for q in queues}
         self.queue_limits: dict[str, int] = dict(queues)
@@ -172,9 +174,11 @@ class Worker:
             return self.poll_interval
         return max(0.0, min(self.poll_interval, (min(self._timers) - now).total_seconds()))
 
-    def reserve(self, workflow: str, queue: str) -> bool:
+    def reserve(self, workflow: str, queue: str, version: str) -> bool:
         """Take a slot for a run started in this process, so it needs no separate claim."""
-        if self._stopping or workflow not in registered() or queue not in self.queue_limits:
+        if self._stopping or (workflow, version) not in served() or queue not in self.queue_limits:
+            return False
+        if gate_of(queue) is not None:  # every start of a fleet queue goes through its limits
             return False
         if self._free_slots() <= 0 or self._per_queue[queue] >= self.queue_limits[queue]:
             return False
@@ -186,7 +190,7 @@ class Worker:
         self._reserved -= 1
         self._per_queue[queue] -= 1
 
-    def adopt(self, run_id: uuid.UUID, workflow: str, args: Any, queue: str) -> None:
+    def adopt(self, run_id: uuid.UUID, workflow: str, version: str, args: Any, queue: str) -> None:
         """Run a reserved run this process inserted already leased to this worker."""
         self._reserved -= 1
         if self._stopping:  # its lease expires and the sweeper of some worker frees it
@@ -197,7 +201,7 @@ class Worker:
             run_id, workflow, self.store, self.committer, self.statements, self.id, {}
         )
         self._tasks[run_id] = asyncio.create_task(
-            self._execute(_Claimed(run_id, workflow, args, False), queue)
+            self._execute(_Claimed(run_id, workflow, version, args, False), queue)
         )
 
     async def claim_due_runs(self) -> int:
@@ -220,27 +224,32 @@ class Worker:
         return self.concurrency - len(self._tasks) - self._reserved
 
     async def _claim(self, queue: str, limit: int) -> list[_Claimed]:
-        names = list(registered())
-        if not names:
+        pairs = served()
+        if not pairs:
             return []
         now = self.store.clock.now()
         r = runs.c
-        select = self.store.sql.lock_for_claim(
-            sa.select(r.id, r.workflow, r.args, r.cancel_requested)
+        gate = gate_of(queue)  # fleet limits: highest priority first, within the fleet's limits
+        order = (r.next_at,) if gate is None else (r.priority.desc(), r.next_at)
+        select = (
+            sa.select(r.id, r.workflow, r.version, r.args, r.cancel_requested, r.status)
             .where(
                 r.queue == queue,
-                r.workflow.in_(names),
+                _serving(pairs),
                 r.status.in_(ACTIVE),
                 r.lease_owner.is_(None),
                 r.next_at <= now,
             )
-            .order_by(r.next_at)
-            .limit(limit)
+            .order_by(*order)
         )
         if self._tasks:  # a run we still execute (our lease lapsed meanwhile) is not new work
             select = select.where(r.id.not_in(list(self._tasks)))
         async with self.store.begin() as conn:
-            rows = (await conn.execute(select)).all()
+            rows = list(
+                (await conn.execute(self.store.sql.lock_for_claim(select.limit(limit)))).all()
+            )
+            if gate is not None and rows:
+                rows = await gate.admit(conn, now, rows)
             if not rows:
                 return []
             ids = [row.id for row in rows]
@@ -252,6 +261,7 @@ class Worker:
                     lease_until=now + self.lease,
                     next_at=None,
                     status=sa.case((r.status == "pending", "running"), else_=r.status),
+                    waiting_for=None,
                     updated_at=now,
                 )
             )
@@ -262,7 +272,10 @@ class Worker:
                     .order_by(run_steps.c.seq)
                 )
             ).all()
-        claimed = [_Claimed(row.id, row.workflow, row.args, row.cancel_requested) for row in rows]
+        claimed = [
+            _Claimed(row.id, row.workflow, row.version, row.args, row.cancel_requested)
+            for row in rows
+        ]
         records: dict[uuid.UUID, dict[int, Any]] = {c.id: {} for c in claimed}
         for s in steps:
             records[s.run_id][s.seq] = record_from_row(s)
@@ -298,7 +311,7 @@ class Worker:
         token = _current.set(ctx)
         local_active.add(claimed.id)
         try:
-            wf = get_workflow(claimed.workflow)
+            wf = get_workflow(claimed.workflow, claimed.version)
             args = wf.codec.decode_args(claimed.args.get("args", []))
             try:
                 value = wf.codec.result.encode(await wf.fn(ctx, *args))
@@ -482,6 +495,58 @@ class Worker:
             log.error(
                 "run %s of %s dead-lettered: it killed its worker too often", row.id, row.workflow
             )
+        await self.mark_unserved()
+        return len(rows)
+
+    async def mark_unserved(self) -> int:
+        """Say why due runs of workflows this worker knows wait: no worker took them for a whole
+        lease, and their version is not one this worker serves (a deploy dropped it). They stay
+        due; the first worker serving their version takes them and clears the note."""
+        now = self.store.clock.now()
+        pairs = served()
+        names = {name for name, _ in pairs}
+        if not names:
+            return 0
+        r = runs.c
+        async with self.store.begin() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(r.workflow, r.version)
+                    .where(
+                        r.workflow.in_(names),
+                        sa.not_(_serving(pairs)),
+                        r.status.in_(ACTIVE),
+                        r.lease_owner.is_(None),
+                        r.next_at < now - self.lease,
+                        r.waiting_for.is_(None),
+                    )
+                    .group_by(r.workflow, r.version)
+                )
+            ).all()
+            for row in rows:
+                await conn.execute(
+                    sa.update(runs)
+                    .where(
+                        r.workflow == row.workflow,
+                        r.version == row.version,
+                        r.status.in_(ACTIVE),
+                        r.lease_owner.is_(None),
+                        r.next_at < now - self.lease,
+                        r.waiting_for.is_(None),
+                    )
+                    .values(
+                        waiting_for=f"a worker serving version {row.version!r} of "
+                        f"{row.workflow!r} (register that version beside the new one)",
+                    )
+                )
+            counts = (
+                await conn.execute(
+                    sa.select(r.workflow, r.version, sa.func.count())
+                    .where(r.workflow.in_(names), r.status.in_(ACTIVE), r.waiting_for.is_not(None))
+                    .group_by(r.workflow, r.version)
+                )
+            ).all()
+        waiting_for_version({(w, v): int(n) for w, v, n in counts}, names)
         return len(rows)
 
     async def _stop_runs(self) -> None:
@@ -529,3 +594,20 @@ class Worker:
                     self.database_outage.down(exc)
                 else:
                     log.exception("worker housekeeping failed; trying again")
+
+
+def _serving(pairs: set[tuple[str, str]]) -> sa.ColumnElement[bool]:
+    """Runs of a (workflow, version) in ``pairs``: one IN per set of versions (usually one)."""
+    by_name: dict[str, set[str]] = {}
+    for name, version in pairs:
+        by_name.setdefault(name, set()).add(version)
+    by_versions: dict[frozenset[str], list[str]] = {}
+    for name, versions in by_name.items():
+        by_versions.setdefault(frozenset(versions), []).append(name)
+    r = runs.c
+    return sa.or_(
+        *(
+            sa.and_(r.workflow.in_(sorted(names)), r.version.in_(sorted(versions)))
+            for versions, names in by_versions.items()
+        )
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -185,3 +186,26 @@ async def test_a_database_outage_spends_no_attempts_and_nothing_is_dead_lettered
     assert outage["left"] == 0
     assert not await dead(broker_store)
     assert sorted(r.key for r in await effect_rows(broker_store)) == ["after", "during-outage"]
+
+
+async def test_the_relay_gives_up_at_the_policy_deadline(store: Store) -> None:
+    """Attempts are left, but the message is older than the deadline: it is dead-lettered."""
+    topic = unique_topic()
+    relay = Relay(
+        store, RefusingKey(store, "bad"), retry=RetryPolicy(max_attempts=100, deadline=60)
+    )
+    await emit_keys(store, topic.name, ["bad", "bad"])
+    async with store.begin() as conn:  # the first was written an hour ago, the second just now
+        first = await conn.scalar(sa.select(outbox.c.id).order_by(outbox.c.id).limit(1))
+        await conn.execute(
+            sa.update(outbox)
+            .where(outbox.c.id == first)
+            .values(created_at=store.clock.now() - timedelta(hours=1))
+        )
+    await relay.run_once()
+    [letter] = await dead(store)
+    assert (letter.key, letter.attempts) == ("bad", 1)
+    await relay.run_once()  # the second is within its deadline: retried, not dead-lettered
+    async with store.read() as conn:
+        assert (await conn.execute(sa.select(outbox.c.attempts))).scalars().all() == [2]
+    assert len(await dead(store)) == 1

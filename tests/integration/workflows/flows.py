@@ -111,3 +111,39 @@ async def order(ctx: WorkflowContext, order_id: str, fail_ship: bool = False) ->
         await saga.step(reserve, order_id, fail_ship, compensate=release)
         await saga.step(charge, order_id, fail_ship, compensate=refund)
         return await saga.step(ship, order_id, fail_ship)
+
+
+@step
+async def ship_when_fixed(ctx: StepContext, order_id: str) -> str:
+    if os.environ.get("WF_TEST_BROKEN") == "1":  # the bug a later deploy fixes
+        raise PermanentError("the carrier rejects our labels")
+    await record_effect(ctx, "ship")
+    return "shipped"
+
+
+@step(name="charge_last")
+async def charge_last(ctx: StepContext, order_id: str) -> dict[str, Any]:
+    body = await call_provider(ctx, "/charge", order_id)
+    await record_effect(ctx, "charge")
+    return body
+
+
+@charge_last.reconciler
+async def find_last_charge(ctx: StepContext, order_id: str) -> dict[str, Any] | None:
+    async with httpx.AsyncClient(base_url=_provider(), timeout=5) as client:
+        response = await client.get(f"/charges/{ctx.idempotency_key}")
+    if response.status_code == 404:
+        return None
+    raise_for_status(response)
+    body: dict[str, Any] = response.json()
+    await record_effect(ctx, "charge")
+    return body
+
+
+@workflow(name="tests.fixable")
+async def fixable(ctx: WorkflowContext, order_id: str) -> str:
+    """Fails at shipping until the fix is deployed; resumed, it ships and then charges."""
+    await reserve(order_id, False)
+    shipped = await ship_when_fixed(order_id)
+    await charge_last(order_id)
+    return shipped

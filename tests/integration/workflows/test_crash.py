@@ -15,8 +15,9 @@ import sqlalchemy as sa
 
 from convergent.errors import RunFailed
 from convergent.store import Store
-from convergent.workflows import result, status, submit
+from convergent.workflows import result, resume, status, submit
 from tests.integration.workflows import flows
+from tests.integration.workflows.processes import spawn
 from tests.integration.workflows.provider import Provider
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -130,3 +131,31 @@ async def test_a_crash_after_the_provider_charged_is_reconciled_without_a_second
         assert provider.requests[f"{run_id}:2:charge"] == 1  # asked, not charged again
     finally:
         await store.close()
+
+
+async def test_a_worker_killed_in_a_resumed_run_is_replaced_and_effects_happen_once(
+    effects_db: str, provider: Provider, tmp_path: Path
+) -> None:
+    log = tmp_path / "worker.log"
+    async with Store(effects_db) as store:
+        run_id = await submit(store, flows.fixable, "o-9")
+        buggy = spawn(effects_db, provider, log, "flows", env={"WF_TEST_BROKEN": "1"})
+        try:
+            with pytest.raises(RunFailed, match="rejects our labels"):
+                await result(store, run_id, wait=60)
+        finally:
+            stop_worker(buggy)
+        async with store.begin() as conn:
+            assert await resume(conn, run_id, actor="ops") == 2
+        # ship runs, then charge reaches the provider and the worker dies before its checkpoint
+        crashing = spawn(
+            effects_db, provider, log, "flows", faults="workflow.after_step_before_checkpoint@2"
+        )
+        assert crashing.wait(timeout=60) == -signal.SIGKILL
+        replacement = spawn(effects_db, provider, log, "flows")
+        try:
+            assert await result(store, run_id, wait=60) == "shipped"
+        finally:
+            stop_worker(replacement)
+        assert await effects_of(store, run_id) == ["reserve", "ship", "charge"]
+        assert provider.applied_kinds(str(run_id)) == ["charge"]

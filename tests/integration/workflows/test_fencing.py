@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from convergent.store import Store
 from convergent.store.schema import run_steps, runs
-from convergent.workflows import StepContext, WorkflowContext, step, submit, workflow
+from convergent.workflows import StepContext, WorkflowContext, result, step, submit, workflow
 from tests.integration.workflows.conftest import running, until
 
 gates: dict[str, asyncio.Event] = {}  # made in each test, on its own event loop
@@ -72,3 +72,57 @@ async def test_a_worker_that_lost_its_lease_writes_no_checkpoint_and_no_final_st
     assert [(s.seq, s.status) for s in steps if s.status == "completed"] == []
     assert run.status != "completed"
     assert run.lease_owner == "worker-b"
+
+
+ledger = sa.Table(
+    "fencing_ledger", sa.MetaData(), sa.Column("entry", sa.String(64), primary_key=True)
+)
+
+
+@step
+async def book(ctx: StepContext, entry: str) -> str:
+    gates["entered"].set()
+    await gates["release"].wait()  # cut off here; another worker takes the run
+    async with ctx.transaction() as conn:  # the step's own write, fenced by the lease
+        await conn.execute(ledger.insert().values(entry=entry))
+    return entry
+
+
+@workflow(name="tests.fencing.book")
+async def booking(ctx: WorkflowContext, entry: str) -> str:
+    return await book(entry)
+
+
+async def test_a_steps_own_transaction_commits_nothing_after_a_takeover(store: Store) -> None:
+    gates.update(entered=asyncio.Event(), release=asyncio.Event())
+    await store.migrate()
+    async with store.begin() as conn:
+        await conn.run_sync(ledger.metadata.create_all)
+    async with running(store, lease_seconds=3600) as worker_a:
+        run_id = await submit(store, booking, "e-1", key="fenced-book")
+        await asyncio.wait_for(gates["entered"].wait(), 10)
+        await _take_over(store, run_id)
+        gates["release"].set()
+
+        async def run_ended_in_a() -> bool:
+            return run_id not in worker_a._tasks
+
+        await until(run_ended_in_a)
+    async with store.read() as conn:
+        assert (await conn.execute(sa.select(ledger))).all() == []
+        run = (await conn.execute(sa.select(runs).where(runs.c.id == run_id))).one()
+    assert run.lease_owner == "worker-b"
+    assert run.status == "running"
+
+
+async def test_the_step_transaction_commits_while_the_lease_is_held(store: Store) -> None:
+    gates.update(entered=asyncio.Event(), release=asyncio.Event())
+    gates["release"].set()
+    await store.migrate()
+    async with store.begin() as conn:
+        await conn.run_sync(ledger.metadata.create_all)
+    async with running(store):
+        run_id = await submit(store, booking, "e-2", key="held-book")
+        assert await result(store, run_id, wait=10) == "e-2"
+    async with store.read() as conn:
+        assert (await conn.execute(sa.select(ledger.c.entry))).scalars().all() == ["e-2"]
