@@ -9,6 +9,7 @@ request or message that started it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,20 +29,46 @@ __all__ = [
     "StatusCode",
     "carrier",
     "enabled",
+    "in_trace",
     "parent_from",
     "record_error",
+    "refresh",
     "tracer",
 ]
 
 tracer = trace.get_tracer("convergent")
 
 
+_installed = False
+_next_look = 0.0
+
+
 def enabled() -> bool:
-    """True once an SDK tracer provider is installed (spans would be recorded)."""
+    """True once an SDK tracer provider is installed (spans would be recorded).
+
+    Asking the API costs about 3 µs, so the answer "no" is kept for a second (a provider is
+    installed once, at start-up: `convergent.telemetry.tracing` calls `refresh` after it)."""
+    global _installed, _next_look
+    if _installed:
+        return True
+    now = time.monotonic()
+    if now < _next_look:
+        return False
+    _next_look = now + 1.0
     provider = trace.get_tracer_provider()
-    if isinstance(provider, ProxyTracerProvider):
-        return False  # nothing installed yet: the API's default
-    return not isinstance(provider, NoOpTracerProvider)
+    _installed = not isinstance(provider, ProxyTracerProvider | NoOpTracerProvider)
+    return _installed
+
+
+def refresh() -> None:
+    """Look again at the next `enabled` (a tracer provider was just installed)."""
+    global _next_look
+    _next_look = 0.0
+
+
+def in_trace() -> bool:
+    """Is a recording span current (is there a trace to add to)?"""
+    return trace.get_current_span().is_recording()
 
 
 def carrier() -> dict[str, str]:

@@ -131,8 +131,9 @@ class Store:
 
     @contextlib.asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction; commits on success, rolls back on error."""
-        if not tracing.enabled():
+        """A write transaction; commits on success, rolls back on error. Within a trace, it is
+        a span (never the root of one: the loops' own transactions stay out of traces)."""
+        if not tracing.enabled() or not tracing.in_trace():
             async with self._begin() as conn:
                 yield conn
             return

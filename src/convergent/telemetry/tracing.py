@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from opentelemetry import trace
 
-from convergent import settings
+from convergent import settings, tracing
 from convergent.errors import MissingExtra
 
 __all__ = ["configure_tracing", "tracing_requested"]
@@ -65,4 +65,5 @@ def configure_tracing(service: str) -> bool:
             continue
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
+    tracing.refresh()
     return True
