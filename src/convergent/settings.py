@@ -36,6 +36,7 @@ __all__ = [
     "load_model",
     "markdown_table",
     "mask",
+    "otel_environment",
     "raw",
     "register",
     "split_commas",
@@ -271,6 +272,12 @@ def database_url(override: str | None = None) -> str:
 
 def broker_url(override: str | None = None) -> str:
     return override or load().broker_url
+
+
+def otel_environment() -> dict[str, str]:
+    """The standard ``OTEL_*`` variables as set (OpenTelemetry's own, not ours: the SDK and its
+    exporter read them; `convergent.telemetry.tracing` asks which exporter is wanted)."""
+    return {k: v for k, v in os.environ.items() if k.startswith("OTEL_")}
 
 
 def raw(field: str) -> str | None:
