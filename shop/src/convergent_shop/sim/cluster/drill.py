@@ -378,6 +378,11 @@ async def _drive(
     )
 
 
+def schedule_notes(report: dict[str, Any]) -> list[str]:
+    """The faults this machine could not inject (the lab's own notices were printed at start)."""
+    return [f"not injected: {f['detail']}" for f in report["faults"] if f["kind"] == "unsupported"]
+
+
 async def run_cluster_drill(
     options: ClusterDrillOptions, console: Console | None = None
 ) -> dict[str, Any]:
@@ -406,6 +411,8 @@ async def run_cluster_drill(
         await asyncio.to_thread(lab.stop)
     report["workload"]["drill_seconds"] = round(time.monotonic() - began, 1)
     json_path, html_path = write_report(report, options.report_dir)
+    for note in schedule_notes(report):
+        console.print(f"[yellow]{note}[/]")
     for fault in report["faults"]:
         after = fault["consistent_after"]
         console.print(
