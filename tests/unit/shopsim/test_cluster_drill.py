@@ -7,11 +7,16 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+from typer.testing import CliRunner
+
+from convergent.cli import app
 from convergent.store import Store
 from convergent_shop.db import create_shop_tables
 from convergent_shop.orders import orders
 from convergent_shop.sim.cluster.drill import consistency_after
 from convergent_shop.sim.cluster.faults import FaultEvent
+from convergent_shop.sim.cluster.system import Capabilities
 from convergent_shop.sim.report import line_svg
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -62,3 +67,23 @@ def test_faults_are_bands_on_the_time_axis() -> None:
     svg = line_svg([(0, 1), (10, 3)], "backlog", faults)
     assert svg.count("<rect") == 2
     assert "partition worker-0 2-6s" in svg
+
+
+def test_the_cluster_drill_says_in_one_line_that_a_machine_without_namespaces_cannot_run_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import convergent_shop.sim.cluster as cluster
+
+    missing = "not root with CAP_NET_ADMIN: cannot create network namespaces"
+    monkeypatch.setattr(
+        cluster, "capabilities", lambda: Capabilities(False, False, False, False, (missing,))
+    )
+    result = CliRunner().invoke(app, ["drill", "--cluster", "--no-live"])
+    assert result.exit_code == 0, result.output  # CI goes on with what the machine can do
+    assert result.output.strip() == f"cluster drill not run: {missing}"
+
+
+def test_the_cluster_drill_refuses_a_database_or_broker_of_the_callers() -> None:
+    result = CliRunner().invoke(app, ["drill", "--cluster", "--broker-url", "nats://x:4222"])
+    assert result.exit_code == 1
+    assert "--cluster brings its own PostgreSQL and NATS cluster" in result.output

@@ -60,7 +60,7 @@ def drill(
 
         caps = capabilities()
         if not caps.netns:  # one line, and the caller (CI) goes on with what it can do
-            console.print(f"[yellow]cluster drill not run: {caps.missing[0]}[/]")
+            console.print(f"[yellow]cluster drill not run: {caps.missing[0]}[/]", soft_wrap=True)
             return None
 
         return _report_or_fail(
