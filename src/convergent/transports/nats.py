@@ -42,10 +42,10 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError, NotFoundError
 
+from convergent import settings
 from convergent.errors import ConfigurationError, NotSent, TransportError
 from convergent.messages import Message
 from convergent.outages import Outage, describe
-from convergent import settings
 from convergent.settings import mask
 from convergent.topics import TOPICS, Topic, TopicKind, partition_for
 from convergent.transports._options import (
