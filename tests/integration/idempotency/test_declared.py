@@ -36,6 +36,7 @@ def build(store: Store, *, guarded: bool = True) -> FastAPI:
     @router.post("/payments", status_code=201, responses=IDEMPOTENCY_RESPONSES)
     async def pay(key: Annotated[str, Depends(Idempotent())], conn: Transaction) -> dict[str, int]:
         made = await conn.execute(payments.insert().values(key=key))
+        assert made.inserted_primary_key is not None
         return {"id": int(made.inserted_primary_key[0])}
 
     @router.post("/notes", status_code=201, dependencies=[Depends(Idempotent())])
