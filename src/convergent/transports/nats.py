@@ -53,7 +53,13 @@ from convergent.transports._options import (
     broker_security,
     prefixed,
 )
-from convergent.transports.base import Delivery, Subscription, SubscriptionOptions, Transport
+from convergent.transports.base import (
+    Delivery,
+    Subscription,
+    SubscriptionOptions,
+    Transport,
+    unreadable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -510,6 +516,10 @@ class _KeyChains:
         self.wake.set()
 
 
+def _text(data: bytes | None) -> str:
+    return (data or b"").decode("utf-8", errors="replace")
+
+
 def _recorded_partitions(description: str | None) -> int | None:
     found = re.search(r"partitions=(\d+)", description or "")
     return int(found.group(1)) if found else None
@@ -526,12 +536,21 @@ class NatsDelivery(Delivery):
         headers = dict(msg.headers or {})
         body = msg.data or None
         partition, _, key = msg.subject[len(base) + 1 :].partition(".")
-        self.message = Message.from_ce_headers(topic, headers, body)
-        if self.message.key == "":
-            self.message = Message.from_ce_headers(
-                topic, {**headers, "ce-subject": unquote(key)}, body
-            )
         self.attempt = msg.metadata.num_delivered
+        try:
+            if "ce-subject" not in headers:  # published by hand: the key is in the subject
+                headers["ce-subject"] = unquote(key)
+            self.message = Message.from_ce_headers(topic, headers, body)
+        except Exception as exc:  # not ours, or damaged: dead-lettered by the consumer
+            seq = msg.metadata.sequence.stream
+            self.message, self.problem, self.raw = unreadable(
+                topic,
+                unquote(key),
+                headers.get("ce-id") or headers.get("Nats-Msg-Id") or f"nats-{seq}",
+                f"NATS {msg.subject} #{seq}",
+                exc,
+                {"subject": msg.subject, "headers": headers, "body": _text(msg.data)},
+            )
         self.order_key = f"p{partition}"
 
     async def ack(self) -> None:
