@@ -36,6 +36,7 @@ __all__ = [
     "load_model",
     "markdown_table",
     "mask",
+    "otel_environment",
     "raw",
     "register",
     "split_commas",
@@ -98,6 +99,18 @@ class Settings(BaseSettings):
     )
     db_max_overflow: int = Field(
         10, ge=0, description="Extra PostgreSQL connections under load (`max_overflow=`)."
+    )
+    db_connect_timeout: float = Field(
+        4.0, gt=0, description="Seconds to open a PostgreSQL connection before answering 503."
+    )
+    db_statement_timeout: float = Field(
+        2.5,
+        gt=0,
+        description="Seconds a PostgreSQL statement may take; then its connection is dropped "
+        "(about 2 s more) and the request answers 503. Migrations wait as long as they need.",
+    )
+    db_pool_timeout: float = Field(
+        4.0, gt=0, description="Seconds a request waits for a free pooled connection (503 after)."
     )
     idempotency_lock_timeout: float = Field(
         60.0,
@@ -259,6 +272,12 @@ def database_url(override: str | None = None) -> str:
 
 def broker_url(override: str | None = None) -> str:
     return override or load().broker_url
+
+
+def otel_environment() -> dict[str, str]:
+    """The standard ``OTEL_*`` variables as set (OpenTelemetry's own, not ours: the SDK and its
+    exporter read them; `convergent.telemetry.tracing` asks which exporter is wanted)."""
+    return {k: v for k, v in os.environ.items() if k.startswith("OTEL_")}
 
 
 def raw(field: str) -> str | None:
