@@ -164,6 +164,7 @@ class NatsTransport(Transport):
         self._acks: _Acks | None = None
         self._topics: set[str] = set()
         self.partitions: dict[str, int] = {}  # topic -> its stream's partition count
+        self._subjects: dict[tuple[str, str], str] = {}
         self._lock = asyncio.Lock()
         self._outage = Outage(f"NATS at {mask(url)}", log)
 
@@ -222,6 +223,16 @@ class NatsTransport(Transport):
             out["user"], out["password"] = security.username, security.password
         return out
 
+    def _subject(self, topic: str, key: str) -> str:
+        """Memoized ``subject_for`` (hashing and escaping per message showed in the relay)."""
+        subject = self._subjects.get((topic, key))
+        if subject is None:
+            if len(self._subjects) >= 100_000:
+                self._subjects.clear()
+            subject = subject_for(self.subject_base(topic), key, self.partitions.get(topic))
+            self._subjects[(topic, key)] = subject
+        return subject
+
     def subject_base(self, topic: str) -> str:
         """``<topic>``, or ``<prefix>.<topic>`` for a deployment with a name prefix."""
         return prefixed(self.prefix, topic)
@@ -279,10 +290,7 @@ class NatsTransport(Transport):
         except Exception as exc:
             return [TransportError(f"NATS unavailable: {exc}")] * len(messages)
         assert self._acks is not None  # set by start()
-        subjects = [
-            subject_for(self.subject_base(m.topic), m.key, self.partitions.get(m.topic))
-            for m in messages
-        ]
+        subjects = [self._subject(m.topic, m.key) for m in messages]
         return await _KeyChains(self._acks, messages, subjects).run(self.publish_timeout)
 
     async def subscribe(
@@ -319,6 +327,8 @@ class NatsTransport(Transport):
         with contextlib.suppress(NotFoundError):
             await self.js.delete_stream(stream_name(topic, self.prefix))
         self._topics.discard(topic)
+        self.partitions.pop(topic, None)
+        self._subjects.clear()
 
 
 _SAFE_SUBJECT = re.compile(r"[!-~]+")  # printable, no whitespace: cannot break the protocol line
