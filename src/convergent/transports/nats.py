@@ -42,6 +42,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError, NotFoundError
 
+from convergent import settings
 from convergent.errors import ConfigurationError, NotSent, TransportError
 from convergent.messages import Message
 from convergent.outages import Outage, describe
@@ -151,6 +152,7 @@ class NatsTransport(Transport):
         duplicate_window: float = 120.0,
         publish_timeout: float = 10.0,
         connect_timeout: float = 5.0,
+        fast_path: bool | None = None,
     ) -> None:
         self.url = url
         self.options = nats_options(url)
@@ -159,6 +161,9 @@ class NatsTransport(Transport):
         self.connect_timeout = connect_timeout
         self.duplicate_window = duplicate_window
         self.publish_timeout = publish_timeout
+        # framing our own PUB frames is tested on the pinned nats-py range; off, nats-py's
+        # publish carries everything (a newer client, a protocol change, a suspected bug)
+        self.fast_path = settings.load().nats_fast_path if fast_path is None else fast_path
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._acks: _Acks | None = None
@@ -291,7 +296,8 @@ class NatsTransport(Transport):
             return [TransportError(f"NATS unavailable: {exc}")] * len(messages)
         assert self._acks is not None  # set by start()
         subjects = [self._subject(m.topic, m.key) for m in messages]
-        return await _KeyChains(self._acks, messages, subjects).run(self.publish_timeout)
+        chains = _KeyChains(self._acks, messages, subjects, fast_path=self.fast_path)
+        return await chains.run(self.publish_timeout)
 
     async def subscribe(
         self, topic: Topic, group: str, options: SubscriptionOptions | None = None
@@ -432,8 +438,16 @@ class _KeyChains:
     error reply, an ack lost with a dropped connection) is never overtaken on the broker by a
     later one of its key; those behind it answer ``NotSent``."""
 
-    def __init__(self, acks: _Acks, messages: Sequence[Message], subjects: list[str]) -> None:
+    def __init__(
+        self,
+        acks: _Acks,
+        messages: Sequence[Message],
+        subjects: list[str],
+        *,
+        fast_path: bool = True,
+    ) -> None:
         self.acks = acks
+        self.fast_path = fast_path
         self.messages = messages
         self.results: list[BaseException | None] = [None] * len(messages)
         self.subjects = subjects
@@ -481,7 +495,11 @@ class _KeyChains:
             headers = {**m.ce_headers(), "Nats-Msg-Id": m.id}
             token = acks.expect(functools.partial(self._acked, i))
             body = m.body() or b""
-            frame = _frame(self.subjects[i], acks.reply_to(token), headers, body, max_payload)
+            frame = (
+                _frame(self.subjects[i], acks.reply_to(token), headers, body, max_payload)
+                if self.fast_path
+                else None
+            )
             if frame is not None:
                 framed.append((i, token))
                 frames.append(frame)
