@@ -232,3 +232,37 @@ async def test_messages_show_outbox_backlog_per_topic_and_partition(store: Store
         data = await messages_q.messages(conn)
     assert sum(row.backlog for row in data.outbox) == 3
     assert {row.topic for row in data.outbox} == {"t.orders"}
+
+
+async def test_messages_show_parked_keys_per_group_and_the_letter_they_wait_for(
+    store: Store,
+) -> None:
+    from convergent.ids import uuid7
+    from convergent.store.schema import parked
+
+    letter = uuid7()
+    now = store.clock.now()
+    rows = [("ledger", "acct-7", letter), ("ledger", "acct-7", None), ("ledger", "acct-9", None)]
+    rows.append(("audit", "acct-7", None))
+    async with store.begin() as conn:
+        for group, key, dead in rows:
+            await conn.execute(
+                parked.insert().values(
+                    consumer_group=group,
+                    topic="t.invoices",
+                    key=key,
+                    message_id=str(uuid7()),
+                    envelope={},
+                    dead_letter_id=dead,
+                    parked_at=now,
+                )
+            )
+        data = await messages_q.messages(conn)
+    assert data.parked == {("ledger", "t.invoices"): 2, ("audit", "t.invoices"): 1}
+    first = data.parked_list[0]
+    assert (first.consumer_group, first.key, first.messages) == ("ledger", "acct-7", 2)
+    assert first.dead_letter_id == letter
+    assert [(p.consumer_group, p.key) for p in data.parked_list[1:]] == [
+        ("ledger", "acct-9"),
+        ("audit", "acct-7"),
+    ]
