@@ -16,6 +16,7 @@ from convergent.http.guard import RequestGuard
 from convergent.http.middleware import IdempotencyMiddleware
 from convergent.http.openapi import declare_protocol
 from convergent.http.problem import install_problem_handlers
+from convergent.http.tracing import TracingMiddleware
 from convergent.loops import run_loops
 from convergent.outbox.asyncapi import asyncapi_document
 from convergent.store import Store
@@ -81,8 +82,9 @@ def create_app(
         routes=[("POST", "/orders")],
         principal=api_key_principal,  # keys are scoped to the API key's id
     )
-    # outermost: bad bodies and paths are refused before anything else reads them
+    # bad bodies and paths are refused before anything else reads them
     app.add_middleware(RequestGuard, other_bodies=["/console"])
+    app.add_middleware(TracingMiddleware)  # outermost: the request's span holds all the rest
     app.include_router(bookings.router)
     app.include_router(trading.router)
     app.include_router(webhooks.router)

@@ -14,7 +14,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 
-from convergent import settings
+from convergent import settings, tracing
 from convergent.clock import Clock, system_clock
 from convergent.errors import ConfigurationError, MissingExtra, StoreUnavailable
 from convergent.store import revisions, schema
@@ -132,7 +132,21 @@ class Store:
 
     @contextlib.asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction; commits on success, rolls back on error."""
+        """A write transaction; commits on success, rolls back on error. Within a trace, it is
+        a span (never the root of one: the loops' own transactions stay out of traces)."""
+        if not tracing.enabled() or not tracing.in_trace():
+            async with self._begin() as conn:
+                yield conn
+            return
+        attributes = {"db.system.name": self.url.get_backend_name(), "db.operation.name": "BEGIN"}
+        with tracing.tracer.start_as_current_span(
+            "transaction", kind=tracing.SpanKind.CLIENT, attributes=attributes
+        ):
+            async with self._begin() as conn:
+                yield conn
+
+    @contextlib.asynccontextmanager
+    async def _begin(self) -> AsyncIterator[AsyncConnection]:
         if self.sql.single_writer:
             if self._write_lock is None:
                 self._write_lock = asyncio.Lock()
