@@ -82,7 +82,7 @@ def test_one_order_is_one_trace_across_serve_worker_and_relay(
             ],
         )
         shop.start("relay", ["relay", "--import", "tests.integration.observability.app"])
-        with server.client(headers={"X-Api-Key": "client-t"}) as http:
+        with server.client("client-t") as http:
             created = http.post("/orders", json=ORDER, headers={"Idempotency-Key": "t-1"})
             assert created.status_code == 202, created.text
             location = created.headers["Location"]
