@@ -6,7 +6,7 @@ VENV := .venv/.synced
 # the env is synced once by $(VENV); `uv run` must not re-sync it (that would drop the bench group)
 RUN = $(UV) run --frozen --no-sync
 
-.PHONY: demo test lint format bench drill drill-ci drill-db serve clean
+.PHONY: demo test lint format bench drill drill-ci drill-db drill-cluster drill-cluster-ci serve clean
 
 $(UV):
 	python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
@@ -57,6 +57,19 @@ drill-ci: $(VENV) drill-db
 	rm -rf reports/drill-ci-sqlite
 	$(RUN) convergent drill --orders 200 --bookings 20 --trades 5 --kills 4 --fault-rate 0.2 \
 		--duration 40 --settle-timeout 120 --report-dir reports/drill-ci-sqlite --no-live
+
+# the shop on network-namespace hosts (root): its own PostgreSQL, a 3-node NATS cluster, an API,
+# a relay, 2 workers; SIGKILLs, a NATS node lost, a worker partitioned past its lease, latency+loss
+drill-cluster: $(VENV)
+	$(RUN) convergent drill --cluster --orders 400 --bookings 40 --trades 10 --workers 2 \
+		--kills 8 --fault-rate 0.2 --broker-outage 20 --lease-seconds 5 --duration 240 \
+		--settle-timeout 300 --report-dir reports/drill-cluster --no-live $(ARGS)
+
+# the short cluster round CI runs (a few minutes); exits 1 if an invariant fails
+drill-cluster-ci: $(VENV)
+	$(RUN) convergent drill --cluster --orders 60 --bookings 6 --trades 3 --workers 2 --kills 3 \
+		--fault-rate 0.2 --broker-outage 10 --lease-seconds 4 --duration 60 --settle-timeout 180 \
+		--report-dir reports/drill-cluster-ci --no-live --seed 18
 
 serve: $(VENV)
 	$(RUN) convergent serve $(ARGS)

@@ -16,6 +16,7 @@ from convergent.store import Store
 from convergent.telemetry import StoreGauges
 from convergent.telemetry.logging import configure_logging
 from convergent.telemetry.metrics import serve_metrics
+from convergent.telemetry.tracing import configure_tracing
 
 __all__ = ["LogFormat", "MetricsPort", "log_started", "observe", "run_with_gauges"]
 
@@ -39,13 +40,25 @@ MetricsPort = Annotated[
 ]
 
 
-def observe(log_format: str | None = None, metrics_port: int | None = None) -> None:
-    """Logs in the chosen format, and metrics on ``metrics_port`` if given."""
+def observe(service: str, log_format: str | None = None, metrics_port: int | None = None) -> None:
+    """Logs in the chosen format, metrics on ``metrics_port`` if given, traces if ``OTEL_*``
+    asks for them (``service``: the command, named in the traces as ``convergent-<service>``)."""
     config = settings.load(log_format=log_format)
     configure_logging(config.log_format, config.log_level)
     if metrics_port is not None:
         serve_metrics(metrics_port)
         log.info("serving metrics", extra={"metrics_port": metrics_port})
+    if configure_tracing(f"convergent-{service}"):
+        log.info("exporting traces", extra={"otlp_endpoint": _otlp_endpoint()})
+
+
+def _otlp_endpoint() -> str:
+    env = settings.otel_environment()
+    return (
+        env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or env.get("OTEL_TRACES_EXPORTER", "")
+    )
 
 
 def log_started(process: str, database_url: str | None, broker_url: str | None) -> None:

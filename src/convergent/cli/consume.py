@@ -24,7 +24,7 @@ def consume(
     log_format: LogFormat = None,
 ) -> None:
     """Run every consumer the imported modules declare, each in one transaction per message."""
-    observe(log_format, metrics_port)
+    observe("consume", log_format, metrics_port)
     from convergent.cli._preflight import wait_for_broker, wait_for_database
     from convergent.outbox.consumer import CONSUMERS
     from convergent.runtime import Messaging

@@ -50,7 +50,7 @@ def relay(
     log_format: LogFormat = None,
 ) -> None:
     """Publish committed outbox rows through the broker, in order per key, until SIGTERM."""
-    observe(log_format, metrics_port)
+    observe("relay", log_format, metrics_port)
     from convergent.cli._preflight import wait_for_broker, wait_for_database
     from convergent.runtime import Messaging
     from convergent.store import Store

@@ -79,7 +79,7 @@ def worker(
     log_format: LogFormat = None,
 ) -> None:
     """Run workflow runs (and the other background loops) until SIGTERM or Ctrl-C."""
-    observe(log_format, metrics_port)
+    observe("worker", log_format, metrics_port)
     imported = import_app(import_)
     options = LoopOptions(
         queues=parse_queues(queues, concurrency),

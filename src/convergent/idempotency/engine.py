@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from convergent import settings
+from convergent import settings, tracing
 from convergent.errors import IdempotencyKeyInProgress, IdempotencyKeyMismatch
 from convergent.store import Store
 from convergent.store.schema import idempotency_keys as t
@@ -76,6 +76,17 @@ class IdempotencyKeys:
 
     async def acquire(self, scope: str, key: str, fingerprint: str) -> Lease | StoredResponse:
         """Lock the key for this request, or say why not (replay, 409, 422)."""
+        if not tracing.enabled():
+            return await self._acquire(scope, key, fingerprint)
+        with tracing.tracer.start_as_current_span(
+            "idempotency lock", attributes={"convergent.idempotency_key": key}
+        ) as span:
+            found = await self._acquire(scope, key, fingerprint)
+            outcome = "replay" if isinstance(found, StoredResponse) else "new"
+            span.set_attribute("convergent.idempotency.outcome", outcome)
+            return found
+
+    async def _acquire(self, scope: str, key: str, fingerprint: str) -> Lease | StoredResponse:
         if self.store.writer_busy():
             # a lock-free read first: replays and 409s never queue behind the one writer
             async with self.store.read() as conn:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from opentelemetry import trace
 from prometheus_client import Counter
 
 from convergent.metrics import IDEMPOTENCY
@@ -19,6 +20,8 @@ class _Outcome:
     def inc(self, amount: float = 1) -> None:
         self.counter.inc(amount)
         IDEMPOTENCY.labels(self.outcome).inc(amount)
+        # the request's span says how its key was answered
+        trace.get_current_span().set_attribute("convergent.idempotency.outcome", self.outcome)
 
 
 executions = _Outcome(

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from prometheus_client import Histogram
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from convergent import metrics
+from convergent import metrics, tracing
 from convergent.errors import StoreUnavailable
 from convergent.faults import fault_point, register
 from convergent.ids import uuid7
@@ -217,7 +217,28 @@ class Consumer:
                 pause = min(pause * 2, 2.0)
 
     async def _handle(self, d: Delivery) -> float | None:
-        """Handle and settle one delivery; returns the retry delay when it was nak'ed."""
+        """Handle and settle one delivery; returns the retry delay when it was nak'ed. Traced,
+        the span continues the trace of the message's producer (its ``traceparent``)."""
+        if not tracing.enabled():
+            return await self._settle(d)
+        message = d.message
+        with tracing.tracer.start_as_current_span(
+            f"process {message.topic}",
+            context=tracing.parent_from(message.headers),
+            kind=tracing.SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "convergent",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": message.topic,
+                "messaging.consumer.group.name": self.group,
+                "messaging.message.id": message.id,
+                "messaging.message.conversation_id": message.key,
+                "convergent.attempt": d.attempt,
+            },
+        ):
+            return await self._settle(d)
+
+    async def _settle(self, d: Delivery) -> float | None:
         message = d.message
         try:
             async with self.store.begin() as conn:

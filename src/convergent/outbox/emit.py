@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from opentelemetry import propagate
+from opentelemetry import propagate, trace
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from convergent import tracing
 from convergent.faults import fault_point, register
 from convergent.ids import uuid7
 from convergent.messages import Message
@@ -42,7 +43,35 @@ async def emit(
     CloudEvents id)."""
     spec = get_topic(topic)
     extra = dict(headers or {})
-    propagate.inject(extra)  # W3C traceparent when OpenTelemetry has an active span
+    if not trace.get_current_span().is_recording():  # no trace to continue: nothing to add
+        propagate.inject(extra)
+        return await _emit(conn, spec, key, type, data, source, extra)
+    with tracing.tracer.start_as_current_span(
+        f"create {spec.name}",
+        kind=tracing.SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": "convergent",
+            "messaging.operation.type": "create",
+            "messaging.destination.name": spec.name,
+            "messaging.message.conversation_id": key,
+            "cloudevents.event_type": type,
+        },
+    ) as span:
+        propagate.inject(extra)  # W3C traceparent: the relay and the consumers continue it
+        message = await _emit(conn, spec, key, type, data, source, extra)
+        span.set_attribute("messaging.message.id", message.id)
+        return message
+
+
+async def _emit(
+    conn: AsyncConnection,
+    spec: Topic,
+    key: str,
+    type: str,
+    data: Any,
+    source: str,
+    headers: dict[str, str],
+) -> Message:
     message = Message(
         topic=spec.name,
         key=key,
@@ -51,7 +80,7 @@ async def emit(
         source=source,
         id=str(uuid7()),
         time=store_of(conn).clock.now(),
-        headers=extra,
+        headers=headers,
     )
     await insert_messages(conn, [message])
     return message

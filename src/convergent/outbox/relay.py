@@ -21,9 +21,11 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from opentelemetry import propagate
+from opentelemetry.trace import Span, set_span_in_context
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from convergent import metrics
+from convergent import metrics, tracing
 from convergent.errors import NotSent, TransportError
 from convergent.faults import fault_point, register
 from convergent.ids import uuid7
@@ -153,7 +155,10 @@ class Relay:
                 return settled
             fault_point(AFTER_CLAIM)
             messages = [Message.from_envelope(r.topic, r.key, r.envelope) for r in rows]
+            spans = self._publish_spans(messages) if tracing.enabled() else None
             results = await self.transport.publish(messages)
+            if spans is not None:
+                _end_spans(spans, results)
             self._note_broker(results)
             fault_point(AFTER_PUBLISH)
             mine = await self._settle(rows, results, held)
@@ -163,6 +168,32 @@ class Relay:
                 return settled
             if len(rows) < self.batch_size or loop.time() >= until:
                 return settled
+
+    def _publish_spans(self, messages: list[Message]) -> list[Span | None]:
+        """A ``publish`` span per traced message, continuing its producer's trace; the message
+        carries the publish span on (consumers continue from it)."""
+        system = type(self.transport).__name__.removesuffix("Transport").lower() or "convergent"
+        spans: list[Span | None] = []
+        for m in messages:
+            parent = tracing.parent_from(m.headers)
+            if parent is None:
+                spans.append(None)
+                continue
+            span = tracing.tracer.start_span(
+                f"publish {m.topic}",
+                context=parent,
+                kind=tracing.SpanKind.PRODUCER,
+                attributes={
+                    "messaging.system": system,
+                    "messaging.operation.type": "send",
+                    "messaging.destination.name": m.topic,
+                    "messaging.message.id": m.id,
+                    "messaging.message.conversation_id": m.key,
+                },
+            )
+            propagate.inject(m.headers, context=set_span_in_context(span))
+            spans.append(span)
+        return spans
 
     def _note_broker(self, results: list[BaseException | None]) -> None:
         """Every message refused as unreachable: the broker is down (one line, not one per
@@ -233,6 +264,15 @@ class Relay:
         self.published += len(sent)
         _count_published(sent)
         return mine
+
+
+def _end_spans(spans: list[Span | None], results: list[BaseException | None]) -> None:
+    for span, err in zip(spans, results, strict=True):
+        if span is None:
+            continue
+        if err is not None:
+            tracing.record_error(span, err)
+        span.end()
 
 
 def _count_published(rows: Iterable[Any]) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from convergent.errors import MissingExtra
 
@@ -27,7 +28,7 @@ except ImportError as exc:
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from convergent import faults
+from convergent import faults, tracing
 from convergent import metrics as core_metrics
 from convergent.faults import fault_point
 from convergent.ids import uuid7
@@ -287,6 +288,8 @@ class Dispatcher:
             log.exception("sending webhook %s failed", job.delivery_id)
             result = SendResult(Outcome.ERROR, None, 0, error=f"{type(exc).__name__}: {exc}")
         fault_point(AFTER_SEND)
+        if tracing.enabled():
+            _trace_attempt(job, result, started_at)
         metrics.ATTEMPTS.labels(result.outcome).inc()
         core_metrics.WEBHOOK_DELIVERIES.labels(str(job.endpoint_id), result.outcome).inc()
         metrics.ATTEMPT_SECONDS.observe(result.duration_ms / 1000)
@@ -440,3 +443,26 @@ class Dispatcher:
             )
         )
         return WebhookEvent(kind, job.endpoint_id, job.delivery_id, detail)
+
+
+def _trace_attempt(job: _Job, result: SendResult, started_at: datetime) -> None:
+    """A CLIENT span for one delivery attempt (recorded after the fact, from its timing)."""
+    start_ns = int(started_at.timestamp() * 1e9)
+    span = tracing.tracer.start_span(
+        "POST",
+        kind=tracing.SpanKind.CLIENT,
+        start_time=start_ns,
+        attributes={
+            "http.request.method": "POST",
+            "server.address": urlsplit(job.url).hostname or "",
+            "convergent.webhook.endpoint": str(job.endpoint_id),
+            "convergent.webhook.message_id": str(job.message_id),
+            "convergent.attempt": job.attempt,
+            "convergent.outcome": str(result.outcome),
+        },
+    )
+    if result.status_code is not None:
+        span.set_attribute("http.response.status_code", result.status_code)
+    if not result.ok:
+        span.set_status(tracing.Status(tracing.StatusCode.ERROR, result.error or ""))
+    span.end(end_time=start_ns + int(result.duration_ms * 1e6))

@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from convergent import tracing
 from convergent.codec import encode_any
 from convergent.errors import RunCancelled, RunFailed, RunNotFound
 from convergent.ids import uuid7
@@ -98,13 +99,19 @@ def _run_row(
         "queue": queue or workflow.queue,
         "version": workflow.version,
         "status": "pending",
-        "args": {"args": workflow.codec.encode_args(args)},
+        # the trace of the request or message that started the run, for the run to continue
+        "args": {"args": workflow.codec.encode_args(args), **_trace()},
         "attempts": 0,
         "next_at": now,
         "cancel_requested": False,
         "created_at": now,
         "updated_at": now,
     }
+
+
+def _trace() -> dict[str, Any]:
+    headers = tracing.carrier()
+    return {"trace": headers} if headers else {}
 
 
 async def start(

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from convergent.ids import uuid7
 from convergent.store import Store
 from convergent.store.schema import dead_letters, run_events, run_steps, runs
 from convergent.workflows._committer import Committer
-from convergent.workflows._metrics import dead_lettered, retried, step_attempt
+from convergent.workflows._metrics import Attempt, dead_lettered, retried
 from convergent.workflows._statements import Statements
 
 if TYPE_CHECKING:
@@ -275,6 +274,15 @@ class RunContext:
 
         return await await_child(self, workflow, args, queue=queue)
 
+    async def start_child(
+        self, workflow: Workflow[Any, Any] | str, *args: Any, queue: str | None = None
+    ) -> uuid.UUID:
+        """Start ``workflow(*args)`` as a detached child run, once, and return its id without
+        waiting; it is not cancelled with this run."""
+        from convergent.workflows.children import start_detached
+
+        return await start_detached(self, workflow, args, queue=queue)
+
     async def begin_compensation(self) -> None:
         """Mark the run compensating; steps called from now on are compensations."""
         if self.compensating:
@@ -329,12 +337,13 @@ class RunContext:
         while True:
             attempts += 1
             sctx = StepContext(self.run_id, step.name, seq, attempts, key, self.store, self.owner)
-            began = time.perf_counter()
+            attempt = Attempt(self.workflow, step.name, attempts, key, self.compensating)
             try:
                 if step.reconcile is not None:
                     if attempts > 1:  # an earlier attempt may have taken effect: ask first
                         found = await step.reconcile(sctx, *args, **kwargs)
                         if found is not None:
+                            attempt.end("reconciled")
                             return await self._complete(seq, step, key, attempts, found, first_at)
                     await self._save(
                         seq,
@@ -355,11 +364,10 @@ class RunContext:
                     when = step.retry.next_attempt_at(
                         attempts, self.now(), first_attempt_at=first_at, retry_after=retry_after
                     )
-                spent = time.perf_counter() - began
                 if when is None:
-                    step_attempt(self.workflow, step.name, "failed", spent)
+                    attempt.end("failed", exc)
                     return await self._give_up(seq, step, key, attempts, error, args, exc)
-                step_attempt(self.workflow, step.name, "retrying", spent)
+                attempt.end("retrying", exc)
                 retried(self.workflow, step.name)
                 await self._save(
                     seq,
@@ -375,7 +383,7 @@ class RunContext:
                 if when > self.now():
                     raise Suspend(when) from None
                 continue
-            step_attempt(self.workflow, step.name, "completed", time.perf_counter() - began)
+            attempt.end("completed")
             if self.compensating:
                 fault_point(BEFORE_COMPENSATION_CHECKPOINT)
             else:

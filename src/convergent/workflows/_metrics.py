@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
+from opentelemetry import context as otel_context
+from opentelemetry.trace import Span, set_span_in_context
 from prometheus_client import Counter, Gauge
 
-from convergent import metrics
+from convergent import metrics, tracing
 
-__all__ = ["dead_lettered", "lease_taken_over", "retried", "step_attempt", "waiting_for_version"]
+__all__ = ["Attempt", "dead_lettered", "lease_taken_over", "retried", "waiting_for_version"]
 
 _DEAD = Counter(
     "convergent_workflow_dead_letters",
@@ -32,8 +36,42 @@ def retried(workflow: str, step: str) -> None:
     metrics.RETRIES.labels("workflow").inc()
 
 
-def step_attempt(workflow: str, step: str, outcome: str, seconds: float) -> None:
-    metrics.STEP_SECONDS.labels(workflow, step, outcome).observe(seconds)
+class Attempt:
+    """One attempt of a step: its latency (``convergent_step_seconds``) and, traced, its span
+    (current while the step runs, so what the step emits or calls nests under it)."""
+
+    def __init__(
+        self, workflow: str, step: str, attempt: int, key: str, compensating: bool
+    ) -> None:
+        self.workflow = workflow
+        self.step = step
+        self.began = time.perf_counter()
+        self.span: Span | None = None
+        self._token: object = None
+        if tracing.enabled():
+            self.span = tracing.tracer.start_span(
+                f"step {step}",
+                attributes={
+                    "convergent.workflow": workflow,
+                    "convergent.step": step,
+                    "convergent.attempt": attempt,
+                    "convergent.idempotency_key": key,
+                    "convergent.compensation": compensating,
+                },
+            )
+            self._token = otel_context.attach(set_span_in_context(self.span))
+
+    def end(self, outcome: str, error: BaseException | None = None) -> None:
+        """``outcome``: completed, reconciled, retrying or failed."""
+        metrics.STEP_SECONDS.labels(self.workflow, self.step, outcome).observe(
+            time.perf_counter() - self.began
+        )
+        if self.span is not None:
+            otel_context.detach(self._token)  # type: ignore[arg-type]
+            self.span.set_attribute("convergent.outcome", outcome)
+            if error is not None:
+                tracing.record_error(self.span, error)
+            self.span.end()
 
 
 def lease_taken_over(runs: int) -> None:

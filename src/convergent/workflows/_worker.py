@@ -21,6 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from convergent import tracing
 from convergent.errors import NonDeterminism, RunCancelled, StoreUnavailable
 from convergent.faults import fault_point, register
 from convergent.ids import uuid7
@@ -293,6 +294,20 @@ class Worker:
         return claimed
 
     async def _execute(self, claimed: _Claimed, queue: str) -> None:
+        """Run (or resume) a claimed run; traced, in the trace of whatever started it."""
+        if not tracing.enabled():
+            return await self._execute_run(claimed, queue)
+        with tracing.tracer.start_as_current_span(
+            f"workflow {claimed.workflow}",
+            context=tracing.parent_from(claimed.args.get("trace")),
+            attributes={
+                "convergent.workflow": claimed.workflow,
+                "convergent.run_id": str(claimed.id),
+            },
+        ):
+            return await self._execute_run(claimed, queue)
+
+    async def _execute_run(self, claimed: _Claimed, queue: str) -> None:
         ctx = self._contexts[claimed.id]
         token = _current.set(ctx)
         local_active.add(claimed.id)

@@ -1,4 +1,5 @@
-"""A tiny app for the observability tests: one topic and a consumer of it that gives up fast."""
+"""A tiny app for the observability tests: a topic with a consumer that gives up fast, and a
+consumer of the shop's order events."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from convergent import Message
 from convergent.outbox import consumer
 from convergent.retry import RetryPolicy
 from convergent.topics import declare_topic
+from convergent_shop.events import orders_topic
 
 PINGS = declare_topic("obs-pings")
 
@@ -16,3 +18,8 @@ PINGS = declare_topic("obs-pings")
 async def handle(conn: AsyncConnection, message: Message) -> None:
     if isinstance(message.data, dict) and message.data.get("poison"):
         raise ValueError("this ping is poison")
+
+
+@consumer(orders_topic, "obs-orders")
+async def watch_orders(conn: AsyncConnection, message: Message) -> None:
+    """Consumes the shop's order events (its span joins the order's trace)."""

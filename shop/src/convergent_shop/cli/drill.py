@@ -6,11 +6,14 @@ import asyncio
 import signal
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from convergent.cli.app import BrokerUrl, DatabaseUrl, app, console, fail, run_async
+
+if TYPE_CHECKING:
+    from convergent_shop.sim.cluster.drill import ClusterDrillOptions
 
 T = TypeVar("T")
 
@@ -37,8 +40,48 @@ def drill(
     ),
     live: Annotated[bool, typer.Option(help="draw live progress")] = True,
     seed: Annotated[int | None, typer.Option(help="seed for a repeatable run")] = None,
+    cluster: Annotated[
+        bool,
+        typer.Option(help="deploy on network-namespace hosts (root): partitions, NATS cluster"),
+    ] = False,
+    lease_seconds: Annotated[
+        float, typer.Option(help="--cluster: the workers' lease (a partition lasts three)")
+    ] = 5.0,
 ) -> None:
     """Kill, restart and disconnect the shop's processes under load; exit 1 on any violation."""
+    if cluster:
+        if database_url or broker_url or pg_restart or crash_points != "none":
+            raise fail(
+                "--cluster brings its own PostgreSQL and NATS cluster and its own faults: drop "
+                "--database-url, --broker-url, --pg-restart and --crash-points"
+            )
+        from convergent_shop.sim.cluster import capabilities
+        from convergent_shop.sim.cluster.drill import ClusterDrillOptions
+
+        caps = capabilities()
+        if not caps.netns:  # one line, and the caller (CI) goes on with what it can do
+            console.print(f"[yellow]cluster drill not run: {caps.missing[0]}[/]", soft_wrap=True)
+            return None
+
+        return _report_or_fail(
+            _run_cluster(
+                ClusterDrillOptions(
+                    report_dir=report_dir,
+                    orders=orders,
+                    bookings=bookings,
+                    trades=trades,
+                    workers=max(workers, 2),
+                    kills=kills,
+                    fault_rate=fault_rate,
+                    duration=duration,
+                    settle_timeout=settle_timeout,
+                    lease_seconds=lease_seconds,
+                    nats_outage=broker_outage or 15.0,
+                    live=live,
+                    seed=seed,
+                )
+            )
+        )
     from convergent_shop.sim.drill import DrillOptions, known_fault_points, run_drill
 
     points: list[str | None]
@@ -74,9 +117,19 @@ def drill(
         live=live,
         seed=seed,
     )
+    _report_or_fail(run_drill(options, console))
+
+
+def _run_cluster(options: ClusterDrillOptions) -> Coroutine[Any, Any, dict[str, Any]]:
+    from convergent_shop.sim.cluster.drill import run_cluster_drill
+
+    return run_cluster_drill(options, console)
+
+
+def _report_or_fail(job: Coroutine[Any, Any, dict[str, Any]]) -> None:
     try:
-        report = run_async(_stoppable(run_drill(options, console)))
-    except RuntimeError as exc:  # a process that would not start; its log is named
+        report = run_async(_stoppable(job))
+    except RuntimeError as exc:  # a process that would not start, a lab it cannot build
         raise fail(f"{exc}") from None
     except asyncio.CancelledError:
         raise fail("stopped by SIGTERM; the shop's processes were stopped too") from None

@@ -28,7 +28,7 @@ def serve(
     log_format: LogFormat = None,
 ) -> None:
     """Serve the reference shop's HTTP API (OpenAPI docs at /docs, metrics at /metrics)."""
-    observe(log_format)
+    observe("serve", log_format)
     import uvicorn
 
     from convergent.store import Store

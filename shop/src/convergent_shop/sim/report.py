@@ -80,19 +80,49 @@ def histogram_svg(values: list[float], bins: int = 20, label: str = "seconds") -
     return _frame("".join(bars), f"{low:.2f}", f"{high:.2f} {label}", str(top))
 
 
-def line_svg(points: list[tuple[float, float]], label: str) -> str:
+def line_svg(
+    points: list[tuple[float, float]],
+    label: str,
+    faults: list[dict[str, Any]] | None = None,
+) -> str:
+    """The series over time; each fault (``start``/``end`` on the same seconds, ``kind``,
+    ``target``) a shaded band, an instant one a line."""
     if len(points) < 2:
         return _empty_svg(f"no {label} figures (not available yet)")
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     x0, x1, top = min(xs), max(xs) or 1.0, max(ys) or 1.0
     span = (x1 - x0) or 1.0
+
+    def x_of(x: float) -> float:
+        return _PAD + (min(max(x, x0), x1) - x0) / span * (_W - 2 * _PAD)
+
+    bands = []
+    for fault in faults or []:
+        start = float(fault["start"])
+        end = float(fault["end"] if fault.get("end") is not None else x1)
+        left, width = x_of(start), max(1.5, x_of(end) - x_of(start))
+        title = html.escape(f"{fault['kind']} {fault['target']} {start:.0f}-{end:.0f}s")
+        bands.append(
+            f'<rect x="{left:.1f}" y="{_PAD}" width="{width:.1f}" height="{_H - 2 * _PAD}" '
+            f'fill="{_FAULT_COLOURS.get(fault["kind"], "#9ca3af")}" fill-opacity="0.3">'
+            f"<title>{title}</title></rect>"
+        )
     coords = " ".join(
         f"{_PAD + (x - x0) / span * (_W - 2 * _PAD):.1f},"
         f"{_H - _PAD - y / top * (_H - 2 * _PAD):.1f}"
         for x, y in points
     )
     line = f'<polyline points="{coords}" fill="none" stroke="#ef4444" stroke-width="2"/>'
-    return _frame(line, f"{x0:.0f}s", f"{x1:.0f}s", f"{top:.0f}")
+    return _frame("".join(bands) + line, f"{x0:.0f}s", f"{x1:.0f}s", f"{top:.0f}")
+
+
+_FAULT_COLOURS = {
+    "kill": "#111827",
+    "nats-down": "#f59e0b",
+    "partition": "#8b5cf6",
+    "shape": "#10b981",
+    "db-crash": "#ef4444",
+}
 
 
 def _frame(body: str, x_low: str, x_high: str, y_top: str) -> str:
@@ -121,6 +151,7 @@ _LINES = [
     ("outbox_backlog", "outbox backlog"),
     ("runs_in_flight", "workflow runs in flight"),
     ("trades_open", "exchange orders not yet filled"),
+    ("ttc_p95", "time to consistency, p95 so far (s)"),
 ]
 
 
@@ -145,12 +176,32 @@ def _html(report: dict[str, Any]) -> str:
     )
     ttc = report["time_to_consistency"]
     fills = report.get("trade_time_to_fill") or []
+    faults = report.get("faults")
     lines = "".join(
-        f"<h3>{esc(label)}</h3>" + line_svg(_series(report["samples"], key), label)
+        f"<h3>{esc(label)}</h3>" + line_svg(_series(report["samples"], key), label, faults)
         for key, label in _LINES
     )
+    fault_rows = "".join(
+        f"<tr><td>{_secs(f['start'])}</td><td>{_secs(f['end'])}</td><td>{esc(f['kind'])}</td>"
+        f"<td>{esc(f['target'])}</td><td>{esc(f['detail'])}</td>"
+        f"<td>{_secs(f.get('consistent_after'))}</td></tr>"
+        for f in faults or []
+    )
+    faults_section = (
+        "<h2>Faults</h2><p>Bands on the charts below; the last column is the time from the "
+        "fault's end until every order accepted before that end was final.</p>"
+        "<table><tr><td>start</td><td>end</td><td>fault</td><td>target</td><td>detail</td>"
+        f"<td>consistent after</td></tr>{fault_rows}</table>"
+        if faults
+        else ""
+    )
+    notices = "".join(f"<li>{esc(n)}</li>" for n in report.get("notices") or [])
+    if notices:
+        faults_section = f"<h2>What this machine cannot do</h2><ul>{notices}</ul>" + faults_section
     details = {
-        k: report[k] for k in ("psp_ledger", "events", "restarts") if report.get(k) is not None
+        k: report[k]
+        for k in ("psp_ledger", "events", "restarts", "lease_losses", "layout")
+        if report.get(k) is not None
     }
     if report.get("rounds"):
         details["rounds"] = [{"title": r["title"], "failed": r["failed"]} for r in report["rounds"]]
@@ -193,6 +244,7 @@ tr.skipped td:nth-child(2) {{ color: #6b7280; }}
 <h2>Exchange orders: time to fill (lost fills recovered by polling)</h2>
 {histogram_svg(fills)}
 {runs_section}
+{faults_section}
 <h2>Over time</h2>{lines}
 <h2>Workload</h2><table>{figures}</table>
 <h2>Details</h2><pre>{esc(json.dumps(details, indent=2, default=str))}</pre>
