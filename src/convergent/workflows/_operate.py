@@ -99,8 +99,9 @@ async def resume(
     from_step: int | None = None,
     actor: str | None = None,
 ) -> int:
-    """Put a failed run back to work from its checkpoints, in the caller's transaction; returns
-    the position it goes on from.
+    """Put a failed run (or one cancelled by an error, not on request: a cancelled child run it
+    awaited) back to work from its checkpoints, in the caller's transaction; returns the
+    position it goes on from.
 
     The failed step (or, with ``from_step``, that position and every one after it) is forgotten
     and runs again with the same idempotency keys; completed steps before it answer from their
@@ -119,7 +120,9 @@ async def resume(
         )
     if row.status == "completed":
         raise RunNotResumable(f"run {run_id} completed: nothing to resume; start a new run")
-    if row.status == "cancelled":
+    if row.status == "cancelled" and (
+        row.cancel_requested or row.error == "cancelled before it started"
+    ):
         raise RunNotResumable(
             f"run {run_id} was cancelled on request: start a new run instead of resuming it"
         )
@@ -149,6 +152,7 @@ async def resume(
         .where(runs.c.id == run_id)
         .values(
             status=row.status if parked else "running" if start > 1 else "pending",
+            cancel_requested=False,
             result=None,
             error=None,
             attempts=0,

@@ -11,6 +11,7 @@ import pytest
 from convergent.clock import ManualClock
 from convergent.errors import (
     PermanentError,
+    RunCancelled,
     RunFailed,
     RunNotFound,
     RunNotResumable,
@@ -191,3 +192,25 @@ async def test_retry_step_of_a_run_without_a_backoff_says_so(mstore: Store) -> N
     async with mstore.begin() as conn:
         with pytest.raises(RunNotResumable, match="no step waiting"):
             await retry_step(conn, run_id)
+
+
+@workflow(name="tests.operate.cancelled_by_error")
+async def cancelled_by_error(ctx: WorkflowContext) -> str:
+    first = await work("a")
+    if "child" in broken:  # as when a child run it awaits was cancelled
+        raise RunCancelled("child run was cancelled")
+    return first + await work("b")
+
+
+async def test_a_run_cancelled_by_an_error_resumes(mstore: Store) -> None:
+    broken.add("child")
+    run_id = await submit(mstore, cancelled_by_error)
+    async with running(mstore):
+        with pytest.raises(RunFailed, match="child run was cancelled"):
+            await result(mstore, run_id, wait=10)
+        assert (await status(mstore, run_id)).status == "cancelled"
+        broken.clear()
+        async with mstore.begin() as conn:
+            assert await resume(conn, run_id) == 2
+        assert await result(mstore, run_id, wait=10) == "ab"
+    assert calls == {"a": 1, "b": 1}
