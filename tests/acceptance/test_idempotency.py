@@ -11,8 +11,9 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from convergent.drill import free_port
 from convergent.store import Store
-from tests.acceptance.conftest import Server, free_port, start_process, wait_until_healthy
+from tests.acceptance.conftest import Server, start_process, wait_until_healthy
 
 ORDER = {
     "customer_id": "c1",

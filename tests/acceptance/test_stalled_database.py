@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.acceptance.conftest import Server, free_port, start_process, wait_until_healthy
+from convergent.drill import free_port
+from tests.acceptance.conftest import Server, start_process, wait_until_healthy
 from tests.acceptance.stall_proxy import StallProxy
 
 ORDER = {

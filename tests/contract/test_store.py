@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 
 import pytest
@@ -114,7 +114,7 @@ async def test_datetimes_round_trip_as_aware_utc_and_order_correctly(store: Stor
     assert later == [1]
 
 
-def timezone_plus_two() -> object:
+def timezone_plus_two() -> tzinfo:
     from datetime import timezone
 
     return timezone(timedelta(hours=2))

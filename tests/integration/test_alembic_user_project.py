@@ -223,7 +223,7 @@ def test_without_the_filter_autogenerate_would_drop_convergent_tables(
 
     dropped = {
         d[1].name for d in asyncio.run(go()) if isinstance(d, tuple) and d[0] == "remove_table"
-    }  # type: ignore[index,attr-defined]
+    }
     assert "convergent_runs" in dropped
 
 

@@ -20,7 +20,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 def quickstart_source() -> str:
     blocks = re.findall(r"^```python\n(.*?)^```", README.read_text(), re.MULTILINE | re.DOTALL)
     (block,) = [b for b in blocks if "lifespan(store)" in b]
-    return block
+    return str(block)
 
 
 async def test_quickstart_runs_once_emits_once_and_replays(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from convergent.http.guard import RequestGuard
+from convergent.http.idempotent import IDEMPOTENCY_RESPONSES, Idempotent
 from convergent.http.lifespan import lifespan
 from convergent.http.middleware import (
     IdempotencyMiddleware,
@@ -14,7 +15,9 @@ from convergent.http.middleware import (
 from convergent.http.problem import Problem, install_problem_handlers
 
 __all__ = [
+    "IDEMPOTENCY_RESPONSES",
     "IdempotencyMiddleware",
+    "Idempotent",
     "Problem",
     "RequestGuard",
     "Transaction",

@@ -37,6 +37,7 @@ from convergent.errors import (
     StoreUnavailable,
 )
 from convergent.faults import fault_point, register
+from convergent.http.idempotent import GUARDED, idempotent_routes
 from convergent.http.problem import PROBLEM_CONTENT_TYPE, Problem, problem_for
 from convergent.idempotency import metrics
 from convergent.idempotency.engine import IdempotencyKeys, Lease, StoredResponse
@@ -129,6 +130,10 @@ async def _transaction_dependency(request: Request) -> AsyncIterator[AsyncConnec
 Transaction = Annotated[AsyncConnection, Depends(_transaction_dependency, scope="function")]
 
 
+def _patterns(routes: Iterable[tuple[str, str]]) -> list[tuple[str, re.Pattern[str]]]:
+    return [(m.upper(), _route_pattern(p)) for m, p in routes]
+
+
 def _route_pattern(template: str) -> re.Pattern[str]:
     parts = re.split(r"(\{[^}]+\})", template)
     regex = "".join("[^/]+" if p.startswith("{") else re.escape(p) for p in parts)
@@ -147,7 +152,7 @@ class IdempotencyMiddleware:
         app: ASGIApp,
         *,
         store: Store,
-        routes: Iterable[tuple[str, str]],
+        routes: Iterable[tuple[str, str]] | None = None,
         principal: Principal,
         lock_timeout: float | None = None,
         retention: float | None = None,
@@ -157,19 +162,26 @@ class IdempotencyMiddleware:
         self.app = app
         self.store = store
         self.keys = IdempotencyKeys(store, lock_timeout=lock_timeout, retention=retention)
-        self.routes = [(m.upper(), _route_pattern(p)) for m, p in routes]
+        # None: the routes that declare Depends(Idempotent()), found at the first request
+        self.routes = None if routes is None else _patterns(routes)
         self.principal = principal
         self.replayed_headers = frozenset(h.lower() for h in replayed_headers)
         self.max_body = max_body  # bodies are buffered to fingerprint and replay them
 
     def protects(self, method: str, path: str) -> bool:
-        return any(m == method and p.match(path) for m, p in self.routes)
+        return any(m == method and p.match(path) for m, p in self.routes or ())
+
+    def _discover(self, scope: Scope) -> None:
+        app = scope.get("app")
+        self.routes = _patterns(idempotent_routes(getattr(app, "routes", ())))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         scope[_STORE] = self.store
+        if self.routes is None:
+            self._discover(scope)
         if not self.protects(scope["method"], scope["path"]):
             await self.app(scope, receive, send)
             return
@@ -217,6 +229,7 @@ class IdempotencyMiddleware:
         try:
             async with self.store.begin() as conn:
                 scope[_TX] = conn
+                scope[GUARDED] = True
                 await self.app(scope, receive, captured.send)
                 response = captured.response(self.replayed_headers)
                 if not worth_storing(response):

@@ -232,16 +232,8 @@ async def wake_parents(store: Store) -> tuple[int, int]:
         .join(child, child.c.id == k.child_id)
         .where(k.status == "waiting", child.c.status.in_(FINAL))
     )
-    async with store.begin() as conn:
-        # a parent that ended some other way (dead-lettered, say) waits for nothing any more
-        await conn.execute(
-            sa.update(run_children)
-            .where(
-                k.status == "waiting",
-                sa.exists().where(runs.c.id == k.parent_id, runs.c.status.in_(FINAL)),
-            )
-            .values(status="orphaned")
-        )
+    parent_ended = sa.exists().where(runs.c.id == k.parent_id, runs.c.status.in_(FINAL))
+    async with store.read() as conn:  # most looks find nothing to do: no write lock for them
         waiting = int(
             await conn.scalar(
                 sa.select(sa.func.count()).select_from(run_children).where(k.status == "waiting")
@@ -250,6 +242,24 @@ async def wake_parents(store: Store) -> tuple[int, int]:
         )
         if not waiting:
             return 0, 0
+        todo = await conn.scalar(
+            sa.select(
+                sa.or_(
+                    ended.exists(),
+                    sa.select(k.parent_id).where(k.status == "waiting", parent_ended).exists(),
+                )
+            )
+        )
+        if not todo:
+            return 0, waiting
+    async with store.begin() as conn:
+        # a parent that ended some other way (dead-lettered, say) waits for nothing any more
+        orphaned = await conn.execute(
+            sa.update(run_children)
+            .where(k.status == "waiting", parent_ended)
+            .values(status="orphaned")
+        )
+        waiting -= orphaned.rowcount or 0
         woken = await conn.execute(
             sa.update(runs)
             .where(
@@ -261,7 +271,7 @@ async def wake_parents(store: Store) -> tuple[int, int]:
         )
         if woken.rowcount:
             await store.notifier.notify(conn, RUNS_CHANNEL)
-    return woken.rowcount or 0, waiting
+    return woken.rowcount or 0, max(waiting, 0)
 
 
 @dataclass

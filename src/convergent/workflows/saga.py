@@ -7,7 +7,7 @@ succeeds is dead-lettered with an alert and the others still run.
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from convergent.errors import NonDeterminism
 from convergent.workflows._context import Suspend, current_run
@@ -50,7 +50,7 @@ class Saga:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> Literal[False]:
         if exc is None or isinstance(exc, (Suspend, NonDeterminism)):
             return False  # code that does not match the run's history is not the business failing
         if not isinstance(exc, Exception):

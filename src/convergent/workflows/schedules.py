@@ -284,19 +284,21 @@ async def fire_due(store: Store, declared: Sequence[Schedule] | None = None) -> 
         return 0
     now = store.clock.now()
     s = schedules.c
+    due = sa.and_(
+        s.name.in_(list(by_name)),
+        s.paused.is_(False),
+        sa.or_(s.next_at <= now, s.triggered_at.is_not(None)),
+    )
+    async with store.read() as conn:  # most looks find nothing due: no write lock for them
+        if not await conn.scalar(sa.select(sa.select(s.name).where(due).exists())):
+            return 0
     started = 0
     counted: list[tuple[str, str, int]] = []
     async with store.begin() as conn:
         rows = (
             await conn.execute(
                 store.sql.lock_for_claim(
-                    sa.select(s.name, s.next_at, s.triggered_at, s.spec)
-                    .where(
-                        s.name.in_(list(by_name)),
-                        s.paused.is_(False),
-                        sa.or_(s.next_at <= now, s.triggered_at.is_not(None)),
-                    )
-                    .order_by(s.name)
+                    sa.select(s.name, s.next_at, s.triggered_at, s.spec).where(due).order_by(s.name)
                 )
             )
         ).all()

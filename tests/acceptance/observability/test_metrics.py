@@ -72,7 +72,7 @@ def test_worker_relay_consume_and_serve_serve_their_metrics(shop: Shop) -> None:
             created = http.post("/orders", json=ORDER, headers={"Idempotency-Key": "m-1"})
             assert created.status_code == 202, created.text
 
-    def worker_page() -> dict:
+    def worker_page() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
         return scrape(shop.metrics["worker"])
 
     # no relay yet: the outbox fills (sampled by the worker)
@@ -100,7 +100,10 @@ def test_worker_relay_consume_and_serve_serve_their_metrics(shop: Shop) -> None:
     eventually(lambda: value(worker_page(), "convergent_outbox_backlog") == 0, what="drained")
 
     asyncio.run(_poison(shop.database_url))
-    consume = lambda: scrape(shop.metrics["consume"])  # noqa: E731
+
+    def consume() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        return scrape(shop.metrics["consume"])
+
     eventually(
         lambda: value(consume(), "convergent_dead_letters", source="consumer") == 1,
         what="the dead letter gauge",

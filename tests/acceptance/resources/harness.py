@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.acceptance.conftest import Server, free_port, start_process, wait_until_healthy
+from convergent.drill import free_port
+from tests.acceptance.conftest import Server, start_process, wait_until_healthy
 from tests.conftest import _pg_reset
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +50,7 @@ class Harness:
 
     def post(
         self, body: Any = None, key: str | None = "k-1", client: str | None = "a", **kw: Any
-    ) -> Awaitable[httpx.Response]:
+    ) -> Coroutine[Any, Any, httpx.Response]:
         headers = dict(kw.pop("headers", {}))
         if key is not None:
             headers["Idempotency-Key"] = key

@@ -20,7 +20,7 @@ async def test_a_malformed_key_is_a_400_problem(harness: Harness, key: str) -> N
     response = await harness.http.post(
         "/things",
         json={"n": 1},
-        headers={"Idempotency-Key": key.encode(), "X-Api-Key": "a"},
+        headers=[(b"Idempotency-Key", key.encode()), (b"X-Api-Key", b"a")],
     )
     assert response.status_code == 400
     assert response.json()["type"].endswith("/idempotency-key-invalid")

@@ -47,4 +47,6 @@ async def test_a_capture_with_a_lost_answer_is_refunded_by_the_undo(
 
     assert row.status == "pending"
     assert undone["status"] == "refunded"
-    assert (await psp.client.lookup("k-1"))["status"] == "refunded"
+    found = await psp.client.lookup("k-1")
+    assert found is not None
+    assert found["status"] == "refunded"

@@ -72,4 +72,5 @@ async def flaky_kid(ctx: WorkflowContext, n: int) -> int:
 
 @workflow(name="tests.children.trusting")
 async def trusting(ctx: WorkflowContext, n: int) -> int:
-    return int(await ctx.child(flaky_kid, n)) + 100
+    got = await ctx.child(flaky_kid, n)
+    return got + 100

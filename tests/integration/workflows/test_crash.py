@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -66,7 +67,7 @@ async def effects_of(store: Store, run_id: object) -> list[str]:
 
 async def crash_then_recover(
     database_url: str, provider: Provider, point: str, fail_ship: bool, log: Path
-) -> tuple[Store, object]:
+) -> tuple[Store, uuid.UUID]:
     store = Store(database_url)
     run_id = await submit(store, flows.order, "o-1", fail_ship, key="o-1")
     crashing = spawn_worker(database_url, provider, log, faults=point)

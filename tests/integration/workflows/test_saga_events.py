@@ -120,7 +120,7 @@ async def note(ctx: StepContext, text: str) -> str:
 
 @workflow(name="tests.events.fills")
 async def collect_fills(ctx: WorkflowContext, wanted: int) -> list[int]:
-    fills = []
+    fills: list[int] = []
     while sum(fills) < wanted:
         fill = await ctx.wait_for("fill", timeout=3600)
         if fill is None:

@@ -95,6 +95,7 @@ async def test_a_worker_killed_mid_tick_is_replaced_and_the_tick_runs_once(
         await until(one_run, timeout=60)
         async with store.read() as conn:
             run_id = await conn.scalar(sa.select(runs.c.id))
+        assert run_id is not None
         assert await result(store, run_id, wait=60) == "nightly"
     finally:
         if replacement.poll() is None:

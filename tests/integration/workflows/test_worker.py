@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -229,7 +230,7 @@ async def test_a_worker_keeps_running_work_after_its_connections_are_killed(
         assert worker.completed >= 6
 
 
-async def _start_retrying(store: Store) -> object:
+async def _start_retrying(store: Store) -> uuid.UUID:
     """A client retries a start that met a dead pooled connection (same key, same run)."""
     key = f"after-kill-{len(ran)}-{asyncio.get_running_loop().time()}"
     for _ in range(5):

@@ -7,8 +7,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from convergent.drill import Managed
 from convergent_shop.sim.chaos import Chaos
-from convergent_shop.sim.processes import Cluster, Managed, available_commands
+from convergent_shop.sim.processes import Cluster, available_commands
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:

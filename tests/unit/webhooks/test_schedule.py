@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from convergent.retry import parse_retry_after
 from convergent.webhooks import DEFAULT_SCHEDULE, WebhookSettings
-from convergent.webhooks.sender import parse_retry_after
 
 
 def test_the_default_schedule_is_the_standard_one() -> None:
