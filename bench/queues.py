@@ -2,9 +2,10 @@
 same run on the same PostgreSQL (and SQLite).
 
 Each line: N one-step workflows, C concurrent callers, each submits a run and waits for its result.
-The unlimited queue takes runs at submit time in the submitting process (no claim); the fleet
-queue (concurrency and rate limits set high enough never to bind) claims every run through its
-limits: the queue row locked, the held runs counted, a token drawn.
+The unlimited queue takes runs at submit time in the submitting process (no claim); a second line
+submits through another Store, so the same queue claims every run; the fleet queue (limits set
+high enough never to bind) claims every run through its limits: the queue row locked, the held
+runs counted, a token drawn.
 
     python bench/queues.py [--quick] [--n 3000] [--concurrency 50]
 """
@@ -69,10 +70,14 @@ async def _admin(*statements: str) -> None:
     await engine.dispose()
 
 
-async def run(url: str, queue: str, n: int, concurrency: int) -> dict[str, float]:
+async def run(url: str, mode: str, n: int, concurrency: int) -> dict[str, float]:
+    """``mode``: "default" (unlimited, fast path), "claimed" (unlimited, submitted through a
+    second Store so every run is claimed) or "bench-fleet" (the fleet queue)."""
+    queue = "bench-fleet" if mode == "bench-fleet" else "default"
     flow = plain if queue == "default" else limited
     store = Store(url)
     await store.migrate()
+    submitter = Store(url) if mode == "claimed" else store  # no worker of its own: no fast path
     stop = asyncio.Event()
     worker = Worker(store, queues={queue: concurrency * 2}, concurrency=concurrency * 2)
     task = asyncio.create_task(worker.run(stop))
@@ -82,7 +87,7 @@ async def run(url: str, queue: str, n: int, concurrency: int) -> dict[str, float
     async def caller() -> None:
         for i in counter:
             t0 = time.perf_counter()
-            run_id = await submit(store, flow, i)
+            run_id = await submit(submitter, flow, i)
             assert await result(store, run_id, wait=60) == i + 1
             if i >= 200:  # the first 200 warm up
                 latencies.append(time.perf_counter() - t0)
@@ -92,6 +97,8 @@ async def run(url: str, queue: str, n: int, concurrency: int) -> dict[str, float
     elapsed = time.perf_counter() - begin
     stop.set()
     await task
+    if submitter is not store:
+        await submitter.close()
     await store.close()
     qs = statistics.quantiles(latencies, n=100)
     return {"rate": (n + 200) / elapsed, "p50": qs[49], "p99": qs[98]}
@@ -99,7 +106,7 @@ async def run(url: str, queue: str, n: int, concurrency: int) -> dict[str, float
 
 def _show(label: str, s: dict[str, Any]) -> None:
     print(
-        f"{label:<30} {s['rate']:8.0f} workflows/s   p50 {s['p50'] * 1000:7.1f} ms   "
+        f"{label:<34} {s['rate']:8.0f} workflows/s   p50 {s['p50'] * 1000:7.1f} ms   "
         f"p99 {s['p99'] * 1000:7.1f} ms",
         flush=True,
     )
@@ -115,7 +122,7 @@ def main() -> None:
     print(f"1-step workflows, N={n}, {args.concurrency} concurrent callers", flush=True)
     for db in ("sqlite", "postgres"):
         rates = {}
-        for queue in ("default", "bench-fleet"):
+        for queue in ("default", "claimed", "bench-fleet"):
             if db == "sqlite":
                 with tempfile.TemporaryDirectory() as tmp:
                     url = f"sqlite+aiosqlite:///{tmp}/bench.db"
@@ -127,12 +134,17 @@ def main() -> None:
                     found = asyncio.run(run(_pg_url(name), queue, n, args.concurrency))
                 finally:
                     asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            label = "unlimited queue" if queue == "default" else "fleet queue (limits)"
+            label = {
+                "default": "unlimited queue",
+                "claimed": "unlimited queue, no fast path",
+                "bench-fleet": "fleet queue (limits)",
+            }[queue]
             _show(f"{db}: {label}", found)
             rates[queue] = found["rate"]
         print(
             f"{db}: fleet queue at {rates['bench-fleet'] / rates['default']:.2f}x "
-            "the unlimited queue's rate",
+            "the unlimited queue's rate, "
+            f"{rates['bench-fleet'] / rates['claimed']:.2f}x its rate without the fast path",
             flush=True,
         )
 

@@ -158,6 +158,9 @@ async def discard(
     async with store.begin() as conn:
         row = await _registry.get_dead_letter(conn, str(letter_id), lock=True)
         _still_dead(row)
+        action = _registry.DISCARD_ACTIONS.get(row.source)
+        if action is not None:  # consumer letters: the key's parked messages go on
+            await action(conn, row)
         await _resolve(conn, row, "discarded", actor)
     return DeadLetter.of(row)
 

@@ -8,14 +8,12 @@ each flag leaves out what another process runs instead.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from convergent.idempotency import purge_expired_keys
 from convergent.loops import Loop
-from convergent.outages import describe, is_transient
+from convergent.maintenance import Maintenance
 from convergent.outbox.consumer import CONSUMERS, Consumer
 from convergent.outbox.relay import Relay
 from convergent.store import Store
@@ -47,7 +45,8 @@ class LoopOptions:
     #: every consumer declared with ``@consumer`` in the imported modules
     consumers: bool = True
     webhooks: bool = True
-    #: purges what outlived its retention (idempotency keys, ...)
+    #: retention and compaction (`convergent.maintenance`: idempotency keys, inbox, replies,
+    #: finished runs, webhook deliveries, the embedded log)
     maintenance: bool = True
     #: samples backlogs and states into Prometheus gauges
     gauges: bool = True
@@ -133,26 +132,6 @@ class Messaging:
             await asyncio.gather(*(each.run(stop) for each in self.members))
         finally:
             await transport.close()
-
-
-@dataclass
-class Maintenance:
-    """Purges what has outlived its retention, every ``interval`` seconds."""
-
-    store: Store
-    interval: float = 60.0
-
-    async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await purge_expired_keys(self.store)
-            except Exception as exc:  # the next round tries again
-                if is_transient(exc):  # the loops that need it more say the database is away
-                    log.info("maintenance round skipped: %s", describe(exc))
-                else:
-                    log.exception("maintenance round failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.interval)
 
 
 def parse_queues(specs: Iterable[str], concurrency: int) -> dict[str, int] | None:

@@ -71,11 +71,46 @@ class Settings(BaseSettings):
         description="Broker: `embedded://`, `nats://host:4222` or `kafka://host:9092` "
         "(`--broker-url`).",
     )
+    broker_prefix: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9_-]*$",
+        description="Prefix of every stream, subject and Kafka topic on the broker, per "
+        "environment (`staging`), so deployments sharing a broker never share topics "
+        "(`?prefix=` in the URL wins).",
+    )
+    broker_tls_ca: str = Field(
+        "", description="CA bundle (PEM path) to verify the broker's TLS certificate; turns TLS on."
+    )
+    broker_tls_cert: str = Field(
+        "", description="Client certificate (PEM path) for brokers that require mutual TLS."
+    )
+    broker_tls_key: str = Field("", description="The client certificate's private key (PEM path).")
+    broker_credentials: str = Field(
+        "", description="NATS credentials file (`.creds`: user JWT and NKey seed)."
+    )
+    broker_username: str = Field(
+        "", description="Kafka SASL user name (or NATS user; `user:password@` in the URL wins)."
+    )
+    broker_password: SecretStr = Field(
+        SecretStr(""), description="Password of `CONVERGENT_BROKER_USERNAME`."
+    )
     db_pool_size: int = Field(
         5, ge=1, description="PostgreSQL connections each `Store` keeps open (`pool_size=`)."
     )
     db_max_overflow: int = Field(
         10, ge=0, description="Extra PostgreSQL connections under load (`max_overflow=`)."
+    )
+    db_connect_timeout: float = Field(
+        4.0, gt=0, description="Seconds to open a PostgreSQL connection before answering 503."
+    )
+    db_statement_timeout: float = Field(
+        2.5,
+        gt=0,
+        description="Seconds a PostgreSQL statement may take; then its connection is dropped "
+        "(about 2 s more) and the request answers 503. Migrations wait as long as they need.",
+    )
+    db_pool_timeout: float = Field(
+        4.0, gt=0, description="Seconds a request waits for a free pooled connection (503 after)."
     )
     idempotency_lock_timeout: float = Field(
         60.0,
@@ -115,13 +150,65 @@ class Settings(BaseSettings):
         "(`--log-format`).",
     )
     log_level: str = Field("INFO", description="Lowest level logged: DEBUG, INFO, WARNING, ...")
+    maintenance_interval: float = Field(
+        60.0, gt=0, description="Seconds between maintenance rounds (retention, compaction)."
+    )
+    maintenance_batch_size: int = Field(
+        500,
+        ge=1,
+        description="Rows per delete of the maintenance loop: short transactions, no long lock.",
+    )
+    inbox_retention: float = Field(
+        604800.0,
+        gt=0,
+        description="Seconds a consumer's inbox record is kept (dedupes redeliveries; keep it "
+        "longer than any redelivery or republish).",
+    )
+    reply_retention: float = Field(
+        86400.0, gt=0, description="Seconds a stored reply to a request is kept."
+    )
+    run_retention: float = Field(
+        2592000.0,
+        gt=0,
+        description="Seconds a finished workflow run (completed, failed, cancelled) is kept, "
+        "with its checkpoints and events.",
+    )
+    webhook_retention: float = Field(
+        2592000.0,
+        gt=0,
+        description="Seconds finished webhook deliveries, their attempts, messages and "
+        "events are kept.",
+    )
+    log_retention: float = Field(
+        604800.0,
+        gt=0,
+        description="Seconds an entry of an event topic stays on the embedded log; a consumer "
+        "group further behind skips ahead.",
+    )
+    log_retention_topics: CommaList = Field(
+        default_factory=list,
+        description="Per-topic embedded-log retention, `topic=seconds` comma-separated "
+        "(e.g. `clicks=3600`).",
+    )
+    compaction_lag: float = Field(
+        60.0,
+        ge=0,
+        description="Seconds before a superseded entry of an entity topic on the embedded log "
+        "is compacted away (the latest per key always stays).",
+    )
+    tombstone_retention: float = Field(
+        86400.0,
+        ge=0,
+        description="Seconds a tombstone (an entity's delete) stays on the embedded log after "
+        "compaction, so consumers still see the delete.",
+    )
     faults: str = Field(
         "",
         description="Fault points to crash at, `name` or `name@N` comma-separated "
         "(tests and drills only; docs/faults.md).",
     )
 
-    @field_validator("webhook_allow_hosts", mode="before")
+    @field_validator("webhook_allow_hosts", "log_retention_topics", mode="before")
     @classmethod
     def _split_hosts(cls, value: Any) -> Any:
         return split_commas(value)

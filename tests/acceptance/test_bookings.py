@@ -13,7 +13,6 @@ from tests.acceptance.resources.harness import database_for, running_shop
 
 FUTURE = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0).isoformat()
 BOOKING = {"restaurant": "Chez Nous", "time": FUTURE, "party_size": 4, "name": "Ada"}
-CLIENT = {"X-Api-Key": "client-a"}
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -27,7 +26,7 @@ def server(
 
 
 def test_a_booking_is_confirmed_within_the_sla_and_answered_201(server: Server) -> None:
-    with server.client(headers=CLIENT) as http:
+    with server.client("client-a") as http:
         created = http.put("/bookings/table-1", json=BOOKING)
         read = http.get("/bookings/table-1")
     assert created.status_code == 201
@@ -37,7 +36,7 @@ def test_a_booking_is_confirmed_within_the_sla_and_answered_201(server: Server) 
 
 
 def test_a_booking_that_cannot_be_made_ends_failed_with_a_problem(server: Server) -> None:
-    with server.client(headers=CLIENT) as http:
+    with server.client("client-a") as http:
         created = http.put("/bookings/big", json={**BOOKING, "party_size": 40})
     assert created.status_code == 201
     assert created.json()["state"] == "failed"
@@ -46,7 +45,7 @@ def test_a_booking_that_cannot_be_made_ends_failed_with_a_problem(server: Server
 
 
 def test_changing_a_booking_needs_its_current_etag(server: Server) -> None:
-    with server.client(headers=CLIENT) as http:
+    with server.client("client-a") as http:
         etag = http.put("/bookings/t2", json=BOOKING).headers["ETag"]
         missing = http.patch("/bookings/t2", json={"name": "Grace"})
         changed = http.patch("/bookings/t2", json={"name": "Grace"}, headers={"If-Match": etag})
@@ -57,7 +56,7 @@ def test_changing_a_booking_needs_its_current_etag(server: Server) -> None:
 
 
 def test_cancelling_keeps_the_booking_and_its_whole_history(server: Server) -> None:
-    with server.client(headers=CLIENT) as http:
+    with server.client("client-a") as http:
         http.put("/bookings/t3", json=BOOKING)
         cancelled = http.delete("/bookings/t3")
         read = http.get("/bookings/t3")
@@ -74,7 +73,7 @@ def test_cancelling_keeps_the_booking_and_its_whole_history(server: Server) -> N
 def test_an_answer_not_final_in_time_is_202_and_polling_its_location_finds_the_outcome(
     server: Server,
 ) -> None:
-    with server.client(headers=CLIENT) as http:
+    with server.client("client-a") as http:
         answer = http.put("/bookings/slow", json=BOOKING, headers={"Prefer": "wait=0"})
         deadline = time.monotonic() + 20
         polled = http.get(answer.headers["Location"])

@@ -29,7 +29,7 @@ def assert_problem(answer: httpx.Response, status: int) -> dict[str, object]:
 
 
 def order_headers(key: str) -> dict[str, str]:
-    return {"X-Api-Key": "hostile-client", "Idempotency-Key": key}
+    return {"Idempotency-Key": key}
 
 
 def deep(levels: int) -> str:
@@ -53,6 +53,8 @@ UNSTORABLE = [
     ("GET", "/orders/x%00y", None),
     ("GET", "/webhooks/endpoints?x=%00", None),
     ("POST", "/webhooks/endpoints", '{"url": "http://[::1/hook"}'),
+    ("POST", "/webhooks/endpoints", '{"url": "https://user:pw@93.184.215.14/hook"}'),
+    ("POST", "/webhooks/endpoints", '{"url": "http://[64:ff9b::a00:1]/hook"}'),
     ("POST", "/webhooks/endpoints", '{"url": "http://example.com:99999/"}'),
     (
         "POST",

@@ -23,12 +23,16 @@ ORDER = {
 FAST_LOCK = {"CONVERGENT_IDEMPOTENCY_LOCK_TIMEOUT": "1"}
 
 
-def count_orders(database_url: str, client: str) -> int:
+def count_orders(server: Server, client: str) -> int:
+    database_url, client = server.database_url, server.key_id(client)
+
     async def count() -> int:
         store = Store(database_url)
         try:
             async with store.read() as conn:
-                query = sa.text("SELECT count(*) FROM shop_orders WHERE client = :c")
+                query = sa.text(
+                    "SELECT count(*) FROM shop_orders WHERE client = :c"
+                )  # the key's id
                 return int((await conn.execute(query, {"c": client})).scalar_one())
         finally:
             await store.close()
@@ -39,7 +43,7 @@ def count_orders(database_url: str, client: str) -> int:
 def post_until_not_in_progress(server: Server, key: str, client: str) -> httpx.Response:
     """Retry as a client would while the key's lock is held (poll with a deadline)."""
     deadline = time.monotonic() + 20
-    with server.client(headers={"X-Api-Key": client}) as http:
+    with server.client(client) as http:
         while True:
             response = http.post("/orders", json=ORDER, headers={"Idempotency-Key": key})
             if response.status_code != 409 or time.monotonic() > deadline:
@@ -48,14 +52,14 @@ def post_until_not_in_progress(server: Server, key: str, client: str) -> httpx.R
 
 
 def test_a_retried_order_is_created_once_and_replayed(server: Server) -> None:
-    with server.client(headers={"X-Api-Key": "acc-1"}) as http:
+    with server.client("acc-1") as http:
         first = http.post("/orders", json=ORDER, headers={"Idempotency-Key": '"order-1"'})
         again = http.post("/orders", json=ORDER, headers={"Idempotency-Key": "order-1"})
     assert first.status_code == again.status_code == 202
     assert again.json() == first.json()
     assert again.headers["Location"] == first.headers["Location"]
     assert again.headers["Idempotent-Replayed"] == "true"
-    assert count_orders(server.database_url, "acc-1") == 1
+    assert count_orders(server, "acc-1") == 1
 
 
 @pytest.fixture
@@ -73,6 +77,7 @@ def launch_pair(
             started.append(Server(f"http://127.0.0.1:{port}", database_url, process, log))
         for server in started:
             wait_until_healthy(server)
+        started[1].keys = started[0].keys  # one database: one set of keys
         return started[0], started[1]
 
     yield launch
@@ -94,14 +99,14 @@ def test_a_crash_leaves_either_effect_and_response_or_neither(
 ) -> None:
     doomed, survivor = launch_pair({**FAST_LOCK, "CONVERGENT_FAULTS": point}, FAST_LOCK)
     with (
-        doomed.client(headers={"X-Api-Key": "acc-3"}) as http,
+        doomed.client("acc-3") as http,
         pytest.raises(httpx.TransportError),
     ):
         http.post("/orders", json=ORDER, headers={"Idempotency-Key": "crash-1"})
     assert doomed.process.wait(10) != 0
-    assert count_orders(doomed.database_url, "acc-3") == (1 if replayed else 0)
+    assert count_orders(doomed, "acc-3") == (1 if replayed else 0)
 
     retry = post_until_not_in_progress(survivor, "crash-1", "acc-3")
     assert retry.status_code == 202
     assert (retry.headers.get("Idempotent-Replayed") == "true") is replayed
-    assert count_orders(survivor.database_url, "acc-3") == 1
+    assert count_orders(survivor, "acc-3") == 1

@@ -37,7 +37,7 @@ def place_order(http: httpx.Client) -> httpx.Response:
 
 
 def test_cancel_with_the_current_etag_cancels_and_changes_the_etag(server: Server) -> None:
-    with server.client(headers={"X-Api-Key": "client-a"}) as http:
+    with server.client("client-a") as http:
         location = place_order(http).headers["Location"]
         etag = http.get(location).headers["ETag"]
         cancelled = http.post(f"{location}/cancel", headers={"If-Match": etag})
@@ -47,7 +47,7 @@ def test_cancel_with_the_current_etag_cancels_and_changes_the_etag(server: Serve
 
 
 def test_cancel_is_refused_without_or_with_a_stale_etag(server: Server) -> None:
-    with server.client(headers={"X-Api-Key": "client-a"}) as http:
+    with server.client("client-a") as http:
         location = place_order(http).headers["Location"]
         missing = http.post(f"{location}/cancel")
         stale = http.post(f"{location}/cancel", headers={"If-Match": '"99"'})
@@ -56,7 +56,7 @@ def test_cancel_is_refused_without_or_with_a_stale_etag(server: Server) -> None:
 
 
 def test_cancel_in_a_state_that_forbids_it_is_409_and_history_shows_why(server: Server) -> None:
-    with server.client(headers={"X-Api-Key": "client-a"}) as http:
+    with server.client("client-a") as http:
         location = place_order(http).headers["Location"]
         first = http.post(f"{location}/cancel", headers={"If-Match": '"1"'})
         second = http.post(f"{location}/cancel", headers={"If-Match": first.headers["ETag"]})

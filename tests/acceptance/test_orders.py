@@ -13,7 +13,7 @@ ORDER = {
 
 
 def test_an_accepted_order_can_be_read_back_with_its_etag(server: Server) -> None:
-    with server.client(headers={"X-Api-Key": "client-a"}) as http:
+    with server.client("client-a") as http:
         created = http.post("/orders", json=ORDER, headers={"Idempotency-Key": "k-1"})
         assert created.status_code == 202
         location = created.headers["Location"]
@@ -24,7 +24,7 @@ def test_an_accepted_order_can_be_read_back_with_its_etag(server: Server) -> Non
 
 
 def test_an_invalid_order_is_a_problem_naming_the_field(server: Server) -> None:
-    with server.client(headers={"X-Api-Key": "client-a"}) as http:
+    with server.client("client-a") as http:
         bad = http.post(
             "/orders", json={**ORDER, "currency": "euro"}, headers={"Idempotency-Key": "k-2"}
         )
@@ -34,7 +34,7 @@ def test_an_invalid_order_is_a_problem_naming_the_field(server: Server) -> None:
 
 
 def test_metrics_show_replays_runs_and_backlogs(server: Server) -> None:
-    headers = {"X-Api-Key": "client-m", "Idempotency-Key": "m-1"}
+    headers = {"Idempotency-Key": "m-1"}
     with server.client() as http:
         assert http.post("/orders", json=ORDER, headers=headers).status_code == 202
         assert http.post("/orders", json=ORDER, headers=headers).headers["Idempotent-Replayed"]

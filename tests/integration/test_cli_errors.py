@@ -32,6 +32,8 @@ ONE_SHOT = [
     ["webhooks", "endpoints", "add", "https://example.com/hook"],
     ["sweep"],
     ["migrate", "--check"],
+    ["schedules", "list"],
+    ["schedules", "pause", "nightly"],
 ]
 
 

@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Response
+from fastapi import Depends, FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from convergent.auth import api_key_principal, require_admin
 from convergent.console import create_console
 from convergent.http.guard import RequestGuard
-from convergent.http.middleware import IdempotencyMiddleware, header_principal
+from convergent.http.middleware import IdempotencyMiddleware
 from convergent.http.problem import install_problem_handlers
 from convergent.http.tracing import TracingMiddleware
 from convergent.loops import run_loops
@@ -20,6 +21,7 @@ from convergent.outbox.asyncapi import asyncapi_document
 from convergent.store import Store
 from convergent_shop import (  # noqa: F401 (modules that only declare tables are imported for them)
     bookings,
+    clients,
     customers,
     inventory,
     notifications,
@@ -30,6 +32,7 @@ from convergent_shop import (  # noqa: F401 (modules that only declare tables ar
     trading,
     webhooks,
 )
+from convergent_shop import settings as shop_settings
 from convergent_shop.db import create_shop_tables
 from convergent_shop.loops import loops_enabled, shop_loops
 
@@ -75,7 +78,7 @@ def create_app(
         IdempotencyMiddleware,
         store=store,
         routes=[("POST", "/orders")],
-        principal=header_principal("X-Api-Key"),
+        principal=api_key_principal,  # keys are scoped to the API key's id
     )
     # bad bodies and paths are refused before anything else reads them
     app.add_middleware(RequestGuard, other_bodies=["/console"])
@@ -89,7 +92,9 @@ def create_app(
     # the operator console, for admin API keys only (docs/console.md)
     app.mount("/console", create_console(store, broker_url=broker_url))
 
-    @app.get("/metrics", tags=["ops"], include_in_schema=False)
+    guard = [Depends(require_admin)] if shop_settings.load().metrics_admin_only else []
+
+    @app.get("/metrics", tags=["ops"], include_in_schema=False, dependencies=guard)
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 

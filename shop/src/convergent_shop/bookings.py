@@ -1,6 +1,6 @@
 """Bookings service (restaurant tables): create-or-get by the client's booking code.
 
-``PUT /bookings/{code}`` is idempotent: the code, scoped to the ``X-Api-Key`` client, is the
+``PUT /bookings/{code}`` is idempotent: the code, scoped to the API key's client, is the
 idempotency key. Confirmation is asynchronous: each new booking starts a durable run
 (``shop.booking`` in `convergent_shop.workflows`) that calls ``confirm_booking`` and then sleeps
 until a day before the booking to archive it; the PUT waits for the confirmation up to the 5 s
@@ -39,6 +39,7 @@ from convergent.resources import (
 from convergent.store import Store, store_of
 from convergent.store.types import JSONType, UTCDateTime
 from convergent.workflows import start
+from convergent_shop.clients import AUTHENTICATED, actor, client_id
 from convergent_shop.db import metadata
 from convergent_shop.events import announce
 
@@ -234,7 +235,7 @@ async def _start_lifecycle(conn: AsyncConnection, row: Any) -> None:
 
 # HTTP ---------------------------------------------------------------------------------------
 
-router = APIRouter(tags=["bookings"])
+router = APIRouter(tags=["bookings"], dependencies=[AUTHENTICATED])
 
 
 def _store(request: Request) -> Store:
@@ -243,7 +244,7 @@ def _store(request: Request) -> Store:
 
 
 def _client(request: Request) -> str:
-    return request.headers.get("x-api-key", "")
+    return client_id(request)  # codes are scoped to the key's id
 
 
 async def _by_code(conn: AsyncConnection, client: str, code: str) -> Any:
@@ -305,7 +306,7 @@ async def put_booking(
             row = await resource.create(
                 conn,
                 {"client": client, "code": code, "fingerprint": digest, **body.model_dump()},
-                actor=client or None,
+                actor=actor(request),
                 conflict_columns=["client", "code"],
             )
             created = row is not None
@@ -347,7 +348,7 @@ async def patch_booking(
                 values,
                 expected_version=expected,
                 states=["draft", "pending", "ready"],
-                actor=_client(request) or None,
+                actor=actor(request),
                 metadata={"fields": sorted(values)},
             )
             await announce(conn, "booking", row, code)  # a new version: tell receivers
@@ -364,12 +365,12 @@ async def cancel_booking(code: Code, request: Request, response: Response) -> di
         expected = evaluate_request(request, row.version).expected_version
         if expected is not None and row.state != "cancelled":
             row = await BOOKINGS.transition(
-                conn, row.id, "cancel", expected_version=expected, actor=_client(request) or None
+                conn, row.id, "cancel", expected_version=expected, actor=actor(request)
             )
             cancelled = True
         else:
             row, cancelled = await confirm_once(
-                BOOKINGS, conn, row.id, action="cancel", actor=_client(request) or None
+                BOOKINGS, conn, row.id, action="cancel", actor=actor(request)
             )
         if cancelled:  # a repeated cancel changed nothing, so it announces nothing
             await announce(conn, "booking", row, code)
@@ -398,7 +399,7 @@ async def draft_booking(body: BookingIn, request: Request, response: Response) -
             conn,
             {"client": client, "code": code, "fingerprint": fingerprint(body), **body.model_dump()},
             state="draft",
-            actor=client or None,
+            actor=actor(request),
         )
         assert row is not None
         await announce(conn, "booking", row, code)

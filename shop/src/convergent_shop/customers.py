@@ -16,6 +16,7 @@ from convergent.errors import NotFound
 from convergent.outbox import TopicKind, declare_topic, emit
 from convergent.store import Store
 from convergent.store.types import UTCDateTime
+from convergent_shop.clients import AUTHENTICATED, owned, take
 from convergent_shop.db import metadata
 
 __all__ = ["CustomerIn", "CustomerState", "customers", "customers_topic", "router"]
@@ -48,7 +49,7 @@ class CustomerState(BaseModel):
 #: the column's length; the guard refuses NUL anywhere in a path
 CustomerId = Annotated[str, Path(min_length=1, max_length=255)]
 customers_topic = declare_topic("customers", CustomerState, kind=TopicKind.ENTITY)
-router = APIRouter(tags=["customers"])
+router = APIRouter(tags=["customers"], dependencies=[AUTHENTICATED])
 
 
 def _store(request: Request) -> Store:
@@ -64,6 +65,7 @@ async def put_customer(
     store = _store(request)
     now = store.clock.now()
     async with store.begin() as conn:
+        await take(conn, "customer", customer_id, request)  # another client's: 404
         where = customers.c.id == customer_id
         current = (
             await conn.execute(store.sql.lock_row(sa.select(customers.c.version).where(where)))
@@ -84,6 +86,7 @@ async def delete_customer(customer_id: CustomerId, request: Request) -> Response
     """Delete a customer; emits a tombstone so read models delete it too."""
     store = _store(request)
     async with store.begin() as conn:
+        await owned(conn, "customer", customer_id, request)
         result = await conn.execute(customers.delete().where(customers.c.id == customer_id))
         if not result.rowcount:
             raise NotFound(f"no customer {customer_id}")
@@ -100,6 +103,7 @@ async def delete_customer(customer_id: CustomerId, request: Request) -> Response
 @router.get("/customers/{customer_id}")
 async def get_customer(customer_id: CustomerId, request: Request) -> dict[str, Any]:
     async with _store(request).read() as conn:
+        await owned(conn, "customer", customer_id, request)
         row = (
             await conn.execute(sa.select(customers).where(customers.c.id == customer_id))
         ).one_or_none()

@@ -21,6 +21,7 @@ from convergent.resources import Action, ResourceTable, StateMachine, wait_for
 from convergent.store import Store
 from convergent.store.types import JSONType, UTCDateTime
 from convergent.workflows import cancel, start
+from convergent_shop.clients import AUTHENTICATED, actor, client_id
 from convergent_shop.db import metadata
 from convergent_shop.events import announce
 
@@ -109,7 +110,7 @@ def order_view(row: Any) -> dict[str, Any]:
     }
 
 
-router = APIRouter(tags=["orders"])
+router = APIRouter(tags=["orders"], dependencies=[AUTHENTICATED])
 
 
 def _store(request: Request) -> Store:
@@ -129,7 +130,7 @@ async def create_order(body: OrderIn, request: Request, response: Response) -> A
         await conn.execute(
             orders.insert().values(
                 id=order_id,
-                client=request.headers.get("x-api-key", ""),
+                client=client_id(request),
                 customer_id=body.customer_id,
                 items=[i.model_dump() for i in body.items],
                 amount=body.amount,
@@ -141,7 +142,7 @@ async def create_order(body: OrderIn, request: Request, response: Response) -> A
             )
         )
         row = (await conn.execute(orders.select().where(orders.c.id == order_id))).one()
-        await ORDERS.record_created(conn, row, actor=row.client or None)
+        await ORDERS.record_created(conn, row, actor=actor(request))
         await announce(conn, "order", row, str(order_id))
         await start(conn, order_saga, str(order_id), key=str(order_id))
     wait = requested_wait(request, limit=ORDER_WAIT_LIMIT)
@@ -181,9 +182,10 @@ def _order_id(order_id: str) -> uuid.UUID:
         raise NotFound(f"no order {order_id}") from None
 
 
-async def _load(conn: AsyncConnection, key: uuid.UUID) -> Any:
+async def _load(conn: AsyncConnection, key: uuid.UUID, client: str | None = None) -> Any:
+    """The order ``key``; NotFound if it does not exist or ``client`` is not its owner."""
     row = (await conn.execute(orders.select().where(orders.c.id == key))).one_or_none()
-    if row is None:
+    if row is None or (client is not None and row.client != client):
         raise NotFound(f"no order {key}")
     return row
 
@@ -192,7 +194,7 @@ async def _load(conn: AsyncConnection, key: uuid.UUID) -> Any:
 async def get_order(order_id: str, request: Request, response: Response) -> Any:
     store = _store(request)
     async with store.read() as conn:
-        row = await _load(conn, _order_id(order_id))
+        row = await _load(conn, _order_id(order_id), client_id(request))
     if evaluate_request(request, row.version).not_modified:
         return Response(status_code=304, headers={"ETag": etag(row.version)})
     response.headers["ETag"] = etag(row.version)
@@ -206,14 +208,14 @@ async def cancel_order(order_id: str, request: Request, response: Response) -> d
 
     store = _store(request)
     async with store.begin() as conn:
-        row = await _load(conn, _order_id(order_id))
+        row = await _load(conn, _order_id(order_id), client_id(request))
         expected = evaluate_request(request, row.version, require_if_match=True).expected_version
         row = await ORDERS.transition(
             conn,
             row.id,
             "cancel",
             expected_version=expected,
-            actor=request.headers.get("x-api-key") or None,
+            actor=actor(request),
         )
         await announce(conn, "order", row, str(row.id))
         # the run's key is the order id: `start` hands back the existing run, which compensates
@@ -226,6 +228,6 @@ async def cancel_order(order_id: str, request: Request, response: Response) -> d
 @router.get("/orders/{order_id}/history")
 async def order_history(order_id: str, request: Request) -> dict[str, Any]:
     async with _store(request).read() as conn:
-        row = await _load(conn, _order_id(order_id))
+        row = await _load(conn, _order_id(order_id), client_id(request))
         entries = await ORDERS.history(conn, row.id)
     return {"id": str(row.id), "items": [e.to_dict() for e in entries]}

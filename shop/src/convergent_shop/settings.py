@@ -35,6 +35,9 @@ class ShopSettings(BaseSettings):
     webhook_dispatcher: bool = Field(
         True, description="`convergent serve` also delivers webhooks (0: a worker does)."
     )
+    metrics_admin_only: bool = Field(
+        False, description="`GET /metrics` needs an admin API key (else it is open to scrapers)."
+    )
     notifications_secrets: CommaList = Field(
         default_factory=list,
         description="Comma-separated `whsec_…` secrets the sample webhook receiver verifies with.",

@@ -6,9 +6,11 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from convergent.auth import require_admin
 from convergent.errors import NotFound
 from convergent.store import Store
 from convergent.webhooks import (
@@ -23,13 +25,15 @@ from convergent.webhooks import (
     rotate_secret,
     update_endpoint,
 )
+from convergent_shop.clients import AUTHENTICATED, owned, owner_ids, take
 
 __all__ = ["DISPATCHER_ENV", "router"]
 
 #: set to 0 to run the dispatcher elsewhere (a worker) instead of inside `convergent serve`
 DISPATCHER_ENV = "CONVERGENT_WEBHOOK_DISPATCHER"
 
-router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+router = APIRouter(prefix="/webhooks", tags=["webhooks"], dependencies=[AUTHENTICATED])
+_KIND = "webhook endpoint"
 
 EventTypes = Annotated[
     list[Annotated[str, Field(min_length=1, max_length=255)]], Field(max_length=100)
@@ -69,6 +73,13 @@ def _id(raw: str, what: str = "webhook endpoint") -> uuid.UUID:
         raise NotFound(f"no {what} {raw}") from None
 
 
+async def _mine(conn: AsyncConnection, raw: str, request: Request) -> uuid.UUID:
+    """The endpoint's id if this request's client owns it; NotFound otherwise."""
+    endpoint_id = _id(raw)
+    await owned(conn, _KIND, str(endpoint_id), request)
+    return endpoint_id
+
+
 @router.post("/endpoints", status_code=201)
 async def add_endpoint(body: EndpointIn, request: Request, response: Response) -> dict[str, Any]:
     """Subscribe a URL; the answer carries the signing secret, shown this once only."""
@@ -81,6 +92,7 @@ async def add_endpoint(body: EndpointIn, request: Request, response: Response) -
             description=body.description,
             allow=cfg.allow,
         )
+        await take(conn, _KIND, str(endpoint.id), request)
     response.headers["Location"] = f"/webhooks/endpoints/{endpoint.id}"
     return {**endpoint.to_dict(), "secret": secret}
 
@@ -88,13 +100,14 @@ async def add_endpoint(body: EndpointIn, request: Request, response: Response) -
 @router.get("/endpoints")
 async def endpoints(request: Request) -> list[dict[str, Any]]:
     async with _store(request).read() as conn:
-        return [e.to_dict() for e in await list_endpoints(conn)]
+        mine = await owner_ids(conn, _KIND, request)
+        return [e.to_dict() for e in await list_endpoints(conn) if str(e.id) in mine]
 
 
 @router.get("/endpoints/{endpoint_id}")
 async def endpoint(endpoint_id: str, request: Request) -> dict[str, Any]:
     async with _store(request).read() as conn:
-        return (await get_endpoint(conn, _id(endpoint_id))).to_dict()
+        return (await get_endpoint(conn, await _mine(conn, endpoint_id, request))).to_dict()
 
 
 @router.patch("/endpoints/{endpoint_id}")
@@ -109,7 +122,7 @@ async def change_endpoint(
         changes["event_types"] = body.event_types
     async with store.begin() as conn:
         updated = await update_endpoint(
-            conn, _id(endpoint_id), allow=_settings(request).allow, **changes
+            conn, await _mine(conn, endpoint_id, request), allow=_settings(request).allow, **changes
         )
     return updated.to_dict()
 
@@ -117,7 +130,7 @@ async def change_endpoint(
 @router.delete("/endpoints/{endpoint_id}", status_code=204)
 async def remove_endpoint(endpoint_id: str, request: Request) -> Response:
     async with _store(request).begin() as conn:
-        await delete_endpoint(conn, _id(endpoint_id))
+        await delete_endpoint(conn, await _mine(conn, endpoint_id, request))
     return Response(status_code=204)
 
 
@@ -127,12 +140,17 @@ async def attempts(
 ) -> list[dict[str, Any]]:
     """Latest delivery attempts, newest first."""
     async with _store(request).read() as conn:
-        return [a.to_dict() for a in await list_attempts(conn, _id(endpoint_id), limit)]
+        mine = await _mine(conn, endpoint_id, request)
+        return [a.to_dict() for a in await list_attempts(conn, mine, limit)]
 
 
-@router.post("/endpoints/{endpoint_id}/rotate-secret")
+@router.post("/endpoints/{endpoint_id}/rotate-secret", dependencies=[Depends(require_admin)])
 async def rotate(endpoint_id: str, request: Request) -> dict[str, Any]:
-    """A new secret (shown this once); the old one keeps signing during the grace period."""
+    """A new secret (shown this once); the old one keeps signing during the grace period.
+
+    An operator's route: it needs an admin key, since whoever holds the secret can forge
+    callbacks to the endpoint.
+    """
     store, cfg = _store(request), _settings(request)
     async with store.begin() as conn:
         secret = await rotate_secret(conn, _id(endpoint_id), grace=cfg.rotation_grace)
@@ -144,7 +162,8 @@ async def rotate(endpoint_id: str, request: Request) -> dict[str, Any]:
 async def resend_message(endpoint_id: str, message_id: str, request: Request) -> dict[str, Any]:
     store = _store(request)
     async with store.begin() as conn:
-        await resend(conn, _id(message_id, "webhook message"), _id(endpoint_id))
+        endpoint = await _mine(conn, endpoint_id, request)
+        await resend(conn, _id(message_id, "webhook message"), endpoint)
     return {"message_id": message_id, "status": "queued"}
 
 
@@ -153,5 +172,5 @@ async def recover_since(endpoint_id: str, body: RecoverIn, request: Request) -> 
     """Resend every message since a time whose delivery to this endpoint failed."""
     store = _store(request)
     async with store.begin() as conn:
-        count = await recover(conn, _id(endpoint_id), body.since)
+        count = await recover(conn, await _mine(conn, endpoint_id, request), body.since)
     return {"queued": count}

@@ -23,6 +23,7 @@ from convergent.auth.keys import (
 __all__ = [
     "ApiKey",
     "Principal",
+    "api_key_principal",
     "create_key",
     "forget_cached",
     "list_keys",
@@ -33,7 +34,7 @@ __all__ = [
     "verify_key",
 ]
 
-_HTTP = frozenset({"presented_key", "require_admin", "require_key"})
+_HTTP = frozenset({"api_key_principal", "presented_key", "require_admin", "require_key"})
 
 
 def __getattr__(name: str) -> Any:

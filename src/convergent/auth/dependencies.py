@@ -15,7 +15,7 @@ from convergent.errors import ConfigurationError
 from convergent.http.problem import Problem
 from convergent.store import Store
 
-__all__ = ["presented_key", "require_admin", "require_key"]
+__all__ = ["api_key_principal", "presented_key", "require_admin", "require_key"]
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="convergent"'}
 
@@ -55,3 +55,12 @@ async def require_admin(principal: Principal = Depends(require_key)) -> Principa
             403, "forbidden", f"key {principal.name!r} is not an admin key", title="Forbidden"
         )
     return principal
+
+
+async def api_key_principal(request: HTTPConnection) -> str | None:
+    """`IdempotencyMiddleware`'s ``principal``: the id of the request's valid key, else None.
+
+    Keys are scoped to the key's id, so a rotated secret under the same name is another client.
+    """
+    principal = await verify_key(_store(request), presented_key(request))
+    return None if principal is None else str(principal.id)

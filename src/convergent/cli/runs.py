@@ -56,7 +56,7 @@ def list_command(
             f"[{colour}]{run.status}[/]",
             str(run.attempts),
             run.created_at.isoformat(timespec="seconds"),
-            _short(run.error),
+            _short(run.error or (f"waiting for {run.waiting_for}" if run.waiting_for else None)),
         )
     console.print(table)
 

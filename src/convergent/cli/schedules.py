@@ -1,4 +1,4 @@
-"""`convergent schedules list|pause|resume|trigger NAME`: the workflows started on a schedule."""
+"""`convergent schedules list|pause|resume|trigger|forget`: workflows started on a schedule."""
 
 from __future__ import annotations
 
@@ -49,11 +49,12 @@ def list_command(database_url: DatabaseUrl = None, json_output: JsonOutput = Fal
 
 
 def _act(name: str, database_url: str | None, action: str, done: str) -> None:
+    from convergent.cli.runs import actor
     from convergent.workflows import schedules
 
     async def go() -> None:
         async with checked_store(database_url) as store:
-            await getattr(schedules, action)(store, name)
+            await getattr(schedules, action)(store, name, actor=actor())
 
     run_async(go())
     console.print(f"schedule {name} {done}")
@@ -75,3 +76,10 @@ def resume_command(name: str, database_url: DatabaseUrl = None) -> None:
 def trigger_command(name: str, database_url: DatabaseUrl = None) -> None:
     """Start one run of a schedule now (a worker's scheduler starts it, once)."""
     _act(name, database_url, "trigger", "triggered: a worker starts its run")
+
+
+@schedules_app.command("forget")
+def forget_command(name: str, database_url: DatabaseUrl = None) -> None:
+    """Remove a schedule no worker declares any more (a worker still declaring it writes it
+    again when it starts)."""
+    _act(name, database_url, "forget", "forgotten")

@@ -13,6 +13,8 @@
 - ``POST /dead-letters/{id}/retry``     and ``/discard``
 - ``POST /dead-letters/retry``          every dead letter matching the body's filter; and
   ``/dead-letters/discard``
+- ``GET  /schedules``                   the schedules, their next and last ticks
+- ``POST /schedules/{name}/pause``      and ``/resume``, ``/trigger`` (one run now)
 """
 
 from __future__ import annotations
@@ -160,6 +162,20 @@ def admin_router() -> APIRouter:
     async def discard_letter(letter_id: uuid.UUID, request: Request, who: Admin) -> dict[str, Any]:
         letter = await dlq.discard(_store(request), letter_id, actor=who.name)
         return {"id": str(letter.id), "status": "discarded"}
+
+    from convergent.workflows import schedules
+
+    @router.get("/schedules")
+    async def list_all_schedules(request: Request, who: Admin) -> list[dict[str, Any]]:
+        return [_json(asdict(s)) for s in await schedules.list_schedules(_store(request))]
+
+    @router.post("/schedules/{name}/{verb}", status_code=202)
+    async def change_schedule(name: str, verb: str, request: Request, who: Admin) -> dict[str, Any]:
+        act = {"pause": schedules.pause, "resume": schedules.resume, "trigger": schedules.trigger}
+        if verb not in act:
+            raise Problem(404, "unknown-action", "a schedule can be paused, resumed or triggered")
+        await act[verb](_store(request), name, actor=who.name)
+        return {"schedule": name, "done": verb}
 
     return router
 

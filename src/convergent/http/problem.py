@@ -49,6 +49,7 @@ _STATUS: dict[type[errors.ConvergentError], int] = {
     errors.NotFound: 404,
     errors.RunNotFound: 404,
     errors.RunNotResumable: 409,
+    errors.UnknownSchedule: 404,
     errors.AlreadyExists: 409,
     errors.InvalidTransition: 409,
     errors.StaleVersion: 412,

@@ -9,7 +9,8 @@ it uses a statement from here, or a capability flag that says what the database 
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -45,6 +46,11 @@ class Dialect(abc.ABC):
     def engine_options(self, pool_size: int, max_overflow: int) -> dict[str, Any]:
         """Options for ``create_async_engine`` (pool sizes where the database has a pool)."""
         return {}
+
+    @contextlib.asynccontextmanager
+    async def unbounded(self, conn: AsyncConnection) -> AsyncIterator[None]:
+        """Lift the statement timeout on ``conn`` for the block (migrations wait for a lock)."""
+        yield
 
     def configure(self, engine: AsyncEngine) -> None:  # noqa: B027 - optional hook
         """Hook the engine's events (connection pragmas, how transactions begin)."""

@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 
 from convergent import settings, tracing
@@ -188,8 +189,21 @@ class Store:
         async with self._connection() as conn:
             if options:
                 await conn.execution_options(**options)
-            async with conn.begin():
+            transaction = await conn.begin()
+            try:
                 yield conn
+                await transaction.commit()
+            except TimeoutError as exc:
+                if not _from_driver(exc):
+                    await transaction.rollback()
+                    raise
+                # a stalled connection: a rollback would stall too, so drop it unanswered
+                await _abandon(conn)
+                raise StoreUnavailable("the database did not answer in time") from exc
+            except BaseException:
+                if transaction.is_active:
+                    await transaction.rollback()
+                raise
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[AsyncConnection]:
@@ -198,6 +212,8 @@ class Store:
             conn = await self.engine.connect()
         except (DBAPIError, OSError) as exc:  # refused, restarting, too many clients...
             raise StoreUnavailable(f"cannot reach the database: {exc}") from exc
+        except (TimeoutError, SATimeoutError) as exc:  # connect or pool timeout
+            raise StoreUnavailable(f"no database connection in time: {exc}") from exc
         try:
             yield conn
         except DBAPIError as exc:
@@ -205,6 +221,11 @@ class Store:
             if exc.connection_invalidated or isinstance(exc, InterfaceError):
                 raise StoreUnavailable(f"database error: {exc.orig}") from exc
             raise
+        except TimeoutError as exc:
+            if not _from_driver(exc):  # the caller's own deadline
+                raise
+            await _abandon(conn)
+            raise StoreUnavailable("the database did not answer in time") from exc
         finally:
             await conn.close()
 
@@ -222,7 +243,7 @@ class Store:
     async def migration(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction holding the lock `migrate` takes, so one process at a time
         changes the schema: for an application's own tables beside ours."""
-        async with self.begin() as conn:
+        async with self.begin() as conn, self.sql.unbounded(conn):
             lock = self.sql.migration_lock()
             if lock is not None:  # one migrator at a time across processes
                 await conn.execute(lock)
@@ -250,7 +271,7 @@ class Store:
     async def create_database(self, name: str) -> str:
         """Create an empty database ``name`` beside this Store's (on the same PostgreSQL server,
         or as a file in the same directory), replacing one of that name; returns its URL."""
-        async with self.autocommit() as admin:
+        async with self.autocommit() as admin, self.sql.unbounded(admin):  # may take a while
             url = await self.sql.create_database(admin, self.url, name)
         return url.render_as_string(hide_password=False)
 
@@ -321,3 +342,23 @@ def _claim_engine(store: Store) -> None:
             f"this engine already serves {other!r}: share that Store (or close it first)"
         )
     _by_engine[sync_engine] = weakref.ref(store)
+
+
+def _from_driver(exc: BaseException) -> bool:
+    """Whether a TimeoutError was raised by the database driver (a statement timed out)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    module = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
+    return str(module).startswith(("asyncpg", "sqlalchemy"))
+
+
+async def _abandon(conn: AsyncConnection) -> None:
+    """Drop a stalled connection at once: no goodbye to a server that does not answer."""
+    if conn.invalidated:  # SQLAlchemy dropped it already (a driver timeout ends the connection)
+        return
+    raw = await conn.get_raw_connection()
+    terminate = getattr(raw.dbapi_connection, "terminate", None)
+    if terminate is not None:
+        terminate()
+    await conn.invalidate()

@@ -3,7 +3,8 @@ share rows with no coordinator; data-modifying CTEs, so a batch of writes is one
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -11,6 +12,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from convergent import settings
 from convergent.store import postgres_batches as batches
 from convergent.store.dialect import Dialect
 
@@ -35,8 +37,30 @@ class PostgresDialect(Dialect):
     one_statement_writes = True
 
     def engine_options(self, pool_size: int, max_overflow: int) -> dict[str, Any]:
-        # small by default (the settings): a fleet of processes shares max_connections
-        return {"pool_size": pool_size, "max_overflow": max_overflow, "pool_recycle": 1800}
+        # small by default (the settings): a fleet of processes shares max_connections; every
+        # wait is bounded, so a database that stalls (not resets) answers 503, not a hang
+        config = settings.load()
+        return {
+            "pool_size": pool_size,
+            "max_overflow": max_overflow,
+            "pool_recycle": 1800,
+            "pool_timeout": config.db_pool_timeout,
+            "connect_args": {
+                "timeout": config.db_connect_timeout,
+                "command_timeout": config.db_statement_timeout,
+            },
+        }
+
+    @contextlib.asynccontextmanager
+    async def unbounded(self, conn: AsyncConnection) -> AsyncIterator[None]:
+        # asyncpg reads the connection's command_timeout at each statement
+        driver: Any = (await conn.get_raw_connection()).driver_connection
+        config = driver._config
+        driver._config = config._replace(command_timeout=None)
+        try:
+            yield
+        finally:
+            driver._config = config
 
     async def create_database(self, admin: AsyncConnection, url: URL, name: str) -> URL:
         await admin.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -475,7 +475,7 @@ run_children = sa.Table(
     sa.Column("parent_id", sa.Uuid(), primary_key=True),
     sa.Column("seq", sa.Integer(), primary_key=True),
     sa.Column("child_id", sa.Uuid(), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),  # waiting | done | cancelled
+    sa.Column("status", sa.String(16), nullable=False),  # waiting|done|cancelled|orphaned
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Index("ix_convergent_run_children_status", "status"),
     sa.Index("ix_convergent_run_children_child_id", "child_id"),

@@ -14,9 +14,9 @@ import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
-from convergent.errors import MissingExtra
+from convergent.errors import ConfigurationError, MissingExtra
 
 try:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -29,6 +29,7 @@ from aiokafka.structs import OffsetAndMetadata
 from convergent.errors import NotSent, TransportError
 from convergent.messages import Message
 from convergent.topics import TOPICS, Topic, TopicKind
+from convergent.transports._options import SECURITY_OPTIONS, broker_security, prefixed
 from convergent.transports.base import Delivery, Subscription, SubscriptionOptions, Transport
 
 __all__ = ["KafkaTransport"]
@@ -36,22 +37,73 @@ __all__ = ["KafkaTransport"]
 _PREFIX = "ce_"
 
 
+_SASL = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
 class KafkaTransport(Transport):
     def __init__(self, url: str, **consumer_options: Any) -> None:
-        """Consumer options may also come as URL query integers:
-        ``kafka://host:9092?session_timeout_ms=2000&rebalance_timeout_ms=500``."""
+        """``kafka://[user:password@]host:9092[,host2:9092]?prefix=staging&tls=1&...``.
+
+        Options: ``prefix`` (topic names become ``<prefix>.<topic>``), ``tls``/``tls_ca``/
+        ``tls_cert``/``tls_key`` (TLS), ``sasl_mechanism`` (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512;
+        SASL is on when a user is given, in the URL or ``CONVERGENT_BROKER_USERNAME``); any other
+        option is a consumer setting in integers, e.g. ``session_timeout_ms=2000``."""
         self.url = url
         parsed = urlsplit(url)
-        query = {k: int(v) for k, v in parse_qsl(parsed.query)}
-        self.consumer_options = {**query, **consumer_options}
-        self.bootstrap = parsed.netloc
+        query = dict(parse_qsl(parsed.query))
+        strings = {k: query.pop(k) for k in [*SECURITY_OPTIONS, "sasl_mechanism"] if k in query}
+        try:
+            numbers = {k: int(v) for k, v in query.items()}
+        except ValueError:
+            raise ConfigurationError(
+                f"bad Kafka URL {url!r}: options are prefix, tls, tls_ca, tls_cert, tls_key, "
+                "sasl_mechanism, or consumer settings in integers (session_timeout_ms=2000)"
+            ) from None
+        self.consumer_options = {**numbers, **consumer_options}
+        self.bootstrap = parsed.netloc.rpartition("@")[2]
+        self.security = broker_security(
+            strings,
+            username=unquote(parsed.username or ""),
+            password=unquote(parsed.password or ""),
+        )
+        self.prefix = self.security.prefix
+        mechanism = strings.get("sasl_mechanism", "PLAIN").upper()
+        if mechanism not in _SASL:
+            raise ConfigurationError(
+                f"bad Kafka URL {url!r}: sasl_mechanism is one of {', '.join(_SASL)}"
+            )
+        self.connection = self._connection(mechanism)
         self._producer: AIOKafkaProducer | None = None
         self._topics: set[str] = set()
+
+    def _connection(self, mechanism: str) -> dict[str, Any]:
+        """security_protocol, TLS context and SASL for every client (producer, consumer, admin)."""
+        security = self.security
+        context = security.ssl_context()
+        sasl = bool(security.username)
+        protocol = {
+            (False, False): "PLAINTEXT",
+            (True, False): "SSL",
+            (False, True): "SASL_PLAINTEXT",
+            (True, True): "SASL_SSL",
+        }[(context is not None, sasl)]
+        out: dict[str, Any] = {"bootstrap_servers": self.bootstrap, "security_protocol": protocol}
+        if context is not None:
+            out["ssl_context"] = context
+        if sasl:
+            out["sasl_mechanism"] = mechanism
+            out["sasl_plain_username"] = security.username
+            out["sasl_plain_password"] = security.password
+        return out
+
+    def topic_name(self, topic: str) -> str:
+        """The Kafka topic: ``<topic>``, or ``<prefix>.<topic>`` with a name prefix."""
+        return prefixed(self.prefix, topic)
 
     async def start(self) -> None:
         if self._producer is None:
             producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=False, linger_ms=2
+                **self.connection, acks="all", enable_idempotence=False, linger_ms=2
             )
             try:
                 await producer.start()
@@ -68,11 +120,11 @@ class KafkaTransport(Transport):
     async def ensure_topic(self, topic: Topic) -> None:
         if topic.name in self._topics:
             return
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        admin = AIOKafkaAdminClient(**self.connection)
         await admin.start()
         try:
             configs = {"cleanup.policy": "compact"} if topic.kind is TopicKind.ENTITY else {}
-            new = NewTopic(topic.name, topic.partitions, 1, topic_configs=configs)
+            new = NewTopic(self.topic_name(topic.name), topic.partitions, 1, topic_configs=configs)
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics([new])
         finally:
@@ -104,7 +156,10 @@ class KafkaTransport(Transport):
                 ]
                 try:
                     sent = await producer.send(
-                        m.topic, value=m.body(), key=m.key.encode(), headers=headers
+                        self.topic_name(m.topic),
+                        value=m.body(),
+                        key=m.key.encode(),
+                        headers=headers,
                     )
                     await sent
                 except Exception as exc:
@@ -121,8 +176,8 @@ class KafkaTransport(Transport):
     ) -> Subscription:
         await self.ensure_topic(topic)
         consumer = AIOKafkaConsumer(
-            topic.name,
-            bootstrap_servers=self.bootstrap,
+            self.topic_name(topic.name),
+            **self.connection,
             group_id=group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -138,7 +193,7 @@ class KafkaDelivery(Delivery):
         self.record = record
         self.tp = TopicPartition(record.topic, record.partition)
         headers = {k.replace(_PREFIX, "ce-", 1): v.decode() for k, v in record.headers}
-        self.message = Message.from_ce_headers(record.topic, headers, record.value)
+        self.message = Message.from_ce_headers(sub.topic.name, headers, record.value)
         self.attempt = attempt
         self.order_key = f"{record.topic}/{record.partition}"
 

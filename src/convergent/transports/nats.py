@@ -27,6 +27,7 @@ import logging
 import re
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote
 
@@ -46,17 +47,32 @@ from convergent.messages import Message
 from convergent.outages import Outage, describe
 from convergent.settings import mask
 from convergent.topics import TOPICS, Topic, TopicKind, partition_for
+from convergent.transports._options import (
+    SECURITY_OPTIONS,
+    BrokerSecurity,
+    broker_security,
+    prefixed,
+)
 from convergent.transports.base import Delivery, Subscription, SubscriptionOptions, Transport
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NatsTransport", "parse_nats_url", "stream_name", "subject_for"]
+__all__ = [
+    "NatsOptions",
+    "NatsTransport",
+    "nats_options",
+    "parse_nats_url",
+    "stream_name",
+    "subject_for",
+]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-:=@+]")
 
 
-def stream_name(topic: str) -> str:
-    return "cv_" + re.sub(r"[^A-Za-z0-9_-]", "_", topic)
+def stream_name(topic: str, prefix: str = "") -> str:
+    """``cv_<topic>``, or ``cv_<prefix>__<topic>`` for a deployment with a name prefix."""
+    name = f"{prefix}__{topic}" if prefix else topic
+    return "cv_" + re.sub(r"[^A-Za-z0-9_-]", "_", name)
 
 
 def durable_for(group: str) -> str:
@@ -74,20 +90,51 @@ def subject_for(topic: str, key: str, partitions: int | None = None) -> str:
     return f"{topic}.{partition}.{quote(key, safe='') if _UNSAFE.search(key) or not key else key}"
 
 
-def parse_nats_url(url: str) -> tuple[list[str], int]:
-    """The seed servers and the stream replica count of ``nats://a:4222,b:4222?replicas=3``."""
+@dataclass(frozen=True)
+class NatsOptions:
+    """What a NATS URL says: seeds, stream limits, and the prefix, TLS and credentials."""
+
+    servers: list[str]
+    replicas: int = 1
+    max_age: float | None = None  # seconds a stream keeps a message
+    max_bytes: int | None = None  # a stream's size limit (oldest messages go first)
+    security: BrokerSecurity = field(default_factory=BrokerSecurity)
+
+
+_NATS_OPTIONS = frozenset({"replicas", "max_age", "max_bytes", "creds"}) | SECURITY_OPTIONS
+
+
+def nats_options(url: str) -> NatsOptions:
+    """``nats://[user:password@]a:4222,b:4222?replicas=3&max_age=86400&prefix=staging&...``;
+    ``tls://`` (or ``?tls=1``, or a CA) turns TLS on. Settings fill in what the URL leaves out."""
     servers, _, query = url.partition("?")
     seeds = [s if "://" in s else f"nats://{s}" for s in servers.split(",") if s.strip()]
-    options = parse_qs(query)
+    options = {k: v[-1] for k, v in parse_qs(query).items()}
     try:
-        replicas = int(options.get("replicas", ["1"])[-1])
-    except ValueError:
-        replicas = 0
-    if not 1 <= replicas <= 5 or set(options) - {"replicas"}:
-        raise ConfigurationError(
-            f"bad NATS URL {url!r}: the only option is ?replicas=N with N from 1 to 5"
+        replicas = int(options.get("replicas", "1"))
+        max_age = float(options["max_age"]) if "max_age" in options else None
+        max_bytes = int(options["max_bytes"]) if "max_bytes" in options else None
+        valid = (
+            1 <= replicas <= 5
+            and (max_age is None or max_age > 0)
+            and (max_bytes is None or max_bytes > 0)
         )
-    return seeds, replicas
+    except ValueError:
+        valid = False
+    if not valid or set(options) - _NATS_OPTIONS:
+        raise ConfigurationError(
+            f"bad NATS URL {url!r}: the options are ?replicas=N (1 to 5), max_age=SECONDS, "
+            "max_bytes=N, prefix=NAME, tls=1, tls_ca=PATH, tls_cert=PATH, tls_key=PATH, "
+            "creds=PATH"
+        )
+    security = broker_security(options, tls_scheme=url.lower().startswith("tls://"))
+    return NatsOptions(seeds, replicas, max_age, max_bytes, security)
+
+
+def parse_nats_url(url: str) -> tuple[list[str], int]:
+    """The seed servers and the stream replica count of ``nats://a:4222,b:4222?replicas=3``."""
+    options = nats_options(url)
+    return options.servers, options.replicas
 
 
 class NatsTransport(Transport):
@@ -100,7 +147,9 @@ class NatsTransport(Transport):
         connect_timeout: float = 5.0,
     ) -> None:
         self.url = url
-        self.servers, self.replicas = parse_nats_url(url)
+        self.options = nats_options(url)
+        self.servers, self.replicas = self.options.servers, self.options.replicas
+        self.prefix = self.options.security.prefix
         self.connect_timeout = connect_timeout
         self.duplicate_window = duplicate_window
         self.publish_timeout = publish_timeout
@@ -134,6 +183,7 @@ class NatsTransport(Transport):
                         error_cb=self._on_error,
                         disconnected_cb=self._on_disconnected,
                         reconnected_cb=self._on_reconnected,
+                        **self._auth(),
                     ),
                     self.connect_timeout,
                 )
@@ -153,6 +203,23 @@ class NatsTransport(Transport):
     async def _on_reconnected(self) -> None:
         self._outage.up()
 
+    def _auth(self) -> dict[str, Any]:
+        """TLS and credentials for ``nats.connect`` (user:password in a seed URL also works)."""
+        security = self.options.security
+        out: dict[str, Any] = {}
+        context = security.ssl_context()
+        if context is not None:
+            out["tls"] = context
+        if security.credentials:
+            out["user_credentials"] = security.credentials
+        if security.username:
+            out["user"], out["password"] = security.username, security.password
+        return out
+
+    def subject_base(self, topic: str) -> str:
+        """``<topic>``, or ``<prefix>.<topic>`` for a deployment with a name prefix."""
+        return prefixed(self.prefix, topic)
+
     async def close(self) -> None:
         if self._nc is not None:
             nc, self._nc, self._js, self._acks = self._nc, None, None, None
@@ -165,7 +232,8 @@ class NatsTransport(Transport):
         if topic.name in self._topics:
             return
         await self.start()
-        name = stream_name(topic.name)
+        name = stream_name(topic.name, self.prefix)
+        base = self.subject_base(topic.name)
         for _ in range(3):
             try:
                 info: api.StreamInfo | None = await self.js.stream_info(name)
@@ -176,11 +244,13 @@ class NatsTransport(Transport):
             config = api.StreamConfig(
                 name=name,
                 description=f"convergent topic {topic.name}; partitions={partitions}",
-                subjects=[f"{topic.name}.>"],
+                subjects=[f"{base}.>"],
                 duplicate_window=self.duplicate_window,
                 max_msgs_per_subject=1 if topic.kind is TopicKind.ENTITY else -1,
                 storage=api.StorageType.FILE,
                 num_replicas=self.replicas,
+                max_age=self.options.max_age,
+                max_bytes=self.options.max_bytes,
             )
             try:
                 if info is None:
@@ -203,7 +273,11 @@ class NatsTransport(Transport):
         except Exception as exc:
             return [TransportError(f"NATS unavailable: {exc}")] * len(messages)
         assert self._acks is not None  # set by start()
-        return await _KeyChains(self._acks, messages, self.partitions).run(self.publish_timeout)
+        subjects = [
+            subject_for(self.subject_base(m.topic), m.key, self.partitions.get(m.topic))
+            for m in messages
+        ]
+        return await _KeyChains(self._acks, messages, subjects).run(self.publish_timeout)
 
     async def subscribe(
         self, topic: Topic, group: str, options: SubscriptionOptions | None = None
@@ -211,12 +285,13 @@ class NatsTransport(Transport):
         options = options or SubscriptionOptions()
         await self.ensure_topic(topic)
         assert self._nc is not None  # set by start() in ensure_topic
-        stream = stream_name(topic.name)
+        stream = stream_name(topic.name, self.prefix)
+        base = self.subject_base(topic.name)
         durables = []
         for p in range(self.partitions[topic.name]):
             config = api.ConsumerConfig(
                 durable_name=f"{durable_for(group)}_p{p}",
-                filter_subject=f"{topic.name}.{p}.>",
+                filter_subject=f"{base}.{p}.>",
                 ack_policy=api.AckPolicy.EXPLICIT,
                 deliver_policy=api.DeliverPolicy.ALL,
                 ack_wait=options.ack_wait,
@@ -228,7 +303,7 @@ class NatsTransport(Transport):
             except BadRequestError:  # exists with other settings (an older ack_wait...): keep it
                 await self.js.consumer_info(stream, config.durable_name or "")
             durables.append(config.durable_name or "")
-        sub = NatsSubscription(self._nc, topic, stream, durables, options.ack_wait)
+        sub = NatsSubscription(self._nc, topic, base, stream, durables, options.ack_wait)
         await sub.start()
         return sub
 
@@ -236,7 +311,7 @@ class NatsTransport(Transport):
         """Remove the topic's stream (tests and operators)."""
         await self.start()
         with contextlib.suppress(NotFoundError):
-            await self.js.delete_stream(stream_name(topic))
+            await self.js.delete_stream(stream_name(topic, self.prefix))
         self._topics.discard(topic)
 
 
@@ -341,13 +416,11 @@ class _KeyChains:
     error reply, an ack lost with a dropped connection) is never overtaken on the broker by a
     later one of its key; those behind it answer ``NotSent``."""
 
-    def __init__(
-        self, acks: _Acks, messages: Sequence[Message], partitions: dict[str, int]
-    ) -> None:
+    def __init__(self, acks: _Acks, messages: Sequence[Message], subjects: list[str]) -> None:
         self.acks = acks
         self.messages = messages
         self.results: list[BaseException | None] = [None] * len(messages)
-        self.subjects = [subject_for(m.topic, m.key, partitions.get(m.topic)) for m in messages]
+        self.subjects = subjects
         self.behind: dict[str, deque[int]] = {}
         self.ready: deque[int] = deque()  # sendable now: the first of each key, then successors
         for i, subject in enumerate(self.subjects):
@@ -448,11 +521,11 @@ def _partition_of(topic: str, subject: str) -> int:
 
 
 class NatsDelivery(Delivery):
-    def __init__(self, topic: str, msg: Msg) -> None:
+    def __init__(self, topic: str, base: str, msg: Msg) -> None:
         self.msg = msg
         headers = dict(msg.headers or {})
         body = msg.data or None
-        partition, _, key = msg.subject[len(topic) + 1 :].partition(".")
+        partition, _, key = msg.subject[len(base) + 1 :].partition(".")
         self.message = Message.from_ce_headers(topic, headers, body)
         if self.message.key == "":
             self.message = Message.from_ce_headers(
@@ -479,10 +552,17 @@ class NatsSubscription(Subscription):
     the partition's next message without a round trip of ours."""
 
     def __init__(
-        self, nc: Client, topic: Topic, stream: str, durables: list[str], ack_wait: float
+        self,
+        nc: Client,
+        topic: Topic,
+        base: str,
+        stream: str,
+        durables: list[str],
+        ack_wait: float,
     ) -> None:
         self.nc = nc
         self.topic = topic
+        self.base = base  # subjects are <base>.<partition>.<key>
         self.durables = durables
         self.requests = [f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{d}" for d in durables]
         self.inbox = nc.new_inbox()
@@ -502,7 +582,7 @@ class NatsSubscription(Subscription):
         if status == "100":  # idle heartbeat
             return
         if status is None:  # a message: it comes on its own subject, <topic>.<partition>.<key>
-            self.open.pop(_partition_of(self.topic.name, msg.subject), None)
+            self.open.pop(_partition_of(self.base, msg.subject), None)
             self.ready.append(msg)
         else:  # the request ended (408 expired...): it was sent with reply <inbox>.<partition>
             self.open.pop(int(msg.subject.rsplit(".", 1)[1]), None)
@@ -528,7 +608,7 @@ class NatsSubscription(Subscription):
             if self.ready:
                 out: list[Delivery] = []
                 while self.ready and len(out) < max_messages:
-                    out.append(NatsDelivery(self.topic.name, self.ready.popleft()))
+                    out.append(NatsDelivery(self.topic.name, self.base, self.ready.popleft()))
                 return out
             remaining = deadline - loop.time()
             if remaining <= 0:

@@ -65,7 +65,7 @@ async def send(
         return int((time.monotonic() - started) * 1000)
 
     try:
-        await check_destination(url, settings.allow)
+        destination = await check_destination(url, settings.allow)
     except UnsafeDestination as exc:
         return SendResult(Outcome.REFUSED, None, took(), error=exc.message)
     body = json_dumps(payload)
@@ -78,7 +78,10 @@ async def send(
     }
     try:
         async with asyncio.timeout(settings.timeout):
-            request = client.build_request("POST", url, content=body, headers=headers)
+            target, host, extensions = destination.pinned()  # no second DNS lookup
+            request = client.build_request(
+                "POST", target, content=body, headers={**headers, **host}, extensions=extensions
+            )
             response = await client.send(request, stream=True, follow_redirects=False)
             try:
                 snippet = await _read_snippet(response, settings.snippet_bytes)

@@ -274,6 +274,15 @@ class RunContext:
 
         return await await_child(self, workflow, args, queue=queue)
 
+    async def start_child(
+        self, workflow: Workflow[Any, Any] | str, *args: Any, queue: str | None = None
+    ) -> uuid.UUID:
+        """Start ``workflow(*args)`` as a detached child run, once, and return its id without
+        waiting; it is not cancelled with this run."""
+        from convergent.workflows.children import start_detached
+
+        return await start_detached(self, workflow, args, queue=queue)
+
     async def begin_compensation(self) -> None:
         """Mark the run compensating; steps called from now on are compensations."""
         if self.compensating:
@@ -335,7 +344,7 @@ class RunContext:
                         found = await step.reconcile(sctx, *args, **kwargs)
                         if found is not None:
                             attempt.end("reconciled")
-                            return await self._complete(seq, step, key, attempts, found)
+                            return await self._complete(seq, step, key, attempts, found, first_at)
                     await self._save(
                         seq,
                         "step",
@@ -379,10 +388,16 @@ class RunContext:
                 fault_point(BEFORE_COMPENSATION_CHECKPOINT)
             else:
                 fault_point(AFTER_STEP)
-            return await self._complete(seq, step, key, attempts, value)
+            return await self._complete(seq, step, key, attempts, value, first_at)
 
     async def _complete(
-        self, seq: int, step: Step[Any, Any], key: str, attempts: int, result: Any
+        self,
+        seq: int,
+        step: Step[Any, Any],
+        key: str,
+        attempts: int,
+        result: Any,
+        first_at: datetime | None,
     ) -> Any:
         # not awaited here: pure workflow code may run on; the next durable call (or the end
         # of the run, whose write commits after this one) waits for it
@@ -401,8 +416,11 @@ class RunContext:
             None,
             self.now(),
             self.owner,
+            first_at,  # with updated_at, when the step ran (the console's timeline shows it)
         )
-        self.records[seq] = StepRecord(seq, "step", name, "completed", attempts, None, value)
+        self.records[seq] = StepRecord(
+            seq, "step", name, "completed", attempts, None, value, None, first_at
+        )
         self._pending = self.committer.enqueue(self.statements.save_step, params)
         return step.codec.result.decode(value)  # what a replay will see
 

@@ -105,9 +105,14 @@ async def resume(
     The failed step (or, with ``from_step``, that position and every one after it) is forgotten
     and runs again with the same idempotency keys; completed steps before it answer from their
     checkpoints. Deploy the fix first: the run is due at once.
+
+    A run that waits for code matching its history (``waiting_for``: a deploy changed the
+    workflow) resumes too: ``from_step`` at the position that no longer matches lets the new
+    code go on from there.
     """
     row = await _locked_run(conn, run_id)
-    if row.status in ACTIVE:
+    parked = row.status in ACTIVE and row.waiting_for is not None and row.lease_owner is None
+    if row.status in ACTIVE and not parked:
         raise RunNotResumable(
             f"run {run_id} is still {row.status}: it goes on by itself (use `convergent runs "
             "retry-step` to skip a step's backoff, or cancel it)"
@@ -143,7 +148,7 @@ async def resume(
         sa.update(runs)
         .where(runs.c.id == run_id)
         .values(
-            status="running" if start > 1 else "pending",
+            status=row.status if parked else "running" if start > 1 else "pending",
             result=None,
             error=None,
             attempts=0,

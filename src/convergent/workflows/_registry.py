@@ -24,6 +24,7 @@ DEFAULT_VERSION = "1"
 _workflows: dict[str, Workflow[Any, Any]] = {}
 # every version this process can run: runs keep the version they started with
 _versions: dict[tuple[str, str], Workflow[Any, Any]] = {}
+_served: frozenset[tuple[str, str]] = frozenset()  # its keys, read on every start and claim
 
 
 class Workflow(Generic[P, T]):
@@ -132,7 +133,9 @@ def workflow(
 
     def register(f: Callable[Concatenate[WorkflowContext, P], Awaitable[T]]) -> Workflow[P, T]:
         wf: Workflow[P, T] = Workflow(f, name or f"{f.__module__}.{f.__qualname__}", queue, version)
+        global _served
         _versions[(wf.name, wf.version)] = wf
+        _served = frozenset(_versions)
         current = _workflows.get(wf.name)
         if current is None or _version_key(wf.version) >= _version_key(current.version):
             _workflows[wf.name] = wf
@@ -188,9 +191,9 @@ def get_workflow(name: str, version: str | None = None) -> Workflow[Any, Any]:
     return found
 
 
-def served() -> set[tuple[str, str]]:
+def served() -> frozenset[tuple[str, str]]:
     """Every (workflow name, version) this process can run."""
-    return set(_versions)
+    return _served
 
 
 def registered() -> dict[str, Workflow[Any, Any]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -21,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from convergent import tracing
-from convergent.errors import RunCancelled, StoreUnavailable
+from convergent.errors import NonDeterminism, RunCancelled, StoreUnavailable
 from convergent.faults import fault_point, register
 from convergent.ids import uuid7
 from convergent.outages import Outage, is_transient
@@ -332,6 +333,8 @@ class Worker:
                 return
             except RunCancelled as exc:
                 await self._finish(ctx, "cancelled", None, exc.message)
+            except NonDeterminism as exc:
+                await self._park(ctx, exc)
             except StoreUnavailable as exc:  # workflow code met the database away: not its fault
                 raise Interrupted(exc) from exc
             except Exception as exc:
@@ -387,6 +390,27 @@ class Worker:
                     return  # the lease runs out; a sweeper frees the run
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+    async def _park(self, ctx: RunContext, exc: NonDeterminism) -> None:
+        """The code does not match the run's history (a deploy changed it): neither fail nor
+        compensate; say why the run waits and try again after a lease, so deploying code that
+        matches (the old version beside the new, or a `patched` guard) lets it go on."""
+        log.error("run %s of %s waits for matching code: %s", ctx.run_id, ctx.workflow, exc)
+        await ctx.settle()
+        now = self.store.clock.now()
+        r = runs.c
+        async with self.store.begin() as conn:
+            await conn.execute(
+                sa.update(runs)
+                .where(r.id == ctx.run_id, r.lease_owner == self.id)
+                .values(
+                    lease_owner=None,
+                    lease_until=None,
+                    next_at=now + self.lease,
+                    waiting_for=f"code matching its history ({exc.message})",
+                    updated_at=now,
+                )
+            )
 
     async def _finish(self, ctx: RunContext, status: str, value: Any, error: str | None) -> None:
         pending = ctx.settle()  # the last checkpoint commits with or before this write
@@ -609,7 +633,8 @@ class Worker:
                     log.exception("worker housekeeping failed; trying again")
 
 
-def _serving(pairs: set[tuple[str, str]]) -> sa.ColumnElement[bool]:
+@functools.lru_cache(maxsize=16)
+def _serving(pairs: frozenset[tuple[str, str]]) -> sa.ColumnElement[bool]:
     """Runs of a (workflow, version) in ``pairs``: one IN per set of versions (usually one)."""
     by_name: dict[str, set[str]] = {}
     for name, version in pairs:

@@ -6,9 +6,14 @@ replayed parent finds the same child. While it waits the parent holds no worker 
 `ChildWaker` loop (part of `convergent.runtime.standard_loops`) makes the parent due again when
 the child ends, and the parent's replay records the child's result as its checkpoint.
 
+Resuming a parent that failed because its child failed (`convergent runs resume`) starts the
+child again, as a new run; a child resumed first and still going, or completed, is kept.
+
 Cancellation: cancelling a parent cancels the children it is still waiting for (their sagas
 compensate as on any cancel), then the parent ends cancelled (its own saga compensating).
-Children that already ended keep their effects; undo them with the parent's saga.
+Children that already ended keep their effects; undo them with the parent's saga. A child
+started with ``ctx.start_child`` is detached: the parent does not wait for it, and it is not
+cancelled with the parent.
 A child that fails or is cancelled raises `ChildFailed` (a `StepFailed`) in the parent.
 """
 
@@ -24,6 +29,7 @@ import sqlalchemy as sa
 
 from convergent.errors import ChildFailed, RunCancelled, UnknownWorkflow
 from convergent.faults import fault_point, register
+from convergent.ids import uuid7
 from convergent.store import Store
 from convergent.store.schema import run_children, runs
 from convergent.workflows._api import cancel, start
@@ -32,7 +38,7 @@ from convergent.workflows._context import RunContext, StepRecord, Suspend, _reco
 from convergent.workflows._registry import Workflow, registered
 from convergent.workflows._statements import ACTIVE, FINAL, RUNS_CHANNEL
 
-__all__ = ["ChildWaker", "await_child", "wake_parents"]
+__all__ = ["ChildWaker", "await_child", "start_detached", "wake_parents"]
 
 log = logging.getLogger("convergent.workflows.children")
 
@@ -89,17 +95,75 @@ async def await_child(
     return await _collect(ctx, seq, wf, child_id, child.status, child.result, child.error)
 
 
+async def start_detached(
+    ctx: RunContext,
+    workflow: Workflow[Any, Any] | str,
+    args: tuple[Any, ...],
+    *,
+    queue: str | None = None,
+) -> uuid.UUID:
+    """Start ``workflow(*args)`` as a detached child of ``ctx``'s run (once); its id."""
+    wf = _resolve(workflow)
+    await ctx.settle()
+    seq, rec = ctx._position("detached", wf.name)
+    if rec is not None:
+        return uuid.UUID(rec.result["run_id"])
+    ctx._check_cancel()
+    now = ctx.now()
+    async with _recording(), ctx.store.begin() as conn:
+        await ctx._hold(conn)
+        child_id = await start(conn, wf, *args, key=f"child:{ctx.run_id}:{seq}", queue=queue)
+        result = {"run_id": str(child_id)}
+        params = _step_params(
+            ctx.run_id,
+            seq,
+            "detached",
+            wf.name,
+            "completed",
+            f"{ctx.run_id}:{seq}:{wf.name}",
+            1,
+            None,
+            result,
+            None,
+            now,
+            ctx.owner,
+        )
+        await conn.execute(ctx.statements.save_step, params)  # with the start, or neither
+    ctx.records[seq] = StepRecord(seq, "detached", wf.name, "completed", 1, None, result)
+    return child_id
+
+
 async def _start_child(
     ctx: RunContext, seq: int, wf: Workflow[Any, Any], args: tuple[Any, ...], queue: str | None
 ) -> uuid.UUID:
     now = ctx.now()
+    k = run_children.c
+    mine = sa.and_(k.parent_id == ctx.run_id, k.seq == seq)
     async with _recording(), ctx.store.begin() as conn:
         await ctx._hold(conn)  # fenced: a parent taken over by another worker starts nothing
-        child_id = await start(conn, wf, *args, key=f"child:{ctx.run_id}:{seq}", queue=queue)
-        ins = ctx.store.sql.insert(run_children).values(
-            parent_id=ctx.run_id, seq=seq, child_id=child_id, status="waiting", created_at=now
-        )
-        await conn.execute(ins.on_conflict_do_nothing(index_elements=["parent_id", "seq"]))
+        known = (
+            await conn.execute(
+                sa.select(k.child_id, runs.c.status)
+                .join(runs, runs.c.id == k.child_id, isouter=True)
+                .where(mine)
+            )
+        ).first()
+        if known is None:
+            child_id = await start(conn, wf, *args, key=f"child:{ctx.run_id}:{seq}", queue=queue)
+            ins = ctx.store.sql.insert(run_children).values(
+                parent_id=ctx.run_id, seq=seq, child_id=child_id, status="waiting", created_at=now
+            )
+            await conn.execute(ins.on_conflict_do_nothing(index_elements=["parent_id", "seq"]))
+        else:
+            # the parent was resumed after this child ended: one that failed or was cancelled
+            # runs again as a new child; one still going (resumed itself) or done is kept
+            child_id = known.child_id
+            if known.status in ("failed", "cancelled"):
+                again = f"child:{ctx.run_id}:{seq}:{uuid7().hex[-12:]}"
+                child_id = await start(conn, wf, *args, key=again, queue=queue)
+            await conn.execute(
+                sa.update(run_children).where(mine).values(child_id=child_id, status="waiting")
+            )
     fault_point(CHILD_STARTED)
     await ctx._save(seq, "child", wf.name, "waiting", result={"run_id": str(child_id)})
     return child_id
@@ -169,6 +233,15 @@ async def wake_parents(store: Store) -> tuple[int, int]:
         .where(k.status == "waiting", child.c.status.in_(FINAL))
     )
     async with store.begin() as conn:
+        # a parent that ended some other way (dead-lettered, say) waits for nothing any more
+        await conn.execute(
+            sa.update(run_children)
+            .where(
+                k.status == "waiting",
+                sa.exists().where(runs.c.id == k.parent_id, runs.c.status.in_(FINAL)),
+            )
+            .values(status="orphaned")
+        )
         waiting = int(
             await conn.scalar(
                 sa.select(sa.func.count()).select_from(run_children).where(k.status == "waiting")
@@ -198,6 +271,8 @@ class ChildWaker:
 
     store: Store
     poll_interval: float = 1.0
+    #: the shortest time between two looks while children are awaited
+    min_gap: float = 0.02
     woken: int = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -217,3 +292,5 @@ class ChildWaker:
                 )
                 for p in pending:
                     p.cancel()
+                if waiting and not stop.is_set():  # a busy fleet ends runs all the time
+                    await asyncio.sleep(self.min_gap)

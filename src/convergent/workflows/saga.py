@@ -9,6 +9,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
+from convergent.errors import NonDeterminism
 from convergent.workflows._context import Suspend, current_run
 from convergent.workflows._registry import Step
 
@@ -50,7 +51,9 @@ class Saga:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        if exc is None or isinstance(exc, Suspend) or not isinstance(exc, Exception):
+        if exc is None or isinstance(exc, (Suspend, NonDeterminism)):
+            return False  # code that does not match the run's history is not the business failing
+        if not isinstance(exc, Exception):
             return False
         await self.compensate()
         return False  # the run still ends failed (or cancelled), after undoing

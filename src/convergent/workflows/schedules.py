@@ -37,12 +37,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 from croniter import CroniterError, croniter
+from prometheus_client import Counter
 
 from convergent.errors import ConfigurationError, UnknownSchedule
 from convergent.faults import fault_point, register
 from convergent.store import Store, store_of
 from convergent.store.schema import schedule_ticks, schedules
 from convergent.workflows._api import start
+from convergent.workflows._operate import record_action
 from convergent.workflows._registry import Workflow, registered
 
 __all__ = [
@@ -54,6 +56,7 @@ __all__ = [
     "Ticks",
     "UnknownSchedule",
     "fire_due",
+    "forget",
     "list_schedules",
     "pause",
     "resume",
@@ -72,6 +75,12 @@ CATCH_UP = ("skip", "latest", "all")
 AFTER_TICK = register(
     "schedule.after_tick_before_commit", "a tick's run and row are written but not committed"
 )
+_TICKS = Counter(
+    "convergent_schedule_ticks",
+    "Ticks of schedules: started (a run began, once) or skipped by the catch-up policy",
+    ["schedule", "outcome"],
+)
+
 TICK_COMMITTED = register(
     "schedule.after_tick_committed", "a tick's run is committed; the run has not started"
 )
@@ -276,6 +285,7 @@ async def fire_due(store: Store, declared: Sequence[Schedule] | None = None) -> 
     now = store.clock.now()
     s = schedules.c
     started = 0
+    counted: list[tuple[str, str, int]] = []
     async with store.begin() as conn:
         rows = (
             await conn.execute(
@@ -295,22 +305,29 @@ async def fire_due(store: Store, declared: Sequence[Schedule] | None = None) -> 
             if row.spec != sched.spec:
                 continue  # another version of the code declares it: its sync re-plans first
             update: dict[str, Any] = {"updated_at": now}
+            fired = 0
             if row.triggered_at is not None:
-                started += await _start_tick(conn, sched, row.triggered_at, manual=True)
+                fired += await _start_tick(conn, sched, row.triggered_at, manual=True)
                 update["triggered_at"] = None
             if row.next_at is not None and row.next_at <= now:
                 ticks = sched.due_ticks(row.next_at, now)
                 for tick in ticks:
-                    started += await _start_tick(conn, sched, tick, manual=False)
+                    fired += await _start_tick(conn, sched, tick, manual=False)
                 update["next_at"] = sched.next_after(now)
                 if ticks:
                     update["last_tick_at"] = ticks[-1]
                 skipped = _missed(sched, row.next_at, now) - len(ticks)
                 if skipped > 0:
                     log.info("schedule %s skipped %d missed tick(s)", sched.name, skipped)
+                    counted.append((sched.name, "skipped", skipped))
+            if fired:
+                counted.append((sched.name, "started", fired))
+            started += fired
             await conn.execute(sa.update(schedules).where(s.name == row.name).values(**update))
         if started:
             fault_point(AFTER_TICK)
+    for name, outcome, n in counted:  # counted once committed
+        _TICKS.labels(schedule=name, outcome=outcome).inc(n)
     if started:
         fault_point(TICK_COMMITTED)
     return started
@@ -362,7 +379,7 @@ async def list_schedules(store: Store) -> list[ScheduleInfo]:
     ]
 
 
-async def _change(store: Store, name: str, **values: Any) -> None:
+async def _change(store: Store, name: str, verb: str, actor: str | None, **values: Any) -> None:
     async with store.begin() as conn:
         done = await conn.execute(
             sa.update(schedules)
@@ -374,28 +391,52 @@ async def _change(store: Store, name: str, **values: Any) -> None:
                 f"no schedule named {name!r}: `convergent schedules list` shows them (a schedule "
                 "is written when a worker importing its declaration starts)"
             )
+        if actor is not None:  # who did what, when: with the change, or not at all
+            await record_action(
+                conn,
+                actor=actor,
+                action=f"schedule.{verb}",
+                target_kind="schedule",
+                target_id=name,
+            )
         await store.notifier.notify(conn, SCHEDULES_CHANNEL)
 
 
-async def pause(store: Store, name: str) -> None:
-    """Stop firing ``name`` until `resume`."""
-    await _change(store, name, paused=True)
+async def pause(store: Store, name: str, *, actor: str | None = None) -> None:
+    """Stop firing ``name`` until `resume`; ``actor`` records who did it."""
+    await _change(store, name, "pause", actor, paused=True)
 
 
-async def resume(store: Store, name: str) -> None:
+async def resume(store: Store, name: str, *, actor: str | None = None) -> None:
     """Fire ``name`` again from its next tick after now (the ticks of the pause are skipped)."""
     async with store.read() as conn:
         row = (await conn.execute(sa.select(schedules).where(schedules.c.name == name))).first()
     if row is None:
-        await _change(store, name, paused=False)  # raises UnknownSchedule
+        await _change(store, name, "resume", actor, paused=False)  # raises UnknownSchedule
         return
     ticks = Ticks(row.cron, row.every_seconds, row.timezone)
-    await _change(store, name, paused=False, next_at=ticks.next_after(store.clock.now()))
+    next_at = ticks.next_after(store.clock.now())
+    await _change(store, name, "resume", actor, paused=False, next_at=next_at)
 
 
-async def trigger(store: Store, name: str) -> None:
+async def trigger(store: Store, name: str, *, actor: str | None = None) -> None:
     """Start a run of ``name`` now, outside its ticks (a worker's scheduler starts it, once)."""
-    await _change(store, name, triggered_at=store.clock.now())
+    await _change(store, name, "trigger", actor, triggered_at=store.clock.now())
+
+
+async def forget(store: Store, name: str, *, actor: str | None = None) -> None:
+    """Remove ``name`` from the table (its ticks' history stays); a worker still declaring it
+    writes it again when it starts."""
+    async with store.begin() as conn:
+        done = await conn.execute(sa.delete(schedules).where(schedules.c.name == name))
+        if not done.rowcount:
+            raise UnknownSchedule(
+                f"no schedule named {name!r}: `convergent schedules list` shows them"
+            )
+        if actor is not None:
+            await record_action(
+                conn, actor=actor, action="schedule.forget", target_kind="schedule", target_id=name
+            )
 
 
 @dataclass

@@ -83,7 +83,7 @@ def test_one_order_is_one_trace_across_serve_worker_and_relay(
             ],
         )
         shop.start("relay", ["relay", "--import", "tests.integration.observability.app"])
-        with server.client(headers={"X-Api-Key": "client-t"}) as http:
+        with server.client("client-t") as http:
             created = http.post("/orders", json=ORDER, headers={"Idempotency-Key": "t-1"})
             assert created.status_code == 202, created.text
             location = created.headers["Location"]
@@ -127,7 +127,10 @@ def test_one_order_is_one_trace_across_serve_worker_and_relay(
 
         deadline = time.monotonic() + 60
         while missing():
-            assert time.monotonic() < deadline, f"spans missing from the trace: {missing()}"
+            assert time.monotonic() < deadline, (
+                f"spans missing from the trace: {missing()}; received: "
+                f"{sorted({(s.service, s.name, s.trace_id[:8]) for s in receiver.snapshot()})}"
+            )
             time.sleep(0.2)
         spans = trace()
         assert {s.service for s in spans} >= {

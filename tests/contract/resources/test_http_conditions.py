@@ -14,6 +14,7 @@ from convergent.store import Store
 from convergent_shop.app import create_app
 from convergent_shop.bookings import confirm_pending
 from convergent_shop.db import create_shop_tables
+from tests.shop_keys import client_key
 
 FUTURE = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0).isoformat()
 BOOKING = {"restaurant": "Chez Nous", "time": FUTURE, "party_size": 4, "name": "Ada"}
@@ -33,8 +34,9 @@ async def http(store: Store) -> AsyncIterator[httpx.AsyncClient]:
         await create_shop_tables(conn)
     app = create_app(store, migrate=False)
     transport = httpx.ASGITransport(app=app)
+    key = await client_key(store, "client-a")
     async with httpx.AsyncClient(
-        transport=transport, base_url="http://shop", headers={"X-Api-Key": "client-a"}
+        transport=transport, base_url="http://shop", headers={"X-Api-Key": key}
     ) as client:
         yield client
 
@@ -85,9 +87,10 @@ async def test_the_same_code_with_another_body_is_422(http: httpx.AsyncClient) -
     assert other.headers["Content-Type"] == "application/problem+json"
 
 
-async def test_codes_are_scoped_to_the_client(http: httpx.AsyncClient) -> None:
+async def test_codes_are_scoped_to_the_client(http: httpx.AsyncClient, store: Store) -> None:
     await put_booking(http, "b5")
-    theirs = await http.get("/bookings/b5", headers={"X-Api-Key": "client-b"})
+    other = await client_key(store, "client-b")
+    theirs = await http.get("/bookings/b5", headers={"X-Api-Key": other})
     assert theirs.status_code == 404
 
 

@@ -19,8 +19,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from convergent import dlq
 from convergent.messages import Message
-from convergent.outbox import Consumer, dlq
+from convergent.outbox import Consumer
 from convergent.retry import RetryPolicy
 from convergent.store import Store
 from convergent.store.schema import dead_letters, parked

@@ -10,6 +10,7 @@ import pytest
 from convergent.store import Store
 from convergent_shop.app import create_app
 from convergent_shop.db import create_shop_tables
+from tests.shop_keys import client_key
 
 ORDER = {"customer_id": "c1", "items": [{"sku": "s", "qty": 1}], "amount": "5", "currency": "EUR"}
 
@@ -20,24 +21,28 @@ async def shop(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
     async with store.begin() as conn:
         await create_shop_tables(conn)
     transport = httpx.ASGITransport(app=create_app(store, migrate=False))
-    async with httpx.AsyncClient(transport=transport, base_url="http://shop") as http:
+    key = await client_key(store, "a")
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://shop", headers={"X-Api-Key": key}
+    ) as http:
         yield http
     await store.close()
 
 
 async def test_post_orders_requires_an_idempotency_key(shop: httpx.AsyncClient) -> None:
-    response = await shop.post("/orders", json=ORDER, headers={"X-Api-Key": "a"})
+    response = await shop.post("/orders", json=ORDER, headers={})
     assert response.status_code == 400
     assert response.json()["type"].endswith("/idempotency-key-missing")
 
 
 async def test_post_orders_requires_the_client_api_key(shop: httpx.AsyncClient) -> None:
-    response = await shop.post("/orders", json=ORDER, headers={"Idempotency-Key": "k"})
+    headers = {"Idempotency-Key": "k", "X-Api-Key": ""}
+    response = await shop.post("/orders", json=ORDER, headers=headers)
     assert response.status_code == 401
 
 
 async def test_a_replayed_order_points_at_the_same_order(shop: httpx.AsyncClient) -> None:
-    headers = {"X-Api-Key": "a", "Idempotency-Key": "k"}
+    headers = {"Idempotency-Key": "k"}
     first = await shop.post("/orders", json=ORDER, headers=headers)
     again = await shop.post("/orders", json=ORDER, headers=headers)
     assert first.status_code == 202
@@ -48,7 +53,7 @@ async def test_a_replayed_order_points_at_the_same_order(shop: httpx.AsyncClient
 async def test_an_order_failing_validation_stores_nothing_so_the_fix_can_reuse_the_key(
     shop: httpx.AsyncClient,
 ) -> None:
-    headers = {"X-Api-Key": "a", "Idempotency-Key": "k"}
+    headers = {"Idempotency-Key": "k"}
     bad = await shop.post("/orders", json={**ORDER, "currency": "euro"}, headers=headers)
     fixed = await shop.post("/orders", json=ORDER, headers=headers)
     assert bad.status_code == 422

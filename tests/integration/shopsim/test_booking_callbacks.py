@@ -17,6 +17,7 @@ from convergent_shop.sim.checks import CheckContext, run_checks
 from convergent_shop.sim.demo import subscribe_receiver
 from convergent_shop.sim.servers import serve_app
 from convergent_shop.sim.workload import Workload, WorkloadConfig
+from tests.shop_keys import client_key
 
 BODY = {"restaurant": "r", "time": "2031-05-04T19:00:00+00:00", "party_size": 2, "name": "Ada"}
 
@@ -38,11 +39,17 @@ async def test_patched_cancelled_and_submitted_bookings_reach_the_receiver(
     async with serve_app(create_app(shop_store)) as url:
         await subscribe_receiver(shop_store, f"{url}/notifications/webhook")
         config = WorkloadConfig(
-            orders=0, bookings=4, customers=0, booking_change_rate=1.0, run_id="t", seed=1
+            orders=0,
+            bookings=4,
+            customers=0,
+            booking_change_rate=1.0,
+            run_id="t",
+            seed=1,
+            api_key=await client_key(shop_store, "sim"),
         )
         workload = Workload(url, config)
         await workload.run(asyncio.Event())
-        async with httpx.AsyncClient(base_url=url, headers={"X-Api-Key": "c"}) as http:
+        async with httpx.AsyncClient(base_url=url, headers={"X-Api-Key": config.api_key}) as http:
             made = await http.put("/bookings/to-cancel", json=BODY)
             gone = await http.delete(
                 "/bookings/to-cancel", headers={"If-Match": made.headers["ETag"]}

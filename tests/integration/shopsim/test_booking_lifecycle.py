@@ -16,6 +16,7 @@ from convergent.workflows import Worker
 from convergent_shop.app import create_app
 from convergent_shop.bookings import bookings
 from convergent_shop.db import create_shop_tables
+from tests.shop_keys import client_key
 
 START = datetime(2031, 5, 1, 12, tzinfo=UTC)
 
@@ -60,8 +61,9 @@ async def test_a_booking_is_confirmed_then_archived_a_day_before_its_date(
     }
     try:
         transport = httpx.ASGITransport(app=app)
+        key = await client_key(store, "c")
         async with httpx.AsyncClient(transport=transport, base_url="http://shop") as http:
-            made = await http.put("/bookings/b-1", json=body, headers={"X-Api-Key": "c"})
+            made = await http.put("/bookings/b-1", json=body, headers={"X-Api-Key": key})
         assert made.status_code in (201, 202)
         await until_state(store, "b-1", "ready")
 

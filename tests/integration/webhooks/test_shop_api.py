@@ -10,16 +10,23 @@ import pytest
 from convergent.store import Store
 from convergent.webhooks import Dispatcher, enqueue
 from convergent_shop.app import create_app
+from convergent_shop.db import create_shop_tables
 from tests.integration.webhooks.conftest import settings
 from tests.integration.webhooks.receiver import Receiver, Reply
+from tests.shop_keys import client_key
 
 
 @pytest.fixture
 async def http(wstore: Store, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[httpx.AsyncClient]:
     monkeypatch.setenv("CONVERGENT_WEBHOOK_ALLOW_HOSTS", "127.0.0.1")
+    async with wstore.begin() as conn:
+        await create_shop_tables(conn)  # shop_owners: who made each endpoint
     app = create_app(wstore, migrate=False)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://shop") as client:
+    key = await client_key(wstore, "ops", admin=True)  # rotate-secret is an operator's route
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://shop", headers={"X-Api-Key": key}
+    ) as client:
         yield client
 
 

@@ -50,3 +50,26 @@ async def patient(ctx: WorkflowContext) -> str:
 @workflow(name="tests.children.asks_unknown")
 async def asks_unknown(ctx: WorkflowContext) -> None:
     await ctx.child("tests.children.no_such_workflow")
+
+
+@workflow(name="tests.children.spawner")
+async def spawner(ctx: WorkflowContext) -> str:
+    kid_id = await ctx.start_child(waiting_kid)
+    return str(kid_id)
+
+
+#: whether the flaky kid fails; a test flips it to "deploy the fix"
+FLAKY = {"fail": True}
+
+
+@workflow(name="tests.children.flaky_kid")
+async def flaky_kid(ctx: WorkflowContext, n: int) -> int:
+    if FLAKY["fail"]:
+        raise PermanentError("the kid has a bug")
+    await note(f"flaky-{n}")
+    return n
+
+
+@workflow(name="tests.children.trusting")
+async def trusting(ctx: WorkflowContext, n: int) -> int:
+    return int(await ctx.child(flaky_kid, n)) + 100

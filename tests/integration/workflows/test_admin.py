@@ -14,7 +14,9 @@ from convergent.auth import create_key, forget_cached
 from convergent.errors import PermanentError, RunFailed
 from convergent.http.admin import admin_router
 from convergent.http.problem import install_problem_handlers
+from convergent.ids import uuid7
 from convergent.store import Store
+from convergent.store.schema import dead_letters
 from convergent.workflows import StepContext, WorkflowContext, result, step, submit, workflow
 from tests.integration.workflows.conftest import running
 
@@ -90,6 +92,32 @@ async def test_dead_letters_over_http(mstore: Store, http: httpx.AsyncClient) ->
     assert needs_filter.status_code == 422
     bulk = await http.post("/admin/dead-letters/discard", json={"source": "outbox"})
     assert bulk.json() == {"done": [], "failed": {}}
+    letter_id = uuid7()
+    async with mstore.begin() as conn:
+        await conn.execute(
+            dead_letters.insert().values(
+                id=letter_id,
+                source="outbox",
+                source_ref=str(uuid7()),
+                name="orders",
+                key="k1",
+                payload={"topic": "orders"},
+                reason="broker refused",
+                attempts=8,
+                created_at=mstore.clock.now(),
+            )
+        )
+    listed = (await http.get("/admin/dead-letters", params={"source": "outbox"})).json()
+    assert [(x["id"], x["reason"], x["attempts"]) for x in listed] == [
+        (str(letter_id), "broker refused", 8)
+    ]
+    shown = (await http.get(f"/admin/dead-letters/{letter_id}")).json()
+    assert shown["payload"] == {"topic": "orders"}
+    gone = await http.post(f"/admin/dead-letters/{letter_id}/discard")
+    assert gone.json() == {"id": str(letter_id), "status": "discarded"}
+    twice = await http.post(f"/admin/dead-letters/{letter_id}/retry")
+    assert twice.status_code == 409
+    assert "already discarded" in twice.json()["detail"]
 
 
 async def test_the_console_resumes_a_run_and_records_who(mstore: Store) -> None:

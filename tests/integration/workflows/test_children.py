@@ -20,8 +20,17 @@ import sqlalchemy as sa
 from convergent.errors import RunCancelled, RunFailed
 from convergent.store import Store
 from convergent.store.schema import run_children, runs
-from convergent.workflows import cancel, list_runs, result, run_steps_of, send, status, submit
-from convergent.workflows.children import ChildWaker
+from convergent.workflows import (
+    cancel,
+    list_runs,
+    result,
+    resume,
+    run_steps_of,
+    send,
+    status,
+    submit,
+)
+from convergent.workflows.children import ChildWaker, wake_parents
 from tests.integration.workflows import children_flows, sched_flows
 from tests.integration.workflows.conftest import running, until
 
@@ -167,3 +176,56 @@ async def test_a_worker_killed_mid_child_is_replaced_and_each_effect_happens_onc
         replacement.wait(timeout=20)
     assert await notes(store) == ["kid-1", "kid-2"]
     assert await count_runs(store) == 3
+
+
+async def test_a_link_whose_parent_ended_otherwise_stops_being_watched(kids_db: Store) -> None:
+    store = kids_db
+    parent_id = await submit(store, children_flows.patient)
+    async with store.begin() as conn:
+        await conn.execute(
+            sa.update(runs).where(runs.c.id == parent_id).values(status="failed", next_at=None)
+        )
+        await conn.execute(
+            sa.insert(run_children).values(
+                parent_id=parent_id,
+                seq=1,
+                child_id=uuid.uuid4(),
+                status="waiting",
+                created_at=store.clock.now(),
+            )
+        )
+    assert await wake_parents(store) == (0, 0)
+    async with store.read() as conn:
+        assert await conn.scalar(sa.select(run_children.c.status)) == "orphaned"
+
+
+async def test_a_detached_child_outlives_its_parent(kids_db: Store) -> None:
+    store = kids_db
+    async with Fleet(store), running(store):
+        parent_id = await submit(store, children_flows.spawner)
+        kid_id = uuid.UUID(await result(store, parent_id, wait=20))
+        assert (await status(store, kid_id)).status in ("pending", "running")
+        async with store.begin() as conn:
+            await send(conn, kid_id, "go", "later")
+        assert await result(store, kid_id, wait=20) == "later"
+    steps = await run_steps_of(store, parent_id)
+    assert [(s.kind, s.status) for s in steps] == [("detached", "completed")]
+
+
+async def test_resuming_a_parent_whose_child_failed_runs_the_child_again(kids_db: Store) -> None:
+    store = kids_db
+    children_flows.FLAKY["fail"] = True
+    try:
+        async with Fleet(store), running(store):
+            parent_id = await submit(store, children_flows.trusting, 7)
+            with pytest.raises(RunFailed, match="the kid has a bug"):
+                await result(store, parent_id, wait=20)
+            children_flows.FLAKY["fail"] = False  # the fix is deployed
+            async with store.begin() as conn:
+                await resume(conn, parent_id)
+            assert await result(store, parent_id, wait=20) == 107
+    finally:
+        children_flows.FLAKY["fail"] = True
+    kids = await list_runs(store, workflow="tests.children.flaky_kid")
+    assert sorted(k.status for k in kids) == ["completed", "failed"]
+    assert await notes(store) == ["flaky-7"]

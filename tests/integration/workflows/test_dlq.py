@@ -187,3 +187,31 @@ def test_the_cli_resumes_runs_and_retries_letters_with_clear_errors(sqlite_url: 
     out = cli.invoke(app, ["dlq", "retry", "--all", "--source", "workflow", *db])
     assert out.exit_code == 0, out.output
     assert "retried 0" in out.output
+
+
+async def test_the_cli_resumes_a_failed_run_and_records_the_user(sqlite_url: str) -> None:
+    import asyncio
+
+    broken.add("a")
+    async with Store(sqlite_url) as store:
+        run_id = await submit(store, simple)
+        async with running(store):
+            with pytest.raises(RunFailed):
+                await result(store, run_id, wait=10)
+        broken.clear()
+        db = ["--database-url", sqlite_url]
+        cli = CliRunner()
+        out = await asyncio.to_thread(cli.invoke, app, ["runs", "retry-step", str(run_id), *db])
+        assert out.exit_code == 1
+        assert "resume it" in out.output
+        out = await asyncio.to_thread(cli.invoke, app, ["runs", "resume", str(run_id), *db])
+        assert out.exit_code == 0, out.output
+        assert "from position 1" in out.output
+        async with running(store):
+            assert await result(store, run_id, wait=10) == "a"
+        out = await asyncio.to_thread(cli.invoke, app, ["runs", "show", str(run_id), *db])
+        assert "run.resume" in out.output
+        assert "cli:" in out.output
+        out = await asyncio.to_thread(cli.invoke, app, ["runs", "cancel", str(run_id), *db])
+        assert out.exit_code == 1
+        assert "already completed" in out.output

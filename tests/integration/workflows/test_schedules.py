@@ -4,10 +4,14 @@ schedulers fire at once; pause, resume, trigger; a changed definition re-plans."
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from prometheus_client import REGISTRY
 from typer.testing import CliRunner
 
 from convergent.cli import app
@@ -92,8 +96,15 @@ async def test_after_downtime_latest_runs_the_last_missed_tick_only(
     clock.set(at("2030-01-01T00:30"))
     await sync_schedules(mstore, [s])
     clock.set(at("2030-01-01T05:30"))  # the workers were down for five ticks
+    before = REGISTRY.get_sample_value(
+        "convergent_schedule_ticks_total", {"schedule": "hourly", "outcome": "skipped"}
+    )
     assert await fire_due(mstore, [s]) == 1
     assert await run_keys(mstore) == ["schedule:hourly:2030-01-01T05:00:00+00:00"]
+    skipped = REGISTRY.get_sample_value(
+        "convergent_schedule_ticks_total", {"schedule": "hourly", "outcome": "skipped"}
+    )
+    assert (skipped or 0) - (before or 0) == 4
 
 
 async def test_pause_resume_and_trigger(mstore: Store, clock: ManualClock) -> None:
@@ -180,3 +191,34 @@ def test_the_cli_lists_pauses_resumes_and_triggers(
     out = cli.invoke(app, ["schedules", "pause", "nope", "--database-url", sqlite_url])
     assert out.exit_code == 1
     assert "convergent schedules list" in out.output
+    out = cli.invoke(app, ["schedules", "forget", "cli-hourly", "--database-url", sqlite_url])
+    assert out.exit_code == 0, out.output
+    out = cli.invoke(app, ["schedules", "list", "--json", "--database-url", sqlite_url])
+    assert out.output.strip() == "[]"
+
+
+def test_a_worker_importing_a_bad_cron_expression_stops_with_the_fix(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "badcron.py").write_text(
+        "from convergent.workflows import WorkflowContext, workflow\n"
+        "from convergent.workflows.schedules import schedule\n\n"
+        "@workflow(name='badcron.job')\n"
+        "async def job(ctx: WorkflowContext) -> None:\n"
+        "    return None\n\n"
+        "schedule(job, cron='0 25 * * *')\n"
+    )
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "convergent", "worker", "--import", "badcron"),
+            "--database-url",
+            sqlite_url,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "cron expression '0 25 * * *' does not parse" in proc.stderr
+    assert "Traceback" not in proc.stderr

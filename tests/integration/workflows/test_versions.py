@@ -14,11 +14,14 @@ from prometheus_client import REGISTRY
 from convergent.clock import ManualClock
 from convergent.store import Store
 from convergent.workflows import (
+    StepContext,
     Workflow,
     WorkflowContext,
     result,
+    resume,
     send,
     status,
+    step,
     submit,
     workflow,
 )
@@ -127,3 +130,45 @@ async def test_a_run_of_a_version_nobody_serves_waits_and_is_counted(
     assert info.version == "0"
     labels = {"workflow": known.name, "version": "0"}
     assert REGISTRY.get_sample_value("convergent_workflow_runs_waiting_for_version", labels) == 1
+
+
+@step
+async def greet(ctx: StepContext, name: str) -> str:
+    return f"hello {name}"
+
+
+@step
+async def shout(ctx: StepContext, name: str) -> str:
+    return f"HELLO {name}"
+
+
+async def test_code_that_no_longer_matches_a_run_parks_it_instead_of_failing_it(
+    mstore: Store, clock: ManualClock
+) -> None:
+    @workflow(name="tests.versions.changed")
+    async def before(ctx: WorkflowContext, name: str) -> str:
+        await ctx.wait_for("go")
+        return await greet(name)
+
+    run_id = await submit(mstore, before, "ann")
+    async with running(mstore, lease_seconds=5):
+        await until(lambda: _has_wait(mstore, run_id))
+
+    @workflow(name="tests.versions.changed")  # deployed without a guard: a step moved first
+    async def after(ctx: WorkflowContext, name: str) -> str:
+        await shout(name)
+        await ctx.wait_for("go")
+        return await greet(name)
+
+    async with mstore.begin() as conn:
+        await send(conn, run_id, "go")
+    async with running(mstore, lease_seconds=5):
+
+        async def parked() -> bool:
+            return "matching its history" in ((await status(mstore, run_id)).waiting_for or "")
+
+        await until(parked)
+        assert (await status(mstore, run_id)).status == "running"  # not failed, not undone
+        async with mstore.begin() as conn:  # let the new code take over from position 1
+            assert await resume(conn, run_id, from_step=1, actor="ops") == 1
+        assert await result(mstore, run_id, wait=10) == "hello ann"

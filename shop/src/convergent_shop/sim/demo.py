@@ -194,12 +194,17 @@ async def run_demo(options: DemoOptions, console: Console | None = None) -> dict
 
 
 async def _operator_key(store: Store) -> str:
-    """An admin key for the console, issued as `convergent keys create` does (a new name each
-    run, since a database given with --database-url keeps the earlier runs' keys)."""
+    """An admin key for the console (a new name each run, since a database given with
+    --database-url keeps the earlier runs' keys)."""
+    return await issue_key(store, "demo-operator", admin=True)
+
+
+async def issue_key(store: Store, prefix: str, *, admin: bool = False) -> str:
+    """A new API key named ``prefix-<random>``, issued as `convergent keys create` does."""
     from convergent.auth import create_key
 
     async with store.begin() as conn:
-        _, secret = await create_key(conn, f"demo-operator-{secrets.token_hex(3)}", admin=True)
+        _, secret = await create_key(conn, f"{prefix}-{secrets.token_hex(3)}", admin=admin)
     return secret
 
 
@@ -255,6 +260,7 @@ async def _load_settle_check(
         concurrency=32,
         spread=options.duration / 2,
         seed=options.seed,
+        api_key=await issue_key(store, "demo-client"),
     )
     workload = Workload(ctx.shop_url, config)
     trades = TradeWorkload(store, ctx.exchange_url, options.trades, config.run_id, options.seed)

@@ -26,7 +26,13 @@ from convergent.webhooks import ALLOW_HOSTS_ENV, new_secret
 from convergent_shop.notifications import SECRETS_ENV
 from convergent_shop.sim.chaos import Chaos
 from convergent_shop.sim.checks import CheckContext, run_checks
-from convergent_shop.sim.demo import Loop, settle, stock_up_catalogue, subscribe_receiver
+from convergent_shop.sim.demo import (
+    Loop,
+    issue_key,
+    settle,
+    stock_up_catalogue,
+    subscribe_receiver,
+)
 from convergent_shop.sim.metrics import Sampler, runs_to_look_at, time_to_consistency
 from convergent_shop.sim.processes import Cluster
 from convergent_shop.sim.progress import LiveProgress
@@ -108,6 +114,7 @@ async def _round(
                 run_id=f"{name}-{int(time.time())}",
                 # orders keep coming while the faults land, however fast the machine is
                 spread=options.duration * 0.8,
+                api_key=await issue_key(store, "drill-client"),
             ),
         )
         trades = TradeWorkload(

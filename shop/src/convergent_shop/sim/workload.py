@@ -40,7 +40,7 @@ class WorkloadConfig:
     max_attempts: int = 8
     timeout: float = 10.0  # above the shop's 5 s booking SLA, or a slow answer looks like a loss
     max_retry_after: float = 2.0
-    api_key: str = "demo-client"
+    api_key: str = ""  # a key from `convergent keys create` (the demo and drill issue one)
     run_id: str = field(default_factory=lambda: f"{int(time.time())}")
     seed: int | None = None
 

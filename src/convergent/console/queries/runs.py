@@ -131,21 +131,29 @@ class RunDetail:
 
 
 def _timeline(run: Any, steps: list[Any]) -> list[TimelineEntry]:
-    # Compensations are steps too; they are the ones recorded after the forward step that
-    # failed, or that a cancel interrupted (left retrying or started in a final run).
-    broken = next(
-        (
-            s.seq
-            for s in steps
-            if s.kind == "step"
-            and (s.status == "failed" or (run.status in _FINAL and s.status != "completed"))
-        ),
-        None,
+    # Compensations are steps too; they are the ones recorded after the saga's marker, or in
+    # runs from before markers, after the forward step that failed or that a cancel
+    # interrupted (left retrying or started in a final run).
+    marker = next((s.seq for s in steps if s.kind == "compensate"), None)
+    broken = (
+        marker
+        if marker is not None
+        else next(
+            (
+                s.seq
+                for s in steps
+                if s.kind == "step"
+                and (s.status == "failed" or (run.status in _FINAL and s.status != "completed"))
+            ),
+            None,
+        )
     )
     out = []
     for s in steps:
         meta = s.result if isinstance(s.result, dict) else {}
-        started = _time(meta.get("first_attempt_at")) if s.status != "completed" else None
+        started = getattr(s, "first_attempt_at", None) or (
+            _time(meta.get("first_attempt_at")) if s.status != "completed" else None
+        )
         detail = ""
         if s.kind == "sleep":
             detail = f"until {meta.get('until')}"

@@ -1,0 +1,262 @@
+"""The shop's order saga under a fixed offered load: time to consistency against its floor.
+
+Layouts:
+- ``sqlite``: the demo's layout, everything in one process on SQLite and the embedded log;
+- ``pg``: the drill's layout, `serve`, workers and the relay as separate processes on
+  PostgreSQL + NATS (no kills).
+
+Each layout runs with no provider faults, then with 10% faults. In the same run the floor is
+measured: the saga's work as bare calls at the same offered load (one transaction per step
+against the same database, the provider's authorize and capture over HTTP), with no engine, no
+outbox, no callbacks. Prints orders/s achieved, time to consistency p50/p95/p99, and the ratio of
+the saga's p50 to the floor's.
+
+    python bench/shop.py [--quick] [--rate 50] [--orders 500] [--layouts sqlite,pg]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from convergent.errors import TransientError
+from convergent.store import Store
+
+PG_ADMIN = os.environ.get(
+    "CONVERGENT_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+)
+NATS_URL = os.environ.get("CONVERGENT_TEST_NATS_URL", "nats://127.0.0.1:4222")
+
+floor_table = sa.Table(
+    "bench_floor_orders",
+    sa.MetaData(),
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("payment", sa.String(64), nullable=True),
+)
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def line(label: str, figures: dict[str, Any]) -> str:
+    return (
+        f"{label:34s} {figures['rate']:6.1f} orders/s  p50 {figures['p50'] * 1e3:8.1f} ms  "
+        f"p95 {figures['p95'] * 1e3:8.1f} ms  p99 {figures['p99'] * 1e3:8.1f} ms  "
+        f"(final {figures['count']}/{figures['orders']})"
+    )
+
+
+def figures_of(ttc: list[float], orders: int, seconds: float) -> dict[str, Any]:
+    return {
+        "orders": orders,
+        "count": len(ttc),
+        "rate": len(ttc) / seconds if seconds else 0.0,
+        "p50": pct(ttc, 50),
+        "p95": pct(ttc, 95),
+        "p99": pct(ttc, 99),
+    }
+
+
+# -- the saga, demo layout ---------------------------------------------------------------------
+
+
+async def saga_sqlite(orders: int, rate: float, fault_rate: float, workdir: Path) -> dict[str, Any]:
+    from convergent_shop.sim.demo import DemoOptions, run_demo
+
+    spread = orders / rate
+    options = DemoOptions(
+        report_dir=workdir,
+        duration=2 * spread,  # the demo spreads its orders over half its duration
+        orders=orders,
+        bookings=0,
+        customers=0,
+        trades=0,
+        fault_rate=fault_rate,
+        settle_timeout=60,
+        port=0,
+        live=False,
+        seed=7,
+    )
+    began = time.perf_counter()
+    report = await run_demo(options, _quiet_console())
+    ttc = report["time_to_consistency"]["values"]
+    return figures_of(ttc, orders, max(spread, time.perf_counter() - began - 1))
+
+
+def _quiet_console() -> Any:
+    from rich.console import Console
+
+    return Console(file=open(os.devnull, "w"), width=120)
+
+
+# -- the saga, drill layout --------------------------------------------------------------------
+
+
+async def saga_pg(orders: int, rate: float, fault_rate: float, workdir: Path) -> dict[str, Any]:
+    from convergent_shop.sim.drill import DrillOptions, run_drill
+
+    url = await _fresh_pg("convergent_bench_shop")
+    spread = orders / rate
+    options = DrillOptions(
+        report_dir=workdir,
+        database_url=url,
+        broker_url=NATS_URL,
+        orders=orders,
+        bookings=0,
+        trades=0,
+        workers=2,
+        kills=0,
+        fault_rate=fault_rate,
+        duration=spread / 0.8,  # the drill spreads its orders over 80% of its duration
+        settle_timeout=60,
+        live=False,
+        seed=7,
+    )
+    began = time.perf_counter()
+    report = await run_drill(options, _quiet_console())
+    round_ = report["rounds"][0] if report.get("rounds") else report
+    ttc = round_["time_to_consistency"]["values"]
+    return figures_of(ttc, orders, max(spread, time.perf_counter() - began - 1))
+
+
+async def _fresh_pg(name: str) -> str:
+    admin = Store(PG_ADMIN)
+    try:
+        async with admin.engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            await conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    finally:
+        await admin.close()
+    return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+
+
+# -- the floor ---------------------------------------------------------------------------------
+
+
+async def floor(
+    database_url: str, orders: int, rate: float, fault_rate: float, workdir: Path
+) -> dict[str, Any]:
+    """The saga's work as bare calls: reserve, authorize, ship, capture-and-complete, each one
+    transaction or one provider call, sequential per order, orders arriving at ``rate``."""
+    from convergent_shop.psp import Faults, create_psp_app
+    from convergent_shop.psp_client import PspClient
+    from convergent_shop.sim.servers import serve_app
+
+    store = Store(database_url)
+    psp_store = Store(f"sqlite+aiosqlite:///{workdir / 'floor-psp.db'}")
+    async with store.begin() as conn:
+        await conn.run_sync(floor_table.metadata.drop_all)
+        await conn.run_sync(floor_table.metadata.create_all)
+    latencies: list[float] = []
+
+    async def one(order_id: str, psp: PspClient) -> None:
+        began = time.perf_counter()
+        async with store.begin() as conn:
+            await conn.execute(floor_table.insert().values(id=order_id, state="reserved"))
+        made: dict[str, Any] = {}
+        for attempt in range(20):  # the saga retries a faulty provider too
+            try:
+                made = await psp.authorize(
+                    f"{order_id}:auth", amount="20.00", currency="EUR", reference=order_id
+                )
+                break
+            except TransientError:
+                await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
+        async with store.begin() as conn:
+            await conn.execute(
+                floor_table.update()
+                .where(floor_table.c.id == order_id)
+                .values(state="authorized", payment=made["id"])
+            )
+        async with store.begin() as conn:
+            await conn.execute(
+                floor_table.update().where(floor_table.c.id == order_id).values(state="shipped")
+            )
+        for attempt in range(20):
+            try:
+                await psp.capture(made["id"], f"{order_id}:capture")
+                break
+            except TransientError:
+                await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
+        async with store.begin() as conn:
+            await conn.execute(
+                floor_table.update().where(floor_table.c.id == order_id).values(state="completed")
+            )
+        latencies.append(time.perf_counter() - began)
+
+    try:
+        await psp_store.migrate()
+        async with serve_app(create_psp_app(psp_store, Faults.spread(fault_rate, seed=7))) as url:
+            psp = PspClient(url, timeout=2.0)
+            began = time.perf_counter()
+            tasks = []
+            for i in range(orders):
+                await asyncio.sleep(max(0.0, began + i / rate - time.perf_counter()))
+                tasks.append(asyncio.create_task(one(str(uuid.uuid4()), psp)))
+            await asyncio.gather(*tasks)
+            seconds = time.perf_counter() - began
+            await psp.aclose()
+    finally:
+        await store.close()
+        await psp_store.close()
+    return figures_of(latencies, orders, seconds)
+
+
+# -- orchestration -----------------------------------------------------------------------------
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="100 orders per case")
+    parser.add_argument("--orders", type=int, default=500)
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="orders/s offered (default: 50 on SQLite, 200 on PostgreSQL)",
+    )
+    parser.add_argument("--layouts", default="sqlite,pg")
+    args = parser.parse_args()
+    orders = 100 if args.quick else args.orders
+    layouts = args.layouts.split(",")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for layout in layouts:
+            rate = args.rate or (50.0 if layout == "sqlite" else 200.0)
+            print(f"== {layout}: {orders} orders offered at {rate:.0f}/s")
+            for fault_rate in (0.0, 0.1):
+                case = work / f"{layout}-{fault_rate}"
+                case.mkdir()
+                if layout == "sqlite":
+                    base = await floor(
+                        f"sqlite+aiosqlite:///{case / 'floor.db'}", orders, rate, fault_rate, case
+                    )
+                    saga = await saga_sqlite(orders, rate, fault_rate, case)
+                else:
+                    base = await floor(
+                        await _fresh_pg("convergent_bench_floor"), orders, rate, fault_rate, case
+                    )
+                    saga = await saga_pg(orders, rate, fault_rate, case)
+                label = f"faults {fault_rate:.0%}"
+                print(line(f"  floor (bare calls), {label}", base))
+                print(line(f"  saga, {label}", saga))
+                ratio = saga["p50"] / base["p50"] if base["p50"] else float("nan")
+                print(f"  saga p50 / floor p50 = {ratio:.1f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
