@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     broker_credentials: str = Field(
         "", description="NATS credentials file (`.creds`: user JWT and NKey seed)."
     )
+    nats_fast_path: bool = Field(
+        True,
+        description="Publish to NATS by framing batches into one socket write (tested on the "
+        "pinned nats-py range); `0` sends every message through nats-py's own `publish`.",
+    )
     broker_username: str = Field(
         "", description="Kafka SASL user name (or NATS user; `user:password@` in the URL wins)."
     )

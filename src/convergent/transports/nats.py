@@ -42,6 +42,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError, NotFoundError
 
+from convergent import settings
 from convergent.errors import ConfigurationError, NotSent, TransportError
 from convergent.messages import Message
 from convergent.outages import Outage, describe
@@ -145,6 +146,7 @@ class NatsTransport(Transport):
         duplicate_window: float = 120.0,
         publish_timeout: float = 10.0,
         connect_timeout: float = 5.0,
+        fast_path: bool | None = None,
     ) -> None:
         self.url = url
         self.options = nats_options(url)
@@ -153,6 +155,9 @@ class NatsTransport(Transport):
         self.connect_timeout = connect_timeout
         self.duplicate_window = duplicate_window
         self.publish_timeout = publish_timeout
+        # framing our own PUB frames is tested on the pinned nats-py range; off, nats-py's
+        # publish carries everything (a newer client, a protocol change, a suspected bug)
+        self.fast_path = settings.load().nats_fast_path if fast_path is None else fast_path
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._acks: _Acks | None = None
@@ -277,7 +282,8 @@ class NatsTransport(Transport):
             subject_for(self.subject_base(m.topic), m.key, self.partitions.get(m.topic))
             for m in messages
         ]
-        return await _KeyChains(self._acks, messages, subjects).run(self.publish_timeout)
+        chains = _KeyChains(self._acks, messages, subjects, fast_path=self.fast_path)
+        return await chains.run(self.publish_timeout)
 
     async def subscribe(
         self, topic: Topic, group: str, options: SubscriptionOptions | None = None
@@ -416,8 +422,16 @@ class _KeyChains:
     error reply, an ack lost with a dropped connection) is never overtaken on the broker by a
     later one of its key; those behind it answer ``NotSent``."""
 
-    def __init__(self, acks: _Acks, messages: Sequence[Message], subjects: list[str]) -> None:
+    def __init__(
+        self,
+        acks: _Acks,
+        messages: Sequence[Message],
+        subjects: list[str],
+        *,
+        fast_path: bool = True,
+    ) -> None:
         self.acks = acks
+        self.fast_path = fast_path
         self.messages = messages
         self.results: list[BaseException | None] = [None] * len(messages)
         self.subjects = subjects
@@ -465,7 +479,11 @@ class _KeyChains:
             headers = {**m.ce_headers(), "Nats-Msg-Id": m.id}
             token = acks.expect(functools.partial(self._acked, i))
             body = m.body() or b""
-            frame = _frame(self.subjects[i], acks.reply_to(token), headers, body, max_payload)
+            frame = (
+                _frame(self.subjects[i], acks.reply_to(token), headers, body, max_payload)
+                if self.fast_path
+                else None
+            )
             if frame is not None:
                 framed.append((i, token))
                 frames.append(frame)
