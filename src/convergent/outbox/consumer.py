@@ -275,7 +275,12 @@ class Consumer:
             metrics.RETRIES.labels("consumer").inc()
             metrics.CONSUMED.labels(self.group, self.topic.name, "retried").inc()
             log.warning(
-                "consumer %s: %s failed (attempt %d): %s", self.group, message.id, d.attempt, reason
+                "consumer %s: %s failed (attempt %d): %s",
+                self.group,
+                message.id,
+                d.attempt,
+                reason,
+                extra={"topic": message.topic, "key": message.key, "message_id": message.id},
             )
             await d.nak(delay)
             return delay

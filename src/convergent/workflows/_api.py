@@ -300,6 +300,7 @@ async def cancel(conn: AsyncConnection, run_id: uuid.UUID, *, actor: str | None 
         .where(r.id == run_id, r.status == "pending", r.lease_owner.is_(None))
         .values(
             status="cancelled",
+            cancel_requested=True,  # on request, not by an error: never resumed
             next_at=None,
             error="cancelled before it started",
             updated_at=now,

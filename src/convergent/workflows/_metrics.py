@@ -85,10 +85,14 @@ _WAITING = Gauge(
 )
 
 
+_waiting_seen: set[tuple[str, str]] = set()  # labels set so far, to put back to zero
+
+
 def waiting_for_version(counts: dict[tuple[str, str], int], names: set[str]) -> None:
     """Set the waiting runs of the workflows in ``names`` (others are left to their workers)."""
-    for labels in list(_WAITING._metrics):  # a version no longer waiting goes back to zero
-        if labels[0] in names and (labels[0], labels[1]) not in counts:
+    for labels in list(_waiting_seen):  # a version no longer waiting goes back to zero
+        if labels[0] in names and labels not in counts:
             _WAITING.labels(*labels).set(0)
     for (workflow, version), n in counts.items():
         _WAITING.labels(workflow=workflow, version=version).set(n)
+        _waiting_seen.add((workflow, version))

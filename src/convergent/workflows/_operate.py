@@ -99,8 +99,9 @@ async def resume(
     from_step: int | None = None,
     actor: str | None = None,
 ) -> int:
-    """Put a failed run back to work from its checkpoints, in the caller's transaction; returns
-    the position it goes on from.
+    """Put a failed run (or one cancelled by an error, not on request: a cancelled child run it
+    awaited) back to work from its checkpoints, in the caller's transaction; returns the
+    position it goes on from.
 
     The failed step (or, with ``from_step``, that position and every one after it) is forgotten
     and runs again with the same idempotency keys; completed steps before it answer from their
@@ -119,7 +120,9 @@ async def resume(
         )
     if row.status == "completed":
         raise RunNotResumable(f"run {run_id} completed: nothing to resume; start a new run")
-    if row.status == "cancelled":
+    if row.status == "cancelled" and (
+        row.cancel_requested or row.error == "cancelled before it started"
+    ):
         raise RunNotResumable(
             f"run {run_id} was cancelled on request: start a new run instead of resuming it"
         )
@@ -129,26 +132,36 @@ async def resume(
             sa.select(c.seq, c.kind, c.status).where(c.run_id == run_id).order_by(c.seq)
         )
     ).all()
-    if any(s.kind == "compensate" for s in steps):
+    last = steps[-1].seq if steps else 0
+    # a saga's marker: the run was undoing its steps. Only one given up on mid-way (its
+    # workers kept dying) goes on, to finish undoing; going forward would build on undone work
+    undoing = any(s.kind == "compensate" for s in steps)
+    if undoing and (from_step is not None or not await _given_up(conn, run_id)):
         raise RunNotResumable(
             f"run {run_id} compensated (its saga undid the steps it had completed): going on "
             "would build on undone work; start a new run"
         )
-    last = steps[-1].seq if steps else 0
     if from_step is not None and not 1 <= from_step <= last + 1:
         raise RunNotResumable(
             f"run {run_id} has checkpoints 1 to {last}: resume from one of them (or {last + 1}, "
             "the next)"
         )
-    failed = [s.seq for s in steps if s.status == "failed"]
+    failed = [s.seq for s in steps if s.status == "failed" and not undoing]
     start = from_step if from_step is not None else (failed[0] if failed else last + 1)
     await _forget_from(conn, run_id, start)
+    if undoing:
+        state = "compensating"
+    elif parked:
+        state = row.status
+    else:
+        state = "running" if start > 1 else "pending"
     now = store_of(conn).clock.now()
     await conn.execute(
         sa.update(runs)
         .where(runs.c.id == run_id)
         .values(
-            status=row.status if parked else "running" if start > 1 else "pending",
+            status=state,
+            cancel_requested=row.cancel_requested and undoing,  # a cancel still being undone
             result=None,
             error=None,
             attempts=0,
@@ -181,6 +194,17 @@ async def resume(
         )
     await store_of(conn).notifier.notify(conn, RUNS_CHANNEL)
     return start
+
+
+async def _given_up(conn: AsyncConnection, run_id: uuid.UUID) -> bool:
+    """The sweeper gave the run up (its workers kept dying): its dead letter is still open."""
+    d = dead_letters.c
+    found = await conn.scalar(
+        sa.select(d.id).where(
+            d.source == "workflow", d.source_ref == str(run_id), d.status == "dead"
+        )
+    )
+    return found is not None
 
 
 async def _forget_from(conn: AsyncConnection, run_id: uuid.UUID, seq: int) -> None:

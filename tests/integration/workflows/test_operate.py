@@ -7,17 +7,21 @@ import uuid
 from collections import Counter
 
 import pytest
+import sqlalchemy as sa
 
 from convergent.clock import ManualClock
 from convergent.errors import (
     PermanentError,
+    RunCancelled,
     RunFailed,
     RunNotFound,
     RunNotResumable,
     TransientError,
 )
+from convergent.ids import uuid7
 from convergent.retry import RetryPolicy
 from convergent.store import Store
+from convergent.store.schema import dead_letters, run_steps
 from convergent.workflows import (
     Saga,
     StepContext,
@@ -191,3 +195,62 @@ async def test_retry_step_of_a_run_without_a_backoff_says_so(mstore: Store) -> N
     async with mstore.begin() as conn:
         with pytest.raises(RunNotResumable, match="no step waiting"):
             await retry_step(conn, run_id)
+
+
+@workflow(name="tests.operate.cancelled_by_error")
+async def cancelled_by_error(ctx: WorkflowContext) -> str:
+    first = await work("a")
+    if "child" in broken:  # as when a child run it awaits was cancelled
+        raise RunCancelled("child run was cancelled")
+    return first + await work("b")
+
+
+async def test_a_run_cancelled_by_an_error_resumes(mstore: Store) -> None:
+    broken.add("child")
+    run_id = await submit(mstore, cancelled_by_error)
+    async with running(mstore):
+        with pytest.raises(RunFailed, match="child run was cancelled"):
+            await result(mstore, run_id, wait=10)
+        assert (await status(mstore, run_id)).status == "cancelled"
+        broken.clear()
+        async with mstore.begin() as conn:
+            assert await resume(conn, run_id) == 2
+        assert await result(mstore, run_id, wait=10) == "ab"
+    assert calls == {"a": 1, "b": 1}
+
+
+async def test_a_run_given_up_on_while_compensating_resumes_to_finish_undoing(
+    mstore: Store,
+) -> None:
+    broken.add("b")
+    run_id = await submit(mstore, with_saga)
+    async with running(mstore):
+        await _failed(mstore, run_id)
+    steps = await run_steps_of(mstore, run_id)
+    assert [s.kind for s in steps] == ["step", "step", "compensate", "step"]
+    async with mstore.begin() as conn:  # as if its workers kept dying before the undo landed
+        await conn.execute(
+            sa.delete(run_steps).where(run_steps.c.run_id == run_id, run_steps.c.seq == 4)
+        )
+        await conn.execute(
+            dead_letters.insert().values(
+                id=uuid7(),
+                source="workflow",
+                source_ref=str(run_id),
+                name=with_saga.name,
+                key=str(run_id),
+                reason="the run's worker died 10 times; giving up",
+                attempts=10,
+                created_at=mstore.clock.now(),
+            )
+        )
+    async with mstore.begin() as conn:
+        with pytest.raises(RunNotResumable, match="compensated"):
+            await resume(conn, run_id, from_step=1)  # never forward over undone work
+    async with mstore.begin() as conn:
+        assert await resume(conn, run_id, actor="ops") == 4
+    async with running(mstore):
+        with pytest.raises(RunFailed, match="b is broken"):  # it ends as it would have, undone
+            await result(mstore, run_id, wait=10)
+    assert calls == {"a": 1, "b": 1, "undo a": 2}
+    assert [s.kind for s in await run_steps_of(mstore, run_id)][-1] == "step"
