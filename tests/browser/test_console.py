@@ -50,6 +50,7 @@ def test_every_page_opens_and_is_photographed(page: Page, env: Env, tmp_path: Pa
         "/webhooks": env.receiver.url,
         f"/webhooks/{env.ids['endpoint']}": "Recent attempts",
         "/idempotency": "In flight",
+        "/schedules": "nightly-restock",
     }
     for path, text in expected.items():
         page.goto(env.base_url + path)

@@ -26,9 +26,10 @@ from convergent.messages import Message
 from convergent.outbox import consumer, declare_topic, emit
 from convergent.retry import RetryPolicy
 from convergent.store import Store
-from convergent.store.schema import dead_letters
+from convergent.store.schema import dead_letters, queues
 from convergent.webhooks import AllowList, create_endpoint, enqueue
 from convergent.workflows import Saga, StepContext, WorkflowContext, send, step, submit, workflow
+from convergent.workflows.schedules import Schedule, Ticks, sync_schedules
 
 TOPIC = "console.orders"
 declare_topic(TOPIC)
@@ -174,6 +175,15 @@ async def seed(store: Store, receiver_url: str, fixes: Path) -> dict[str, Any]:
             allow=AllowList(hosts=frozenset({"127.0.0.1"})),
         )
         messages = [await enqueue(conn, "order.paid", {"order": f"o-{i}"}) for i in range(2)]
+        await conn.execute(
+            queues.insert().values(
+                name="payments", concurrency=4, rate_limit=10, rate_period=1.0, updated_at=now
+            )
+        )
+    # written to the table only (schedule() would declare it for every test in this process)
+    ticks = Ticks("0 3 * * *", None, "UTC")
+    restock = Schedule("nightly-restock", fulfilment, ticks, "latest", ("restock",), None, 60, 100)
+    await sync_schedules(store, [restock])
     return {
         "failing": failing,
         "invoices": invoices,

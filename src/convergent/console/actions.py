@@ -38,7 +38,7 @@ ActionFn = Callable[[Store, str, dict[str, str]], Awaitable[str]]
 @dataclass(frozen=True)
 class Action:
     name: str
-    target_kind: str  # run | dead_letter | dead_letters | webhook_endpoint
+    target_kind: str  # run | dead_letter | dead_letters | webhook_endpoint | schedule
     label: str  # the button
     confirm: str  # the question on the confirmation page; {target} is filled in
     fn: ActionFn
@@ -230,6 +230,18 @@ def _set_enabled(enabled: bool) -> ActionFn:
     return go
 
 
+def _schedule(verb: str) -> ActionFn:
+    async def go(store: Store, target: str, _params: dict[str, str]) -> str:
+        from convergent.workflows import schedules
+
+        change = {"pause": schedules.pause, "resume": schedules.resume}.get(verb, schedules.trigger)
+        await change(store, target)  # `perform` records it; UnknownSchedule says what to do
+        done = {"pause": "paused", "resume": "resumed", "trigger": "triggered: a run starts now"}
+        return f"schedule {target} {done[verb]}"
+
+    return go
+
+
 for _action in (
     Action(
         "run.cancel",
@@ -309,6 +321,28 @@ for _action in (
         "Disable endpoint {target}? Callbacks wait until it is enabled.",
         _set_enabled(False),
         danger=True,
+    ),
+    Action(
+        "schedule.pause",
+        "schedule",
+        "Pause",
+        "Pause schedule {target}? It starts no run until it is resumed.",
+        _schedule("pause"),
+        danger=True,
+    ),
+    Action(
+        "schedule.resume",
+        "schedule",
+        "Resume",
+        "Resume schedule {target} from its next tick (the ticks of the pause are skipped)?",
+        _schedule("resume"),
+    ),
+    Action(
+        "schedule.trigger",
+        "schedule",
+        "Run now",
+        "Start a run of schedule {target} now, outside its ticks?",
+        _schedule("trigger"),
     ),
 ):
     register_action(_action)
