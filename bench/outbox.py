@@ -3,6 +3,11 @@
 Baseline (same run): a bare pipelined ``js.publish_async`` loop with the same messages and headers.
 Also printed: the NATS transport alone (its ``publish`` of the same batches, no database), the
 ceiling for the relay, which adds reading and deleting the rows.
+
+Consuming from NATS, same run: a bare fetch/ack loop on one pull consumer (no order under
+failure) against the transport's ordered subscription (a pull consumer per partition with
+``max_ack_pending=1``) and the full ``Consumer`` (inbox row and handler in a transaction).
+Maintenance: one purge round deleting the embedded log the relay wrote, against the relay's rate.
 Usage: python bench/outbox.py [--quick] [--events N] [--rate 1000] [--seconds S]
 Needs PostgreSQL (CONVERGENT_BENCH_PG_URL, default postgres@127.0.0.1) and NATS (127.0.0.1:4222).
 """
@@ -23,13 +28,14 @@ import psutil
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from convergent.maintenance import Retention, purge
 from convergent.messages import Message
-from convergent.outbox import Relay, declare_topic, emit
+from convergent.outbox import Consumer, Relay, declare_topic, emit
 from convergent.store import Store
 from convergent.store.schema import outbox
 from convergent.transports import Transport
 from convergent.transports.embedded import EmbeddedTransport
-from convergent.transports.nats import NatsTransport, subject_for
+from convergent.transports.nats import NatsTransport, stream_name, subject_for
 
 PG = os.environ.get(
     "CONVERGENT_BENCH_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
@@ -97,6 +103,70 @@ async def transport_alone(transport: NatsTransport, topic: str, n: int) -> float
         results = await transport.publish(messages[chunk : chunk + 2000])
         assert not any(results), results
     return n / (time.perf_counter() - started)
+
+
+async def publish_for_consumers(transport: NatsTransport, topic: str, n: int) -> None:
+    messages = [
+        Message(topic, f"k{i % 500}", "bench.tick", {"seq": i, "pad": "x" * 64}) for i in range(n)
+    ]
+    for chunk in range(0, n, 2000):
+        results = await transport.publish(messages[chunk : chunk + 2000])
+        assert not any(results), results
+
+
+async def bare_fetch_ack(transport: NatsTransport, topic: str, n: int) -> float:
+    """One pull consumer on the whole stream, batches of 100, every message acked."""
+    sub = await transport.js.pull_subscribe(
+        f"{transport.subject_base(topic)}.>", durable="bare", stream=stream_name(topic)
+    )
+    got = 0
+    started = time.perf_counter()
+    while got < n:
+        for msg in await sub.fetch(100, timeout=5):
+            await msg.ack()
+            got += 1
+    rate = n / (time.perf_counter() - started)
+    await sub.unsubscribe()
+    return rate
+
+
+async def ordered_fetch_ack(transport: NatsTransport, topic: str, n: int) -> float:
+    """The transport's subscription (order per key under failure), no database."""
+    sub = await transport.subscribe(declare_topic(topic), "ordered")
+    got = 0
+    started = time.perf_counter()
+    while got < n:
+        for d in await sub.fetch(100, 5.0):
+            await d.ack()
+            got += 1
+    rate = n / (time.perf_counter() - started)
+    await sub.close()
+    return rate
+
+
+async def full_consumer(store: Store, transport: NatsTransport, topic: str, n: int) -> float:
+    """``Consumer``: inbox row and (empty) handler in one transaction per message, then ack."""
+
+    async def handler(conn: object, message: Message) -> None:
+        return None
+
+    consumer = Consumer(store, transport, topic, "full", handler, batch_size=100)  # type: ignore[arg-type]
+    started = time.perf_counter()
+    while consumer.handled < n:
+        await consumer.run_once(timeout=5.0)
+    rate = n / (time.perf_counter() - started)
+    await consumer.close()
+    return rate
+
+
+async def maintenance_round(store: Store, topic: str) -> tuple[int, float]:
+    """One purge round with a retention that takes every entry the relay wrote to ``topic``."""
+    keep = Retention(
+        inbox=1e9, replies=1e9, runs=1e9, webhooks=1e9, log=1e9, log_topics={topic: 1e-6}
+    )
+    started = time.perf_counter()
+    done = await purge(store, retention=keep)
+    return done["log entries"], time.perf_counter() - started
 
 
 class Timed(Transport):
@@ -208,7 +278,7 @@ async def main() -> None:
     store = Store(url)
     nats_t = NatsTransport(NATS)
     run = secrets.token_hex(3)
-    names = ("emb", "nats", "bare", "alone", "lat")
+    names = ("emb", "nats", "bare", "alone", "lat", "cons")
     topics = {name: declare_topic(f"bench{name}{run}") for name in names}
     try:
         await store.migrate()
@@ -216,6 +286,12 @@ async def main() -> None:
         print(f"outbox bench on PostgreSQL, {n} events, 500 keys")
         emb = await relay_throughput(store, EmbeddedTransport(store), topics["emb"].name, n)
         print(f"relay to embedded: {emb:,.0f} events/s")
+        purged, took = await maintenance_round(store, topics["emb"].name)
+        print(
+            f"maintenance: one round deleted {purged:,} log entries in {took:.2f} s "
+            f"({purged / took:,.0f} rows/s), {took / (purged / emb) * 100:.0f}% of the time the "
+            "relay took to write them"
+        )
         await nats_t.ensure_topic(topics["bare"])
         bare = await bare_publish(nats_t, topics["bare"].name, n)
         alone = await transport_alone(nats_t, topics["alone"].name, n)
@@ -231,6 +307,16 @@ async def main() -> None:
             f"{to_nats / alone:.2f} (goal: relay ≥ 20,000 events/s)"
         )
         print(f"relay to nats: {to_nats:,.0f} events/s (bare publish: {bare:,.0f} events/s)")
+        m = min(n, 10_000)
+        await publish_for_consumers(nats_t, topics["cons"].name, m)
+        bare_in = await bare_fetch_ack(nats_t, topics["cons"].name, m)
+        ordered_in = await ordered_fetch_ack(nats_t, topics["cons"].name, m)
+        consumed = await full_consumer(store, nats_t, topics["cons"].name, m)
+        print(
+            f"consume from nats, {m} events: bare fetch/ack {bare_in:,.0f}/s, ordered "
+            f"subscription {ordered_in:,.0f}/s ({ordered_in / bare_in:.2f}x), Consumer with inbox "
+            f"{consumed:,.0f}/s ({consumed / bare_in:.2f}x)"
+        )
     finally:
         for t in topics.values():
             await nats_t.delete_topic(t.name)

@@ -118,9 +118,10 @@ class Settings(BaseSettings):
         4.0, gt=0, description="Seconds a request waits for a free pooled connection (503 after)."
     )
     idempotency_lock_timeout: float = Field(
-        60.0,
+        5.0,
         gt=0,
-        description="Seconds an Idempotency-Key stays locked by a request that died mid-way.",
+        description="Seconds an Idempotency-Key stays locked by a request that died mid-way "
+        "(a running request renews its lock every third of this).",
     )
     idempotency_retention: float = Field(
         86400.0, gt=0, description="Seconds a completed Idempotency-Key is replayed, then purged."

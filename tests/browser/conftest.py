@@ -25,7 +25,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from convergent.auth import create_key
 from convergent.drill import free_port
 from convergent.store import Store
-from tests.browser.workload import seed
+from tests.browser.workload import fix_for, seed
 from tests.conftest import CI, PG_ADMIN_URL, _migrate, _pg_admin, port_open, service_missing
 
 CHROMIUM = "/usr/bin/chromium"
@@ -87,6 +87,7 @@ class Env:
     database_url: str
     ids: dict[str, Any]
     receiver: Receiver
+    fixes: Path
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
 
@@ -128,11 +129,11 @@ def _database(kind: str, tmp: Path) -> Iterator[str]:
         )
 
 
-async def _prepare(url: str, receiver: Receiver) -> tuple[str, dict[str, Any]]:
+async def _prepare(url: str, receiver: Receiver, fixes: Path) -> tuple[str, dict[str, Any]]:
     async with Store(url) as store:
         async with store.begin() as conn:
             _k, key = await create_key(conn, "ops-alice", admin=True)
-        return key, await seed(store, receiver.url)
+        return key, await seed(store, receiver.url, fixes)
 
 
 def _spawn(args: list[str], url: str, log: Path) -> subprocess.Popen[bytes]:
@@ -160,7 +161,8 @@ def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     databases = _database(request.param, tmp)
     url = next(databases)
     port = free_port()
-    e = Env(f"http://127.0.0.1:{port}", "", url, {}, receiver)
+    e = Env(f"http://127.0.0.1:{port}", "", url, {}, receiver, tmp / "fixes")
+    e.fixes.mkdir()
     try:  # the processes boot while the workload is written
         e.processes.append(
             _spawn(
@@ -172,7 +174,7 @@ def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         e.processes.append(
             _spawn(["console", "--port", str(port), "--no-migrate"], url, tmp / "console.log")
         )
-        e.key, e.ids = run(_prepare(url, receiver))
+        e.key, e.ids = run(_prepare(url, receiver, e.fixes))
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -219,4 +221,9 @@ def screenshot_dir(tmp_path: Path) -> Path:
     return Path(target) if target else tmp_path
 
 
-__all__ = ["CI", "Env", "Receiver", "screenshot_dir"]
+def deploy_fix(env: Env, what: str) -> None:
+    """What an operator does before resuming: the workload's failing piece now succeeds."""
+    Path(fix_for(env.fixes, what)).touch()
+
+
+__all__ = ["CI", "Env", "Receiver", "deploy_fix", "screenshot_dir"]

@@ -1,6 +1,7 @@
-"""The operator console in real Chromium: every page, a failing run found by its idempotency
-key and cancelled (its saga compensates), a dead letter retried, a webhook resent, and nobody
-without an admin key let in."""
+"""The operator console in real Chromium: every page, a failed run found by its idempotency key,
+its timeline read, resumed once the fix is deployed and seen to complete; a failing run cancelled
+(its saga compensates); dead letters of the outbox, a workflow and a consumer retried (the
+consumer's parked key goes on); a webhook resent; nobody without an admin key let in."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Locator, Page, expect
 
-from tests.browser.conftest import Env, screenshot_dir
+from tests.browser.conftest import Env, deploy_fix, screenshot_dir
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -138,3 +139,69 @@ def test_resend_a_webhook(page: Page, env: Env) -> None:
         page.wait_for_timeout(250)
         page.reload()
     expect(resent.first).to_be_visible()
+
+
+def _reload_until(page: Page, path: str, ready: Locator, tries: int = 120) -> None:
+    """Open ``path`` and reload it until ``ready`` shows (the worker is another process)."""
+    page.goto(path)
+    for _ in range(tries):
+        if ready.count():
+            return
+        page.wait_for_timeout(250)
+        page.reload()
+    expect(ready.first).to_be_visible()
+
+
+def test_find_a_failed_run_by_its_key_read_its_timeline_resume_it_and_see_it_complete(
+    page: Page, env: Env
+) -> None:
+    page.goto(env.base_url + "/runs")
+    page.fill("input[name=q]", "inv-2000")
+    page.click("text=Filter")
+    rows = page.locator("table.grid tbody tr")
+    expect(rows).to_have_count(1)
+    run_id = env.ids["invoices"][0]
+    rows.first.locator("a").first.click()
+    expect(page.locator("h1")).to_contain_text(str(run_id))
+    _reload_until(page, page.url, page.locator("h1 .state-failed"))
+    step = page.locator("li.entry", has_text="issue_invoice")
+    expect(step).to_contain_text("ledger answered 422: tax code missing")
+    expect(step).to_contain_text(f"{run_id}:2:issue_invoice")  # the key the step sent
+    expect(page.locator("li.entry", has_text="reserve_stock")).to_contain_text("completed")
+    deploy_fix(env, "inv-2000")
+    page.click("text=Resume run")
+    expect(page.locator("form.confirm")).to_contain_text(f"Resume run {run_id}")
+    page.click("text=Confirm: Resume run")
+    expect(page.locator(".notice.ok")).to_contain_text("run resumed from position 2")
+    _reload_until(page, page.url, page.locator("h1 .state-completed"))
+    expect(page.locator("li.entry", has_text="issue_invoice")).to_contain_text("completed")
+    history = page.locator("table.grid", has_text="run.resume")
+    expect(history).to_contain_text("ops-alice")
+    expect(history).to_contain_text("ok")
+
+
+def test_retry_a_workflow_dead_letter(page: Page, env: Env) -> None:
+    letters = env.base_url + "/dead-letters?source=workflow"
+    row = page.locator("tr", has_text="bank answered 500")
+    _reload_until(page, letters, row)  # the saga compensates; its compensation gives up
+    expect(row).to_contain_text("release_funds")
+    deploy_fix(env, "refund-1")
+    row.get_by_role("link", name="Retry").click()
+    page.click("text=Confirm: Retry")
+    expect(page.locator(".notice.ok")).to_contain_text("retried workflow dead letter")
+    released = page.locator("li.entry", has_text="release_funds").filter(has_text="completed")
+    _reload_until(page, env.base_url + f"/runs/{env.ids['refunds'][0]}", released)
+    expect(page.locator("main")).to_contain_text("dead_letter.retry")
+
+
+def test_retry_a_consumer_dead_letter_and_its_parked_key_goes_on(page: Page, env: Env) -> None:
+    parked = page.locator("table.parked tr", has_text="acct-7")
+    _reload_until(page, env.base_url + "/messages", parked)
+    expect(parked).to_contain_text("ledger")
+    expect(parked.locator("td.num")).to_have_text("2")  # the letter and the message behind it
+    deploy_fix(env, "ledger")
+    page.goto(env.base_url + "/dead-letters?source=consumer")
+    page.locator("tr", has_text="account frozen").get_by_role("link", name="Retry").click()
+    page.click("text=Confirm: Retry")
+    expect(page.locator(".notice.ok")).to_contain_text("retried consumer dead letter")
+    _reload_until(page, env.base_url + "/messages", page.locator("text=No key is parked"))

@@ -4,17 +4,26 @@ runs, and `seed` which starts runs, leaves dead letters and sends webhooks like 
 - ``payment``: reserves stock, then charges a card that keeps failing (retrying with backoff
   until an operator cancels; the cancel compensates the reservation).
 - ``fulfilment``: a durable timer, waits for an ``approved`` signal, then completes.
+- ``invoice``: its step fails until "the fix is deployed" (a file exists), so the run ends
+  failed; an operator deploys the fix and resumes it.
+- ``refund``: a step fails for good, the saga compensates, and the compensation fails until its
+  fix is deployed: a workflow dead letter.
+- consumer group ``ledger`` of ``console.invoices``: fails until its fix is deployed, so the first
+  message of a key is dead-lettered and the next one parked behind it.
 """
 
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
-from convergent.errors import TransientError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from convergent.errors import PermanentError, TransientError
 from convergent.ids import uuid7
 from convergent.messages import Message
-from convergent.outbox import declare_topic
+from convergent.outbox import consumer, declare_topic, emit
 from convergent.retry import RetryPolicy
 from convergent.store import Store
 from convergent.store.schema import dead_letters
@@ -23,6 +32,8 @@ from convergent.workflows import Saga, StepContext, WorkflowContext, send, step,
 
 TOPIC = "console.orders"
 declare_topic(TOPIC)
+INVOICES = "console.invoices"
+declare_topic(INVOICES)
 
 _CARD_RETRY = RetryPolicy(max_attempts=1000, initial_delay=0.5, max_delay=2.0, jitter=False)
 
@@ -50,6 +61,58 @@ async def payment(ctx: WorkflowContext, order_id: str) -> str:
     return "paid"
 
 
+_TWICE = RetryPolicy(max_attempts=2, initial_delay=0.1, max_delay=0.1, jitter=False)
+
+
+def fixed(fix: str) -> bool:
+    """Whether the operator has "deployed the fix" for this piece of work."""
+    return Path(fix).exists()
+
+
+@step(retry=_TWICE)
+async def issue_invoice(ctx: StepContext, order_id: str, fix: str) -> str:
+    if not fixed(fix):
+        raise TransientError("ledger answered 422: tax code missing")
+    return f"invoice-{order_id}"
+
+
+@workflow(name="invoice")
+async def invoice(ctx: WorkflowContext, order_id: str, fix: str) -> str:
+    await reserve_stock(order_id)
+    return await issue_invoice(order_id, fix)
+
+
+@step
+async def hold_funds(ctx: StepContext, order_id: str, fix: str) -> str:
+    return f"hold-{order_id}"
+
+
+@step(retry=_TWICE)
+async def release_funds(ctx: StepContext, order_id: str, fix: str) -> str:
+    if not fixed(fix):
+        raise TransientError("bank answered 500 while releasing the hold")
+    return f"released-{order_id}"
+
+
+@step
+async def refund_card(ctx: StepContext, order_id: str) -> str:
+    raise PermanentError("card expired")
+
+
+@workflow(name="refund")
+async def refund(ctx: WorkflowContext, order_id: str, fix: str) -> str:
+    async with Saga() as saga:
+        await saga.step(hold_funds, order_id, fix, compensate=release_funds)
+        await saga.step(refund_card, order_id)
+    return "refunded"
+
+
+@consumer(INVOICES, "ledger", retry=_TWICE)
+async def post_to_ledger(conn: AsyncConnection, message: Message) -> None:
+    if not fixed(message.data["fix"]):
+        raise RuntimeError("ledger rejected the posting: account frozen")
+
+
 @step
 async def pack(ctx: StepContext, order_id: str) -> str:
     return f"parcel-{order_id}"
@@ -62,9 +125,26 @@ async def fulfilment(ctx: WorkflowContext, order_id: str) -> str:
     return await pack(order_id) + f" approved by {approval['by'] if approval else 'nobody'}"
 
 
-async def seed(store: Store, receiver_url: str) -> dict[str, Any]:
-    """Start runs and make one dead letter of each retryable kind and two webhook messages."""
+async def seed(store: Store, receiver_url: str, fixes: Path) -> dict[str, Any]:
+    """Start runs and make one dead letter of each retryable kind and two webhook messages.
+
+    The work that fails until its fix is deployed looks for a file in ``fixes``: ``fix_for``
+    names it; the test creates it to "deploy the fix"."""
     failing = [await submit(store, payment, f"o-{i}", key=f"pay-{1000 + i}") for i in range(3)]
+    invoices = []
+    for i in range(2):
+        key = f"inv-{2000 + i}"
+        invoices.append(await submit(store, invoice, f"i-{i}", fix_for(fixes, key), key=key))
+    refunds = [await submit(store, refund, "r-1", fix_for(fixes, "refund-1"), key="refund-1")]
+    async with store.begin() as conn:
+        for n in (1, 2):  # the first is dead-lettered, the second parked behind it
+            await emit(
+                conn,
+                INVOICES,
+                "acct-7",
+                "invoice.issued",
+                {"n": n, "fix": fix_for(fixes, "ledger")},
+            )
     done = [await submit(store, fulfilment, f"f-{i}", key=f"ship-{i}") for i in range(5)]
     async with store.begin() as conn:
         for run_id in done:
@@ -96,11 +176,17 @@ async def seed(store: Store, receiver_url: str) -> dict[str, Any]:
         messages = [await enqueue(conn, "order.paid", {"order": f"o-{i}"}) for i in range(2)]
     return {
         "failing": failing,
+        "invoices": invoices,
+        "refunds": refunds,
         "done": done,
         "letter": letter_id,
         "endpoint": endpoint.id,
         "messages": messages,
     }
+
+
+def fix_for(fixes: Path, what: str) -> str:
+    return str(fixes / f"fix-{what}")
 
 
 def as_ids(values: list[uuid.UUID]) -> list[str]:

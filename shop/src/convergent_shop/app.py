@@ -14,6 +14,7 @@ from convergent.auth import api_key_principal, require_admin
 from convergent.console import create_console
 from convergent.http.guard import RequestGuard
 from convergent.http.middleware import IdempotencyMiddleware
+from convergent.http.openapi import declare_protocol
 from convergent.http.problem import install_problem_handlers
 from convergent.http.tracing import TracingMiddleware
 from convergent.loops import run_loops
@@ -73,6 +74,7 @@ def create_app(
     app.state.store = store
     app.state.broker_url = broker_url
     install_problem_handlers(app)
+    declare_protocol(app)
     app.include_router(orders.router)
     app.add_middleware(
         IdempotencyMiddleware,

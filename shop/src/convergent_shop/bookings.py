@@ -22,11 +22,12 @@ from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Path, Request, Response
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent.errors import IdempotencyKeyMismatch, InvalidTransition, NotFound, StaleVersion
 from convergent.http.conditional import etag, evaluate_request
+from convergent.http.openapi import header_parameters
 from convergent.http.prefer import accepted_headers, preference_applied, requested_wait
 from convergent.resources import (
     CHANNEL,
@@ -42,6 +43,7 @@ from convergent.workflows import start
 from convergent_shop.clients import AUTHENTICATED, actor, client_id
 from convergent_shop.db import metadata
 from convergent_shop.events import announce
+from convergent_shop.fields import JsonDatetime, JsonInt
 
 __all__ = ["BOOKINGS", "bookings", "confirm_booking", "router", "run_confirmer"]
 
@@ -88,14 +90,14 @@ _OPEN = ("draft", "pending")  # states in which the create action has no final a
 
 class BookingIn(BaseModel):
     restaurant: Annotated[str, Field(min_length=1, max_length=255)]
-    time: AwareDatetime
-    party_size: Annotated[int, Field(gt=0, le=1000)]
+    time: JsonDatetime
+    party_size: Annotated[JsonInt, Field(gt=0, le=1000)]
     name: Annotated[str, Field(min_length=1, max_length=255)]
 
 
 class BookingPatch(BaseModel):
-    time: AwareDatetime | None = None
-    party_size: Annotated[int | None, Field(gt=0, le=1000)] = None
+    time: JsonDatetime | None = None
+    party_size: Annotated[JsonInt | None, Field(gt=0, le=1000)] = None
     name: Annotated[str | None, Field(min_length=1, max_length=255)] = None
 
 
@@ -331,7 +333,7 @@ async def get_booking(code: Code, request: Request, response: Response) -> Any:
     return booking_view(row)
 
 
-@router.patch("/bookings/{code}")
+@router.patch("/bookings/{code}", openapi_extra=header_parameters("If-Match", required=False))
 async def patch_booking(
     code: Code, body: BookingPatch, request: Request, response: Response
 ) -> dict[str, Any]:

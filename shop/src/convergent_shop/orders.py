@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from convergent.errors import NotFound
 from convergent.http.conditional import etag, evaluate_request
 from convergent.http.middleware import after_commit, transaction
+from convergent.http.openapi import header_parameters
 from convergent.http.prefer import accepted_headers, preference_applied, requested_wait
 from convergent.ids import uuid7
 from convergent.resources import Action, ResourceTable, StateMachine, wait_for
@@ -24,6 +25,7 @@ from convergent.workflows import cancel, start
 from convergent_shop.clients import AUTHENTICATED, actor, client_id
 from convergent_shop.db import metadata
 from convergent_shop.events import announce
+from convergent_shop.fields import JsonInt
 
 __all__ = ["ORDERS", "OrderIn", "orders", "router"]
 
@@ -85,7 +87,7 @@ def order_actions(state: str) -> dict[str, dict[str, str]]:
 
 class Item(BaseModel):
     sku: Annotated[str, Field(min_length=1, max_length=64)]
-    qty: Annotated[int, Field(gt=0, le=1000)]
+    qty: Annotated[JsonInt, Field(gt=0, le=1000)]
 
 
 class OrderIn(BaseModel):
@@ -118,7 +120,7 @@ def _store(request: Request) -> Store:
     return store
 
 
-@router.post("/orders", status_code=202)
+@router.post("/orders", status_code=202, openapi_extra=header_parameters("Idempotency-Key"))
 async def create_order(body: OrderIn, request: Request, response: Response) -> Any:
     """Accept the order and start its saga in one transaction; ``Prefer: wait=N`` waits for it."""
     from convergent_shop.workflows import order_saga  # the saga imports this module
@@ -201,7 +203,9 @@ async def get_order(order_id: str, request: Request, response: Response) -> Any:
     return order_view(row)
 
 
-@router.post("/orders/{order_id}/cancel")
+@router.post(
+    "/orders/{order_id}/cancel", openapi_extra=header_parameters("If-Match", required=False)
+)
 async def cancel_order(order_id: str, request: Request, response: Response) -> dict[str, Any]:
     """Cancel (with compensation once steps ran); If-Match required: 428 / 412 / 409."""
     from convergent_shop.workflows import order_saga  # the saga imports this module

@@ -83,8 +83,8 @@ class UnknownTradeOrder(PermanentError):
 class FillIn(BaseModel):
     client_order_id: str = Field(min_length=1, max_length=255)
     fill_id: str = Field(min_length=1, max_length=255)
-    qty: int = Field(gt=0)
-    price: Decimal = Field(gt=0)
+    qty: int = Field(gt=0, le=1_000_000_000)  # the columns: a 32-bit qty, 64-bit cents
+    price: Decimal = Field(gt=0, le=1_000_000_000, max_digits=18, decimal_places=8)
 
 
 async def place_order(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -26,6 +25,7 @@ from convergent.webhooks import (
     update_endpoint,
 )
 from convergent_shop.clients import AUTHENTICATED, owned, owner_ids, take
+from convergent_shop.fields import JsonDatetime
 
 __all__ = ["DISPATCHER_ENV", "router"]
 
@@ -54,7 +54,7 @@ class EndpointPatch(BaseModel):
 
 
 class RecoverIn(BaseModel):
-    since: datetime
+    since: JsonDatetime
 
 
 def _store(request: Request) -> Store:

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import inspect
 import json
+import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -53,6 +54,8 @@ __all__ = [
     "header_principal",
     "transaction",
 ]
+
+log = logging.getLogger(__name__)
 
 AFTER_LOCK = register(
     "idempotency.after_lock_before_handler", "the key is locked; the handler has not run"
@@ -226,11 +229,17 @@ class IdempotencyMiddleware:
     async def _execute(self, scope: Scope, receive: Receive, send: Send, lease: Lease) -> None:
         fault_point(AFTER_LOCK)
         captured = _Captured()
+        renewal = asyncio.create_task(self._renew(lease))
         try:
             async with self.store.begin() as conn:
                 scope[_TX] = conn
                 scope[GUARDED] = True
-                await self.app(scope, receive, captured.send)
+                try:
+                    await self.app(scope, receive, captured.send)
+                finally:  # complete() checks the lease is still ours, in this transaction
+                    renewal.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await renewal
                 response = captured.response(self.replayed_headers)
                 if not worth_storing(response):
                     raise _RollBack
@@ -262,6 +271,16 @@ class IdempotencyMiddleware:
                 await replacement(scope, receive, send)
                 return
         await _send_stored(send, captured.response(None))
+
+    async def _renew(self, lease: Lease) -> None:
+        """Keep the lock while the handler runs: a live request is never taken over."""
+        while True:
+            await asyncio.sleep(self.keys.renew_every)
+            try:
+                if not await self.keys.renew(lease):
+                    return
+            except StoreUnavailable as exc:  # the next renewal may get through
+                log.info("could not renew an idempotency lock: %s", exc)
 
     async def _release(self, lease: Lease) -> None:
         with contextlib.suppress(StoreUnavailable):  # the lock expires on its own

@@ -17,6 +17,7 @@ from convergent.errors import MissingExtra
 try:
     from starlette.exceptions import HTTPException
     from starlette.requests import Request
+    from starlette.routing import Match
 except ImportError as exc:
     raise MissingExtra("fastapi", "convergent.http") from exc
 from opentelemetry import trace
@@ -163,6 +164,8 @@ def install_problem_handlers(app: Any) -> None:
         code = _TITLES.get(exc.status_code, "error").lower().replace(" ", "-")
         detail = exc.detail if isinstance(exc.detail, str) else None
         headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method of the path, not just the first route's
+            headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
         return Problem(exc.status_code, code, detail, headers=headers).to_response(request.url.path)
 
     async def on_unhandled(request: Request, exc: Exception) -> Response:
@@ -193,6 +196,17 @@ def install_problem_handlers(app: Any) -> None:
         ).to_response(request.url.path)
 
     app.add_exception_handler(RequestValidationError, on_validation)
+
+
+def _allowed_methods(request: Request) -> str:
+    """The methods some route of the app answers at this path (routers may nest: ask them)."""
+    routes = getattr(getattr(request.app, "router", None), "routes", [])
+    allowed = []
+    for method in ("DELETE", "GET", "PATCH", "POST", "PUT"):
+        probe = {**request.scope, "method": method}
+        if any(route.matches(probe)[0] == Match.FULL for route in routes):
+            allowed.append(method)
+    return ", ".join(allowed)
 
 
 def current_trace_id() -> str:

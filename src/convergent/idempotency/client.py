@@ -13,6 +13,7 @@ try:
 except ImportError as exc:
     raise MissingExtra("http", "the idempotent HTTP client") from exc
 
+from convergent import tracing
 from convergent.idempotency.keys import new_key
 from convergent.retry import RetryPolicy, parse_retry_after
 
@@ -63,7 +64,7 @@ class IdempotentClient:
             attempt += 1
             retry_after: float | None = None
             try:
-                response = await self.http.request(method, url, headers=headers, **kwargs)
+                response = await self._send(method, url, headers, attempt, kwargs)
             except httpx.TransportError:
                 if attempt >= self.policy.max_attempts:
                     raise
@@ -84,6 +85,29 @@ class IdempotentClient:
                 await last.aclose()
             waited += delay
             await self._sleep(delay)
+
+    async def _send(
+        self, method: str, url: str, headers: dict[str, str], attempt: int, kwargs: Any
+    ) -> httpx.Response:
+        """One attempt; traced, a CLIENT span whose context the request carries on."""
+        if not tracing.enabled():
+            return await self.http.request(method, url, headers=headers, **kwargs)
+        attributes: dict[str, Any] = {
+            "http.request.method": method,
+            "url.path": httpx.URL(url).path,
+            "convergent.idempotency_key": headers[IDEMPOTENCY_KEY],
+        }
+        if attempt > 1:
+            attributes["http.request.resend_count"] = attempt - 1
+        with tracing.tracer.start_as_current_span(
+            method, kind=tracing.SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            sent = {**headers, **tracing.carrier()}
+            response = await self.http.request(method, url, headers=sent, **kwargs)
+            span.set_attribute("http.response.status_code", response.status_code)
+            if response.status_code >= 500:
+                span.set_status(tracing.Status(tracing.StatusCode.ERROR))
+            return response
 
     async def post(self, url: str, *, key: str | None = None, **kwargs: Any) -> httpx.Response:
         return await self.request("POST", url, key=key, **kwargs)

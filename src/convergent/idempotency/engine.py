@@ -3,8 +3,10 @@
 ``acquire`` either hands out a ``Lease`` (this request runs the handler), returns the
 ``StoredResponse`` to replay, or raises ``IdempotencyKeyMismatch`` / ``IdempotencyKeyInProgress``.
 ``complete`` stores the response inside the handler's own transaction, so the effect and its
-answer commit together. The lease's ``token`` (its ``locked_until``) guards against a request whose
-lock expired and was taken over: its ``complete`` fails and its transaction rolls back.
+answer commit together. A lock is a short lease (``lock_timeout``) that ``renew`` extends while
+the request runs, so the key of a request whose process died is free again within seconds. The
+lease's ``token`` (when it was taken) guards against a request whose lock expired and was taken
+over: its ``renew`` and ``complete`` fail, and its transaction rolls back.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class StoredResponse:
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """This request owns the key until ``token`` (its lock expiry)."""
+    """This request owns the key while the row still carries ``token`` (when it was locked)."""
 
     scope: str
     key: str
@@ -57,7 +59,8 @@ class IdempotencyKeys:
     """The idempotency-key table, for one ``Store``.
 
     ``lock_timeout`` and ``retention`` default to ``CONVERGENT_IDEMPOTENCY_LOCK_TIMEOUT`` and
-    ``CONVERGENT_IDEMPOTENCY_RETENTION`` (seconds), else 60 s and 24 h.
+    ``CONVERGENT_IDEMPOTENCY_RETENTION`` (seconds), else 5 s and 24 h; a running request
+    renews its lock every ``renew_every`` (a third of the timeout).
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class IdempotencyKeys:
         )
         self.lock_timeout = timedelta(seconds=config.idempotency_lock_timeout)
         self.retention = timedelta(seconds=config.idempotency_retention)
+        self.renew_every = config.idempotency_lock_timeout / 3
 
     async def acquire(self, scope: str, key: str, fingerprint: str) -> Lease | StoredResponse:
         """Lock the key for this request, or say why not (replay, 409, 422)."""
@@ -132,6 +136,15 @@ class IdempotencyKeys:
                 "this request held the key too long and another took it over", retry_after=1.0
             )
 
+    async def renew(self, lease: Lease) -> bool:
+        """Extend a running request's lock; False once it was lost (taken over or done)."""
+        now = self.store.clock.now()
+        async with self.store.statement(write=True) as conn:
+            result = await conn.execute(
+                t.update().where(_owned(lease)).values(locked_until=now + self.lock_timeout)
+            )
+        return bool(result.rowcount == 1)
+
     async def release(self, lease: Lease) -> None:
         """Forget an in-progress key so a retry runs again (after a 5xx or an error)."""
         async with self.store.statement(write=True) as conn:
@@ -164,27 +177,27 @@ class IdempotencyKeys:
         self, conn: AsyncConnection, scope: str, key: str, fingerprint: str
     ) -> Lease | None:
         now = self.store.clock.now()
-        token = now + self.lock_timeout
         values = {
             "scope": scope,
             "key": key,
             "fingerprint": fingerprint,
             "status": IN_PROGRESS,
-            "locked_until": token,
+            "locked_until": now + self.lock_timeout,
             "created_at": now,
             "expires_at": now + max(self.retention, self.lock_timeout),
         }
         # its commit need not wait for the disk: the handler's durable commit flushes it later
         stmt = self.store.sql.insert_async_commit(t, values)
         inserted = (await conn.execute(stmt.on_conflict_do_nothing().returning(t.c.key))).first()
-        return Lease(scope, key, token) if inserted is not None else None
+        return Lease(scope, key, now) if inserted is not None else None
 
     async def _take_over(
         self, conn: AsyncConnection, scope: str, key: str, fingerprint: str
     ) -> Lease | None:
-        """Claim a key whose lock or retention expired; one contender wins."""
+        """Claim a key whose lock or retention expired; one contender wins.
+
+        Its ``created_at`` (the new token) is later than the old one's: the old lock expired."""
         now = self.store.clock.now()
-        token = now + self.lock_timeout
         result = await conn.execute(
             t.update()
             .where(
@@ -198,7 +211,7 @@ class IdempotencyKeys:
             .values(
                 fingerprint=fingerprint,
                 status=IN_PROGRESS,
-                locked_until=token,
+                locked_until=now + self.lock_timeout,
                 response_status=None,
                 response_headers=None,
                 response_body=None,
@@ -207,7 +220,7 @@ class IdempotencyKeys:
                 expires_at=now + max(self.retention, self.lock_timeout),
             )
         )
-        return Lease(scope, key, token) if result.rowcount == 1 else None
+        return Lease(scope, key, now) if result.rowcount == 1 else None
 
 
 def _owned(lease: Lease) -> sa.ColumnElement[bool]:
@@ -215,7 +228,7 @@ def _owned(lease: Lease) -> sa.ColumnElement[bool]:
         t.c.scope == lease.scope,
         t.c.key == lease.key,
         t.c.status == IN_PROGRESS,
-        t.c.locked_until == lease.token,
+        t.c.created_at == lease.token,
     )
 
 

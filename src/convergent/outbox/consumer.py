@@ -27,7 +27,7 @@ from prometheus_client import Histogram
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent import metrics, tracing
-from convergent.errors import StoreUnavailable
+from convergent.errors import SchemaViolation, StoreUnavailable
 from convergent.faults import fault_point, register
 from convergent.ids import uuid7
 from convergent.messages import Message
@@ -240,10 +240,15 @@ class Consumer:
 
     async def _settle(self, d: Delivery) -> float | None:
         message = d.message
+        if d.problem is not None:  # unreadable on the wire: nothing to retry, nothing to park
+            await self._dead_letter_malformed(d)
+            return None
         try:
             async with self.store.begin() as conn:
                 now = self.store.clock.now()
                 outcome = "duplicate"
+                if self.topic.schema is not None and message.data is not None:
+                    self.topic.decode(message.data)  # SchemaViolation: dead-lettered at once
                 if self.on_dead_letter == "park" and await self._parked(conn, message.key):
                     await self._park(conn, message, None)  # behind its key's dead letter
                     outcome = "parked"
@@ -256,7 +261,8 @@ class Consumer:
             raise
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
-            if d.attempt >= self.retry.max_attempts:
+            # a payload that fails its schema fails the same way every time: no retries
+            if d.attempt >= self.retry.max_attempts or isinstance(exc, SchemaViolation):
                 async with self.store.begin() as conn:
                     letter = await self._dead_letter(conn, message, d.attempt, reason)
                     if self.on_dead_letter == "park":
@@ -269,7 +275,12 @@ class Consumer:
             metrics.RETRIES.labels("consumer").inc()
             metrics.CONSUMED.labels(self.group, self.topic.name, "retried").inc()
             log.warning(
-                "consumer %s: %s failed (attempt %d): %s", self.group, message.id, d.attempt, reason
+                "consumer %s: %s failed (attempt %d): %s",
+                self.group,
+                message.id,
+                d.attempt,
+                reason,
+                extra={"topic": message.topic, "key": message.key, "message_id": message.id},
             )
             await d.nak(delay)
             return delay
@@ -278,6 +289,31 @@ class Consumer:
         self.handled += 1
         metrics.CONSUMED.labels(self.group, self.topic.name, outcome).inc()
         return None
+
+    async def _dead_letter_malformed(self, d: Delivery) -> None:
+        log.warning("consumer %s: dead-lettering %s", self.group, d.problem)
+        async with self.store.begin() as conn:
+            await conn.execute(
+                dead_letters.insert().values(
+                    id=uuid7(),
+                    source="consumer",
+                    source_ref=d.message.id,
+                    name=self.topic.name,
+                    key=d.message.key,
+                    payload={
+                        "topic": self.topic.name,
+                        "key": d.message.key,
+                        "group": self.group,
+                        "raw": d.raw,
+                    },
+                    reason=d.problem or "malformed",
+                    attempts=d.attempt,
+                    created_at=self.store.clock.now(),
+                )
+            )
+        metrics.DEAD_LETTERED.labels("consumer").inc()
+        metrics.CONSUMED.labels(self.group, self.topic.name, "dead_lettered").inc()
+        await d.ack()
 
     def _of_key(self, key: str) -> Any:
         return (

@@ -130,6 +130,11 @@ async def _retry_consumer_letter(conn: AsyncConnection, row: Any) -> None:
         .values(dead_letter_id=None, attempts=0, next_attempt_at=None)
     )
     if not result.rowcount:
+        if "envelope" not in (row.payload or {}):
+            raise ConfigurationError(
+                f"dead letter {row.id} is a message that could not be read ({row.reason}): "
+                "there is nothing to retry; fix the producer and discard it"
+            )
         await _republish(conn, row)
 
 

@@ -3,7 +3,7 @@
 Every line carries time, level, logger and message, the fields a caller passed with
 ``extra={...}`` (``run_id``, ``key``, ``topic``, ...) and the current trace id when OpenTelemetry
 has a span. A transient failure (`convergent.outages.is_transient`) is rendered as one ``error=``
-field, never a traceback, and the same message repeating is held to one line every few seconds.
+field, never a traceback, and the same line repeating is held to one every few seconds.
 """
 
 from __future__ import annotations
@@ -84,8 +84,8 @@ class JsonFormatter(logging.Formatter):
 
 
 class RepeatFilter(logging.Filter):
-    """The same message (logger + template) at WARNING or above passes once every ``every``
-    seconds; the next line that passes says how many were held back (``repeated=N``)."""
+    """The same line (logger + message) at WARNING or above passes once every ``every``
+    seconds; the next one that passes says how many were held back (``repeated=N``)."""
 
     def __init__(self, every: float = 5.0) -> None:
         super().__init__()
@@ -95,12 +95,14 @@ class RepeatFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING or getattr(record, "outage", None):
             return True  # Outage lines are already paced
-        key = (record.name, str(record.msg))
+        key = (record.name, record.getMessage())
         now = time.monotonic()
         said_at, held = self._last.get(key, (-1e18, 0))
         if now - said_at < self.every:
             self._last[key] = (said_at, held + 1)
             return False
+        if len(self._last) >= 1000:  # distinct lines: forget those not seen for a while
+            self._last = {k: v for k, v in self._last.items() if now - v[0] < self.every}
         self._last[key] = (now, 0)
         record.repeated = held
         return True

@@ -10,11 +10,12 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from convergent.messages import Message
 from convergent.topics import Topic
 
-__all__ = ["Delivery", "Subscription", "SubscriptionOptions", "Transport"]
+__all__ = ["Delivery", "Subscription", "SubscriptionOptions", "Transport", "unreadable"]
 
 
 class Delivery(abc.ABC):
@@ -23,6 +24,10 @@ class Delivery(abc.ABC):
     message: Message
     attempt: int  # 1 on first delivery
     order_key: str  # deliveries sharing it must be handled in order (key, subject, partition)
+    #: why the message could not be read (then ``message`` is a stand-in: its id and key as far
+    #: as known, no data) and what arrived, for the dead letter
+    problem: str | None = None
+    raw: dict[str, Any] | None = None
 
     @abc.abstractmethod
     async def ack(self) -> None:
@@ -92,3 +97,18 @@ class Transport(abc.ABC):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def unreadable(
+    topic: str, key: str, message_id: str, where: str, exc: BaseException, raw: dict[str, Any]
+) -> tuple[Message, str, dict[str, Any]]:
+    """A stand-in message, the reason and the (bounded) raw input for a delivery that could not
+    be read: the consumer dead-letters it instead of failing its loop."""
+    reason = f"malformed message ({where}): {type(exc).__name__}: {exc}"
+    for name in ("body", "envelope"):
+        if isinstance(raw.get(name), str) and len(raw[name]) > _RAW_LIMIT:
+            raw[name] = raw[name][:_RAW_LIMIT] + "..."
+    return Message(topic, key, "", None, id=message_id), reason, raw
+
+
+_RAW_LIMIT = 65536

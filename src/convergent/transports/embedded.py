@@ -9,10 +9,12 @@ group has one member at a time (a lease).
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -23,7 +25,13 @@ from convergent.outbox.leases import PartitionLeases, tokens_still_held
 from convergent.store import Store
 from convergent.store.schema import log_entries, log_heads, log_offsets
 from convergent.topics import TOPICS, Topic, partition_for
-from convergent.transports.base import Delivery, Subscription, SubscriptionOptions, Transport
+from convergent.transports.base import (
+    Delivery,
+    Subscription,
+    SubscriptionOptions,
+    Transport,
+    unreadable,
+)
 
 __all__ = ["LOG_CHANNEL", "EmbeddedTransport"]
 
@@ -214,9 +222,23 @@ class EmbeddedSubscription(Subscription):
                     .limit(max_messages - len(out))
                 )
                 for e in entries:
-                    message = Message.from_envelope(self.topic.name, e.key, e.envelope)
                     attempt = off.attempts + 1 if e.position == off.position else 1
-                    out.append(EmbeddedDelivery(self, message, e.partition, e.position, attempt))
+                    problem: str | None = None
+                    raw: dict[str, Any] | None = None
+                    try:
+                        message = Message.from_envelope(self.topic.name, e.key, e.envelope)
+                    except Exception as exc:  # written by hand, or damaged: dead-lettered
+                        message, problem, raw = unreadable(
+                            self.topic.name,
+                            e.key,
+                            e.message_id,
+                            f"log {self.topic.name}/{e.partition}@{e.position}",
+                            exc,
+                            {"envelope": json.dumps(e.envelope, default=str)},
+                        )
+                    d = EmbeddedDelivery(self, message, e.partition, e.position, attempt)
+                    d.problem, d.raw = problem, raw
+                    out.append(d)
                 if len(out) >= max_messages:
                     break
         return out

@@ -30,7 +30,13 @@ from convergent.errors import NotSent, TransportError
 from convergent.messages import Message
 from convergent.topics import TOPICS, Topic, TopicKind
 from convergent.transports._options import SECURITY_OPTIONS, broker_security, prefixed
-from convergent.transports.base import Delivery, Subscription, SubscriptionOptions, Transport
+from convergent.transports.base import (
+    Delivery,
+    Subscription,
+    SubscriptionOptions,
+    Transport,
+    unreadable,
+)
 
 __all__ = ["KafkaTransport"]
 
@@ -187,13 +193,31 @@ class KafkaTransport(Transport):
         return KafkaSubscription(topic, consumer)
 
 
+def _text(data: bytes | None) -> str:
+    return (data or b"").decode("utf-8", errors="replace")
+
+
 class KafkaDelivery(Delivery):
     def __init__(self, sub: KafkaSubscription, record: ConsumerRecord[Any, Any], attempt: int):
         self.sub = sub
         self.record = record
         self.tp = TopicPartition(record.topic, record.partition)
-        headers = {k.replace(_PREFIX, "ce-", 1): v.decode() for k, v in record.headers}
-        self.message = Message.from_ce_headers(sub.topic.name, headers, record.value)
+        try:
+            headers = {k.replace(_PREFIX, "ce-", 1): v.decode() for k, v in record.headers}
+            self.message = Message.from_ce_headers(sub.topic.name, headers, record.value)
+        except Exception as exc:  # not ours, or damaged: dead-lettered by the consumer
+            where = f"Kafka {record.topic}/{record.partition}@{record.offset}"
+            self.message, self.problem, self.raw = unreadable(
+                sub.topic.name,
+                _text(record.key),
+                f"kafka-{record.topic}-{record.partition}-{record.offset}",
+                where,
+                exc,
+                {
+                    "headers": {k: _text(v) for k, v in record.headers},
+                    "body": _text(record.value),
+                },
+            )
         self.attempt = attempt
         self.order_key = f"{record.topic}/{record.partition}"
 

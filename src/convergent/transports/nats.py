@@ -54,7 +54,13 @@ from convergent.transports._options import (
     broker_security,
     prefixed,
 )
-from convergent.transports.base import Delivery, Subscription, SubscriptionOptions, Transport
+from convergent.transports.base import (
+    Delivery,
+    Subscription,
+    SubscriptionOptions,
+    Transport,
+    unreadable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +169,7 @@ class NatsTransport(Transport):
         self._acks: _Acks | None = None
         self._topics: set[str] = set()
         self.partitions: dict[str, int] = {}  # topic -> its stream's partition count
+        self._subjects: dict[tuple[str, str], str] = {}
         self._lock = asyncio.Lock()
         self._outage = Outage(f"NATS at {mask(url)}", log)
 
@@ -221,6 +228,16 @@ class NatsTransport(Transport):
             out["user"], out["password"] = security.username, security.password
         return out
 
+    def _subject(self, topic: str, key: str) -> str:
+        """Memoized ``subject_for`` (hashing and escaping per message showed in the relay)."""
+        subject = self._subjects.get((topic, key))
+        if subject is None:
+            if len(self._subjects) >= 100_000:
+                self._subjects.clear()
+            subject = subject_for(self.subject_base(topic), key, self.partitions.get(topic))
+            self._subjects[(topic, key)] = subject
+        return subject
+
     def subject_base(self, topic: str) -> str:
         """``<topic>``, or ``<prefix>.<topic>`` for a deployment with a name prefix."""
         return prefixed(self.prefix, topic)
@@ -278,10 +295,7 @@ class NatsTransport(Transport):
         except Exception as exc:
             return [TransportError(f"NATS unavailable: {exc}")] * len(messages)
         assert self._acks is not None  # set by start()
-        subjects = [
-            subject_for(self.subject_base(m.topic), m.key, self.partitions.get(m.topic))
-            for m in messages
-        ]
+        subjects = [self._subject(m.topic, m.key) for m in messages]
         chains = _KeyChains(self._acks, messages, subjects, fast_path=self.fast_path)
         return await chains.run(self.publish_timeout)
 
@@ -319,6 +333,8 @@ class NatsTransport(Transport):
         with contextlib.suppress(NotFoundError):
             await self.js.delete_stream(stream_name(topic, self.prefix))
         self._topics.discard(topic)
+        self.partitions.pop(topic, None)
+        self._subjects.clear()
 
 
 _SAFE_SUBJECT = re.compile(r"[!-~]+")  # printable, no whitespace: cannot break the protocol line
@@ -528,6 +544,10 @@ class _KeyChains:
         self.wake.set()
 
 
+def _text(data: bytes | None) -> str:
+    return (data or b"").decode("utf-8", errors="replace")
+
+
 def _recorded_partitions(description: str | None) -> int | None:
     found = re.search(r"partitions=(\d+)", description or "")
     return int(found.group(1)) if found else None
@@ -544,12 +564,21 @@ class NatsDelivery(Delivery):
         headers = dict(msg.headers or {})
         body = msg.data or None
         partition, _, key = msg.subject[len(base) + 1 :].partition(".")
-        self.message = Message.from_ce_headers(topic, headers, body)
-        if self.message.key == "":
-            self.message = Message.from_ce_headers(
-                topic, {**headers, "ce-subject": unquote(key)}, body
-            )
         self.attempt = msg.metadata.num_delivered
+        try:
+            if "ce-subject" not in headers:  # published by hand: the key is in the subject
+                headers["ce-subject"] = unquote(key)
+            self.message = Message.from_ce_headers(topic, headers, body)
+        except Exception as exc:  # not ours, or damaged: dead-lettered by the consumer
+            seq = msg.metadata.sequence.stream
+            self.message, self.problem, self.raw = unreadable(
+                topic,
+                unquote(key),
+                headers.get("ce-id") or headers.get("Nats-Msg-Id") or f"nats-{seq}",
+                f"NATS {msg.subject} #{seq}",
+                exc,
+                {"subject": msg.subject, "headers": headers, "body": _text(msg.data)},
+            )
         self.order_key = f"p{partition}"
 
     async def ack(self) -> None:

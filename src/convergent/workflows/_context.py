@@ -481,6 +481,7 @@ class RunContext:
             self.run_id,
             attempts,
             error,
+            extra={"run_id": str(self.run_id), "workflow": self.workflow, "step": step.name},
         )
         return None
 

@@ -338,7 +338,13 @@ class Worker:
             except StoreUnavailable as exc:  # workflow code met the database away: not its fault
                 raise Interrupted(exc) from exc
             except Exception as exc:
-                log.warning("run %s of %s failed: %s", ctx.run_id, ctx.workflow, exc)
+                log.warning(
+                    "run %s of %s failed: %s",
+                    ctx.run_id,
+                    ctx.workflow,
+                    exc,
+                    extra={"run_id": str(ctx.run_id), "workflow": ctx.workflow},
+                )
                 await self._finish(ctx, "failed", None, f"{type(exc).__name__}: {exc}")
             else:
                 await self._finish(ctx, "completed", value, None)
@@ -450,7 +456,11 @@ class Worker:
             if run_id not in still:
                 task = self._tasks.get(run_id)
                 if task is not None:
-                    log.warning("lost the lease of run %s; another worker has it", run_id)
+                    log.warning(
+                        "lost the lease of run %s; another worker has it",
+                        run_id,
+                        extra={"run_id": str(run_id)},
+                    )
                     task.cancel()
             elif ctx is not None and still[run_id]:
                 ctx.cancel_requested = True
@@ -517,7 +527,10 @@ class Worker:
         for row in dead:
             dead_lettered(row.workflow, "")
             log.error(
-                "run %s of %s dead-lettered: it killed its worker too often", row.id, row.workflow
+                "run %s of %s dead-lettered: it killed its worker too often",
+                row.id,
+                row.workflow,
+                extra={"run_id": str(row.id), "workflow": row.workflow, "key": row.key},
             )
         await self.mark_unserved()
         return len(rows)

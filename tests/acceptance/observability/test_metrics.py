@@ -67,7 +67,7 @@ def test_worker_relay_consume_and_serve_serve_their_metrics(shop: Shop) -> None:
             "tests.integration.observability.app",
         ],
     )
-    with server.client(headers={"X-Api-Key": "client-m"}) as http:
+    with server.client("client-m") as http:
         for _ in range(2):  # the second is a replay
             created = http.post("/orders", json=ORDER, headers={"Idempotency-Key": "m-1"})
             assert created.status_code == 202, created.text

@@ -1,5 +1,6 @@
 """One order is one trace: the request in `serve`, its saga's steps in `worker`, the events'
-publish in `relay` and their consumption back in `worker`, exported over OTLP/HTTP."""
+publish in `relay`, their consumption back in `worker` and the run that consumer started,
+exported over OTLP/HTTP."""
 
 from __future__ import annotations
 
@@ -82,7 +83,7 @@ def test_one_order_is_one_trace_across_serve_worker_and_relay(
             ],
         )
         shop.start("relay", ["relay", "--import", "tests.integration.observability.app"])
-        with server.client(headers={"X-Api-Key": "client-t"}) as http:
+        with server.client("client-t") as http:
             created = http.post("/orders", json=ORDER, headers={"Idempotency-Key": "t-1"})
             assert created.status_code == 202, created.text
             location = created.headers["Location"]
@@ -118,12 +119,18 @@ def test_one_order_is_one_trace_across_serve_worker_and_relay(
             wanted = {("convergent-worker", f"step {n}") for n in steps} | {
                 ("convergent-relay", "publish shop.orders"),
                 ("convergent-worker", "process shop.orders"),
+                # a run the consumer started continues the trace
+                ("convergent-worker", "workflow obs.followup"),
+                ("convergent-worker", "step note"),
             }
             return wanted - {(s.service, s.name) for s in trace()}
 
         deadline = time.monotonic() + 60
         while missing():
-            assert time.monotonic() < deadline, f"spans missing from the trace: {missing()}"
+            assert time.monotonic() < deadline, (
+                f"spans missing from the trace: {missing()}; received: "
+                f"{sorted({(s.service, s.name, s.trace_id[:8]) for s in receiver.snapshot()})}"
+            )
             time.sleep(0.2)
         spans = trace()
         assert {s.service for s in spans} >= {

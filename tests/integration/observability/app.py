@@ -9,6 +9,7 @@ from convergent import Message
 from convergent.outbox import consumer
 from convergent.retry import RetryPolicy
 from convergent.topics import declare_topic
+from convergent.workflows import StepContext, WorkflowContext, start, step, workflow
 from convergent_shop.events import orders_topic
 
 PINGS = declare_topic("obs-pings")
@@ -20,6 +21,18 @@ async def handle(conn: AsyncConnection, message: Message) -> None:
         raise ValueError("this ping is poison")
 
 
+@step()
+async def note(ctx: StepContext, message_id: str) -> str:
+    return message_id
+
+
+@workflow(name="obs.followup")
+async def followup(ctx: WorkflowContext, message_id: str) -> str:
+    return await note(message_id)
+
+
 @consumer(orders_topic, "obs-orders")
 async def watch_orders(conn: AsyncConnection, message: Message) -> None:
-    """Consumes the shop's order events (its span joins the order's trace)."""
+    """Consumes the shop's order events and starts a run for each: the handling and the run
+    join the order's trace."""
+    await start(conn, followup, message.id, key=message.id)

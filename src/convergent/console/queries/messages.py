@@ -12,9 +12,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from convergent.store.schema import leases, log_entries, log_heads, log_offsets, outbox
+from convergent.store.schema import leases, log_entries, log_heads, log_offsets, outbox, parked
 
-__all__ = ["Messages", "messages", "parked_keys"]
+__all__ = ["Messages", "ParkedKey", "messages", "parked_keys"]
+
+#: parked keys shown at most (the count per group is exact)
+PARKED_SHOWN = 200
 
 
 @dataclass(frozen=True)
@@ -24,13 +27,69 @@ class Messages:
     log_heads: list[Any]  # topic, partition, next_position
     groups: list[Any]  # consumer_group, topic, partition, position, head, lag, attempts, ...
     parked: dict[tuple[str, str], int]  # (group, topic) -> parked keys
+    parked_list: list[ParkedKey]  # the oldest PARKED_SHOWN of them
 
 
-async def parked_keys(conn: AsyncConnection) -> dict[tuple[str, str], int]:
-    """Keys a consumer group has parked, per (group, topic).
+@dataclass(frozen=True)
+class ParkedKey:
+    """A key a consumer group holds back behind a dead letter (``convergent_parked``)."""
 
-    Per-key parking arrives with issue 12; until its table exists nothing is parked."""
-    return {}
+    consumer_group: str
+    topic: str
+    key: str
+    messages: int  # parked messages of the key, the dead-lettered one included
+    since: Any  # when the first was parked
+    dead_letter_id: Any  # the letter it waits for (None: released, being handled again)
+
+
+async def parked_keys(conn: AsyncConnection) -> tuple[dict[tuple[str, str], int], list[ParkedKey]]:
+    """Keys consumer groups have parked: the count per (group, topic), and the oldest keys."""
+    p = parked.c
+    per_group = (
+        await conn.execute(
+            sa.select(p.consumer_group, p.topic, sa.func.count(sa.distinct(p.key))).group_by(
+                p.consumer_group, p.topic
+            )
+        )
+    ).all()
+    keys = (
+        await conn.execute(
+            sa.select(
+                p.consumer_group,
+                p.topic,
+                p.key,
+                sa.func.count().label("messages"),
+                sa.func.min(p.parked_at).label("since"),
+            )
+            .group_by(p.consumer_group, p.topic, p.key)
+            .order_by(sa.func.min(p.id))
+            .limit(PARKED_SHOWN)
+        )
+    ).all()
+    letters = {
+        (r.consumer_group, r.topic, r.key): r.dead_letter_id
+        for r in (
+            await conn.execute(
+                sa.select(p.consumer_group, p.topic, p.key, p.dead_letter_id).where(
+                    p.dead_letter_id.is_not(None)
+                )
+            )
+        ).all()
+    }
+    return (
+        {(g, t): int(n) for g, t, n in per_group},
+        [
+            ParkedKey(
+                k.consumer_group,
+                k.topic,
+                k.key,
+                int(k.messages),
+                k.since,
+                letters.get((k.consumer_group, k.topic, k.key)),
+            )
+            for k in keys
+        ],
+    )
 
 
 async def messages(conn: AsyncConnection) -> Messages:
@@ -82,4 +141,5 @@ async def messages(conn: AsyncConnection) -> Messages:
             .order_by(f.consumer_group, f.topic, f.partition)
         )
     ).all()
-    return Messages(list(backlog), list(relay), list(heads), list(groups), await parked_keys(conn))
+    counts, shown = await parked_keys(conn)
+    return Messages(list(backlog), list(relay), list(heads), list(groups), counts, shown)

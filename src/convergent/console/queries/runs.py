@@ -226,8 +226,36 @@ async def run_detail(conn: AsyncConnection, run_id: uuid.UUID) -> RunDetail:
         timeline=_timeline(run, list(steps)),
         events=list(events),
         dead_letters=list(letters),
-        actions=await actions_on(conn, "run", ref),
+        actions=await _run_actions(conn, ref, [str(letter.id) for letter in letters]),
     )
+
+
+async def _run_actions(conn: AsyncConnection, run_ref: str, letter_ids: list[str]) -> list[Any]:
+    """Actions on the run and on its dead letters (a letter retried from the Dead letters page
+    is recorded on the letter; `convergent dlq` records it on both: shown once)."""
+    a = operator_actions.c
+    on_letters = (
+        sa.and_(a.target_kind == "dead_letter", a.target_id.in_(letter_ids))
+        if letter_ids
+        else sa.false()
+    )
+    rows = (
+        await conn.execute(
+            sa.select(operator_actions)
+            .where(sa.or_(sa.and_(a.target_kind == "run", a.target_id == run_ref), on_letters))
+            .order_by(a.at, a.id)
+        )
+    ).all()
+    seen = {(r.action, r.target_id) for r in rows if r.target_kind == "dead_letter"}
+    return [
+        r
+        for r in rows
+        if not (
+            r.target_kind == "run"
+            and isinstance(r.params, dict)
+            and (r.action, str(r.params.get("dead_letter"))) in seen
+        )
+    ]
 
 
 async def actions_on(conn: AsyncConnection, kind: str, target_id: str) -> list[Any]:

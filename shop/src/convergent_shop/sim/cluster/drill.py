@@ -33,12 +33,19 @@ from rich.console import Console
 from convergent.store import Store
 from convergent.webhooks import ALLOW_HOSTS_ENV, AllowList, create_endpoint, new_secret
 from convergent_shop.notifications import SECRETS_ENV
-from convergent_shop.sim.checks import ORDER_TERMINAL, CheckContext, run_checks, table_columns
+from convergent_shop.sim.checks import (
+    ORDER_TERMINAL,
+    CheckContext,
+    CheckResult,
+    run_checks,
+    table_columns,
+)
 from convergent_shop.sim.cluster.faults import FaultEvent
 from convergent_shop.sim.cluster.lab import Lab
+from convergent_shop.sim.cluster.natscluster import MONITOR_PORT
 from convergent_shop.sim.cluster.process import HostProcess
 from convergent_shop.sim.cluster.system import LabError
-from convergent_shop.sim.demo import Loop, settle, stock_up_catalogue
+from convergent_shop.sim.demo import Loop, issue_key, settle, stock_up_catalogue
 from convergent_shop.sim.metrics import Sampler, runs_to_look_at, time_to_consistency
 from convergent_shop.sim.progress import LiveProgress
 from convergent_shop.sim.report import build_report, write_report
@@ -223,8 +230,20 @@ class Schedule:
         if victims:
             self.lab.faults.kill(rng.choice(victims))
 
+    async def _meta_leader(self) -> str:
+        """The JetStream meta leader (losing it forces an election), else the second node."""
+        nodes = self.lab.nats_hosts
+        async with httpx.AsyncClient(timeout=2) as http:
+            for name in nodes:
+                with contextlib.suppress(httpx.HTTPError, ValueError, AttributeError):
+                    url = f"http://{self.lab.host(name).address}:{MONITOR_PORT}/jsz"
+                    leader = (await http.get(url)).json().get("meta_cluster", {}).get("leader")
+                    if leader in nodes:
+                        return str(leader)
+        return nodes[1]
+
     async def nats_outage(self) -> None:
-        node = self.lab.nats_hosts[1]
+        node = await self._meta_leader()
         event = self.lab.nats_down(node, kill=True)
         await asyncio.sleep(self.options.nats_outage)  # the outage itself
         await asyncio.to_thread(self.lab.nats_up, node, event)
@@ -269,6 +288,13 @@ async def consistency_after(
     return answers
 
 
+def _accepted(accepted: int, asked: int) -> CheckResult:
+    """Invariants over no orders prove nothing: a drill whose clients were all refused (a 401,
+    an API that never answered) fails here instead of passing empty."""
+    detail = f"{accepted} of {asked} orders accepted"
+    return CheckResult("orders_accepted", "pass" if accepted > 0 else "fail", detail)
+
+
 async def _ledger(psp_url: str) -> dict[str, Any] | None:
     async with httpx.AsyncClient(base_url=psp_url, timeout=10) as http:
         try:
@@ -305,6 +331,7 @@ async def _drive(
             run_id=f"cluster-{int(time.time())}",
             spread=options.duration * 0.8,
             timeout=15.0,  # a request through a lossy link or to a restarting API takes longer
+            api_key=await issue_key(store, "cluster-client"),
         ),
     )
     exchange = f"{deployment.psp_url}/exchange"
@@ -334,6 +361,7 @@ async def _drive(
         await asyncio.gather(*tasks, supervisor, return_exceptions=True)
     ledger = await _ledger(deployment.psp_url)
     checks = await run_checks(CheckContext(store, ledger, workload.stats.orders_by_key))
+    checks.insert(0, _accepted(workload.stats.accepted, options.orders))
     faults_only = [e for e in lab.events if e.kind in _FAULT_KINDS]
     origin_wall = time.time() - (time.monotonic() - lab.faults.origin)
     after = await consistency_after(store, faults_only, origin_wall)
