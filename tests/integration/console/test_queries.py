@@ -266,3 +266,31 @@ async def test_messages_show_parked_keys_per_group_and_the_letter_they_wait_for(
         ("ledger", "acct-9"),
         ("audit", "acct-7"),
     ]
+
+
+async def test_fleet_queues_show_their_limits_and_runs_pending(store: Store) -> None:
+    from convergent.console.queries import schedules as schedules_q
+    from convergent.store.schema import queues
+    from convergent.workflows import Workflow, submit
+
+    async def noop(ctx: object) -> None:
+        return None
+
+    flow: Workflow[[], None] = Workflow(noop, "console.test.queued", "default")
+    for _ in range(2):
+        await submit(store, flow, queue="payments")
+    await submit(store, flow)  # the default queue: not a fleet queue
+    async with store.begin() as conn:
+        await conn.execute(
+            queues.insert().values(
+                name="payments", concurrency=4, rate_limit=10, rate_period=1.0,
+                updated_at=store.clock.now(),
+            )
+        )  # fmt: skip
+        [load] = await schedules_q.fleet_queues(conn)
+    assert (load.queue.name, load.queue.concurrency, load.running, load.pending) == (
+        "payments",
+        4,
+        0,
+        2,
+    )

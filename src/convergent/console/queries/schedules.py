@@ -27,14 +27,11 @@ async def fleet_queues(conn: AsyncConnection) -> list[QueueLoad]:
     rows = (await conn.execute(sa.select(queues).order_by(queues.c.name))).all()
     out = []
     for q in rows:
-        counts: dict[str, int] = dict(
-            (
-                await conn.execute(
-                    sa.select(runs.c.status, sa.func.count())
-                    .where(runs.c.queue == q.name, runs.c.status.in_(("running", "pending")))
-                    .group_by(runs.c.status)
-                )
-            ).tuples()
+        result = await conn.execute(
+            sa.select(runs.c.status, sa.func.count())
+            .where(runs.c.queue == q.name, runs.c.status.in_(("running", "pending")))
+            .group_by(runs.c.status)
         )
-        out.append(QueueLoad(q, int(counts.get("running", 0)), int(counts.get("pending", 0))))
+        counts = {str(status): int(n) for status, n in result.all()}
+        out.append(QueueLoad(q, counts.get("running", 0), counts.get("pending", 0)))
     return out
