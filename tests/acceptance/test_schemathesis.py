@@ -12,7 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.acceptance.conftest import Server, free_port, start_process, wait_until_healthy
+from convergent.drill import free_port
+from tests.acceptance.conftest import Server, start_process, wait_until_healthy
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 BUDGET = int(os.environ.get("CONVERGENT_SCHEMATHESIS_SECONDS", "60"))

@@ -71,7 +71,9 @@ async def test_an_unreadable_message_is_dead_lettered_and_the_consumer_goes_on(
 
         async def done() -> bool:
             """the good messages applied, the bad one dead-lettered"""
-            return len(await effect_rows(broker_store)) == 3 and len(await letters(broker_store))
+            return (
+                len(await effect_rows(broker_store)) == 3 and len(await letters(broker_store)) > 0
+            )
 
         await until(done, consumer)  # run_once raises on a crash: it never does
     finally:
@@ -117,7 +119,9 @@ async def test_a_payload_failing_its_schema_is_dead_lettered_at_once_and_parks_i
 
         async def done() -> bool:
             """K parked behind the letter, the other key applied"""
-            return await parked_count(broker_store) == 2 and len(await effect_rows(broker_store))
+            return (
+                await parked_count(broker_store) == 2 and len(await effect_rows(broker_store)) > 0
+            )
 
         await until(done, consumer)
     finally:
