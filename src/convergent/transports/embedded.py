@@ -37,6 +37,7 @@ __all__ = ["LOG_CHANNEL", "EmbeddedTransport"]
 
 LOG_CHANNEL = "convergent_log"
 _POLL = 1.0  # fallback poll when a wake-up is missed
+_RENEW_AT_MOST_EVERY = 0.5  # seconds between lease renewals of a consumer (ttl/3 if shorter)
 
 
 class EmbeddedTransport(Transport):
@@ -169,6 +170,8 @@ class EmbeddedSubscription(Subscription):
             ttl=options.ack_wait / 2,  # a dead member's partitions move on after this
         )
         self._where = (log_offsets.c.consumer_group == group) & (log_offsets.c.topic == topic.name)
+        self._renew_every = min(self.leases.ttl.total_seconds() / 3, _RENEW_AT_MOST_EVERY)
+        self._renew_at = 0.0  # loop time of the next lease renewal: the first poll renews
 
     async def fetch(self, max_messages: int, timeout: float) -> list[Delivery]:
         loop = asyncio.get_running_loop()
@@ -183,22 +186,31 @@ class EmbeddedSubscription(Subscription):
 
     async def _poll(self, max_messages: int) -> list[Delivery]:
         now = self.store.clock.now()
-        async with self.store.begin() as conn:
-            held = await self.leases.refresh(conn, now)
-            if not held:
-                return []
-            await conn.execute(
-                self.store.sql.insert(log_offsets).on_conflict_do_nothing(),
-                [
-                    {
-                        "consumer_group": self.group,
-                        "topic": self.topic.name,
-                        "partition": p,
-                        "position": 0,
-                    }
-                    for p in held
-                ],
-            )
+        loop_now = asyncio.get_running_loop().time()
+        # Renewing the leases is a write transaction of several statements: do it on a cadence,
+        # not on every wake-up (each publish wakes every consumer; on SQLite each renewal queues
+        # behind the single writer). Reading under leases held a moment ago is safe: whatever
+        # is done under a lease is settled only while its token is still ours.
+        if loop_now >= self._renew_at:
+            async with self.store.begin() as conn:
+                held = await self.leases.refresh(conn, now)
+                if held:
+                    await conn.execute(
+                        self.store.sql.insert(log_offsets).on_conflict_do_nothing(),
+                        [
+                            {
+                                "consumer_group": self.group,
+                                "topic": self.topic.name,
+                                "partition": p,
+                                "position": 0,
+                            }
+                            for p in held
+                        ],
+                    )
+            self._renew_at = loop_now + self._renew_every
+        held = self.leases.held
+        if not held:
+            return []
         async with self.store.read() as conn:
             offsets = (
                 await conn.execute(

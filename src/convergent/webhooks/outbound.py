@@ -17,6 +17,7 @@ from convergent.errors import NotFound
 from convergent.ids import uuid7
 from convergent.store import store_of
 from convergent.store.schema import (
+    dead_letters,
     webhook_attempts,
     webhook_deliveries,
     webhook_endpoints,
@@ -103,6 +104,7 @@ async def resend(conn: AsyncConnection, message_id: uuid.UUID, endpoint_id: uuid
     await _require_endpoint(conn, endpoint_id)
     store = store_of(conn)
     await _add_deliveries(conn, [(message_id, endpoint_id)], store.clock.now())
+    await _letters_retried(conn, endpoint_id, [message_id])
     await store.notifier.notify(conn, CHANNEL)
 
 
@@ -120,9 +122,29 @@ async def recover(conn: AsyncConnection, endpoint_id: uuid.UUID, since: datetime
     ids = sorted({r.message_id for r in rows})
     store = store_of(conn)
     await _add_deliveries(conn, [(m, endpoint_id) for m in ids], store.clock.now())
+    await _letters_retried(conn, endpoint_id, ids)
     if ids:
         await store.notifier.notify(conn, CHANNEL)
     return len(ids)
+
+
+async def _letters_retried(
+    conn: AsyncConnection, endpoint_id: uuid.UUID, message_ids: list[uuid.UUID]
+) -> None:
+    """The dead letters of deliveries sent again are handled: one list, never stale."""
+    if not message_ids:
+        return
+    d = dead_letters.c
+    await conn.execute(
+        sa.update(dead_letters)
+        .where(
+            d.source == "webhook",
+            d.status == "dead",
+            d.name == str(endpoint_id),
+            d.key.in_([str(m) for m in message_ids]),
+        )
+        .values(status="retried", resolved_at=store_of(conn).clock.now())
+    )
 
 
 async def _require_endpoint(conn: AsyncConnection, endpoint_id: uuid.UUID) -> None:

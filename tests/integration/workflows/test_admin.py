@@ -144,3 +144,25 @@ async def test_the_console_resumes_a_run_and_records_who(mstore: Store) -> None:
         ("ops-bob", "run.resume", "failed"),
         ("ops-bob", "run.resume", "ok"),
     ]
+
+
+async def test_the_console_run_page_offers_resume_for_a_failed_run(mstore: Store) -> None:
+    from convergent.console import create_console
+
+    global fixed
+    fixed = False
+    run_id = await submit(mstore, ship)
+    async with running(mstore):
+        with pytest.raises(RunFailed):
+            await result(mstore, run_id, wait=10)
+    async with mstore.begin() as conn:
+        _, admin = await create_key(conn, "ops-carol", admin=True)
+    app = FastAPI()
+    app.mount("/console", create_console(mstore))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://shop.test") as client:
+        page = await client.get(f"/console/runs/{run_id}", headers={"X-Api-Key": admin})
+    assert page.status_code == 200
+    assert "run.resume" in page.text
+    assert "run.retry_step" not in page.text
+    forget_cached(mstore)

@@ -215,3 +215,30 @@ async def test_the_cli_resumes_a_failed_run_and_records_the_user(sqlite_url: str
         out = await asyncio.to_thread(cli.invoke, app, ["runs", "cancel", str(run_id), *db])
         assert out.exit_code == 1
         assert "already completed" in out.output
+
+
+async def test_resending_a_webhook_outside_the_dlq_resolves_its_letter(mstore: Store) -> None:
+    from convergent.webhooks import resend
+
+    async with mstore.begin() as conn:
+        endpoint, _ = await create_endpoint(
+            conn, "http://127.0.0.1:9/hook", allow=AllowList(hosts=frozenset({"127.0.0.1"}))
+        )
+        message_id = await enqueue(conn, "order.paid", {"id": 2})
+        await conn.execute(
+            dead_letters.insert().values(
+                id=uuid7(),
+                source="webhook",
+                source_ref=str(uuid7()),
+                name=str(endpoint.id),
+                key=str(message_id),
+                reason="gave up",
+                attempts=8,
+                created_at=mstore.clock.now(),
+            )
+        )
+    async with mstore.begin() as conn:
+        await resend(conn, message_id, endpoint.id)
+    assert await dlq.list_letters(mstore) == []
+    (letter,) = await dlq.list_letters(mstore, dlq.LetterFilter(status="retried"))
+    assert letter.key == str(message_id)
