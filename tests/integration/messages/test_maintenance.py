@@ -221,3 +221,24 @@ def test_convergent_purge_dry_run_and_purge(database_url: str) -> None:
     )
     assert real.returncode == 0, real.stderr
     assert '"dry_run": false' in real.stdout
+
+
+async def test_a_group_behind_the_retention_skips_ahead_to_what_is_left(
+    clocked: tuple[Store, ManualClock],
+) -> None:
+    store, clock = clocked
+    topic = unique_topic(partitions=1)
+    transport = EmbeddedTransport(store)
+    await transport.publish([Message(topic.name, "k", "tick", {"seq": i}) for i in range(3)])
+    sub = await transport.subscribe(topic, "behind")
+    try:
+        [first, *_] = await sub.fetch(1, 1.0)
+        await first.ack()  # the group handled seq 0, then fell behind
+        clock.advance(HOUR)
+        await transport.publish([Message(topic.name, "k", "tick", {"seq": i}) for i in (3, 4)])
+        done = await purge(store, retention=retention(log_topics={topic.name: HOUR / 2}))
+        assert done["log entries"] == 3
+        seen = [d.message.data["seq"] for d in await sub.fetch(10, 1.0)]
+    finally:
+        await sub.close()
+    assert seen == [3, 4]
