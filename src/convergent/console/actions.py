@@ -16,7 +16,6 @@ from typing import Any
 import sqlalchemy as sa
 
 from convergent.auth import Principal
-from convergent.console.queries.dead_letters import LetterFilter, letter_ids
 from convergent.errors import ConvergentError, NotFound
 from convergent.ids import uuid7
 from convergent.store import Store
@@ -175,18 +174,22 @@ async def _retry_step(store: Store, target: str, _params: dict[str, str]) -> str
     return f"the step at position {seq} runs now"
 
 
-def _letter_filter(params: dict[str, str]) -> LetterFilter:
-    return LetterFilter(
-        source=params.get("source") or None,
-        status="dead",
-        name=params.get("name") or None,
-        key=params.get("key") or None,
-    )
+#: a bulk action by filter applies to at most this many letters (the oldest first)
+BULK_LIMIT = 1000
 
 
 async def _bulk(store: Store, params: dict[str, str], one: ActionFn, verb: str) -> str:
-    async with store.read() as conn:
-        ids = await letter_ids(conn, _letter_filter(params))
+    """Each matching letter in its own transaction, through the single-letter action (which
+    calls `convergent.dlq`), so one that fails does not stop the others."""
+    from convergent import dlq
+
+    where = dlq.LetterFilter(
+        source=params.get("source") or None,
+        status="dead",
+        name=(params.get("name") or "").strip() or None,
+        key=(params.get("key") or "").strip() or None,
+    )
+    ids = [letter.id for letter in await dlq.list_letters(store, where, limit=BULK_LIMIT)]
     done, failed = 0, []
     for letter_id in ids:
         try:
