@@ -61,8 +61,8 @@ drill-ci: $(VENV) drill-db
 # the shop on network-namespace hosts (root): its own PostgreSQL, a 3-node NATS cluster, an API,
 # a relay, 2 workers; SIGKILLs, a NATS node lost, a worker partitioned past its lease, latency+loss
 drill-cluster: $(VENV)
-	$(RUN) convergent drill --cluster --orders 400 --bookings 40 --trades 10 --workers 2 \
-		--kills 8 --fault-rate 0.2 --broker-outage 20 --lease-seconds 5 --duration 240 \
+	$(RUN) convergent drill --cluster --orders 600 --bookings 60 --trades 10 --workers 2 \
+		--kills 10 --fault-rate 0.2 --broker-outage 20 --lease-seconds 5 --duration 300 \
 		--settle-timeout 300 --report-dir reports/drill-cluster --no-live $(ARGS)
 
 # the short cluster round CI runs (a few minutes); exits 1 if an invariant fails

@@ -32,3 +32,16 @@ def test_serve_mounts_the_console_behind_an_admin_key(server: Server) -> None:
         assert runs.status_code == 200
         assert "/console/static/htmx.min.js" in runs.text
         assert http.get("/console/static/console.css").status_code == 200
+
+
+def test_serve_mounts_the_admin_api_for_admin_keys_only(server: Server) -> None:
+    with server.client() as http:  # an ordinary client key
+        assert http.get("/admin/dead-letters").status_code == 403
+    with server.client(as_client=None) as http:
+        assert http.get("/admin/dead-letters").status_code == 401
+        admin = {"X-Api-Key": _admin_key(server.database_url)}
+        letters = http.get("/admin/dead-letters", headers=admin)
+        assert letters.status_code == 200
+        unknown = http.get("/admin/runs/00000000-0000-7000-8000-000000000000", headers=admin)
+        assert unknown.status_code == 404
+        assert unknown.headers["content-type"].startswith("application/problem+json")

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from convergent.auth import api_key_principal, require_admin
 from convergent.console import create_console
+from convergent.http.admin import admin_router
 from convergent.http.guard import RequestGuard
 from convergent.http.middleware import IdempotencyMiddleware
 from convergent.http.openapi import declare_protocol
@@ -93,6 +94,9 @@ def create_app(
     app.include_router(readmodels.router)
     # the operator console, for admin API keys only (docs/console.md)
     app.mount("/console", create_console(store, broker_url=broker_url))
+    # the admin API the console, the CLI and scripts share: runs, dead letters, schedules
+    # (admin keys only; documented in docs/workflows.md, kept out of the public OpenAPI)
+    app.include_router(admin_router(), prefix="/admin", include_in_schema=False)
 
     guard = [Depends(require_admin)] if shop_settings.load().metrics_admin_only else []
 

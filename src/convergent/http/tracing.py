@@ -1,5 +1,6 @@
 """An ASGI middleware that traces each HTTP request (a SERVER span, OpenTelemetry semantic
-conventions), continuing the caller's ``traceparent``. Without an SDK it only passes through."""
+conventions), continuing the caller's ``traceparent``. Without an SDK, or under a framework that
+traces requests itself, it only passes through."""
 
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ class TracingMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not tracing.enabled():
+        if scope["type"] != "http" or not tracing.enabled() or tracing.in_trace():
+            # untraced, or the framework traces requests already (FastAPI >= 0.16x natively,
+            # opentelemetry-instrumentation-asgi): its span is the request's, ours would split it
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}

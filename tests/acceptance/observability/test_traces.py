@@ -97,18 +97,17 @@ def test_one_order_is_one_trace_across_serve_worker_and_relay(
             )
             assert http.get(location).json()["state"] != "failed"
 
-        eventually(
-            lambda: any(
-                s.service == "convergent-serve" and s.name.startswith("POST")
+        def accepted() -> list[ReceivedSpan]:  # the POST that was answered 202
+            return [
+                s
                 for s in receiver.snapshot()
-            ),
-            what="the request span",
-        )
-        request = next(
-            s
-            for s in receiver.snapshot()
-            if s.service == "convergent-serve" and s.name.startswith("POST")
-        )
+                if s.service == "convergent-serve"
+                and s.name == "POST /orders"
+                and s.attributes.get("http.response.status_code") == 202
+            ]
+
+        eventually(lambda: bool(accepted()), what="the request span")
+        (request,) = accepted()  # one server span per request, whoever makes it
         steps = asyncio.run(_steps_of(sqlite_url))
         assert {"reserve_stock", "authorize_payment", "create_shipment"} <= steps
 

@@ -17,7 +17,7 @@ from convergent_shop.orders import orders
 from convergent_shop.sim.cluster.drill import consistency_after
 from convergent_shop.sim.cluster.faults import FaultEvent
 from convergent_shop.sim.cluster.system import Capabilities
-from convergent_shop.sim.report import line_svg
+from convergent_shop.sim.report import build_report, line_svg, write_report
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -87,3 +87,42 @@ def test_the_cluster_drill_refuses_a_database_or_broker_of_the_callers() -> None
     result = CliRunner().invoke(app, ["drill", "--cluster", "--broker-url", "nats://x:4222"])
     assert result.exit_code == 1
     assert "--cluster brings its own PostgreSQL and NATS cluster" in result.output
+
+
+def test_the_report_lists_each_fault_with_its_time_to_consistency_and_what_was_not_possible(
+    tmp_path: Path,
+) -> None:
+    faults = [
+        {
+            "kind": "partition",
+            "target": "worker-0",
+            "detail": "from db",
+            "start": 2.0,
+            "end": 6.0,
+            "consistent_after": 3.5,
+        },
+        {
+            "kind": "kill",
+            "target": "relay",
+            "detail": "pid 7",
+            "start": 4.0,
+            "end": 4.0,
+            "consistent_after": None,
+        },
+    ]
+    samples = [{"t": 0.0, "outbox_backlog": 3}, {"t": 10.0, "outbox_backlog": 0}]
+    report = build_report(
+        title="cluster",
+        checks=[],
+        workload={},
+        samples=samples,
+        consistency=[],
+        settings={},
+        extra={"faults": faults, "notices": ["kernel lacks sch_netem: a delay line instead"]},
+    )
+    _, html_path = write_report(report, tmp_path)
+    page = html_path.read_text()
+    assert "<li>kernel lacks sch_netem: a delay line instead</li>" in page
+    assert "<td>worker-0</td><td>from db</td><td>3.50s</td>" in page
+    assert "<td>relay</td><td>pid 7</td><td>never</td>" in page
+    assert page.count("fill-opacity") == 2  # both faults drawn on the backlog chart

@@ -184,7 +184,8 @@ def _html(report: dict[str, Any]) -> str:
     fault_rows = "".join(
         f"<tr><td>{_secs(f['start'])}</td><td>{_secs(f['end'])}</td><td>{esc(f['kind'])}</td>"
         f"<td>{esc(f['target'])}</td><td>{esc(f['detail'])}</td>"
-        f"<td>{_secs(f.get('consistent_after'))}</td></tr>"
+        f"<td>{'never' if f.get('consistent_after') is None else _secs(f['consistent_after'])}"
+        "</td></tr>"
         for f in faults or []
     )
     faults_section = (

@@ -345,10 +345,10 @@ async def _drive(
         loops.append(LiveProgress(sampler, "convergent drill --cluster", console))
     tasks = [asyncio.create_task(loop.run(stop)) for loop in loops]
     supervisor = asyncio.create_task(deployment.supervise(stop))
+    faults = asyncio.create_task(schedule.run(stop))
+    stop_workload = asyncio.Event()
+    load = asyncio.gather(workload.run(stop_workload), trades.run(stop_workload))
     try:
-        faults = asyncio.create_task(schedule.run(stop))
-        stop_workload = asyncio.Event()
-        load = asyncio.gather(workload.run(stop_workload), trades.run(stop_workload))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(load), options.duration)
         stop_workload.set()
@@ -358,7 +358,10 @@ async def _drive(
         await sampler.sample()
     finally:
         stop.set()
-        await asyncio.gather(*tasks, supervisor, return_exceptions=True)
+        stop_workload.set()
+        for job in (load, faults):  # SIGTERM: nothing left running, no error left unread
+            job.cancel()
+        await asyncio.gather(*tasks, supervisor, faults, load, return_exceptions=True)
     ledger = await _ledger(deployment.psp_url)
     checks = await run_checks(CheckContext(store, ledger, workload.stats.orders_by_key))
     checks.insert(0, _accepted(workload.stats.accepted, options.orders))
