@@ -15,7 +15,8 @@ transaction per batch (never a long hold on the SQLite writer or a PostgreSQL lo
 
 ``Maintenance`` runs a round every ``maintenance_interval`` seconds (one of the standard loops);
 ``convergent purge`` runs one now, ``--dry-run`` counts instead. Topic kinds come from the
-declarations the process imported: declare entity topics where maintenance runs.
+declarations the process imported: the log of a topic it does not know is left alone (unless
+named in ``log_retention_topics``).
 """
 
 from __future__ import annotations
@@ -154,6 +155,7 @@ def _tasks(r: Retention, now: datetime) -> list[tuple[str, sa.Table, Sequence[An
         webhook_deliveries.c.updated_at < before(r.webhooks),
     )
     entity = {t.name for t in TOPICS.values() if t.kind is TopicKind.ENTITY}
+    events = {t.name for t in TOPICS.values() if t.kind is not TopicKind.ENTITY}
     tasks: list[tuple[str, sa.Table, Sequence[Any], Any]] = [
         (
             "idempotency keys",
@@ -227,8 +229,10 @@ def _tasks(r: Retention, now: datetime) -> list[tuple[str, sa.Table, Sequence[An
             "log entries",
             log_entries,
             _LOG_KEY,
+            # only topics this process knows to be event topics: an entity topic declared
+            # elsewhere must not lose its latest states to a time limit
             (log_entries.c.appended_at < before(r.log))
-            & log_entries.c.topic.not_in(sorted(entity | set(r.log_topics))),
+            & log_entries.c.topic.in_(sorted(events - set(r.log_topics))),
         ),
     ]
     for topic, seconds in sorted(r.log_topics.items()):

@@ -242,3 +242,18 @@ async def test_a_group_behind_the_retention_skips_ahead_to_what_is_left(
     finally:
         await sub.close()
     assert seen == [3, 4]
+
+
+async def test_the_log_of_a_topic_this_process_does_not_know_is_left_alone(
+    clocked: tuple[Store, ManualClock],
+) -> None:
+    """It may be an entity topic declared elsewhere: its latest states must not expire."""
+    store, clock = clocked
+    transport = EmbeddedTransport(store)
+    name = f"undeclared{uuid.uuid4().hex[:8]}"
+    await transport.publish([Message(name, "c1", "customer", {"v": 1})])
+    clock.advance(10 * HOUR)
+    assert (await purge(store, retention=retention(log=HOUR)))["log entries"] == 0
+    assert await count(store, log_entries, log_entries.c.topic == name) == 1
+    named = retention(log=HOUR, log_topics={name: HOUR})  # unless named explicitly
+    assert (await purge(store, retention=named))["log entries"] == 1
