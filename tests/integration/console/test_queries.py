@@ -294,3 +294,35 @@ async def test_fleet_queues_show_their_limits_and_runs_pending(store: Store) -> 
         0,
         2,
     )
+
+
+async def test_run_detail_shows_child_runs_and_the_parent(store: Store) -> None:
+    from convergent.store.schema import run_children
+    from convergent.workflows import Workflow, submit
+
+    async def noop(ctx: object) -> None:
+        return None
+
+    flow: Workflow[[], None] = Workflow(noop, "console.test.family", "default")
+    parent = await submit(store, flow, key="order-1")
+    children = [await submit(store, flow, key=f"child:{parent}:{seq}") for seq in (2, 3)]
+    async with store.begin() as conn:
+        for seq, child in zip((2, 3), children, strict=True):
+            await conn.execute(
+                run_children.insert().values(
+                    parent_id=parent,
+                    seq=seq,
+                    child_id=child,
+                    status="waiting",
+                    created_at=store.clock.now(),
+                )
+            )
+        of_parent = await runs_q.run_detail(conn, parent)
+        of_child = await runs_q.run_detail(conn, children[1])
+    assert [(c.id, c.seq, c.link) for c in of_parent.children] == [
+        (children[0], 2, "waiting"),
+        (children[1], 3, "waiting"),
+    ]
+    assert of_parent.parent is None
+    assert of_child.parent.id == parent
+    assert of_child.children == []
