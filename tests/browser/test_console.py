@@ -213,3 +213,17 @@ def test_retry_a_consumer_dead_letter_and_its_parked_key_goes_on(page: Page, env
     page.click("text=Confirm: Retry")
     expect(page.locator(".notice.ok")).to_contain_text("retried consumer dead letter")
     _reload_until(page, env.base_url + "/messages", page.locator("text=No key is parked"))
+
+
+def test_pause_and_resume_a_schedule(page: Page, env: Env) -> None:
+    page.goto(env.base_url + "/schedules")
+    row = page.locator("table.schedules tr", has_text="nightly-restock")
+    row.get_by_role("link", name="Pause").click()
+    expect(page.locator("form.confirm")).to_contain_text("Pause schedule nightly-restock?")
+    page.click("text=Confirm: Pause")
+    expect(page.locator(".notice.ok")).to_contain_text("schedule nightly-restock paused")
+    expect(row).to_contain_text("paused")
+    row.get_by_role("link", name="Resume").click()
+    page.click("text=Confirm: Resume")
+    expect(page.locator(".notice.ok")).to_contain_text("schedule nightly-restock resumed")
+    expect(row.locator(".state")).to_have_text("active")
