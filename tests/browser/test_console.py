@@ -207,6 +207,8 @@ def test_retry_a_consumer_dead_letter_and_its_parked_key_goes_on(page: Page, env
     _reload_until(page, env.base_url + "/messages", parked)
     expect(parked).to_contain_text("ledger")
     expect(parked.locator("td.num")).to_have_text("2")  # the letter and the message behind it
+    page.goto(env.base_url + "/")
+    expect(page.locator(".parked-summary")).to_contain_text("1 key(s) parked")
     deploy_fix(env, "ledger")
     page.goto(env.base_url + "/dead-letters?source=consumer")
     page.locator("tr", has_text="account frozen").get_by_role("link", name="Retry").click()

@@ -53,6 +53,7 @@ async def _overview_values(request: Request) -> dict[str, Any]:
     now = store.clock.now()
     async with store.read() as conn:
         data = await overview_q.overview(conn, now=now)
+        parked, _keys = await messages_q.parked_keys(conn)
     labels = [b.start.strftime("%H:%M") for b in data.buckets]
     throughput = chart(
         "Throughput (runs per 2 minutes)",
@@ -83,6 +84,7 @@ async def _overview_values(request: Request) -> dict[str, Any]:
         "consistency": consistency,
         "health": health,
         "sources": letters_q.SOURCES,
+        "parked": parked,
         "refresh": f"{request.app.state.refresh_seconds:g}",
     }
 
