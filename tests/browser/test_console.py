@@ -56,6 +56,7 @@ def test_every_page_opens_and_is_photographed(page: Page, env: Env, tmp_path: Pa
     }
     # for the documentation's pictures, wait until the worker has got there
     settled = {
+        "/": page.locator(".parked-summary"),
         f"/runs/{failed}": page.locator("h1 .state-failed"),
         "/messages": page.locator("table.parked"),
         "/dead-letters": page.locator("tr", has_text="bank answered 500"),

@@ -14,6 +14,7 @@ runs, and `seed` which starts runs, leaves dead letters and sends webhooks like 
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -65,9 +66,17 @@ async def payment(ctx: WorkflowContext, order_id: str) -> str:
 _TWICE = RetryPolicy(max_attempts=2, initial_delay=0.1, max_delay=0.1, jitter=False)
 
 
+#: the directory where the test "deploys a fix": a file ``fix-<name>`` (set for the worker too)
+FIXES_ENV = "CONSOLE_WORKLOAD_FIXES"
+
+
 def fixed(fix: str) -> bool:
-    """Whether the operator has "deployed the fix" for this piece of work."""
-    return Path(fix).exists()
+    """Whether the operator has "deployed the fix" named ``fix``."""
+    return fix_path(fix).exists()
+
+
+def fix_path(fix: str) -> Path:
+    return Path(os.environ[FIXES_ENV]) / f"fix-{fix}"
 
 
 @step(retry=_TWICE)
@@ -126,17 +135,17 @@ async def fulfilment(ctx: WorkflowContext, order_id: str) -> str:
     return await pack(order_id) + f" approved by {approval['by'] if approval else 'nobody'}"
 
 
-async def seed(store: Store, receiver_url: str, fixes: Path) -> dict[str, Any]:
+async def seed(store: Store, receiver_url: str) -> dict[str, Any]:
     """Start runs and make one dead letter of each retryable kind and two webhook messages.
 
-    The work that fails until its fix is deployed looks for a file in ``fixes``: ``fix_for``
-    names it; the test creates it to "deploy the fix"."""
+    The work that fails until its fix is deployed names its fix (`fixed`); the test deploys
+    it with `fix_path(...).touch()`."""
     failing = [await submit(store, payment, f"o-{i}", key=f"pay-{1000 + i}") for i in range(3)]
     invoices = []
     for i in range(2):
         key = f"inv-{2000 + i}"
-        invoices.append(await submit(store, invoice, f"i-{i}", fix_for(fixes, key), key=key))
-    refunds = [await submit(store, refund, "r-1", fix_for(fixes, "refund-1"), key="refund-1")]
+        invoices.append(await submit(store, invoice, f"i-{i}", key, key=key))
+    refunds = [await submit(store, refund, "r-1", "refund-1", key="refund-1")]
     async with store.begin() as conn:
         for n in (1, 2):  # the first is dead-lettered, the second parked behind it
             await emit(
@@ -144,7 +153,7 @@ async def seed(store: Store, receiver_url: str, fixes: Path) -> dict[str, Any]:
                 INVOICES,
                 "acct-7",
                 "invoice.issued",
-                {"n": n, "fix": fix_for(fixes, "ledger")},
+                {"n": n, "fix": "ledger"},
             )
     done = [await submit(store, fulfilment, f"f-{i}", key=f"ship-{i}") for i in range(5)]
     async with store.begin() as conn:
@@ -193,10 +202,6 @@ async def seed(store: Store, receiver_url: str, fixes: Path) -> dict[str, Any]:
         "endpoint": endpoint.id,
         "messages": messages,
     }
-
-
-def fix_for(fixes: Path, what: str) -> str:
-    return str(fixes / f"fix-{what}")
 
 
 def as_ids(values: list[uuid.UUID]) -> list[str]:
