@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from convergent.errors import MissingExtra
+
+try:  # before any submodule, so each of them is covered too
+    import fastapi  # noqa: F401
+except ImportError as exc:
+    raise MissingExtra("fastapi", "convergent.http") from exc
+
 from convergent.http.guard import RequestGuard
 from convergent.http.idempotent import IDEMPOTENCY_RESPONSES, Idempotent
 from convergent.http.lifespan import lifespan
