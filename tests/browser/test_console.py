@@ -230,3 +230,16 @@ def test_pause_and_resume_a_schedule(page: Page, env: Env) -> None:
     page.click("text=Confirm: Resume")
     expect(page.locator(".notice.ok")).to_contain_text("schedule nightly-restock resumed")
     expect(row.locator(".state")).to_have_text("active")
+
+
+def test_retry_every_dead_letter_a_filter_matches(page: Page, env: Env) -> None:
+    page.goto(env.base_url + "/dead-letters")
+    page.select_option("select[name=source]", "outbox")
+    page.fill("input[name=name]", "console.returns")
+    page.click("text=Filter")
+    expect(page.locator("table.grid tbody tr")).to_have_count(2)
+    page.click("text=Retry all matching")
+    expect(page.locator("form.confirm")).to_contain_text("name=console.returns")
+    page.click("text=Confirm: Retry all matching")
+    expect(page.locator(".notice.ok")).to_contain_text("retried 2 dead letter(s)")
+    expect(page.locator("main")).not_to_contain_text("nats: no responders")  # none left dead

@@ -36,6 +36,8 @@ TOPIC = "console.orders"
 declare_topic(TOPIC)
 INVOICES = "console.invoices"
 declare_topic(INVOICES)
+RETURNS = "console.returns"
+declare_topic(RETURNS)
 
 _CARD_RETRY = RetryPolicy(max_attempts=1000, initial_delay=0.5, max_delay=2.0, jitter=False)
 
@@ -163,6 +165,23 @@ async def seed(store: Store, receiver_url: str) -> dict[str, Any]:
     letter = Message(topic=TOPIC, key="o-9", type="order.placed", data={"order": "o-9"})
     letter_id = uuid7()
     async with store.begin() as conn:
+        for n in (1, 2):  # retried together, by filter
+            ret = f"ret-{n}"
+            returned = Message(topic=RETURNS, key=ret, type="order.returned", data={})
+            await conn.execute(
+                dead_letters.insert().values(
+                    id=uuid7(),
+                    source="outbox",
+                    source_ref=str(uuid7()),
+                    name=RETURNS,
+                    key=ret,
+                    payload={"topic": RETURNS, "key": ret, "envelope": returned.to_envelope()},
+                    reason="broker refused the return 5 times: nats: no responders",
+                    attempts=5,
+                    status="dead",
+                    created_at=now,
+                )
+            )
         await conn.execute(
             dead_letters.insert().values(
                 id=letter_id,
