@@ -7,6 +7,7 @@ Fills a fresh database through COPY: 1,000,000 runs spread over the last 24 hour
 the ratio. The same functions answer on SQLite; this measures the big-table case.
 
     python bench/console.py [--runs 1000000] [--rounds 15]
+    python bench/console.py --quick     # 100,000 runs, 5 rounds: a minute on a busy machine
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from convergent.console.queries import idempotency as keys_q
 from convergent.console.queries import messages as messages_q
 from convergent.console.queries import overview as overview_q
 from convergent.console.queries import runs as runs_q
+from convergent.console.queries import schedules as schedules_q
 from convergent.console.queries import webhooks as webhooks_q
 from convergent.store import Store
 
@@ -142,7 +144,10 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--quick", action="store_true", help="100,000 runs, 5 rounds")
     args = parser.parse_args()
+    if args.quick:
+        args.runs, args.rounds = 100_000, 5
     name = f"convergent_bench_console_{secrets.token_hex(3)}"
     admin = create_async_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
     async with admin.connect() as c:
@@ -180,7 +185,9 @@ async def main() -> None:
             ("Messages", messages_q.messages),
             ("Dead letters: newest 50 + total",
              lambda c: letters_q.find_letters(c, letters_q.LetterFilter())),
+            ("Messages: parked keys", messages_q.parked_keys),
             ("Webhooks", webhooks_q.endpoints_health),
+            ("Schedules: fleet queues", schedules_q.fleet_queues),
             ("Idempotency keys: in flight + recent 50", idempotency_page),
         ]  # fmt: skip
         results = [(label, await median_ms(store, q, args.rounds)) for label, q in cases]

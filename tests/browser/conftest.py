@@ -25,7 +25,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from convergent.auth import create_key
 from convergent.drill import free_port
 from convergent.store import Store
-from tests.browser.workload import fix_for, seed
+from tests.browser.workload import FIXES_ENV, fix_path, seed
 from tests.conftest import CI, PG_ADMIN_URL, _migrate, _pg_admin, port_open, service_missing
 
 CHROMIUM = "/usr/bin/chromium"
@@ -129,11 +129,11 @@ def _database(kind: str, tmp: Path) -> Iterator[str]:
         )
 
 
-async def _prepare(url: str, receiver: Receiver, fixes: Path) -> tuple[str, dict[str, Any]]:
+async def _prepare(url: str, receiver: Receiver) -> tuple[str, dict[str, Any]]:
     async with Store(url) as store:
         async with store.begin() as conn:
             _k, key = await create_key(conn, "ops-alice", admin=True)
-        return key, await seed(store, receiver.url, fixes)
+        return key, await seed(store, receiver.url)
 
 
 def _spawn(args: list[str], url: str, log: Path) -> subprocess.Popen[bytes]:
@@ -163,6 +163,8 @@ def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     port = free_port()
     e = Env(f"http://127.0.0.1:{port}", "", url, {}, receiver, tmp / "fixes")
     e.fixes.mkdir()
+    before = os.environ.get(FIXES_ENV)
+    os.environ[FIXES_ENV] = str(e.fixes)  # for the worker, and deploy_fix in this process
     try:  # the processes boot while the workload is written
         e.processes.append(
             _spawn(
@@ -174,7 +176,7 @@ def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         e.processes.append(
             _spawn(["console", "--port", str(port), "--no-migrate"], url, tmp / "console.log")
         )
-        e.key, e.ids = run(_prepare(url, receiver, e.fixes))
+        e.key, e.ids = run(_prepare(url, receiver))
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -196,6 +198,10 @@ def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
                 p.kill()
                 p.wait(10)
         receiver.close()
+        if before is None:
+            os.environ.pop(FIXES_ENV, None)
+        else:
+            os.environ[FIXES_ENV] = before
         for _ in databases:  # drop the PostgreSQL database
             pass
 
@@ -223,7 +229,8 @@ def screenshot_dir(tmp_path: Path) -> Path:
 
 def deploy_fix(env: Env, what: str) -> None:
     """What an operator does before resuming: the workload's failing piece now succeeds."""
-    Path(fix_for(env.fixes, what)).touch()
+    assert os.environ[FIXES_ENV] == str(env.fixes)
+    fix_path(what).touch()
 
 
 __all__ = ["CI", "Env", "Receiver", "deploy_fix", "screenshot_dir"]

@@ -40,23 +40,32 @@ def test_every_page_opens_and_is_photographed(page: Page, env: Env, tmp_path: Pa
     page.on("request", lambda request: asked.append(request.url))
     shots = screenshot_dir(tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
-    failing = env.ids["failing"][0]
+    failing, failed = env.ids["failing"][0], env.ids["invoices"][1]
+    # page -> (picture, text it shows); the pictures docs/console.md shows
     expected = {
-        "/": "Time to consistency",
-        "/runs": "pay-1000",
-        f"/runs/{failing}": "idempotency key sent",
-        "/messages": "Outbox",
-        "/dead-letters": "broker refused the message",
-        "/webhooks": env.receiver.url,
-        f"/webhooks/{env.ids['endpoint']}": "Recent attempts",
-        "/idempotency": "In flight",
+        "/": ("overview", "Time to consistency"),
+        "/runs": ("runs", "pay-1000"),
+        f"/runs/{failing}": ("run", "idempotency key sent"),
+        f"/runs/{failed}": ("run-failed", "issue_invoice"),
+        "/messages": ("messages", "Parked keys"),
+        "/dead-letters": ("dead-letters", "broker refused the message"),
+        "/webhooks": ("webhooks", env.receiver.url),
+        f"/webhooks/{env.ids['endpoint']}": ("webhooks-endpoint", "Recent attempts"),
+        "/idempotency": ("idempotency", "In flight"),
+        "/schedules": ("schedules", "nightly-restock"),
     }
-    for path, text in expected.items():
+    # for the documentation's pictures, wait until the worker has got there
+    settled = {
+        "/": page.locator(".parked-summary"),
+        f"/runs/{failed}": page.locator("h1 .state-failed"),
+        "/messages": page.locator("table.parked"),
+        "/dead-letters": page.locator("tr", has_text="bank answered 500"),
+    }
+    for path, (name, text) in expected.items():
+        if path in settled and screenshot_dir(tmp_path) != tmp_path:
+            _reload_until(page, env.base_url + path, settled[path])
         page.goto(env.base_url + path)
         expect(page.locator("main")).to_contain_text(text)
-        name = {"/": "overview", f"/runs/{failing}": "run", "/runs": "runs"}.get(
-            path, path.strip("/").split("/")[0] + ("-endpoint" if path.count("/") > 1 else "")
-        )
         page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
     page.goto(env.base_url + "/")
     chart = page.locator("svg.chart").first
@@ -199,9 +208,38 @@ def test_retry_a_consumer_dead_letter_and_its_parked_key_goes_on(page: Page, env
     _reload_until(page, env.base_url + "/messages", parked)
     expect(parked).to_contain_text("ledger")
     expect(parked.locator("td.num")).to_have_text("2")  # the letter and the message behind it
+    page.goto(env.base_url + "/")
+    expect(page.locator(".parked-summary")).to_contain_text("1 key(s) parked")
     deploy_fix(env, "ledger")
     page.goto(env.base_url + "/dead-letters?source=consumer")
     page.locator("tr", has_text="account frozen").get_by_role("link", name="Retry").click()
     page.click("text=Confirm: Retry")
     expect(page.locator(".notice.ok")).to_contain_text("retried consumer dead letter")
     _reload_until(page, env.base_url + "/messages", page.locator("text=No key is parked"))
+
+
+def test_pause_and_resume_a_schedule(page: Page, env: Env) -> None:
+    page.goto(env.base_url + "/schedules")
+    row = page.locator("table.schedules tr", has_text="nightly-restock")
+    row.get_by_role("link", name="Pause").click()
+    expect(page.locator("form.confirm")).to_contain_text("Pause schedule nightly-restock?")
+    page.click("text=Confirm: Pause")
+    expect(page.locator(".notice.ok")).to_contain_text("schedule nightly-restock paused")
+    expect(row).to_contain_text("paused")
+    row.get_by_role("link", name="Resume").click()
+    page.click("text=Confirm: Resume")
+    expect(page.locator(".notice.ok")).to_contain_text("schedule nightly-restock resumed")
+    expect(row.locator(".state")).to_have_text("active")
+
+
+def test_retry_every_dead_letter_a_filter_matches(page: Page, env: Env) -> None:
+    page.goto(env.base_url + "/dead-letters")
+    page.select_option("select[name=source]", "outbox")
+    page.fill("input[name=name]", "console.returns")
+    page.click("text=Filter")
+    expect(page.locator("table.grid tbody tr")).to_have_count(2)
+    page.click("text=Retry all matching")
+    expect(page.locator("form.confirm")).to_contain_text("name=console.returns")
+    page.click("text=Confirm: Retry all matching")
+    expect(page.locator(".notice.ok")).to_contain_text("retried 2 dead letter(s)")
+    expect(page.locator("main")).not_to_contain_text("nats: no responders")  # none left dead

@@ -14,6 +14,7 @@ runs, and `seed` which starts runs, leaves dead letters and sends webhooks like 
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -26,14 +27,17 @@ from convergent.messages import Message
 from convergent.outbox import consumer, declare_topic, emit
 from convergent.retry import RetryPolicy
 from convergent.store import Store
-from convergent.store.schema import dead_letters
+from convergent.store.schema import dead_letters, queues
 from convergent.webhooks import AllowList, create_endpoint, enqueue
 from convergent.workflows import Saga, StepContext, WorkflowContext, send, step, submit, workflow
+from convergent.workflows.schedules import Schedule, Ticks, sync_schedules
 
 TOPIC = "console.orders"
 declare_topic(TOPIC)
 INVOICES = "console.invoices"
 declare_topic(INVOICES)
+RETURNS = "console.returns"
+declare_topic(RETURNS)
 
 _CARD_RETRY = RetryPolicy(max_attempts=1000, initial_delay=0.5, max_delay=2.0, jitter=False)
 
@@ -64,9 +68,17 @@ async def payment(ctx: WorkflowContext, order_id: str) -> str:
 _TWICE = RetryPolicy(max_attempts=2, initial_delay=0.1, max_delay=0.1, jitter=False)
 
 
+#: the directory where the test "deploys a fix": a file ``fix-<name>`` (set for the worker too)
+FIXES_ENV = "CONSOLE_WORKLOAD_FIXES"
+
+
 def fixed(fix: str) -> bool:
-    """Whether the operator has "deployed the fix" for this piece of work."""
-    return Path(fix).exists()
+    """Whether the operator has "deployed the fix" named ``fix``."""
+    return fix_path(fix).exists()
+
+
+def fix_path(fix: str) -> Path:
+    return Path(os.environ[FIXES_ENV]) / f"fix-{fix}"
 
 
 @step(retry=_TWICE)
@@ -125,17 +137,17 @@ async def fulfilment(ctx: WorkflowContext, order_id: str) -> str:
     return await pack(order_id) + f" approved by {approval['by'] if approval else 'nobody'}"
 
 
-async def seed(store: Store, receiver_url: str, fixes: Path) -> dict[str, Any]:
+async def seed(store: Store, receiver_url: str) -> dict[str, Any]:
     """Start runs and make one dead letter of each retryable kind and two webhook messages.
 
-    The work that fails until its fix is deployed looks for a file in ``fixes``: ``fix_for``
-    names it; the test creates it to "deploy the fix"."""
+    The work that fails until its fix is deployed names its fix (`fixed`); the test deploys
+    it with `fix_path(...).touch()`."""
     failing = [await submit(store, payment, f"o-{i}", key=f"pay-{1000 + i}") for i in range(3)]
     invoices = []
     for i in range(2):
         key = f"inv-{2000 + i}"
-        invoices.append(await submit(store, invoice, f"i-{i}", fix_for(fixes, key), key=key))
-    refunds = [await submit(store, refund, "r-1", fix_for(fixes, "refund-1"), key="refund-1")]
+        invoices.append(await submit(store, invoice, f"i-{i}", key, key=key))
+    refunds = [await submit(store, refund, "r-1", "refund-1", key="refund-1")]
     async with store.begin() as conn:
         for n in (1, 2):  # the first is dead-lettered, the second parked behind it
             await emit(
@@ -143,7 +155,7 @@ async def seed(store: Store, receiver_url: str, fixes: Path) -> dict[str, Any]:
                 INVOICES,
                 "acct-7",
                 "invoice.issued",
-                {"n": n, "fix": fix_for(fixes, "ledger")},
+                {"n": n, "fix": "ledger"},
             )
     done = [await submit(store, fulfilment, f"f-{i}", key=f"ship-{i}") for i in range(5)]
     async with store.begin() as conn:
@@ -153,6 +165,23 @@ async def seed(store: Store, receiver_url: str, fixes: Path) -> dict[str, Any]:
     letter = Message(topic=TOPIC, key="o-9", type="order.placed", data={"order": "o-9"})
     letter_id = uuid7()
     async with store.begin() as conn:
+        for n in (1, 2):  # retried together, by filter
+            ret = f"ret-{n}"
+            returned = Message(topic=RETURNS, key=ret, type="order.returned", data={})
+            await conn.execute(
+                dead_letters.insert().values(
+                    id=uuid7(),
+                    source="outbox",
+                    source_ref=str(uuid7()),
+                    name=RETURNS,
+                    key=ret,
+                    payload={"topic": RETURNS, "key": ret, "envelope": returned.to_envelope()},
+                    reason="broker refused the return 5 times: nats: no responders",
+                    attempts=5,
+                    status="dead",
+                    created_at=now,
+                )
+            )
         await conn.execute(
             dead_letters.insert().values(
                 id=letter_id,
@@ -174,6 +203,15 @@ async def seed(store: Store, receiver_url: str, fixes: Path) -> dict[str, Any]:
             allow=AllowList(hosts=frozenset({"127.0.0.1"})),
         )
         messages = [await enqueue(conn, "order.paid", {"order": f"o-{i}"}) for i in range(2)]
+        await conn.execute(
+            queues.insert().values(
+                name="payments", concurrency=4, rate_limit=10, rate_period=1.0, updated_at=now
+            )
+        )
+    # written to the table only (schedule() would declare it for every test in this process)
+    ticks = Ticks("0 3 * * *", None, "UTC")
+    restock = Schedule("nightly-restock", fulfilment, ticks, "latest", ("restock",), None, 60, 100)
+    await sync_schedules(store, [restock])
     return {
         "failing": failing,
         "invoices": invoices,
@@ -183,10 +221,6 @@ async def seed(store: Store, receiver_url: str, fixes: Path) -> dict[str, Any]:
         "endpoint": endpoint.id,
         "messages": messages,
     }
-
-
-def fix_for(fixes: Path, what: str) -> str:
-    return str(fixes / f"fix-{what}")
 
 
 def as_ids(values: list[uuid.UUID]) -> list[str]:

@@ -16,7 +16,6 @@ from typing import Any
 import sqlalchemy as sa
 
 from convergent.auth import Principal
-from convergent.console.queries.dead_letters import LetterFilter, letter_ids
 from convergent.errors import ConvergentError, NotFound
 from convergent.ids import uuid7
 from convergent.store import Store
@@ -38,7 +37,7 @@ ActionFn = Callable[[Store, str, dict[str, str]], Awaitable[str]]
 @dataclass(frozen=True)
 class Action:
     name: str
-    target_kind: str  # run | dead_letter | dead_letters | webhook_endpoint
+    target_kind: str  # run | dead_letter | dead_letters | webhook_endpoint | schedule
     label: str  # the button
     confirm: str  # the question on the confirmation page; {target} is filled in
     fn: ActionFn
@@ -175,18 +174,22 @@ async def _retry_step(store: Store, target: str, _params: dict[str, str]) -> str
     return f"the step at position {seq} runs now"
 
 
-def _letter_filter(params: dict[str, str]) -> LetterFilter:
-    return LetterFilter(
-        source=params.get("source") or None,
-        status="dead",
-        name=params.get("name") or None,
-        key=params.get("key") or None,
-    )
+#: a bulk action by filter applies to at most this many letters (the oldest first)
+BULK_LIMIT = 1000
 
 
 async def _bulk(store: Store, params: dict[str, str], one: ActionFn, verb: str) -> str:
-    async with store.read() as conn:
-        ids = await letter_ids(conn, _letter_filter(params))
+    """Each matching letter in its own transaction, through the single-letter action (which
+    calls `convergent.dlq`), so one that fails does not stop the others."""
+    from convergent import dlq
+
+    where = dlq.LetterFilter(
+        source=params.get("source") or None,
+        status="dead",
+        name=(params.get("name") or "").strip() or None,
+        key=(params.get("key") or "").strip() or None,
+    )
+    ids = [letter.id for letter in await dlq.list_letters(store, where, limit=BULK_LIMIT)]
     done, failed = 0, []
     for letter_id in ids:
         try:
@@ -226,6 +229,18 @@ def _set_enabled(enabled: bool) -> ActionFn:
             target_id = _uuid(target, "webhook endpoint")
             endpoint = await update_endpoint(conn, target_id, enabled=enabled)
         return f"endpoint {endpoint.url} {'enabled' if enabled else 'disabled'}"
+
+    return go
+
+
+def _schedule(verb: str) -> ActionFn:
+    async def go(store: Store, target: str, _params: dict[str, str]) -> str:
+        from convergent.workflows import schedules
+
+        change = {"pause": schedules.pause, "resume": schedules.resume}.get(verb, schedules.trigger)
+        await change(store, target)  # `perform` records it; UnknownSchedule says what to do
+        done = {"pause": "paused", "resume": "resumed", "trigger": "triggered: a run starts now"}
+        return f"schedule {target} {done[verb]}"
 
     return go
 
@@ -309,6 +324,28 @@ for _action in (
         "Disable endpoint {target}? Callbacks wait until it is enabled.",
         _set_enabled(False),
         danger=True,
+    ),
+    Action(
+        "schedule.pause",
+        "schedule",
+        "Pause",
+        "Pause schedule {target}? It starts no run until it is resumed.",
+        _schedule("pause"),
+        danger=True,
+    ),
+    Action(
+        "schedule.resume",
+        "schedule",
+        "Resume",
+        "Resume schedule {target} from its next tick (the ticks of the pause are skipped)?",
+        _schedule("resume"),
+    ),
+    Action(
+        "schedule.trigger",
+        "schedule",
+        "Run now",
+        "Start a run of schedule {target} now, outside its ticks?",
+        _schedule("trigger"),
     ),
 ):
     register_action(_action)

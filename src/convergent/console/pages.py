@@ -16,6 +16,7 @@ from convergent.console.queries import idempotency as keys_q
 from convergent.console.queries import messages as messages_q
 from convergent.console.queries import overview as overview_q
 from convergent.console.queries import runs as runs_q
+from convergent.console.queries import schedules as schedules_q
 from convergent.console.queries import webhooks as webhooks_q
 from convergent.console.web import render
 from convergent.errors import NotFound
@@ -52,6 +53,7 @@ async def _overview_values(request: Request) -> dict[str, Any]:
     now = store.clock.now()
     async with store.read() as conn:
         data = await overview_q.overview(conn, now=now)
+        parked, _keys = await messages_q.parked_keys(conn)
     labels = [b.start.strftime("%H:%M") for b in data.buckets]
     throughput = chart(
         "Throughput (runs per 2 minutes)",
@@ -82,6 +84,7 @@ async def _overview_values(request: Request) -> dict[str, Any]:
         "consistency": consistency,
         "health": health,
         "sources": letters_q.SOURCES,
+        "parked": parked,
         "refresh": f"{request.app.state.refresh_seconds:g}",
     }
 
@@ -224,5 +227,23 @@ async def keys_page(request: Request, cursor: str = "") -> Response:
         page="idempotency",
         in_flight=in_flight,
         recent=recent,
+        now=store.clock.now(),
+    )
+
+
+@router.get("/schedules", include_in_schema=False)
+async def schedules_page(request: Request) -> Response:
+    from convergent.workflows.schedules import list_schedules
+
+    store = _store(request)
+    declared = await list_schedules(store)
+    async with store.read() as conn:
+        loads = await schedules_q.fleet_queues(conn)
+    return render(
+        request,
+        "schedules.html",
+        page="schedules",
+        schedules=declared,
+        queues=loads,
         now=store.clock.now(),
     )

@@ -125,3 +125,28 @@ async def test_actions_need_an_admin_and_a_known_name(store: Store) -> None:
     assert {"run.cancel", "dead_letter.retry", "webhook.resend"} <= set(ACTIONS)
     async with store.read() as conn:
         assert await conn.scalar(sa.select(sa.func.count()).select_from(runs)) == 0
+
+
+async def test_pause_resume_and_trigger_a_schedule(store: Store) -> None:
+    from convergent.workflows.schedules import Schedule, Ticks, list_schedules, sync_schedules
+
+    # built directly, not with schedule(): that would declare it for every later test
+    nightly = Schedule("nightly", WORKFLOW, Ticks(None, 3600.0, "UTC"), "latest", (), None, 60, 100)
+    await sync_schedules(store, [nightly])
+    paused = await perform(store, ADMIN, "schedule.pause", "nightly", {})
+    assert (paused.ok, paused.message) == (True, "schedule nightly paused")
+    assert [s.paused for s in await list_schedules(store)] == [True]
+    assert (await perform(store, ADMIN, "schedule.resume", "nightly", {})).ok
+    assert (await perform(store, ADMIN, "schedule.trigger", "nightly", {})).ok
+    [info] = await list_schedules(store)
+    assert not info.paused
+    assert info.triggered_at is not None
+    unknown = await perform(store, ADMIN, "schedule.pause", "weekly", {})
+    assert not unknown.ok
+    assert "no schedule named 'weekly'" in unknown.message
+    assert [(r[1], r[3]) for r in await _records(store)] == [
+        ("schedule.pause", "ok"),
+        ("schedule.resume", "ok"),
+        ("schedule.trigger", "ok"),
+        ("schedule.pause", "failed"),
+    ]

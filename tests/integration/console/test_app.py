@@ -10,11 +10,20 @@ import pytest
 from fastapi import FastAPI
 
 from convergent.auth import create_key
-from convergent.console import create_console
+from convergent.console import ACTIONS, create_console
 from convergent.store import Store
 from convergent.workflows import Workflow, status, submit
 
-PAGES = ["/", "/overview/live", "/runs", "/messages", "/dead-letters", "/webhooks", "/idempotency"]
+PAGES = [
+    "/",
+    "/overview/live",
+    "/runs",
+    "/messages",
+    "/dead-letters",
+    "/webhooks",
+    "/idempotency",
+    "/schedules",
+]
 
 
 async def _noop(ctx: object) -> None:
@@ -60,7 +69,9 @@ async def test_actions_refuse_anyone_without_an_admin_key(
     http: httpx.AsyncClient, keys: dict[str, str]
 ) -> None:
     form = {"target": "x", "confirm": "yes"}
-    assert (await http.post("/console/actions/run.cancel", data=form)).status_code == 401
+    for name in ACTIONS:  # every action, nothing done without an admin key
+        assert (await http.post(f"/console/actions/{name}", data=form)).status_code == 401
+        assert (await http.get(f"/console/actions/{name}?target=x")).status_code == 401
     with_client = await http.post(
         "/console/actions/run.cancel", data=form, headers={"X-Api-Key": keys["client"]}
     )

@@ -232,3 +232,97 @@ async def test_messages_show_outbox_backlog_per_topic_and_partition(store: Store
         data = await messages_q.messages(conn)
     assert sum(row.backlog for row in data.outbox) == 3
     assert {row.topic for row in data.outbox} == {"t.orders"}
+
+
+async def test_messages_show_parked_keys_per_group_and_the_letter_they_wait_for(
+    store: Store,
+) -> None:
+    from convergent.ids import uuid7
+    from convergent.store.schema import parked
+
+    letter = uuid7()
+    now = store.clock.now()
+    rows = [("ledger", "acct-7", letter), ("ledger", "acct-7", None), ("ledger", "acct-9", None)]
+    rows.append(("audit", "acct-7", None))
+    async with store.begin() as conn:
+        for group, key, dead in rows:
+            await conn.execute(
+                parked.insert().values(
+                    consumer_group=group,
+                    topic="t.invoices",
+                    key=key,
+                    message_id=str(uuid7()),
+                    envelope={},
+                    dead_letter_id=dead,
+                    parked_at=now,
+                )
+            )
+        data = await messages_q.messages(conn)
+    assert data.parked == {("ledger", "t.invoices"): 2, ("audit", "t.invoices"): 1}
+    first = data.parked_list[0]
+    assert (first.consumer_group, first.key, first.messages) == ("ledger", "acct-7", 2)
+    assert first.dead_letter_id == letter
+    assert [(p.consumer_group, p.key) for p in data.parked_list[1:]] == [
+        ("ledger", "acct-9"),
+        ("audit", "acct-7"),
+    ]
+
+
+async def test_fleet_queues_show_their_limits_and_runs_pending(store: Store) -> None:
+    from convergent.console.queries import schedules as schedules_q
+    from convergent.store.schema import queues
+    from convergent.workflows import Workflow, submit
+
+    async def noop(ctx: object) -> None:
+        return None
+
+    flow: Workflow[[], None] = Workflow(noop, "console.test.queued", "default")
+    for _ in range(2):
+        await submit(store, flow, queue="payments")
+    await submit(store, flow)  # the default queue: not a fleet queue
+    async with store.begin() as conn:
+        await conn.execute(
+            queues.insert().values(
+                name="payments", concurrency=4, rate_limit=10, rate_period=1.0,
+                updated_at=store.clock.now(),
+            )
+        )  # fmt: skip
+        [load] = await schedules_q.fleet_queues(conn)
+    assert (load.queue.name, load.queue.concurrency, load.running, load.pending) == (
+        "payments",
+        4,
+        0,
+        2,
+    )
+
+
+async def test_run_detail_shows_child_runs_and_the_parent(store: Store) -> None:
+    from convergent.store.schema import run_children
+    from convergent.workflows import Workflow, submit
+
+    async def noop(ctx: object) -> None:
+        return None
+
+    flow: Workflow[[], None] = Workflow(noop, "console.test.family", "default")
+    parent = await submit(store, flow, key="order-1")
+    children = [await submit(store, flow, key=f"child:{parent}:{seq}") for seq in (2, 3)]
+    async with store.begin() as conn:
+        for seq, child in zip((2, 3), children, strict=True):
+            await conn.execute(
+                run_children.insert().values(
+                    parent_id=parent,
+                    seq=seq,
+                    child_id=child,
+                    status="waiting",
+                    created_at=store.clock.now(),
+                )
+            )
+        of_parent = await runs_q.run_detail(conn, parent)
+        of_child = await runs_q.run_detail(conn, children[1])
+    assert [(c.id, c.seq, c.link) for c in of_parent.children] == [
+        (children[0], 2, "waiting"),
+        (children[1], 3, "waiting"),
+    ]
+    assert of_parent.parent is None
+    assert of_child.parent.id == parent
+    assert of_child.children == []

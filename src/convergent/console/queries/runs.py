@@ -19,7 +19,14 @@ from convergent.console.queries.paging import (
     parse_uuid,
 )
 from convergent.errors import RunNotFound
-from convergent.store.schema import dead_letters, operator_actions, run_events, run_steps, runs
+from convergent.store.schema import (
+    dead_letters,
+    operator_actions,
+    run_children,
+    run_events,
+    run_steps,
+    runs,
+)
 
 __all__ = [
     "RUN_STATES",
@@ -127,7 +134,8 @@ class RunDetail:
     events: list[Any]
     dead_letters: list[Any]
     actions: list[Any]
-    children: list[Any] = field(default_factory=list)  # child runs arrive with issue 14
+    children: list[Any] = field(default_factory=list)  # id, workflow, status, seq, link
+    parent: Any = None  # the run that started this one as a child (id, workflow, status)
 
 
 def _timeline(run: Any, steps: list[Any]) -> list[TimelineEntry]:
@@ -209,6 +217,7 @@ async def run_detail(conn: AsyncConnection, run_id: uuid.UUID) -> RunDetail:
         )
     ).all()
     ref = str(run_id)
+    ch = run_children.c
     letters = (
         await conn.execute(
             sa.select(dead_letters)
@@ -227,6 +236,27 @@ async def run_detail(conn: AsyncConnection, run_id: uuid.UUID) -> RunDetail:
         events=list(events),
         dead_letters=list(letters),
         actions=await _run_actions(conn, ref, [str(letter.id) for letter in letters]),
+        children=list(
+            (
+                await conn.execute(
+                    sa.select(
+                        runs.c.id, runs.c.workflow, runs.c.status, ch.seq, ch.status.label("link")
+                    )
+                    .join(run_children, ch.child_id == runs.c.id)
+                    .where(ch.parent_id == run_id)
+                    .order_by(ch.seq)
+                    .limit(500)
+                )
+            ).all()
+        ),
+        parent=(
+            await conn.execute(
+                sa.select(runs.c.id, runs.c.workflow, runs.c.status)
+                .join(run_children, ch.parent_id == runs.c.id)
+                .where(ch.child_id == run_id)
+                .limit(1)
+            )
+        ).first(),
     )
 
 
