@@ -33,6 +33,7 @@ from convergent_shop import (  # noqa: F401 (modules that only declare tables ar
     shipping,
     trading,
     webhooks,
+    workflows,  # registers the saga and the booking lifecycle, which routes start by name
 )
 from convergent_shop import settings as shop_settings
 from convergent_shop.db import create_shop_tables

@@ -39,13 +39,22 @@ from convergent.resources import (
 )
 from convergent.store import Store, store_of
 from convergent.store.types import JSONType, UTCDateTime
-from convergent.workflows import start
+from convergent.workflows import get_workflow, start
 from convergent_shop.clients import AUTHENTICATED, actor, client_id
 from convergent_shop.db import metadata
 from convergent_shop.events import announce
 from convergent_shop.fields import JsonDatetime, JsonInt
 
-__all__ = ["BOOKINGS", "bookings", "confirm_booking", "router", "run_confirmer"]
+__all__ = [
+    "BOOKINGS",
+    "BOOKING_LIFECYCLE",
+    "bookings",
+    "confirm_booking",
+    "router",
+    "run_confirmer",
+]
+
+BOOKING_LIFECYCLE = "shop.booking"
 
 log = logging.getLogger(__name__)
 
@@ -230,9 +239,8 @@ async def run_confirmer(store: Store, stop: asyncio.Event, poll_interval: float 
 
 async def _start_lifecycle(conn: AsyncConnection, row: Any) -> None:
     """Confirm the booking, then archive it by timer: a durable run started with the booking."""
-    from convergent_shop.workflows import booking_lifecycle  # the workflow imports this module
-
-    await start(conn, booking_lifecycle, str(row.id), key=f"booking:{row.id}")
+    # by name: the workflow (convergent_shop.workflows) imports this module
+    await start(conn, get_workflow(BOOKING_LIFECYCLE), str(row.id), key=f"booking:{row.id}")
 
 
 # HTTP ---------------------------------------------------------------------------------------

@@ -21,13 +21,16 @@ from convergent.ids import uuid7
 from convergent.resources import Action, ResourceTable, StateMachine, wait_for
 from convergent.store import Store
 from convergent.store.types import JSONType, UTCDateTime
-from convergent.workflows import cancel, start
+from convergent.workflows import cancel, get_workflow, start
 from convergent_shop.clients import AUTHENTICATED, actor, client_id
 from convergent_shop.db import metadata
 from convergent_shop.events import announce
 from convergent_shop.fields import JsonInt
 
-__all__ = ["ORDERS", "OrderIn", "orders", "router"]
+__all__ = ["ORDERS", "ORDER_SAGA", "OrderIn", "orders", "router"]
+
+#: the order saga, started by name: the saga (convergent_shop.workflows) imports this module
+ORDER_SAGA = "shop.order"
 
 orders = sa.Table(
     "shop_orders",
@@ -123,7 +126,7 @@ def _store(request: Request) -> Store:
 @router.post("/orders", status_code=202, openapi_extra=header_parameters("Idempotency-Key"))
 async def create_order(body: OrderIn, request: Request, response: Response) -> Any:
     """Accept the order and start its saga in one transaction; ``Prefer: wait=N`` waits for it."""
-    from convergent_shop.workflows import order_saga  # the saga imports this module
+    order_saga = get_workflow(ORDER_SAGA)
 
     store = _store(request)
     now = store.clock.now()
@@ -208,7 +211,7 @@ async def get_order(order_id: str, request: Request, response: Response) -> Any:
 )
 async def cancel_order(order_id: str, request: Request, response: Response) -> dict[str, Any]:
     """Cancel (with compensation once steps ran); If-Match required: 428 / 412 / 409."""
-    from convergent_shop.workflows import order_saga  # the saga imports this module
+    order_saga = get_workflow(ORDER_SAGA)
 
     store = _store(request)
     async with store.begin() as conn:

@@ -22,11 +22,11 @@ from convergent.errors import InvalidTransition, PermanentError, RunCancelled, T
 from convergent.retry import RetryPolicy
 from convergent.store import store_of
 from convergent.workflows import Saga, StepContext, WorkflowContext, step, workflow
-from convergent_shop import inventory, payments, shipping
+from convergent_shop import bookings, inventory, payments, shipping
 from convergent_shop import settings as shop_settings
 from convergent_shop.events import announce
 from convergent_shop.metrics import observe_final_order
-from convergent_shop.orders import ORDERS, orders
+from convergent_shop.orders import ORDER_SAGA, ORDERS, orders
 from convergent_shop.psp import money
 from convergent_shop.psp_client import PspClient
 
@@ -253,7 +253,7 @@ async def settle_order(ctx: StepContext, order_id: str, outcome: str) -> str:
 # the saga -------------------------------------------------------------------------------------
 
 
-@workflow(name="shop.order")
+@workflow(name=ORDER_SAGA)
 async def order_saga(ctx: WorkflowContext, order_id: str) -> str:
     try:
         async with Saga() as saga:
@@ -278,8 +278,6 @@ ARCHIVE_BEFORE = timedelta(days=1)
 @step(retry=FORWARD)
 async def confirm_booking(ctx: StepContext, booking_id: str) -> str:
     """Decide a pending booking (ready or failed); the state it is in afterwards."""
-    from convergent_shop import bookings
-
     async with ctx.transaction() as conn:
         await bookings.confirm_booking(conn, uuid.UUID(booking_id))
         row = await bookings.BOOKINGS.get(conn, uuid.UUID(booking_id))
@@ -289,8 +287,6 @@ async def confirm_booking(ctx: StepContext, booking_id: str) -> str:
 @step(retry=FORWARD)
 async def archive_time(ctx: StepContext, booking_id: str) -> str | None:
     """When the booking is to be archived (it may have been moved), or None once it is over."""
-    from convergent_shop import bookings
-
     async with ctx.store.read() as conn:
         row = await bookings.BOOKINGS.get(conn, uuid.UUID(booking_id))
     if row is None or row.state != "ready" or row.time is None:
@@ -300,8 +296,6 @@ async def archive_time(ctx: StepContext, booking_id: str) -> str | None:
 
 @step(retry=FORWARD)
 async def archive_booking(ctx: StepContext, booking_id: str) -> str:
-    from convergent_shop import bookings
-
     async with ctx.transaction() as conn:
         try:
             row = await bookings.BOOKINGS.transition(
@@ -313,7 +307,7 @@ async def archive_booking(ctx: StepContext, booking_id: str) -> str:
     return str(row.state)
 
 
-@workflow(name="shop.booking")
+@workflow(name=bookings.BOOKING_LIFECYCLE)
 async def booking_lifecycle(ctx: WorkflowContext, booking_id: str) -> str:
     state = await confirm_booking(booking_id)
     if state != "ready":

@@ -10,6 +10,7 @@ from convergent.workflows._api import (
     RunInfo,
     StepInfo,
     cancel,
+    enqueue,
     list_runs,
     result,
     run_steps_of,
@@ -24,6 +25,9 @@ from convergent.workflows._registry import Step, Workflow, get_workflow, registe
 from convergent.workflows._worker import Worker
 from convergent.workflows.saga import Saga
 
+# plugs child runs into RunContext.child (children builds on the modules above)
+from convergent.workflows import children as _children  # noqa: F401  isort: skip
+
 __all__ = [
     "RUNS_CHANNEL",
     "LeaseLost",
@@ -37,6 +41,7 @@ __all__ = [
     "Workflow",
     "WorkflowContext",
     "cancel",
+    "enqueue",
     "get_workflow",
     "history",
     "list_runs",

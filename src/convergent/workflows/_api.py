@@ -36,6 +36,7 @@ __all__ = [
     "RunInfo",
     "StepInfo",
     "cancel",
+    "enqueue",
     "list_runs",
     "result",
     "run_steps_of",
@@ -439,3 +440,23 @@ def _info(row: Any) -> RunInfo:
         row.version,
         row.waiting_for,
     )
+
+
+async def enqueue(
+    conn: AsyncConnection,
+    workflow: Workflow[Any, Any],
+    *args: Any,
+    priority: int = 0,
+    key: str | None = None,
+    queue: str | None = None,
+) -> uuid.UUID:
+    """`start` a run, in the caller's transaction, with a ``priority``: in a fleet queue,
+    runs of higher priority are claimed first."""
+    run_id = await start(conn, workflow, *args, key=key, queue=queue)
+    if priority:
+        await conn.execute(
+            sa.update(runs)
+            .where(runs.c.id == run_id, runs.c.status == "pending")
+            .values(priority=priority)
+        )
+    return run_id

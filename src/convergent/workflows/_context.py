@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -94,6 +94,38 @@ class Interrupted(BaseException):
     """The engine could not record the run's progress (the database went away): the run stops
     here, unharmed, and resumes from its checkpoints later. Not an ``Exception``, so neither a
     saga nor workflow code mistakes a database restart for the business failing."""
+
+
+class ChildSupport(Protocol):
+    """What `convergent.workflows.children` (built on this module) plugs in for `child`."""
+
+    async def await_child(
+        self,
+        ctx: RunContext,
+        workflow: Workflow[Any, Any] | str,
+        args: tuple[Any, ...],
+        *,
+        queue: str | None = None,
+    ) -> Any: ...
+
+    async def start_detached(
+        self,
+        ctx: RunContext,
+        workflow: Workflow[Any, Any] | str,
+        args: tuple[Any, ...],
+        *,
+        queue: str | None = None,
+    ) -> uuid.UUID: ...
+
+
+#: set when convergent.workflows.children is imported (the package imports it)
+child_support: ChildSupport | None = None
+
+
+def _children() -> ChildSupport:
+    if child_support is None:
+        raise WorkflowError("child runs need convergent.workflows.children: import it")
+    return child_support
 
 
 async def hold(conn: AsyncConnection, run_id: uuid.UUID, owner: str) -> None:
@@ -270,18 +302,14 @@ class RunContext:
     ) -> Any:
         """Start ``workflow(*args)`` as a child run, once, and wait durably for its result
         (`convergent.workflows.children`); its failure raises `ChildFailed` here."""
-        from convergent.workflows.children import await_child
-
-        return await await_child(self, workflow, args, queue=queue)
+        return await _children().await_child(self, workflow, args, queue=queue)
 
     async def start_child(
         self, workflow: Workflow[Any, Any] | str, *args: Any, queue: str | None = None
     ) -> uuid.UUID:
         """Start ``workflow(*args)`` as a detached child run, once, and return its id without
         waiting; it is not cancelled with this run."""
-        from convergent.workflows.children import start_detached
-
-        return await start_detached(self, workflow, args, queue=queue)
+        return await _children().start_detached(self, workflow, args, queue=queue)
 
     async def begin_compensation(self) -> None:
         """Mark the run compensating; steps called from now on are compensations."""

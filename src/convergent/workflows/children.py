@@ -32,6 +32,7 @@ from convergent.faults import fault_point, register
 from convergent.ids import uuid7
 from convergent.store import Store
 from convergent.store.schema import run_children, runs
+from convergent.workflows import _context
 from convergent.workflows._api import cancel, start
 from convergent.workflows._committer import DONE_CHANNEL
 from convergent.workflows._context import RunContext, StepRecord, Suspend, _recording, _step_params
@@ -304,3 +305,11 @@ class ChildWaker:
                     p.cancel()
                 if waiting and not stop.is_set():  # a busy fleet ends runs all the time
                     await asyncio.sleep(self.min_gap)
+
+
+class _ChildSupport:
+    await_child = staticmethod(await_child)
+    start_detached = staticmethod(start_detached)
+
+
+_context.child_support = _ChildSupport()  # RunContext.child / start_child call in here

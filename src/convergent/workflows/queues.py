@@ -9,7 +9,8 @@ The limits are enforced in the claim: a worker that found due runs of a fleet qu
 queue's row in ``convergent_queues`` (so claimers of that queue take turns, on PostgreSQL and
 SQLite alike), counts the runs of the queue held by any worker, takes only what the limits leave
 and draws one token per run it starts (a run resumed after a sleep or a wait draws none). Runs of
-a fleet queue are claimed highest ``priority`` first (`enqueue`), then oldest due first; they are
+a fleet queue are claimed highest ``priority`` first (`convergent.workflows.enqueue`), then
+oldest due first; they are
 never taken at submit time by a worker of the submitting process (the fast path), so every start
 goes through the limits. "At once" counts runs held by a worker: a run that sleeps or waits for an
 event or a child holds no slot.
@@ -19,7 +20,6 @@ Queues not declared here keep the per-worker limits of ``Worker(queues=...)`` on
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,10 +30,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from convergent.errors import ConfigurationError
 from convergent.store import store_of
 from convergent.store.schema import queues, runs
-from convergent.workflows._registry import Workflow
 from convergent.workflows._statements import ACTIVE
 
-__all__ = ["QUEUES", "FleetQueue", "enqueue", "fleet_queue", "gate_of"]
+__all__ = ["QUEUES", "FleetQueue", "fleet_queue", "gate_of"]
 
 
 @dataclass(frozen=True)
@@ -129,25 +128,3 @@ def fleet_queue(
 def gate_of(queue: str) -> FleetQueue | None:
     """The fleet limits of ``queue``, None for a queue limited per worker only."""
     return QUEUES.get(queue) if QUEUES else None
-
-
-async def enqueue(
-    conn: AsyncConnection,
-    workflow: Workflow[Any, Any],
-    *args: Any,
-    priority: int = 0,
-    key: str | None = None,
-    queue: str | None = None,
-) -> uuid.UUID:
-    """`start` a run, in the caller's transaction, with a ``priority``: in a fleet queue,
-    runs of higher priority are claimed first."""
-    from convergent.workflows._api import start  # _api imports the worker, which imports us
-
-    run_id = await start(conn, workflow, *args, key=key, queue=queue)
-    if priority:
-        await conn.execute(
-            sa.update(runs)
-            .where(runs.c.id == run_id, runs.c.status == "pending")
-            .values(priority=priority)
-        )
-    return run_id

@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from convergent.clock import ManualClock
 from convergent.errors import ConfigurationError
 from convergent.store import Store
-from convergent.workflows import WorkflowContext, list_runs, result, submit, workflow
-from convergent.workflows.queues import enqueue, fleet_queue
+from convergent.workflows import WorkflowContext, enqueue, list_runs, result, submit, workflow
+from convergent.workflows.queues import fleet_queue
 from tests.integration.workflows import queue_flows
 from tests.integration.workflows.conftest import running, until
 

@@ -11,9 +11,9 @@ from convergent.errors import UnknownWorkflow
 def test_the_public_api_is_exactly_these_names() -> None:
     assert sorted(wf.__all__) == [
         "LeaseLost", "RUNS_CHANNEL", "RunAction", "RunInfo", "Saga", "Step", "StepContext",
-        "StepInfo", "Worker", "Workflow", "WorkflowContext", "cancel", "get_workflow", "history",
-        "list_runs", "registered", "result", "resume", "retry_step", "run_steps_of", "send",
-        "start", "status", "step", "submit", "workflow",
+        "StepInfo", "Worker", "Workflow", "WorkflowContext", "cancel", "enqueue", "get_workflow",
+        "history", "list_runs", "registered", "result", "resume", "retry_step", "run_steps_of",
+        "send", "start", "status", "step", "submit", "workflow",
     ]  # fmt: skip
 
 
