@@ -104,22 +104,28 @@ async def authorize_payment(ctx: StepContext, order_id: str) -> dict[str, Any]:
         payment = await payments.open_authorization(
             conn, order_id, row.amount, row.currency, ctx.idempotency_key, store.clock.now()
         )
-    if payments.is_settled(payment):
-        outcome = payments.view(payment)
-    else:
-        outcome = await _authorize_at_provider(ctx, order_id, payment)
+    answer = None if payments.is_settled(payment) else await _ask_provider(payment, order_id)
+    # the provider's answer and the order's move commit together: one write, not two (on
+    # SQLite every write transaction queues for the one writer)
+    async with ctx.transaction() as conn:
+        if isinstance(answer, str):
+            outcome = await payments.decline(conn, order_id, answer, store.clock.now())
+        elif answer is not None:
+            outcome = await payments.adopt(conn, order_id, answer, store.clock.now())
+        else:
+            outcome = payments.view(payment)
+        if outcome["status"] == "authorized":
+            await _move(conn, order_id, "authorize")
     if outcome["status"] != "authorized":
         raise PermanentError(f"payment {outcome['status']}: {outcome.get('reason') or ''}")
-    async with ctx.transaction() as conn:
-        await _move(conn, order_id, "authorize")
     return outcome
 
 
-async def _authorize_at_provider(ctx: StepContext, order_id: str, payment: Any) -> dict[str, Any]:
-    store = ctx.store
+async def _ask_provider(payment: Any, order_id: str) -> dict[str, Any] | str:
+    """The provider's record of the authorization, or the reason it declined."""
     psp = psp_client()
     try:
-        made = await psp.authorize(
+        return await psp.authorize(
             payment.authorize_key,
             amount=money(payment.amount_cents),
             currency=payment.currency,
@@ -129,12 +135,9 @@ async def _authorize_at_provider(ctx: StepContext, order_id: str, payment: Any) 
         found = await psp.lookup(payment.authorize_key)  # did it land before the answer was lost?
         if found is None:
             raise
-        made = found
+        return found
     except PermanentError as exc:
-        async with ctx.transaction() as conn:
-            return await payments.decline(conn, order_id, exc.message, store.clock.now())
-    async with ctx.transaction() as conn:
-        return await payments.adopt(conn, order_id, made, store.clock.now())
+        return exc.message
 
 
 @authorize_payment.reconciler
@@ -162,22 +165,24 @@ async def create_shipment(ctx: StepContext, order_id: str) -> dict[str, Any]:
 @step(retry=FORWARD)
 async def complete_order(ctx: StepContext, order_id: str) -> dict[str, Any]:
     store = ctx.store
-    async with ctx.transaction() as conn:
+    async with store.read() as conn:  # the write below checks the state again
         row = await _order(conn, order_id)
         payment = await payments.payment_row(conn, order_id)
     if row.state == "completed":  # a replay: completed before its checkpoint was written
         return {"state": "completed"}
     if row.state != "authorized":
         raise PermanentError(f"order {order_id} is {row.state}; not completing")
+    done = None
     if payment.status != "captured":
         done = await psp_client().capture(payment.psp_payment_id, ctx.idempotency_key)
-        async with ctx.transaction() as conn:
+    async with ctx.transaction() as conn:  # the capture, the move and the shipment: one write
+        if done is not None:
             await payments.adopt(conn, order_id, done, store.clock.now())
-    async with ctx.transaction() as conn:
         completed = await _move(conn, order_id, "complete")
-        if completed is None:  # cancelled meanwhile: the compensations refund the capture
-            raise PermanentError(f"order {order_id} was cancelled while completing")
-        await inventory.ship(conn, order_id, ctx.idempotency_key, store.clock.now())
+        if completed is not None:
+            await inventory.ship(conn, order_id, ctx.idempotency_key, store.clock.now())
+    if completed is None:  # cancelled meanwhile: the compensations refund the capture
+        raise PermanentError(f"order {order_id} was cancelled while completing")
     return {"state": "completed"}
 
 
