@@ -29,10 +29,10 @@ from convergent.errors import (
 from convergent.faults import fault_point, register
 from convergent.ids import uuid7
 from convergent.store import Store
-from convergent.store.schema import dead_letters, run_events, run_steps, runs
+from convergent.store.schema import dead_letters, run_events, run_steps
 from convergent.workflows._committer import Committer
 from convergent.workflows._metrics import Attempt, dead_lettered, retried
-from convergent.workflows._statements import Statements
+from convergent.workflows._statements import Statements, held_row
 
 if TYPE_CHECKING:
     from convergent.workflows._registry import Step, Workflow
@@ -131,12 +131,7 @@ def _children() -> ChildSupport:
 async def hold(conn: AsyncConnection, run_id: uuid.UUID, owner: str) -> None:
     """Go on only while ``owner`` holds the run; its row stays share-locked to the commit, so a
     takeover waits for this transaction or has already won (then ``LeaseLost``)."""
-    held = await conn.scalar(
-        sa.select(runs.c.id)
-        .where(runs.c.id == run_id, runs.c.lease_owner == owner)
-        .with_for_update(read=True)
-    )
-    if held is None:
+    if await conn.scalar(held_row(run_id, owner)) is None:
         raise LeaseLost(f"run {run_id} is held by another worker now")
 
 

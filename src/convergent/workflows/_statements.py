@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from convergent.store import Dialect
 from convergent.store.schema import run_steps, runs
 
-__all__ = ["ACTIVE", "FINAL", "RUNS_CHANNEL", "Statements", "held_by", "statements_for"]
+__all__ = ["ACTIVE", "FINAL", "RUNS_CHANNEL", "Statements", "held_row", "statements_for"]
 
 RUNS_CHANNEL = "convergent_runs"
 ACTIVE = ("pending", "running", "compensating")
@@ -41,24 +41,21 @@ STEP_FIELDS = (
 )
 
 
-def held_by(owner: Any) -> sa.Exists:
-    """The run is still leased to ``owner`` (the fencing condition of every write of a run);
-    the row stays share-locked to the commit, so a takeover waits for it or wins outright."""
-    held = (
+def held_row(run_id: Any, owner: Any) -> sa.Select[Any]:
+    """The run's row while it is leased to ``owner`` (the fencing condition of every write of a
+    run); share-locked to the commit, so a takeover waits for it or has already won."""
+    return (
         sa.select(runs.c.id)
-        .where(
-            runs.c.id == sa.bindparam("run_id", type_=runs.c.id.type), runs.c.lease_owner == owner
-        )
+        .where(runs.c.id == run_id, runs.c.lease_owner == owner)
         .with_for_update(read=True)
     )
-    return held.exists()
 
 
 def statements_for(sql: Dialect) -> Statements:
     # a checkpoint lands only while its writer holds the run: a worker cut off past its lease
     # (partitioned, paused) writes nothing once another worker has taken the run over
     source = sa.select(*(sa.bindparam(f, type_=run_steps.c[f].type) for f in STEP_FIELDS)).where(
-        held_by(sa.bindparam("owner"))
+        held_row(sa.bindparam("run_id", type_=runs.c.id.type), sa.bindparam("owner")).exists()
     )
     ins = sql.insert(run_steps).from_select(STEP_FIELDS, source)
     cols = ("kind", "name", "status", "idempotency_key", "attempts", "next_attempt_at")
