@@ -158,7 +158,8 @@ async def floor(
     from convergent_shop.psp_client import PspClient
     from convergent_shop.sim.processes import wait_healthy
 
-    store = Store(database_url)
+    # enough connections for the orders in flight at once: the floor must not queue for them
+    store = Store(database_url, pool_size=20, max_overflow=40)
     async with store.begin() as conn:
         await conn.run_sync(floor_table.metadata.drop_all)
         await conn.run_sync(floor_table.metadata.create_all)
@@ -245,7 +246,8 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         # the engines' warnings (a cancelled order's saga, say) go to a file, not the figures
-        logging.basicConfig(filename=work / "bench.log", level=logging.WARNING, force=True)
+        log_file = Path(tempfile.gettempdir()) / "convergent-bench-shop.log"
+        logging.basicConfig(filename=log_file, level=logging.WARNING, force=True)
         for layout in layouts:
             rate = args.rate or (50.0 if layout == "sqlite" else 200.0)
             print(f"== {layout}: {orders} orders offered at {rate:.0f}/s")
