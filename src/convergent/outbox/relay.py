@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 from collections import Counter
@@ -149,8 +150,9 @@ class Relay:
         settled = 0
         while True:
             async with self.store.statement() as conn:
-                query = _due_rows(partitions, self.store.clock.now(), self.batch_size)
-                rows = _hold_back_behind_retries((await conn.execute(query)).all())
+                query = _due_rows(tuple(partitions), self.batch_size)
+                due = await conn.execute(query, {"now": self.store.clock.now()})
+                rows = _hold_back_behind_retries(due.all())
             if not rows:
                 return settled
             fault_point(AFTER_CLAIM)
@@ -281,7 +283,11 @@ def _count_published(rows: Iterable[Any]) -> None:
         metrics.PUBLISHED.labels(topic).inc(n)
 
 
-def _due_rows(partitions: list[int], now: datetime, limit: int) -> sa.Select[Any]:
+@functools.lru_cache(maxsize=64)
+def _due_rows(partitions: tuple[int, ...], limit: int) -> sa.Select[Any]:
+    """The due rows of ``partitions`` as of the ``now`` parameter. Built once per lane's
+    partitions (it runs on every wake-up; building and keying it costs more than running it)."""
+    now = sa.bindparam("now", type_=outbox.c.next_attempt_at.type)
     blocked = outbox.alias("blocked")
     later_than_a_waiting_row = (
         sa.select(blocked.c.id)

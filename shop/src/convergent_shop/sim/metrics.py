@@ -26,9 +26,27 @@ async def _scalar(conn: AsyncConnection, sql: str) -> int | None:
         return None
 
 
-async def _count(conn: AsyncConnection, table: str, where: dict[str, str]) -> int | None:
-    """Rows of ``table`` matching the first WHERE whose column exists; None without the table."""
+async def _columns(
+    conn: AsyncConnection, table: str, seen: dict[str, set[str]] | None
+) -> set[str] | None:
+    """`table_columns`, remembered in ``seen`` once the table exists (a sampler asks twice a
+    second; its tables' columns do not change while it runs)."""
+    if seen is not None and table in seen:
+        return seen[table]
     columns = await table_columns(conn, table)
+    if seen is not None and columns is not None:
+        seen[table] = columns
+    return columns
+
+
+async def _count(
+    conn: AsyncConnection,
+    table: str,
+    where: dict[str, str],
+    seen: dict[str, set[str]] | None = None,
+) -> int | None:
+    """Rows of ``table`` matching the first WHERE whose column exists; None without the table."""
+    columns = await _columns(conn, table, seen)
     if columns is None:
         return None
     for column, condition in where.items():
@@ -37,11 +55,12 @@ async def _count(conn: AsyncConnection, table: str, where: dict[str, str]) -> in
     return await _scalar(conn, f"SELECT COUNT(*) FROM {table}")
 
 
-async def read_figures(store: Store) -> dict[str, Any]:
-    """Orders by state, runs in flight, outbox backlog, dead letters, keys in progress."""
+async def read_figures(store: Store, seen: dict[str, set[str]] | None = None) -> dict[str, Any]:
+    """Orders by state, runs in flight, outbox backlog, dead letters, keys in progress
+    (``seen``: the columns of the tables found so far, kept by a caller that samples often)."""
     figures: dict[str, Any] = {}
     async with store.read() as conn:
-        if await table_columns(conn, "shop_orders") is not None:
+        if await _columns(conn, "shop_orders", seen) is not None:
             by_state_sql = "SELECT state, COUNT(*) FROM shop_orders GROUP BY state"
             rows = await conn.execute(sa.text(by_state_sql))
             by_state = {str(s): int(n) for s, n in rows}
@@ -52,20 +71,22 @@ async def read_figures(store: Store) -> dict[str, Any]:
             conn,
             "convergent_runs",
             {"status": "status IN ('pending', 'running', 'compensating', 'sleeping')"},
+            seen,
         )
         figures["outbox_backlog"] = await _count(
             conn,
             "convergent_outbox",
             {"published_at": "published_at IS NULL", "status": "status = 'pending'"},
+            seen,
         )
         figures["dead_letters"] = await _count(
-            conn, "convergent_dead_letters", {"status": "status = 'dead'"}
+            conn, "convergent_dead_letters", {"status": "status = 'dead'"}, seen
         )
         figures["trades_open"] = await _count(
-            conn, "shop_trade_orders", {"status": "status != 'filled'"}
+            conn, "shop_trade_orders", {"status": "status != 'filled'"}, seen
         )
         figures["keys_in_progress"] = await _count(
-            conn, "convergent_idempotency_keys", {"status": "status = 'in_progress'"}
+            conn, "convergent_idempotency_keys", {"status": "status = 'in_progress'"}, seen
         )
     return figures
 
@@ -149,6 +170,7 @@ class Sampler:
         self.interval = interval
         self.samples: list[dict[str, Any]] = []
         self.started = time.monotonic()
+        self._seen: dict[str, set[str]] = {}
 
     @property
     def latest(self) -> dict[str, Any]:
@@ -156,7 +178,7 @@ class Sampler:
 
     async def sample(self) -> dict[str, Any]:
         try:
-            figures = await read_figures(self.store)
+            figures = await read_figures(self.store, self._seen)
             durations = await time_to_consistency(self.store)
             if durations:
                 figures["ttc_p50"] = round(durations[len(durations) // 2], 3)
