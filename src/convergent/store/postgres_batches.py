@@ -1,6 +1,6 @@
 """PostgreSQL: batches of writes as ONE statement each (one round trip, atomic).
 
-Data-modifying CTEs apply every kind of write at once from JSON arrays or bound arrays; each
+Data-modifying CTEs apply every kind of write at once from bound arrays (one per column); each
 statement commits on its own (autocommit), so a batch costs one round trip instead of BEGIN, one
 per kind, NOTIFY and COMMIT.
 
@@ -32,10 +32,6 @@ __all__ = [
     "start_params",
     "transition_statement",
 ]
-
-
-def _rows(name: str) -> str:
-    return f"jsonb_to_recordset(CAST(CAST(:{name} AS text) AS jsonb))"
 
 
 def _arrays(prefix: str, columns: str) -> str:
@@ -141,8 +137,15 @@ def _default(value: Any) -> Any:
     raise TypeError(f"cannot store {type(value).__name__} in a checkpoint")
 
 
+_encode = json.JSONEncoder(default=_default).encode  # one encoder, not one per value
+
+
 def _json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, default=_default)
+    if value is None:
+        return None
+    if type(value) is int:
+        return str(value)
+    return _encode(value)
 
 
 def batch_params(
@@ -173,12 +176,16 @@ def batch_params(
     return stmt, out
 
 
+_START_COLUMNS = (
+    "id uuid, workflow text, key text, queue text, version text, status text, args jsonb, "
+    "next_at timestamptz, lease_owner text, lease_until timestamptz, created_at timestamptz"
+)
+_START_NAMES = tuple(c.split()[0] for c in _START_COLUMNS.split(","))
+
 #: insert a batch of runs; answer each (workflow, key) with its run id, new or existing
 START_SQL = sa.text(f"""
 WITH x AS (
-  SELECT * FROM {_rows("runs")} AS x(id uuid, workflow text, key text, queue text,
-     version text, status text, args jsonb, next_at timestamptz, lease_owner text,
-     lease_until timestamptz, created_at timestamptz)
+  SELECT * FROM {_arrays("r_", _START_COLUMNS)}
 ), ins AS (
   INSERT INTO convergent_runs (id, workflow, key, queue, version, status, args, attempts,
      next_at, lease_owner, lease_until, cancel_requested, created_at, updated_at)
@@ -197,20 +204,10 @@ WHERE NOT EXISTS (SELECT 1 FROM ins WHERE ins.workflow = x.workflow AND ins.key 
 
 
 def start_params(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    keep = (
-        "id",
-        "workflow",
-        "key",
-        "queue",
-        "version",
-        "status",
-        "args",
-        "next_at",
-        "lease_owner",
-        "lease_until",
-        "created_at",
-    )
-    return {"runs": json.dumps([{k: r.get(k) for k in keep} for r in rows], default=_default)}
+    """Bound arrays for `START_SQL`, one per column."""
+    out = {f"r_{name}": [r.get(name) for r in rows] for name in _START_NAMES}
+    out["r_args"] = [_json(a) for a in out["r_args"]]
+    return out
 
 
 # lock the leases still ours and delete the acked rows of their partitions, in one statement
