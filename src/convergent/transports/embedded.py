@@ -211,12 +211,20 @@ class EmbeddedSubscription(Subscription):
         held = self.leases.held
         if not held:
             return []
+        o, log = log_offsets, log_entries
+        # only the partitions with something at or past their offset: one probe of the log's
+        # primary key each, instead of a query per held partition on every wake-up
+        waiting = sa.exists().where(
+            log.c.topic == o.c.topic,
+            log.c.partition == o.c.partition,
+            log.c.position >= o.c.position,
+        )
         async with self.store.read() as conn:
             offsets = (
                 await conn.execute(
-                    sa.select(log_offsets).where(
-                        self._where, log_offsets.c.partition.in_(list(held))
-                    )
+                    sa.select(o)
+                    .where(self._where, o.c.partition.in_(list(held)), waiting)
+                    .order_by(o.c.partition)
                 )
             ).all()
             out: list[Delivery] = []
