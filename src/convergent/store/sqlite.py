@@ -45,7 +45,14 @@ def _inline_do_connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> 
 
 
 def _on_begin(conn: sa.Connection) -> None:
+    from convergent.store.sqlite_inline import InlineConnection  # needs the sqlite extra
+
     mode = conn.get_execution_options().get(_BEGIN_OPTION, "IMMEDIATE")
+    # straight to the driver when it runs on this thread (SQLAlchemy's statement machinery is
+    # most of a BEGIN's cost); a busy or failing BEGIN goes the long way, waited for and wrapped
+    driver = getattr(conn.connection.dbapi_connection, "_connection", None)
+    if isinstance(driver, InlineConnection) and driver.run_now(f"BEGIN {mode}"):
+        return
     conn.exec_driver_sql(f"BEGIN {mode}")
 
 

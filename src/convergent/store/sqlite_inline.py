@@ -85,6 +85,17 @@ class InlineConnection(aiosqlite.Connection):
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
 
+    def run_now(self, sql: str) -> bool:
+        """Run ``sql`` (no parameters, no rows) at once; False if it failed, for the caller to
+        run it again through the driver's usual path (which waits for a busy lock)."""
+        if self._connection is None:
+            return False
+        try:
+            self._connection.execute(sql)
+        except sqlite3.Error:
+            return False
+        return True
+
     def stop(self) -> asyncio.Future[Any] | None:
         self._running = False
         if self._connection is not None:

@@ -13,6 +13,7 @@ from convergent.store.schema import (
     webhook_deliveries,
     webhook_endpoints,
     webhook_events,
+    webhook_messages,
 )
 from convergent.webhooks import (
     Dispatcher,
@@ -88,6 +89,20 @@ async def test_events_fan_out_only_to_enabled_endpoints_that_want_the_type(
     finally:
         for r in receivers:
             await r.stop()
+
+
+async def test_an_event_no_endpoint_wants_records_nothing(
+    wstore: Store, dispatcher: Dispatcher, add_endpoint: AddEndpoint, receiver: Receiver
+) -> None:
+    await add_endpoint(receiver.url, ["order.completed"])
+    await emit(wstore, "order.paid")  # nobody wants it: no message, no delivery
+    async with wstore.read() as conn:
+        assert (await conn.scalar(sa.select(sa.func.count()).select_from(webhook_messages))) == 0
+    wanted = await emit(wstore, "order.completed")
+    await dispatcher.drain()
+    assert [r.headers["webhook-id"] for r in receiver.requests] == [str(wanted)]
+    async with wstore.read() as conn:
+        assert (await conn.scalar(sa.select(sa.func.count()).select_from(webhook_messages))) == 1
 
 
 async def test_a_500_is_retried_on_the_schedule_with_the_same_webhook_id(
