@@ -74,7 +74,9 @@ def _fire_local(identity: str, channel: str, payload: str) -> None:
 
 
 class Subscription:
-    """Receives the wake-ups of one channel until closed."""
+    """Receives the wake-ups of one channel until closed (their payloads, up to ``KEPT``)."""
+
+    KEPT = 1024
 
     def __init__(self, channel: str) -> None:
         self.channel = channel
@@ -82,7 +84,7 @@ class Subscription:
         self.payloads: list[str] = []
 
     def deliver(self, payload: str) -> None:
-        if len(self.payloads) < 1024:
+        if len(self.payloads) < self.KEPT:
             self.payloads.append(payload)
         self._event.set()
 

@@ -23,6 +23,7 @@ from convergent.errors import TransportError
 from convergent.messages import Message
 from convergent.outbox.leases import PartitionLeases, tokens_still_held
 from convergent.store import Store
+from convergent.store import Subscription as Wake
 from convergent.store.schema import log_entries, log_heads, log_offsets
 from convergent.topics import TOPICS, Topic, partition_for
 from convergent.transports.base import (
@@ -58,7 +59,8 @@ class EmbeddedTransport(Transport):
             async with self.store.begin() as conn:
                 for (topic, partition), batch in sorted(groups.items()):  # fixed lock order
                     await self._append(conn, topic, partition, batch, now)
-                await self.store.notifier.notify(conn, LOG_CHANNEL)
+                for topic in sorted({topic for topic, _ in groups}):  # consumers of others sleep on
+                    await self.store.notifier.notify(conn, LOG_CHANNEL, topic)
         except Exception as exc:
             error = TransportError(f"embedded append failed: {exc}")
             return [error] * len(messages)
@@ -179,10 +181,21 @@ class EmbeddedSubscription(Subscription):
         async with self.store.notifier.subscribe(LOG_CHANNEL) as wake:
             while True:
                 found = await self._poll(max_messages)
-                remaining = deadline - loop.time()
-                if found or remaining <= 0:
+                if found or loop.time() >= deadline:
                     return found
-                await wake.wait(min(remaining, _POLL))
+                # wait for an append to this topic (a hint naming another topic is no reason
+                # to read), or the fallback poll
+                poll_at = min(deadline, loop.time() + _POLL)
+                while loop.time() < poll_at:
+                    woke = await wake.wait(poll_at - loop.time())
+                    if woke and self._concerns_us(wake.drain()):
+                        break
+
+    def _concerns_us(self, hints: list[str]) -> bool:
+        """Does a wake-up name this topic? One without a topic (or too many to keep) might."""
+        if not hints or len(hints) >= Wake.KEPT:
+            return True
+        return any(hint in ("", self.topic.name) for hint in hints)
 
     async def _poll(self, max_messages: int) -> list[Delivery]:
         now = self.store.clock.now()
