@@ -40,9 +40,12 @@ async def _admin(*statements: str) -> None:
     await engine.dispose()
 
 
-def _summary(latencies: list[float], elapsed: float) -> dict[str, float]:
+def _summary(latencies: list[float], elapsed: float, cpu: float) -> dict[str, float]:
     qs = statistics.quantiles(latencies, n=100)
-    return {"rate": len(latencies) / elapsed, "p50": qs[49], "p99": qs[98], "n": len(latencies)}
+    n = len(latencies)
+    # the bench process's CPU per workflow (callers, engine, driver): on a machine whose cores
+    # are shared, a steadier figure than the rate
+    return {"rate": n / elapsed, "p50": qs[49], "p99": qs[98], "n": n, "cpu_ms": cpu / n * 1000}
 
 
 async def _drive(n: int, concurrency: int, one: Any) -> dict[str, float]:
@@ -55,9 +58,9 @@ async def _drive(n: int, concurrency: int, one: Any) -> dict[str, float]:
             await one(i)
             latencies.append(time.perf_counter() - t0)
 
-    begin = time.perf_counter()
+    begin, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(caller() for _ in range(concurrency)))
-    return _summary(latencies, time.perf_counter() - begin)
+    return _summary(latencies, time.perf_counter() - begin, time.process_time() - cpu)
 
 
 # -- convergent ------------------------------------------------------------------------------
@@ -179,7 +182,7 @@ def _child(engine: str, url: str, n: int, concurrency: int) -> dict[str, float]:
 def _show(label: str, s: dict[str, float]) -> None:
     print(
         f"{label:<22} {s['rate']:8.0f} workflows/s   p50 {s['p50'] * 1000:7.1f} ms   "
-        f"p99 {s['p99'] * 1000:7.1f} ms   (n={int(s['n'])})",
+        f"p99 {s['p99'] * 1000:7.1f} ms   CPU {s['cpu_ms']:.2f} ms/workflow   (n={int(s['n'])})",
         flush=True,
     )
 
@@ -197,6 +200,7 @@ def main() -> None:
         print(json.dumps(asyncio.run(runner(args.url, args.n, args.concurrency))))
         return
     n = 1000 if args.quick else args.n
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     suffix = f"{os.getpid()}_{secrets.token_hex(3)}"
     ours, theirs = f"bench_convergent_{suffix}", f"bench_dbos_{suffix}"
     asyncio.run(_admin(f'CREATE DATABASE "{ours}"', f'CREATE DATABASE "{theirs}"'))
@@ -213,8 +217,10 @@ def main() -> None:
         print(f"p99 convergent {conv['p99'] * 1000:.1f} ms vs DBOS p50 {dbos['p50'] * 1000:.1f} ms")
         print(
             f"postgres: convergent {conv['rate']:.0f} workflows/s, "
-            f"DBOS {dbos['rate']:.0f} workflows/s, ratio {ratio:.1f}"
+            f"DBOS {dbos['rate']:.0f} workflows/s, ratio {ratio:.1f}; "
+            f"CPU per workflow {conv['cpu_ms']:.2f} vs {dbos['cpu_ms']:.2f} ms"
         )
+        print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     finally:
         drop = [
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "

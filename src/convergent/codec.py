@@ -59,6 +59,8 @@ class Codec:
     def decode(self, data: Any) -> Any:
         if self.is_any or data is None:
             return data
+        if type(data) is self.annotation and self.annotation in _PLAIN:
+            return data  # a plain value of exactly its declared type validates as itself
         try:
             return self.adapter.validate_python(data)
         except ValidationError as exc:

@@ -12,6 +12,27 @@ __all__ = ["new_id", "uuid7", "uuid7_time"]
 _lock = threading.Lock()
 _last_ms = 0
 _counter = 0
+# random bits come from the OS in 4 KiB reads (one system call per ~400 ids, not two per id)
+_random = b""
+_random_at = 0
+
+
+def _forget_random() -> None:
+    global _random, _random_at
+    _random, _random_at = b"", 0
+
+
+# a forked child must not hand out the bits its parent also uses
+os.register_at_fork(after_in_child=_forget_random)
+
+
+def _random_int(n: int) -> int:
+    """``n`` bytes from the OS's random source as an integer (call with ``_lock`` held)."""
+    global _random, _random_at
+    if _random_at + n > len(_random):
+        _random, _random_at = os.urandom(4096), 0
+    _random_at += n
+    return int.from_bytes(_random[_random_at - n : _random_at], "big")
 
 
 def uuid7(now_ms: int | None = None) -> uuid.UUID:
@@ -27,8 +48,8 @@ def uuid7(now_ms: int | None = None) -> uuid.UUID:
             ms = _last_ms
         else:
             _last_ms = ms
-            _counter = int.from_bytes(os.urandom(2), "big") & 0x3FF  # leave room to count up
-        rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+            _counter = _random_int(2) & 0x3FF  # leave room to count up
+        rand_b = _random_int(8) & ((1 << 62) - 1)
         value = (ms & ((1 << 48) - 1)) << 80
         value |= 0x7 << 76
         value |= _counter << 64

@@ -114,7 +114,7 @@ class PostgresDialect(Dialect):
     def write_checkpoints(
         self, by_kind: dict[str, list[dict[str, Any]]], notify_channel: str | None
     ) -> tuple[sa.Executable, dict[str, Any]]:
-        return batches.BATCH_SQL, batches.batch_params(by_kind, notify_channel)
+        return batches.batch_params(by_kind, notify_channel)
 
     def start_runs(self, rows: list[dict[str, Any]]) -> tuple[sa.Executable, dict[str, Any]]:
         return batches.START_SQL, batches.start_params(rows)

@@ -8,6 +8,7 @@ Store). No function takes both.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 import weakref
@@ -384,11 +385,17 @@ async def result(store: Store, run_id: uuid.UUID, *, wait: float = 0.0, poll: fl
     remove = add_done_waiter(run_id, on_done)
     try:
         # a run held by a worker of this process reports its end here: no reads, no LISTEN
+        loop = asyncio.get_running_loop()
         while run_id in local_active and not done.done():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"run {run_id} is still running")
-            await asyncio.wait([done], timeout=min(remaining, poll))
+            # woken by the end or by the next poll (cheaper than asyncio.wait per call)
+            wake = loop.create_future()
+            done.add_done_callback(functools.partial(_wake, wake))
+            timer = loop.call_later(min(remaining, poll), _wake, wake)
+            await wake
+            timer.cancel()
         if done.done():
             f = done.result()
             return _outcome(run_id, f.workflow, f.status, f.result, f.error)
@@ -412,6 +419,11 @@ async def result(store: Store, run_id: uuid.UUID, *, wait: float = 0.0, poll: fl
             return _outcome(run_id, info.workflow, info.status, info.result, info.error)
     finally:
         remove()
+
+
+def _wake(future: asyncio.Future[None], *_: Any) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _outcome(run_id: uuid.UUID, workflow: str, state: str, value: Any, error: str | None) -> Any:

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -56,14 +56,14 @@ def add_done_waiter(run_id: uuid.UUID, callback: Callable[[Finished], None]) -> 
     return remove
 
 
-@dataclass
 class _Write:
-    statement: Any
-    params: dict[str, Any]
-    finished: Finished | None
-    future: asyncio.Future[None] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    __slots__ = ("finished", "future", "params", "statement")
+
+    def __init__(self, statement: Any, params: dict[str, Any], finished: Finished | None) -> None:
+        self.statement = statement
+        self.params = params
+        self.finished = finished
+        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
 
 class Committer:

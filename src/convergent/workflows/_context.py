@@ -207,8 +207,10 @@ class RunContext:
         """Wait until the last checkpoint is committed."""
         pending, self._pending = self._pending, None
         if pending is not None:
-            async with _recording():
+            try:  # as `_recording`, inline: this runs before every durable call
                 await pending
+            except Exception as exc:
+                raise Interrupted(exc) from exc
             fault_point(AFTER_CHECKPOINT)
 
     # -- public, for workflow code ---------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry.trace import Span, set_span_in_context
@@ -36,6 +37,11 @@ def retried(workflow: str, step: str) -> None:
     metrics.RETRIES.labels("workflow").inc()
 
 
+# the labelled histogram of each (workflow, step, outcome): looking a child up by its labels
+# takes a lock and builds a tuple, once per step attempt otherwise
+_step_seconds: dict[tuple[str, str, str], Any] = {}
+
+
 class Attempt:
     """One attempt of a step: its latency (``convergent_step_seconds``) and, traced, its span
     (current while the step runs, so what the step emits or calls nests under it)."""
@@ -63,9 +69,11 @@ class Attempt:
 
     def end(self, outcome: str, error: BaseException | None = None) -> None:
         """``outcome``: completed, reconciled, retrying or failed."""
-        metrics.STEP_SECONDS.labels(self.workflow, self.step, outcome).observe(
-            time.perf_counter() - self.began
-        )
+        labels = (self.workflow, self.step, outcome)
+        child = _step_seconds.get(labels)
+        if child is None:
+            child = _step_seconds[labels] = metrics.STEP_SECONDS.labels(*labels)
+        child.observe(time.perf_counter() - self.began)
         if self.span is not None:
             otel_context.detach(self._token)  # type: ignore[arg-type]
             self.span.set_attribute("convergent.outcome", outcome)
