@@ -91,6 +91,8 @@ class IdempotencyKeys:
             return found
 
     async def _acquire(self, scope: str, key: str, fingerprint: str) -> Lease | StoredResponse:
+        if self.store.sql.idempotency_keys is not None:
+            return await self._acquire_through_driver(scope, key, fingerprint)
         if self.store.writer_busy():
             # a lock-free read first: replays and 409s never queue behind the one writer
             async with self.store.read() as conn:
@@ -115,9 +117,56 @@ class IdempotencyKeys:
                     return lease
         raise IdempotencyKeyInProgress("the key is contended; try again", retry_after=1.0)
 
+    async def _acquire_through_driver(
+        self, scope: str, key: str, fingerprint: str
+    ) -> Lease | StoredResponse:
+        """One statement claims the key or reads the row that holds it (a replay, a 409)."""
+        driver = self.store.sql.idempotency_keys
+        assert driver is not None
+        for _ in range(5):
+            now = self.store.clock.now()
+            claimed, row = await driver.claim(
+                self.store,
+                scope,
+                key,
+                fingerprint,
+                now=now,
+                locked_until=now + self.lock_timeout,
+                expires_at=now + max(self.retention, self.lock_timeout),
+            )
+            if claimed:
+                return Lease(scope, key, now)
+            if row is None:
+                continue  # purged (or not yet committed) between our insert and our read
+            found = self._decide(row, fingerprint)
+            if found is not None:
+                return found
+            async with self.store.statement(write=True) as conn:
+                lease = await self._take_over(conn, scope, key, fingerprint)
+            if lease is not None:
+                return lease
+        raise IdempotencyKeyInProgress("the key is contended; try again", retry_after=1.0)
+
     async def complete(self, conn: AsyncConnection, lease: Lease, response: StoredResponse) -> None:
         """Store the response in the handler's transaction; raise if the lease was lost."""
         now = self.store.clock.now()
+        driver = self.store.sql.idempotency_keys
+        if driver is not None:
+            done = await driver.complete(
+                conn,
+                lease.scope,
+                lease.key,
+                lease.token,
+                status=response.status,
+                headers=response.headers,
+                body=response.body,
+                now=now,
+                expires_at=now + self.retention,
+            )
+            if done is not None:
+                if not done:
+                    raise _lost()
+                return
         result = await conn.execute(
             t.update()
             .where(_owned(lease))
@@ -132,9 +181,7 @@ class IdempotencyKeys:
             )
         )
         if result.rowcount != 1:
-            raise IdempotencyKeyInProgress(
-                "this request held the key too long and another took it over", retry_after=1.0
-            )
+            raise _lost()
 
     async def renew(self, lease: Lease) -> bool:
         """Extend a running request's lock; False once it was lost (taken over or done)."""
@@ -221,6 +268,12 @@ class IdempotencyKeys:
             )
         )
         return Lease(scope, key, now) if result.rowcount == 1 else None
+
+
+def _lost() -> IdempotencyKeyInProgress:
+    return IdempotencyKeyInProgress(
+        "this request held the key too long and another took it over", retry_after=1.0
+    )
 
 
 def _owned(lease: Lease) -> sa.ColumnElement[bool]:
