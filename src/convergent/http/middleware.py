@@ -229,7 +229,7 @@ class IdempotencyMiddleware:
     async def _execute(self, scope: Scope, receive: Receive, send: Send, lease: Lease) -> None:
         fault_point(AFTER_LOCK)
         captured = _Captured()
-        renewal = asyncio.create_task(self._renew(lease))
+        renewal = _Renewal(self.keys, lease)
         try:
             async with self.store.begin() as conn:
                 scope[_TX] = conn
@@ -237,9 +237,7 @@ class IdempotencyMiddleware:
                 try:
                     await self.app(scope, receive, captured.send)
                 finally:  # complete() checks the lease is still ours, in this transaction
-                    renewal.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await renewal
+                    await renewal.stop()
                 response = captured.response(self.replayed_headers)
                 if not worth_storing(response):
                     raise _RollBack
@@ -272,16 +270,6 @@ class IdempotencyMiddleware:
                 return
         await _send_stored(send, captured.response(None))
 
-    async def _renew(self, lease: Lease) -> None:
-        """Keep the lock while the handler runs: a live request is never taken over."""
-        while True:
-            await asyncio.sleep(self.keys.renew_every)
-            try:
-                if not await self.keys.renew(lease):
-                    return
-            except StoreUnavailable as exc:  # the next renewal may get through
-                log.info("could not renew an idempotency lock: %s", exc)
-
     async def _release(self, lease: Lease) -> None:
         with contextlib.suppress(StoreUnavailable):  # the lock expires on its own
             await self.keys.release(lease)
@@ -300,6 +288,38 @@ def worth_storing(response: StoredResponse) -> bool:
             return True
         return not str(kind).endswith(_NOT_STORED)
     return True
+
+
+class _Renewal:
+    """Keeps the lock while the handler runs: a live request is never taken over.
+
+    A timer, not a task: most requests end before the first renewal is due, and a timer costs
+    them far less than starting and cancelling a task would."""
+
+    def __init__(self, keys: IdempotencyKeys, lease: Lease) -> None:
+        self.keys = keys
+        self.lease = lease
+        self.task: asyncio.Task[None] | None = None
+        self.timer = asyncio.get_running_loop().call_later(keys.renew_every, self._due)
+
+    def _due(self) -> None:
+        self.task = asyncio.create_task(self._renew())
+
+    async def _renew(self) -> None:
+        while True:
+            try:
+                if not await self.keys.renew(self.lease):
+                    return
+            except StoreUnavailable as exc:  # the next renewal may get through
+                log.info("could not renew an idempotency lock: %s", exc)
+            await asyncio.sleep(self.keys.renew_every)
+
+    async def stop(self) -> None:
+        self.timer.cancel()
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
 
 
 class _RollBack(Exception):
