@@ -81,13 +81,22 @@ class DriverKeys:
         now: datetime,
         locked_until: datetime,
         expires_at: datetime,
+        conn: AsyncConnection | None = None,
     ) -> tuple[bool, KeyRow | None]:
-        """Insert the key if absent (autocommit); (True, None) when this call inserted it,
-        else (False, the row it found) — (False, None) if that row went in the meantime."""
-        async with store._connection() as conn, _driver(conn) as driver:
-            record = await driver.fetchrow(
-                _CLAIM, scope, key, fingerprint, locked_until, now, expires_at
-            )
+        """Insert the key if absent, committed at once; (True, None) when this call inserted
+        it, else (False, the row it found) — (False, None) if that row went in the meantime.
+
+        On ``conn`` if its transaction has not begun on the server yet (SQLAlchemy sends BEGIN
+        with the first statement), else on a connection of its own."""
+        args = (scope, key, fingerprint, locked_until, now, expires_at)
+        record = None
+        if conn is not None:
+            async with _driver(conn) as driver:
+                if not driver.is_in_transaction():
+                    record = await driver.fetchrow(_CLAIM, *args)
+        if record is None:
+            async with store._connection() as own, _driver(own) as driver:
+                record = await driver.fetchrow(_CLAIM, *args)
         if record["claimed"]:
             return True, None
         if record["status"] is None:
@@ -127,7 +136,11 @@ async def _driver(conn: AsyncConnection) -> AsyncIterator[Any]:
     """``conn``'s asyncpg connection; a connection lost on the way raises StoreUnavailable
     (as SQLAlchemy's own statements do). A driver timeout passes through: ``Store`` drops the
     stalled connection and answers StoreUnavailable."""
-    driver: Any = (await conn.get_raw_connection()).driver_connection
+    sync = conn.sync_connection
+    if sync is not None and not sync.closed and not sync.invalidated:
+        driver: Any = sync.connection.driver_connection  # checked out: no await needed
+    else:
+        driver = (await conn.get_raw_connection()).driver_connection
     try:
         yield driver
     except TimeoutError:
