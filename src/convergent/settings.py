@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     broker_password: SecretStr = Field(
         SecretStr(""), description="Password of `CONVERGENT_BROKER_USERNAME`."
     )
+    sqlite_inline: bool = Field(
+        True,
+        description="Run SQLite statements on the event loop's thread (microseconds each) "
+        "instead of aiosqlite's worker thread; 0 goes back to the thread.",
+    )
     db_pool_size: int = Field(
         5, ge=1, description="PostgreSQL connections each `Store` keeps open (`pool_size=`)."
     )

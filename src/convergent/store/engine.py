@@ -80,7 +80,7 @@ class Store:
         if engine is None:
             config = settings.load(database_url=url)
             self.url = normalise_url(config.database_url)
-            self.sql: Dialect = _dialect_for(self.url)
+            self.sql: Dialect = _dialect_for(self.url, sqlite_inline=config.sqlite_inline)
             options: dict[str, Any] = {"echo": echo}
             options.update(
                 self.sql.engine_options(
@@ -95,7 +95,8 @@ class Store:
                 raise MissingExtra(self.sql.extra, f"a {self.sql.name} database") from exc
         else:
             self.url = _engine_url(engine, url, engine_options)
-            self.sql = _dialect_for(self.url)
+            # the application's engine keeps its driver as it is
+            self.sql = _dialect_for(self.url, sqlite_inline=False)
         self.engine: AsyncEngine = engine
         self.sql.configure(self.engine)
         _claim_engine(self)
@@ -313,8 +314,10 @@ def _dead() -> None:
     return None
 
 
-def _dialect_for(url: URL) -> Dialect:
-    return PostgresDialect() if url.get_backend_name() == "postgresql" else SQLiteDialect()
+def _dialect_for(url: URL, *, sqlite_inline: bool = False) -> Dialect:
+    if url.get_backend_name() == "postgresql":
+        return PostgresDialect()
+    return SQLiteDialect(inline=sqlite_inline)
 
 
 def _engine_url(engine: AsyncEngine, url: str | None, options: dict[str, Any] | None) -> URL:

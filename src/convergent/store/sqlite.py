@@ -20,7 +20,6 @@ __all__ = ["SQLiteDialect"]
 _PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",  # durable across process crashes; WAL keeps it consistent
-    "PRAGMA busy_timeout=30000",
     "PRAGMA foreign_keys=ON",
 )
 _BEGIN_OPTION = "convergent_sqlite_begin"
@@ -30,13 +29,30 @@ def _on_connect(dbapi_connection: Any, _record: Any) -> None:
     # we issue BEGIN ourselves (below), so the driver must not
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    for pragma in _PRAGMAS:
+    # an inline connection waits for another process's lock on the loop, not in SQLite
+    from convergent.store.sqlite_inline import InlineConnection  # needs the sqlite extra
+
+    inline = isinstance(getattr(dbapi_connection, "_connection", None), InlineConnection)
+    for pragma in (*_PRAGMAS, f"PRAGMA busy_timeout={0 if inline else 30000}"):
         cursor.execute(pragma)
     cursor.close()
 
 
+def _inline_do_connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+    from convergent.store.sqlite_inline import inline_connect  # needs the sqlite extra
+
+    return dialect.loaded_dbapi.connect(*cargs, async_creator_fn=inline_connect, **cparams)
+
+
 def _on_begin(conn: sa.Connection) -> None:
+    from convergent.store.sqlite_inline import InlineConnection  # needs the sqlite extra
+
     mode = conn.get_execution_options().get(_BEGIN_OPTION, "IMMEDIATE")
+    # straight to the driver when it runs on this thread (SQLAlchemy's statement machinery is
+    # most of a BEGIN's cost); a busy or failing BEGIN goes the long way, waited for and wrapped
+    driver = getattr(conn.connection.dbapi_connection, "_connection", None)
+    if isinstance(driver, InlineConnection) and driver.run_now(f"BEGIN {mode}"):
+        return
     conn.exec_driver_sql(f"BEGIN {mode}")
 
 
@@ -47,11 +63,17 @@ class SQLiteDialect(Dialect):
     parallel_commits = 1
     one_statement_writes = False  # no DML in CTEs
 
+    def __init__(self, *, inline: bool = True) -> None:
+        self.inline = inline
+
     def configure(self, engine: AsyncEngine) -> None:
         sync_engine = engine.sync_engine
         for name, listener in (("connect", _on_connect), ("begin", _on_begin)):
             if not event.contains(sync_engine, name, listener):  # once per engine
                 event.listen(sync_engine, name, listener)
+        dialect = sync_engine.dialect
+        if self.inline and not event.contains(dialect, "do_connect", _inline_do_connect):
+            event.listen(dialect, "do_connect", _inline_do_connect)
 
     async def create_database(self, admin: AsyncConnection, url: URL, name: str) -> URL:
         path = Path(url.database or ".").parent / f"{name}.db"

@@ -67,16 +67,19 @@ class EmbeddedTransport(Transport):
     async def _append(
         self, conn: AsyncConnection, topic: str, partition: int, batch: list[Message], now: datetime
     ) -> None:
-        await conn.execute(
-            self.store.sql.insert(log_heads)
-            .values(topic=topic, partition=partition, next_position=0)
-            .on_conflict_do_nothing()
+        # one upsert moves the head past the batch and returns it (holding the head's row lock
+        # to the commit: one appender per partition at a time)
+        head = log_heads.c.next_position
+        upsert = self.store.sql.insert(log_heads).values(
+            topic=topic, partition=partition, next_position=len(batch)
         )
-        where = (log_heads.c.topic == topic) & (log_heads.c.partition == partition)
-        head = await conn.scalar(
-            self.store.sql.lock_row(sa.select(log_heads.c.next_position).where(where))
+        end = await conn.scalar(
+            upsert.on_conflict_do_update(
+                index_elements=[log_heads.c.topic, log_heads.c.partition],
+                set_={"next_position": head + len(batch)},
+            ).returning(head)
         )
-        start = int(head or 0)
+        start = int(end) - len(batch)
         rows = [
             {
                 "topic": topic,
@@ -90,9 +93,6 @@ class EmbeddedTransport(Transport):
             for i, m in enumerate(batch)
         ]
         await conn.execute(sa.insert(log_entries), rows)
-        await conn.execute(
-            sa.update(log_heads).where(where).values(next_position=start + len(batch))
-        )
 
     async def subscribe(
         self, topic: Topic, group: str, options: SubscriptionOptions | None = None
@@ -211,12 +211,20 @@ class EmbeddedSubscription(Subscription):
         held = self.leases.held
         if not held:
             return []
+        o, log = log_offsets, log_entries
+        # only the partitions with something at or past their offset: one probe of the log's
+        # primary key each, instead of a query per held partition on every wake-up
+        waiting = sa.exists().where(
+            log.c.topic == o.c.topic,
+            log.c.partition == o.c.partition,
+            log.c.position >= o.c.position,
+        )
         async with self.store.read() as conn:
             offsets = (
                 await conn.execute(
-                    sa.select(log_offsets).where(
-                        self._where, log_offsets.c.partition.in_(list(held))
-                    )
+                    sa.select(o)
+                    .where(self._where, o.c.partition.in_(list(held)), waiting)
+                    .order_by(o.c.partition)
                 )
             ).all()
             out: list[Delivery] = []

@@ -49,26 +49,30 @@ async def enqueue(
 
     ``data`` should carry the resource's id, state and version so receivers can drop stale
     updates. Runs in the caller's transaction: it is sent only if that transaction commits.
+    An event no endpoint wants is not recorded (the id is returned all the same).
     """
     store = store_of(conn)
-    now = store.clock.now()
     message_id = message_id or uuid7()
+    rows = await conn.execute(_ENABLED_ENDPOINTS)
+    targets = [r.id for r in rows if wants(r.event_types, event_type)]
+    if not targets:
+        return message_id
+    now = store.clock.now()
     payload = {"type": event_type, "timestamp": now.isoformat(), "data": data}
     await conn.execute(
         webhook_messages.insert().values(
             id=message_id, event_type=event_type, payload=payload, created_at=now
         )
     )
-    rows = await conn.execute(
-        sa.select(webhook_endpoints.c.id, webhook_endpoints.c.event_types).where(
-            webhook_endpoints.c.enabled.is_(True)
-        )
-    )
-    targets = [r.id for r in rows if wants(r.event_types, event_type)]
     await _add_deliveries(conn, [(message_id, t) for t in targets], now)
-    if targets:
-        await store.notifier.notify(conn, CHANNEL)
+    await store.notifier.notify(conn, CHANNEL)
     return message_id
+
+
+# built once: it runs for every event
+_ENABLED_ENDPOINTS = sa.select(webhook_endpoints.c.id, webhook_endpoints.c.event_types).where(
+    webhook_endpoints.c.enabled.is_(True)
+)
 
 
 async def _add_deliveries(

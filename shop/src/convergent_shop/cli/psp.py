@@ -35,6 +35,9 @@ def psp(
     ] = None,
     lost_fill_rate: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.0,
     duplicate_fill_rate: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.0,
+    fill_interval_ms: Annotated[
+        int, typer.Option(min=0, max=60_000, help="the exchange's pause between fills")
+    ] = 50,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "warning",
 ) -> None:
     """Serve the fake payment provider (and the fake exchange under /exchange).
@@ -59,6 +62,7 @@ def psp(
             callback_url=exchange_callback_url,
             lost_fill_rate=lost_fill_rate,
             duplicate_fill_rate=duplicate_fill_rate,
+            fill_interval_ms=fill_interval_ms,
             seed=seed,
         )
     )

@@ -12,8 +12,9 @@ import contextlib
 import os
 import secrets
 import socket
+import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -143,8 +144,19 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-async def subscribe_receiver(store: Store, url: str, secret: str | None = None) -> str:
-    """Point the shop's callbacks at its own sample receiver, which verifies and records them."""
+#: what the sample receiver acts on, as a customer's system would subscribe: where an order
+#: ended up, and every booking change (a moved or cancelled booking must reach it)
+RECEIVER_EVENTS = ("order.completed", "order.cancelled", "order.failed", "booking.*")
+
+
+async def subscribe_receiver(
+    store: Store,
+    url: str,
+    secret: str | None = None,
+    event_types: Sequence[str] | None = RECEIVER_EVENTS,
+) -> str:
+    """Point the shop's callbacks at its own sample receiver, which verifies and records them
+    (``event_types``: the filter of the endpoint; None for every event)."""
     from convergent.webhooks import AllowList, create_endpoint
     from convergent_shop.notifications import SECRETS_ENV
 
@@ -153,6 +165,7 @@ async def subscribe_receiver(store: Store, url: str, secret: str | None = None) 
         _, secret = await create_endpoint(
             conn,
             url,
+            event_types=event_types,
             description="sample receiver",
             secret=secret,
             allow=loopback,
@@ -212,36 +225,48 @@ async def issue_key(store: Store, prefix: str, *, admin: bool = False) -> str:
 async def _servers(
     options: DemoOptions, store: Store, psp_store: Store
 ) -> AsyncIterator[DemoContext]:
-    """The shop, the provider and the exchange, each on its loopback port."""
+    """The shop on its loopback port; the provider and the exchange, the shop's outside world,
+    in a process of their own (as they would be), so the shop's process has its core to itself."""
     from convergent.webhooks import ALLOW_HOSTS_ENV
     from convergent_shop.app import create_app
-    from convergent_shop.exchange import Exchange, ExchangeConfig, create_exchange_app
     from convergent_shop.notifications import SECRETS_ENV
-    from convergent_shop.psp import Faults, create_psp_app
     from convergent_shop.workflows import PSP_URL_ENV
 
-    faults = Faults.spread(options.fault_rate, seed=options.seed)
     shop_port = _port_or_free(options.port)
-    exchange = Exchange(
-        ExchangeConfig(
-            callback_url=f"http://127.0.0.1:{shop_port}/trading/fills",
-            lost_fill_rate=options.fault_rate,
-            duplicate_fill_rate=options.fault_rate,
-            fill_interval_ms=100,
-            seed=options.seed,
-        )
-    )
-    async with (
-        serve_app(create_psp_app(psp_store, faults)) as psp_url,
-        serve_app(create_exchange_app(exchange)) as exchange_url,
-    ):
+    async with _provider(options, shop_port, psp_store) as psp_url:
         # the saga's steps call the provider here; callbacks go to a loopback receiver
         settings = {PSP_URL_ENV: psp_url, ALLOW_HOSTS_ENV: "127.0.0.1", SECRETS_ENV: ""}
         with environment(settings):
             async with serve_app(create_app(store), port=shop_port) as shop_url:
                 await stock_up_catalogue(store)
                 await subscribe_receiver(store, f"{shop_url}/notifications/webhook")
-                yield DemoContext(store, psp_store, shop_url, psp_url, exchange_url)
+                yield DemoContext(store, psp_store, shop_url, psp_url, f"{psp_url}/exchange")
+
+
+@contextlib.asynccontextmanager
+async def _provider(options: DemoOptions, shop_port: int, psp_store: Store) -> AsyncIterator[str]:
+    """`convergent psp` (the provider, with the exchange under /exchange) on a free port,
+    writing its ledger where ``psp_store`` reads it; stopped when the block ends."""
+    from convergent.drill import Managed
+    from convergent_shop.sim.processes import wait_healthy
+
+    port, rate = free_port(), str(options.fault_rate)
+    args = ["psp", "--port", str(port), "--fault-rate", rate, "--fill-interval-ms", "100"]
+    args += ["--exchange-callback-url", f"http://127.0.0.1:{shop_port}/trading/fills"]
+    args += ["--lost-fill-rate", rate, "--duplicate-fill-rate", rate]
+    if options.seed is not None:
+        args += ["--seed", str(options.seed)]
+    ledger = psp_store.url.render_as_string(hide_password=False)
+    env = {**os.environ, "CONVERGENT_PSP_DATABASE_URL": ledger}
+    argv = [sys.executable, "-m", "convergent", *args]
+    provider = Managed("psp", argv, env, options.report_dir / "psp.log")
+    provider.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        await wait_healthy(url, provider, timeout=60.0)
+        yield url
+    finally:
+        provider.stop()
 
 
 async def _load_settle_check(
