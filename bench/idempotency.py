@@ -75,8 +75,11 @@ async def timed(http: httpx.AsyncClient, key: str | None) -> float:
 
 
 async def statements(store: Store, http: httpx.AsyncClient, key: str | None) -> int:
-    """SQL statements (incl. BEGIN/COMMIT) one request sends: a load-independent cost."""
+    """Statements (incl. BEGIN/COMMIT) one request sends: a load-independent cost. On PostgreSQL
+    counted at the driver, so statements sent without SQLAlchemy count too."""
     sent: list[str] = []
+    if store.sql.name == "postgresql":
+        return await _driver_statements(http, key)
 
     def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         sent.append(statement)
@@ -92,6 +95,34 @@ async def statements(store: Store, http: httpx.AsyncClient, key: str | None) -> 
         sa.event.remove(store.engine.sync_engine, "before_cursor_execute", count)
         sa.event.remove(store.engine.sync_engine, "commit", count_commit)
     return len(sent)
+
+
+async def _driver_statements(http: httpx.AsyncClient, key: str | None) -> int:
+    """Round trips through asyncpg: its query methods and prepared statements' (BEGIN and
+    COMMIT are ``Connection.execute``)."""
+    import asyncpg  # only with PostgreSQL
+
+    calls = [0]
+    patched: list[tuple[Any, str, Any]] = []
+    for cls, names in (
+        (asyncpg.Connection, ("execute", "executemany", "fetch", "fetchrow", "fetchval")),
+        (asyncpg.prepared_stmt.PreparedStatement, ("fetch", "fetchrow", "fetchval")),
+    ):
+        for name in names:
+            original = getattr(cls, name)
+
+            def wrapper(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+                calls[0] += 1
+                return _original(*args, **kwargs)
+
+            patched.append((cls, name, original))
+            setattr(cls, name, wrapper)
+    try:
+        await timed(http, key)
+    finally:
+        for cls, name, original in patched:
+            setattr(cls, name, original)
+    return calls[0]
 
 
 async def measure(url: str, requests: int) -> dict[str, list[float]]:

@@ -210,8 +210,21 @@ class IdempotencyMiddleware:
         except InvalidBody as exc:
             raise Problem(400, "invalid-json", str(exc)) from None
         scope_id = hashlib.sha256(client.encode()).hexdigest()  # never store the credential
+        claim = (scope_id, key, fp)
+        if self.keys.claims_on_transaction:  # the claim goes on the handler's connection
+            await self._execute(scope, _replay_body(body, receive), send, claim)
+            return
+        found = await self._acquire(claim, None)
+        if isinstance(found, StoredResponse):
+            await _send_replay(send, found)
+            return
+        await self._execute(scope, _replay_body(body, receive), send, found)
+
+    async def _acquire(
+        self, claim: tuple[str, str, str], conn: AsyncConnection | None
+    ) -> Lease | StoredResponse:
         try:
-            found = await self.keys.acquire(scope_id, key, fp)
+            return await self.keys.acquire(*claim, conn=conn)
         except IdempotencyKeyMismatch as exc:
             metrics.mismatches.inc()
             raise problem_for(exc) from None
@@ -220,26 +233,30 @@ class IdempotencyMiddleware:
             raise problem_for(exc) from None
         except StoreUnavailable as exc:
             raise problem_for(exc) from None
-        if isinstance(found, StoredResponse):
-            metrics.replays.inc()
-            await _send_stored(send, found, replayed=True)
-            return
-        await self._execute(scope, _replay_body(body, receive), send, found)
 
-    async def _execute(self, scope: Scope, receive: Receive, send: Send, lease: Lease) -> None:
-        fault_point(AFTER_LOCK)
+    async def _execute(
+        self, scope: Scope, receive: Receive, send: Send, claim: Lease | tuple[str, str, str]
+    ) -> None:
+        """Run the handler under the lease ``claim``, or under the key ``claim`` names, locked
+        first on the transaction's own connection (committed at once: its BEGIN comes later)."""
+        lease = claim if isinstance(claim, Lease) else None
         captured = _Captured()
-        renewal = asyncio.create_task(self._renew(lease))
         try:
             async with self.store.begin() as conn:
+                if lease is None:
+                    assert not isinstance(claim, Lease)
+                    found = await self._acquire(claim, conn)
+                    if isinstance(found, StoredResponse):
+                        raise _Replay(found)
+                    lease = found
+                fault_point(AFTER_LOCK)
+                renewal = _Renewal(self.keys, lease)
                 scope[_TX] = conn
                 scope[GUARDED] = True
                 try:
                     await self.app(scope, receive, captured.send)
                 finally:  # complete() checks the lease is still ours, in this transaction
-                    renewal.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await renewal
+                    await renewal.stop()
                 response = captured.response(self.replayed_headers)
                 if not worth_storing(response):
                     raise _RollBack
@@ -248,6 +265,9 @@ class IdempotencyMiddleware:
                 except IdempotencyKeyInProgress as exc:
                     raise _LockLost(exc) from None
                 fault_point(BEFORE_COMMIT)
+        except _Replay as replay:
+            await _send_replay(send, replay.response)
+            return
         except _RollBack:
             await self._release(lease)
             await _send_stored(send, captured.response(None))
@@ -272,17 +292,9 @@ class IdempotencyMiddleware:
                 return
         await _send_stored(send, captured.response(None))
 
-    async def _renew(self, lease: Lease) -> None:
-        """Keep the lock while the handler runs: a live request is never taken over."""
-        while True:
-            await asyncio.sleep(self.keys.renew_every)
-            try:
-                if not await self.keys.renew(lease):
-                    return
-            except StoreUnavailable as exc:  # the next renewal may get through
-                log.info("could not renew an idempotency lock: %s", exc)
-
-    async def _release(self, lease: Lease) -> None:
+    async def _release(self, lease: Lease | None) -> None:
+        if lease is None:  # the key was never ours
+            return
         with contextlib.suppress(StoreUnavailable):  # the lock expires on its own
             await self.keys.release(lease)
 
@@ -302,8 +314,48 @@ def worth_storing(response: StoredResponse) -> bool:
     return True
 
 
+class _Renewal:
+    """Keeps the lock while the handler runs: a live request is never taken over.
+
+    A timer, not a task: most requests end before the first renewal is due, and a timer costs
+    them far less than starting and cancelling a task would."""
+
+    def __init__(self, keys: IdempotencyKeys, lease: Lease) -> None:
+        self.keys = keys
+        self.lease = lease
+        self.task: asyncio.Task[None] | None = None
+        self.timer = asyncio.get_running_loop().call_later(keys.renew_every, self._due)
+
+    def _due(self) -> None:
+        self.task = asyncio.create_task(self._renew())
+
+    async def _renew(self) -> None:
+        while True:
+            try:
+                if not await self.keys.renew(self.lease):
+                    return
+            except StoreUnavailable as exc:  # the next renewal may get through
+                log.info("could not renew an idempotency lock: %s", exc)
+            await asyncio.sleep(self.keys.renew_every)
+
+    async def stop(self) -> None:
+        self.timer.cancel()
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+
 class _RollBack(Exception):
     """An answer not worth storing: undo the handler's writes and free the key."""
+
+
+class _Replay(Exception):
+    """The key already holds an answer: leave the transaction untouched and replay it."""
+
+    def __init__(self, response: StoredResponse) -> None:
+        super().__init__("replay")
+        self.response = response
 
 
 class _LockLost(Exception):
@@ -335,6 +387,11 @@ class _Captured:
         if keep is not None:
             headers = [(n, v) for n, v in headers if n in keep]
         return StoredResponse(self.status, headers, bytes(self.body))
+
+
+async def _send_replay(send: Send, response: StoredResponse) -> None:
+    metrics.replays.inc()
+    await _send_stored(send, response, replayed=True)
 
 
 async def _send_stored(send: Send, response: StoredResponse, *, replayed: bool = False) -> None:

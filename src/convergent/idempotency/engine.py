@@ -78,19 +78,34 @@ class IdempotencyKeys:
         self.retention = timedelta(seconds=config.idempotency_retention)
         self.renew_every = config.idempotency_lock_timeout / 3
 
-    async def acquire(self, scope: str, key: str, fingerprint: str) -> Lease | StoredResponse:
-        """Lock the key for this request, or say why not (replay, 409, 422)."""
+    @property
+    def claims_on_transaction(self) -> bool:
+        """Can ``acquire`` lock the key on the connection of the transaction that will run the
+        request, before that transaction begins (saving a connection of its own)?"""
+        return self.store.sql.idempotency_keys is not None
+
+    async def acquire(
+        self, scope: str, key: str, fingerprint: str, *, conn: AsyncConnection | None = None
+    ) -> Lease | StoredResponse:
+        """Lock the key for this request, or say why not (replay, 409, 422).
+
+        ``conn``: where `claims_on_transaction`, a ``Store.begin()`` connection that has sent
+        nothing yet; the lock goes on it and commits at once (its transaction begins later)."""
         if not tracing.enabled():
-            return await self._acquire(scope, key, fingerprint)
+            return await self._acquire(scope, key, fingerprint, conn)
         with tracing.tracer.start_as_current_span(
             "idempotency lock", attributes={"convergent.idempotency_key": key}
         ) as span:
-            found = await self._acquire(scope, key, fingerprint)
+            found = await self._acquire(scope, key, fingerprint, conn)
             outcome = "replay" if isinstance(found, StoredResponse) else "new"
             span.set_attribute("convergent.idempotency.outcome", outcome)
             return found
 
-    async def _acquire(self, scope: str, key: str, fingerprint: str) -> Lease | StoredResponse:
+    async def _acquire(
+        self, scope: str, key: str, fingerprint: str, conn: AsyncConnection | None
+    ) -> Lease | StoredResponse:
+        if self.store.sql.idempotency_keys is not None:
+            return await self._acquire_through_driver(scope, key, fingerprint, conn)
         if self.store.writer_busy():
             # a lock-free read first: replays and 409s never queue behind the one writer
             async with self.store.read() as conn:
@@ -115,9 +130,57 @@ class IdempotencyKeys:
                     return lease
         raise IdempotencyKeyInProgress("the key is contended; try again", retry_after=1.0)
 
+    async def _acquire_through_driver(
+        self, scope: str, key: str, fingerprint: str, conn: AsyncConnection | None
+    ) -> Lease | StoredResponse:
+        """One statement claims the key or reads the row that holds it (a replay, a 409)."""
+        driver = self.store.sql.idempotency_keys
+        assert driver is not None
+        for _ in range(5):
+            now = self.store.clock.now()
+            claimed, row = await driver.claim(
+                self.store,
+                scope,
+                key,
+                fingerprint,
+                now=now,
+                locked_until=now + self.lock_timeout,
+                expires_at=now + max(self.retention, self.lock_timeout),
+                conn=conn,
+            )
+            if claimed:
+                return Lease(scope, key, now)
+            if row is None:
+                continue  # purged (or not yet committed) between our insert and our read
+            found = self._decide(row, fingerprint)
+            if found is not None:
+                return found
+            async with self.store.statement(write=True) as conn:
+                lease = await self._take_over(conn, scope, key, fingerprint)
+            if lease is not None:
+                return lease
+        raise IdempotencyKeyInProgress("the key is contended; try again", retry_after=1.0)
+
     async def complete(self, conn: AsyncConnection, lease: Lease, response: StoredResponse) -> None:
         """Store the response in the handler's transaction; raise if the lease was lost."""
         now = self.store.clock.now()
+        driver = self.store.sql.idempotency_keys
+        if driver is not None:
+            done = await driver.complete(
+                conn,
+                lease.scope,
+                lease.key,
+                lease.token,
+                status=response.status,
+                headers=response.headers,
+                body=response.body,
+                now=now,
+                expires_at=now + self.retention,
+            )
+            if done is not None:
+                if not done:
+                    raise _lost()
+                return
         result = await conn.execute(
             t.update()
             .where(_owned(lease))
@@ -132,9 +195,7 @@ class IdempotencyKeys:
             )
         )
         if result.rowcount != 1:
-            raise IdempotencyKeyInProgress(
-                "this request held the key too long and another took it over", retry_after=1.0
-            )
+            raise _lost()
 
     async def renew(self, lease: Lease) -> bool:
         """Extend a running request's lock; False once it was lost (taken over or done)."""
@@ -221,6 +282,12 @@ class IdempotencyKeys:
             )
         )
         return Lease(scope, key, now) if result.rowcount == 1 else None
+
+
+def _lost() -> IdempotencyKeyInProgress:
+    return IdempotencyKeyInProgress(
+        "this request held the key too long and another took it over", retry_after=1.0
+    )
 
 
 def _owned(lease: Lease) -> sa.ColumnElement[bool]:

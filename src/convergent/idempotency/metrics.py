@@ -16,10 +16,11 @@ class _Outcome:
     def __init__(self, counter: Counter, outcome: str) -> None:
         self.counter = counter
         self.outcome = outcome
+        self.labeled = IDEMPOTENCY.labels(outcome)  # looked up once, not per request
 
     def inc(self, amount: float = 1) -> None:
         self.counter.inc(amount)
-        IDEMPOTENCY.labels(self.outcome).inc(amount)
+        self.labeled.inc(amount)
         # the request's span says how its key was answered
         trace.get_current_span().set_attribute("convergent.idempotency.outcome", self.outcome)
 

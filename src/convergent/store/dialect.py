@@ -12,7 +12,7 @@ import abc
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -20,6 +20,9 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from convergent.ids import uuid7
+
+if TYPE_CHECKING:
+    from convergent.store.postgres_keys import DriverKeys
 
 __all__ = ["Dialect", "Insert", "history_params"]
 
@@ -41,6 +44,8 @@ class Dialect(abc.ABC):
     parallel_commits: int
     #: data-modifying CTEs: a batch of mixed writes is ONE autocommit statement (one round trip)
     one_statement_writes: bool
+    #: idempotency keys claimed and completed straight through the driver (else SQLAlchemy)
+    idempotency_keys: DriverKeys | None = None
 
     # -- engine set-up -------------------------------------------------------------------------
     def engine_options(self, pool_size: int, max_overflow: int) -> dict[str, Any]:

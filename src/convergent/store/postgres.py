@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from convergent import settings
 from convergent.store import postgres_batches as batches
 from convergent.store.dialect import Dialect
+from convergent.store.postgres_keys import DriverKeys
 
 __all__ = ["PostgresDialect"]
 
@@ -35,6 +36,7 @@ class PostgresDialect(Dialect):
     single_writer = False
     parallel_commits = 3  # rows of different runs never conflict; each run awaits its own write
     one_statement_writes = True
+    idempotency_keys = DriverKeys()
 
     def engine_options(self, pool_size: int, max_overflow: int) -> dict[str, Any]:
         # small by default (the settings): a fleet of processes shares max_connections; every
