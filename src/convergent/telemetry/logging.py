@@ -123,4 +123,8 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # a line per plugin at start-up
+    # a line per outbound request (each webhook attempt, each provider call) is noise at INFO:
+    # attempts are recorded, counted and traced already; DEBUG shows them again
+    quiet = root.level >= logging.INFO
+    logging.getLogger("httpx").setLevel(logging.WARNING if quiet else logging.NOTSET)
     return handler
