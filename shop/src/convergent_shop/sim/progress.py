@@ -44,7 +44,7 @@ def render(title: str, sample: dict[str, Any]) -> Table:
 
 
 class LiveProgress:
-    """A loop (``run(stop)``) redrawing the figures a few times a second."""
+    """A loop (``run(stop)``) redrawing the figures twice a second."""
 
     def __init__(self, sampler: Sampler, title: str, console: Console | None = None) -> None:
         self.sampler = sampler
@@ -52,12 +52,14 @@ class LiveProgress:
         self.console = console or Console()
 
     async def run(self, stop: asyncio.Event) -> None:
+        # drawn from this loop twice a second, not by Rich's refresh thread: that thread would
+        # take the GIL from the shop's event loop four times a second
         with Live(
-            render(self.title, {}), console=self.console, refresh_per_second=4, transient=False
+            render(self.title, {}), console=self.console, auto_refresh=False, transient=False
         ) as live:
             while not stop.is_set():
-                live.update(render(self.title, self.sampler.latest))
+                live.update(render(self.title, self.sampler.latest), refresh=True)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 0.25)
-            live.update(render(self.title, self.sampler.latest))
+                    await asyncio.wait_for(stop.wait(), 0.5)
+            live.update(render(self.title, self.sampler.latest), refresh=True)
         self.console.print()
