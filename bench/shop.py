@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import logging
 import os
-import sys
 import tempfile
 import time
 import uuid
@@ -154,9 +153,8 @@ async def floor(
 ) -> dict[str, Any]:
     """The saga's work as bare calls: reserve, authorize, ship, capture-and-complete, each one
     transaction or one provider call, sequential per order, orders arriving at ``rate``."""
-    from convergent.drill import Managed, free_port
     from convergent_shop.psp_client import PspClient
-    from convergent_shop.sim.processes import wait_healthy
+    from convergent_shop.sim.processes import provider_process
 
     # enough connections for the orders in flight at once: the floor must not queue for them
     store = Store(database_url, pool_size=20, max_overflow=40)
@@ -201,27 +199,20 @@ async def floor(
         latencies.append(time.perf_counter() - began)
 
     # the provider in a process of its own, as the demo runs it
-    port = free_port()
-    argv = [sys.executable, "-m", "convergent", "psp", "--port", str(port)]
-    argv += ["--fault-rate", str(fault_rate), "--seed", "7"]
     ledger = f"sqlite+aiosqlite:///{workdir / 'floor-psp.db'}"
-    env = {**os.environ, "CONVERGENT_PSP_DATABASE_URL": ledger}
-    provider = Managed("psp", argv, env, workdir / "floor-psp.log")
-    provider.start()
+    provider = provider_process(ledger, workdir / "floor-psp.log", fault_rate, seed=7)
     try:
-        url = f"http://127.0.0.1:{port}"
-        await wait_healthy(url, provider, timeout=60.0)
-        psp = PspClient(url, timeout=2.0)
-        began = time.perf_counter()
-        tasks = []
-        for i in range(orders):
-            await asyncio.sleep(max(0.0, began + i / rate - time.perf_counter()))
-            tasks.append(asyncio.create_task(one(str(uuid.uuid4()), psp)))
-        await asyncio.gather(*tasks)
-        seconds = time.perf_counter() - began
-        await psp.aclose()
+        async with provider as url:
+            psp = PspClient(url, timeout=2.0)
+            began = time.perf_counter()
+            tasks = []
+            for i in range(orders):
+                await asyncio.sleep(max(0.0, began + i / rate - time.perf_counter()))
+                tasks.append(asyncio.create_task(one(str(uuid.uuid4()), psp)))
+            await asyncio.gather(*tasks)
+            seconds = time.perf_counter() - began
+            await psp.aclose()
     finally:
-        provider.stop()
         await store.close()
     return figures_of(latencies, orders, seconds)
 

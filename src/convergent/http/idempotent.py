@@ -17,27 +17,15 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 
 from convergent.errors import ConfigurationError
+from convergent.http.openapi import PROBLEM_SCHEMA
+from convergent.http.problem import PROBLEM_CONTENT_TYPE
 
 __all__ = ["GUARDED", "IDEMPOTENCY_RESPONSES", "Idempotent", "idempotent_routes"]
 
 #: scope key the middleware sets on a request it handles exactly once
 GUARDED = "convergent.idempotency_guarded"
 
-_PROBLEM = {
-    "application/problem+json": {
-        "schema": {
-            "type": "object",
-            "properties": {
-                "type": {"type": "string"},
-                "title": {"type": "string"},
-                "status": {"type": "integer"},
-                "detail": {"type": "string"},
-                "instance": {"type": "string"},
-            },
-            "required": ["type", "title", "status"],
-        }
-    }
-}
+_PROBLEM = {PROBLEM_CONTENT_TYPE: {"schema": PROBLEM_SCHEMA}}
 
 #: what a protected route may answer because of its key (RFC 9457 problem details)
 IDEMPOTENCY_RESPONSES: dict[int | str, dict[str, Any]] = {

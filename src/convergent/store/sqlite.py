@@ -30,9 +30,7 @@ def _on_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     # an inline connection waits for another process's lock on the loop, not in SQLite
-    from convergent.store.sqlite_inline import InlineConnection  # needs the sqlite extra
-
-    inline = isinstance(getattr(dbapi_connection, "_connection", None), InlineConnection)
+    inline = _inline(dbapi_connection) is not None
     for pragma in (*_PRAGMAS, f"PRAGMA busy_timeout={0 if inline else 30000}"):
         cursor.execute(pragma)
     cursor.close()
@@ -44,14 +42,19 @@ def _inline_do_connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> 
     return dialect.loaded_dbapi.connect(*cargs, async_creator_fn=inline_connect, **cparams)
 
 
-def _on_begin(conn: sa.Connection) -> None:
-    from convergent.store.sqlite_inline import InlineConnection  # needs the sqlite extra
+def _inline(dbapi_connection: Any) -> Any | None:
+    """The `InlineConnection` under SQLAlchemy's adapter, or None. Known by its method: the class
+    needs the sqlite extra, and this runs on every BEGIN."""
+    driver = getattr(dbapi_connection, "_connection", None)
+    return driver if hasattr(driver, "run_now") else None
 
+
+def _on_begin(conn: sa.Connection) -> None:
     mode = conn.get_execution_options().get(_BEGIN_OPTION, "IMMEDIATE")
     # straight to the driver when it runs on this thread (SQLAlchemy's statement machinery is
     # most of a BEGIN's cost); a busy or failing BEGIN goes the long way, waited for and wrapped
-    driver = getattr(conn.connection.dbapi_connection, "_connection", None)
-    if isinstance(driver, InlineConnection) and driver.run_now(f"BEGIN {mode}"):
+    driver = _inline(conn.connection.dbapi_connection)
+    if driver is not None and driver.run_now(f"BEGIN {mode}"):
         return
     conn.exec_driver_sql(f"BEGIN {mode}")
 

@@ -38,6 +38,12 @@ __all__ = [
 CHANNEL = "convergent_webhooks"
 
 
+# built once: it runs for every event
+_ENABLED_ENDPOINTS = sa.select(webhook_endpoints.c.id, webhook_endpoints.c.event_types).where(
+    webhook_endpoints.c.enabled.is_(True)
+)
+
+
 async def enqueue(
     conn: AsyncConnection,
     event_type: str,
@@ -67,12 +73,6 @@ async def enqueue(
     await _add_deliveries(conn, [(message_id, t) for t in targets], now)
     await store.notifier.notify(conn, CHANNEL)
     return message_id
-
-
-# built once: it runs for every event
-_ENABLED_ENDPOINTS = sa.select(webhook_endpoints.c.id, webhook_endpoints.c.event_types).where(
-    webhook_endpoints.c.enabled.is_(True)
-)
 
 
 async def _add_deliveries(

@@ -12,7 +12,6 @@ import contextlib
 import os
 import secrets
 import socket
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -233,7 +232,17 @@ async def _servers(
     from convergent_shop.workflows import PSP_URL_ENV
 
     shop_port = _port_or_free(options.port)
-    async with _provider(options, shop_port, psp_store) as psp_url:
+    from convergent_shop.sim.processes import provider_process
+
+    provider = provider_process(
+        psp_store.url.render_as_string(hide_password=False),  # the ledger psp_store reads
+        options.report_dir / "psp.log",
+        options.fault_rate,
+        seed=options.seed,
+        fills_to=f"http://127.0.0.1:{shop_port}/trading/fills",
+        fill_interval_ms=100,
+    )
+    async with provider as psp_url:
         # the saga's steps call the provider here; callbacks go to a loopback receiver
         settings = {PSP_URL_ENV: psp_url, ALLOW_HOSTS_ENV: "127.0.0.1", SECRETS_ENV: ""}
         with environment(settings):
@@ -241,32 +250,6 @@ async def _servers(
                 await stock_up_catalogue(store)
                 await subscribe_receiver(store, f"{shop_url}/notifications/webhook")
                 yield DemoContext(store, psp_store, shop_url, psp_url, f"{psp_url}/exchange")
-
-
-@contextlib.asynccontextmanager
-async def _provider(options: DemoOptions, shop_port: int, psp_store: Store) -> AsyncIterator[str]:
-    """`convergent psp` (the provider, with the exchange under /exchange) on a free port,
-    writing its ledger where ``psp_store`` reads it; stopped when the block ends."""
-    from convergent.drill import Managed
-    from convergent_shop.sim.processes import wait_healthy
-
-    port, rate = free_port(), str(options.fault_rate)
-    args = ["psp", "--port", str(port), "--fault-rate", rate, "--fill-interval-ms", "100"]
-    args += ["--exchange-callback-url", f"http://127.0.0.1:{shop_port}/trading/fills"]
-    args += ["--lost-fill-rate", rate, "--duplicate-fill-rate", rate]
-    if options.seed is not None:
-        args += ["--seed", str(options.seed)]
-    ledger = psp_store.url.render_as_string(hide_password=False)
-    env = {**os.environ, "CONVERGENT_PSP_DATABASE_URL": ledger}
-    argv = [sys.executable, "-m", "convergent", *args]
-    provider = Managed("psp", argv, env, options.report_dir / "psp.log")
-    provider.start()
-    try:
-        url = f"http://127.0.0.1:{port}"
-        await wait_healthy(url, provider, timeout=60.0)
-        yield url
-    finally:
-        provider.stop()
 
 
 async def _load_settle_check(

@@ -10,6 +10,7 @@ import contextlib
 import os
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import httpx
 
 from convergent.drill import Managed, free_port
 
-__all__ = ["Cluster", "available_commands", "wait_healthy"]
+__all__ = ["Cluster", "available_commands", "provider_args", "provider_process", "wait_healthy"]
 
 
 def available_commands() -> set[str]:
@@ -43,6 +44,55 @@ async def wait_healthy(url: str, managed: Managed, timeout: float = 120.0) -> No
                     return
             await asyncio.sleep(0.1)
     raise RuntimeError(f"{managed.name} did not become healthy; see {managed.log}")
+
+
+def provider_args(
+    port: int,
+    fault_rate: float,
+    *,
+    seed: int | None = None,
+    fills_to: str | None = None,
+    fill_interval_ms: int | None = None,
+) -> list[str]:
+    """`convergent psp`'s arguments: the provider on ``port``, failing at ``fault_rate``; with
+    ``fills_to``, its exchange posts fills there, losing and duplicating them at that rate."""
+    rate = str(fault_rate)
+    args = ["psp", "--port", str(port), "--fault-rate", rate]
+    if fills_to is not None:
+        args += ["--exchange-callback-url", fills_to]
+        args += ["--lost-fill-rate", rate, "--duplicate-fill-rate", rate]
+    if fill_interval_ms is not None:
+        args += ["--fill-interval-ms", str(fill_interval_ms)]
+    if seed is not None:
+        args += ["--seed", str(seed)]
+    return args
+
+
+@contextlib.asynccontextmanager
+async def provider_process(
+    ledger_url: str,
+    log: Path,
+    fault_rate: float,
+    *,
+    seed: int | None = None,
+    fills_to: str | None = None,
+    fill_interval_ms: int | None = None,
+) -> AsyncIterator[str]:
+    """`convergent psp` (the provider, the exchange under /exchange) in a process of its own on
+    a free port, its ledger at ``ledger_url``; yields its URL once healthy, stops it after."""
+    port = free_port()
+    args = provider_args(
+        port, fault_rate, seed=seed, fills_to=fills_to, fill_interval_ms=fill_interval_ms
+    )
+    env = {**os.environ, "CONVERGENT_PSP_DATABASE_URL": ledger_url}
+    provider = Managed("psp", [sys.executable, "-m", "convergent", *args], env, log)
+    provider.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        await wait_healthy(url, provider, timeout=60.0)
+        yield url
+    finally:
+        provider.stop()
 
 
 @dataclass
@@ -98,12 +148,12 @@ class Cluster:
         for stale in self.workdir.glob("psp.db*"):  # each round's provider starts empty
             stale.unlink()
         psp_db = f"sqlite+aiosqlite:///{self.workdir / 'psp.db'}"
-        rate = str(self.psp_fault_rate)
-        psp_args = ["psp", "--port", str(psp_port), "--fault-rate", rate]
-        psp_args += ["--exchange-callback-url", f"{self.shop_url}/trading/fills"]
-        psp_args += ["--lost-fill-rate", rate, "--duplicate-fill-rate", rate]
-        if self.seed is not None:
-            psp_args += ["--seed", str(self.seed)]
+        psp_args = provider_args(
+            psp_port,
+            self.psp_fault_rate,
+            seed=self.seed,
+            fills_to=f"{self.shop_url}/trading/fills",
+        )
         psp = self._add("psp", psp_args, CONVERGENT_PSP_DATABASE_URL=psp_db)
         # every shop process dies at the crash point when it reaches it (the API for the
         # idempotency and resource points, workers and relay for the rest); the supervisor
