@@ -60,9 +60,40 @@ def _view(row: Any) -> dict[str, Any]:
     }
 
 
+# the hot statements, built once and executed with parameters (building one costs more than
+# SQLite running it)
+_RESERVATION = reservations.select().where(reservations.c.order_id == sa.bindparam("b_order"))
+_TAKE = (
+    stock.update()
+    .where(stock.c.sku == sa.bindparam("b_sku"), stock.c.available >= sa.bindparam("b_qty"))
+    .values(
+        available=stock.c.available - sa.bindparam("b_qty"),
+        reserved=stock.c.reserved + sa.bindparam("b_qty"),
+    )
+)
+_SETTLE_RESERVATION = (
+    reservations.update()
+    .where(reservations.c.order_id == sa.bindparam("b_order"))
+    .values(
+        status=sa.bindparam("v_status"),
+        reason=sa.bindparam("v_reason"),
+        updated_at=sa.bindparam("v_now", type_=reservations.c.updated_at.type),
+    )
+)
+# a reserved reservation moves on (released or shipped) once
+_MOVE_RESERVED = (
+    reservations.update()
+    .where(reservations.c.order_id == sa.bindparam("b_order"), reservations.c.status == "reserved")
+    .values(
+        status=sa.bindparam("v_status"),
+        updated_at=sa.bindparam("v_now", type_=reservations.c.updated_at.type),
+    )
+)
+_MOVES: dict[tuple[str, str], sa.Update] = {}
+
+
 async def _reservation(conn: AsyncConnection, order_id: str) -> Any:
-    query = reservations.select().where(reservations.c.order_id == order_id)
-    row = (await conn.execute(query)).one_or_none()
+    row = (await conn.execute(_RESERVATION, {"b_order": order_id})).one_or_none()
     if row is None:
         raise InvalidTransition(f"order {order_id} has no reservation")
     return row
@@ -120,11 +151,7 @@ async def reserve(
     taken: list[tuple[str, int]] = []
     shortage = None
     for sku, qty in _totals(items).items():
-        result = await conn.execute(
-            stock.update()
-            .where(stock.c.sku == sku, stock.c.available >= qty)
-            .values(available=stock.c.available - qty, reserved=stock.c.reserved + qty)
-        )
+        result = await conn.execute(_TAKE, {"b_sku": sku, "b_qty": qty})
         if result.rowcount != 1:
             shortage = sku
             break
@@ -134,19 +161,26 @@ async def reserve(
     status = "rejected" if shortage else "reserved"
     reason = f"not enough {shortage} in stock" if shortage else None
     await conn.execute(
-        reservations.update()
-        .where(reservations.c.order_id == order_id)
-        .values(status=status, reason=reason, updated_at=now)
+        _SETTLE_RESERVATION,
+        {"b_order": order_id, "v_status": status, "v_reason": reason, "v_now": now},
     )
     return _view(await _reservation(conn, order_id))
 
 
 async def _move(conn: AsyncConnection, sku: str, qty: int, source: str, target: str) -> None:
-    await conn.execute(
-        stock.update()
-        .where(stock.c.sku == sku)
-        .values({source: stock.c[source] - qty, target: stock.c[target] + qty})
-    )
+    move = _MOVES.get((source, target))
+    if move is None:
+        move = _MOVES[source, target] = (
+            stock.update()
+            .where(stock.c.sku == sa.bindparam("b_sku"))
+            .values(
+                {
+                    source: stock.c[source] - sa.bindparam("b_qty"),
+                    target: stock.c[target] + sa.bindparam("b_qty"),
+                }
+            )
+        )
+    await conn.execute(move, {"b_sku": sku, "b_qty": qty})
 
 
 async def release(conn: AsyncConnection, order_id: str, key: str, now: datetime) -> dict[str, Any]:
@@ -155,9 +189,7 @@ async def release(conn: AsyncConnection, order_id: str, key: str, now: datetime)
     if await insert_once(conn, reservations, {**tombstone, "updated_at": now}):
         return _view(await _reservation(conn, order_id))  # nothing was reserved; none will be
     moved = await conn.execute(
-        reservations.update()
-        .where(reservations.c.order_id == order_id, reservations.c.status == "reserved")
-        .values(status="released", updated_at=now)
+        _MOVE_RESERVED, {"b_order": order_id, "v_status": "released", "v_now": now}
     )
     row = await _reservation(conn, order_id)
     if moved.rowcount == 1:
@@ -169,9 +201,7 @@ async def release(conn: AsyncConnection, order_id: str, key: str, now: datetime)
 async def ship(conn: AsyncConnection, order_id: str, key: str, now: datetime) -> dict[str, Any]:
     """Turn the order's reservation into shipped stock; idempotent by state."""
     moved = await conn.execute(
-        reservations.update()
-        .where(reservations.c.order_id == order_id, reservations.c.status == "reserved")
-        .values(status="shipped", updated_at=now)
+        _MOVE_RESERVED, {"b_order": order_id, "v_status": "shipped", "v_now": now}
     )
     row = await _reservation(conn, order_id)
     if moved.rowcount == 1:

@@ -41,14 +41,18 @@ async def _secrets() -> Sequence[str]:
     return found
 
 
+_INSERT = notifications.insert()  # built once
+
+
 async def _record(conn: AsyncConnection, hook: ReceivedWebhook) -> None:
     await conn.execute(
-        notifications.insert().values(
-            webhook_id=hook.id,
-            event_type=hook.type,
-            data=hook.data,
-            sent_at=hook.timestamp,
-        )
+        _INSERT,
+        {
+            "webhook_id": hook.id,
+            "event_type": hook.type,
+            "data": hook.data,
+            "sent_at": hook.timestamp,
+        },
     )
 
 

@@ -68,6 +68,9 @@ ORDER_MACHINE = StateMachine(
     terminal=["completed", "cancelled", "failed"],
 )
 ORDERS = ResourceTable(orders, ORDER_MACHINE)
+# built once, executed with parameters: building a statement costs more than running it
+_INSERT = orders.insert()
+_BY_ID = orders.select().where(orders.c.id == sa.bindparam("b_id"))
 ORDER_WAIT_LIMIT = 30.0  # most a POST /orders waits for Prefer: wait
 _STEPS = ("reserve", "authorize", "ship")
 _DONE_STEPS = {"pending": 0, "reserved": 1, "authorized": 2, "completed": 3}
@@ -133,20 +136,21 @@ async def create_order(body: OrderIn, request: Request, response: Response) -> A
     order_id = uuid7()
     async with transaction(request) as conn:
         await conn.execute(
-            orders.insert().values(
-                id=order_id,
-                client=client_id(request),
-                customer_id=body.customer_id,
-                items=[i.model_dump() for i in body.items],
-                amount=body.amount,
-                currency=body.currency,
-                state="pending",
-                version=1,
-                created_at=now,
-                updated_at=now,
-            )
+            _INSERT,
+            {
+                "id": order_id,
+                "client": client_id(request),
+                "customer_id": body.customer_id,
+                "items": [i.model_dump() for i in body.items],
+                "amount": body.amount,
+                "currency": body.currency,
+                "state": "pending",
+                "version": 1,
+                "created_at": now,
+                "updated_at": now,
+            },
         )
-        row = (await conn.execute(orders.select().where(orders.c.id == order_id))).one()
+        row = (await conn.execute(_BY_ID, {"b_id": order_id})).one()
         await ORDERS.record_created(conn, row, actor=actor(request))
         await announce(conn, "order", row, str(order_id))
         await start(conn, order_saga, str(order_id), key=str(order_id))
@@ -189,7 +193,7 @@ def _order_id(order_id: str) -> uuid.UUID:
 
 async def _load(conn: AsyncConnection, key: uuid.UUID, client: str | None = None) -> Any:
     """The order ``key``; NotFound if it does not exist or ``client`` is not its owner."""
-    row = (await conn.execute(orders.select().where(orders.c.id == key))).one_or_none()
+    row = (await conn.execute(_BY_ID, {"b_id": key})).one_or_none()
     if row is None or (client is not None and row.client != client):
         raise NotFound(f"no order {key}")
     return row

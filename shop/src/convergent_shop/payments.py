@@ -52,11 +52,13 @@ payments = sa.Table(
 )
 
 _SETTLED = frozenset({"authorized", "captured", "voided", "refunded", "declined"})
+# built once, executed with parameters: building a statement costs more than running it
+_BY_ORDER = payments.select().where(payments.c.order_id == sa.bindparam("b_order"))
+_UPDATES: dict[frozenset[str], sa.Update] = {}
 
 
 async def _row(conn: AsyncConnection, order_id: str) -> Any:
-    query = payments.select().where(payments.c.order_id == order_id)
-    return (await conn.execute(query)).one_or_none()
+    return (await conn.execute(_BY_ORDER, {"b_order": order_id})).one_or_none()
 
 
 def _view(row: Any) -> dict[str, Any]:
@@ -71,9 +73,18 @@ def _view(row: Any) -> dict[str, Any]:
 
 
 async def _set(conn: AsyncConnection, order_id: str, now: datetime, **values: Any) -> Any:
-    await conn.execute(
-        payments.update().where(payments.c.order_id == order_id).values(updated_at=now, **values)
-    )
+    columns = frozenset(values)
+    update = _UPDATES.get(columns)
+    if update is None:
+        binds = {
+            name: sa.bindparam(f"v_{name}", type_=payments.c[name].type)
+            for name in ("updated_at", *sorted(columns))
+        }
+        update = _UPDATES[columns] = (
+            payments.update().where(payments.c.order_id == sa.bindparam("b_order")).values(binds)
+        )
+    params = {f"v_{name}": value for name, value in values.items()}
+    await conn.execute(update, {"b_order": order_id, "v_updated_at": now, **params})
     return await _row(conn, order_id)
 
 

@@ -31,8 +31,11 @@ shipments = sa.Table(
 )
 
 
+_BY_ORDER = shipments.select().where(shipments.c.order_id == sa.bindparam("b_order"))
+
+
 async def _shipment(conn: AsyncConnection, order_id: str) -> dict[str, Any]:
-    row = (await conn.execute(shipments.select().where(shipments.c.order_id == order_id))).one()
+    row = (await conn.execute(_BY_ORDER, {"b_order": order_id})).one()
     return {
         "order_id": row.order_id,
         "tracking": row.tracking,

@@ -16,6 +16,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent.errors import InvalidTransition, PermanentError, RunCancelled, TransientError
@@ -50,9 +51,12 @@ def psp_client() -> PspClient:
     return _clients[key]
 
 
+# built once: every step reads its order, and building a statement costs more than running it
+_ORDER = orders.select().where(orders.c.id == sa.bindparam("b_id"))
+
+
 async def _order(conn: AsyncConnection, order_id: str) -> Any:
-    row = (await conn.execute(orders.select().where(orders.c.id == uuid.UUID(order_id)))).one()
-    return row
+    return (await conn.execute(_ORDER, {"b_id": uuid.UUID(order_id)})).one()
 
 
 async def _move(conn: AsyncConnection, order_id: str, action: str) -> Any:

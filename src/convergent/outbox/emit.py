@@ -86,6 +86,9 @@ async def _emit(
     return message
 
 
+_INSERT = sa.insert(outbox)  # built once: building costs more than SQLite running it
+
+
 async def insert_messages(conn: AsyncConnection, messages: list[Message]) -> None:
     """Insert already-built messages (used by emit and by DLQ retries)."""
     if not messages:
@@ -101,6 +104,6 @@ async def insert_messages(conn: AsyncConnection, messages: list[Message]) -> Non
         }
         for m in messages
     ]
-    await conn.execute(sa.insert(outbox), rows)
+    await conn.execute(_INSERT, rows)
     await store_of(conn).notifier.notify(conn, OUTBOX_CHANNEL)
     fault_point(AFTER_INSERT)

@@ -41,10 +41,14 @@ _POLL = 1.0  # fallback poll when a wake-up is missed
 _RENEW_AT_MOST_EVERY = 0.5  # seconds between lease renewals of a consumer (ttl/3 if shorter)
 
 
+_APPEND = sa.insert(log_entries)  # built once: building costs more than SQLite running it
+
+
 class EmbeddedTransport(Transport):
     def __init__(self, store: Store, url: str = "embedded://") -> None:
         self.store = store
         self.url = url
+        self._advance: Any = None  # the head's upsert, built on first use
 
     def partitions_of(self, topic: str) -> int:
         spec = TOPICS.get(topic)
@@ -71,16 +75,19 @@ class EmbeddedTransport(Transport):
     ) -> None:
         # one upsert moves the head past the batch and returns it (holding the head's row lock
         # to the commit: one appender per partition at a time)
-        head = log_heads.c.next_position
-        upsert = self.store.sql.insert(log_heads).values(
-            topic=topic, partition=partition, next_position=len(batch)
-        )
-        end = await conn.scalar(
-            upsert.on_conflict_do_update(
+        if self._advance is None:  # built once: building costs more than SQLite running it
+            head = log_heads.c.next_position
+            upsert = self.store.sql.insert(log_heads).values(
+                topic=sa.bindparam("b_topic"),
+                partition=sa.bindparam("b_partition"),
+                next_position=sa.bindparam("b_count"),
+            )
+            self._advance = upsert.on_conflict_do_update(
                 index_elements=[log_heads.c.topic, log_heads.c.partition],
-                set_={"next_position": head + len(batch)},
+                set_={"next_position": head + sa.bindparam("b_count")},
             ).returning(head)
-        )
+        params = {"b_topic": topic, "b_partition": partition, "b_count": len(batch)}
+        end = await conn.scalar(self._advance, params)
         start = int(end) - len(batch)
         rows = [
             {
@@ -94,7 +101,7 @@ class EmbeddedTransport(Transport):
             }
             for i, m in enumerate(batch)
         ]
-        await conn.execute(sa.insert(log_entries), rows)
+        await conn.execute(_APPEND, rows)
 
     async def subscribe(
         self, topic: Topic, group: str, options: SubscriptionOptions | None = None
@@ -172,6 +179,37 @@ class EmbeddedSubscription(Subscription):
             ttl=options.ack_wait / 2,  # a dead member's partitions move on after this
         )
         self._where = (log_offsets.c.consumer_group == group) & (log_offsets.c.topic == topic.name)
+        # the statements of every poll and settle, built once (building one costs more than
+        # SQLite running it)
+        o, log = log_offsets, log_entries
+        # only the partitions with something at or past their offset: one probe of the log's
+        # primary key each, instead of a query per held partition on every wake-up
+        waiting = sa.exists().where(
+            log.c.topic == o.c.topic,
+            log.c.partition == o.c.partition,
+            log.c.position >= o.c.position,
+        )
+        self._offsets = (
+            sa.select(o)
+            .where(self._where, o.c.partition.in_(sa.bindparam("b_held", expanding=True)), waiting)
+            .order_by(o.c.partition)
+        )
+        self._entries = (
+            sa.select(log)
+            .where(
+                log.c.topic == topic.name,
+                log.c.partition == sa.bindparam("b_partition"),
+                log.c.position >= sa.bindparam("b_position"),
+            )
+            .order_by(log.c.position)
+            .limit(sa.bindparam("b_limit"))
+        )
+        this = self._where & (o.c.partition == sa.bindparam("b_partition"))
+        self._advance = (
+            sa.update(o)
+            .where(this, o.c.position <= sa.bindparam("b_position"))
+            .values(position=sa.bindparam("b_position") + 1, attempts=0, next_attempt_at=None)
+        )
         self._renew_every = min(self.leases.ttl.total_seconds() / 3, _RENEW_AT_MOST_EVERY)
         self._renew_at = 0.0  # loop time of the next lease renewal: the first poll renews
 
@@ -224,35 +262,19 @@ class EmbeddedSubscription(Subscription):
         held = self.leases.held
         if not held:
             return []
-        o, log = log_offsets, log_entries
-        # only the partitions with something at or past their offset: one probe of the log's
-        # primary key each, instead of a query per held partition on every wake-up
-        waiting = sa.exists().where(
-            log.c.topic == o.c.topic,
-            log.c.partition == o.c.partition,
-            log.c.position >= o.c.position,
-        )
         async with self.store.read() as conn:
-            offsets = (
-                await conn.execute(
-                    sa.select(o)
-                    .where(self._where, o.c.partition.in_(list(held)), waiting)
-                    .order_by(o.c.partition)
-                )
-            ).all()
+            offsets = (await conn.execute(self._offsets, {"b_held": sorted(held)})).all()
             out: list[Delivery] = []
             for off in offsets:
                 if off.next_attempt_at is not None and off.next_attempt_at > now:
                     continue  # the message at the offset waits for its retry; its key waits too
                 entries = await conn.execute(
-                    sa.select(log_entries)
-                    .where(
-                        log_entries.c.topic == self.topic.name,
-                        log_entries.c.partition == off.partition,
-                        log_entries.c.position >= off.position,
-                    )
-                    .order_by(log_entries.c.position)
-                    .limit(max_messages - len(out))
+                    self._entries,
+                    {
+                        "b_partition": off.partition,
+                        "b_position": off.position,
+                        "b_limit": max_messages - len(out),
+                    },
                 )
                 for e in entries:
                     attempt = off.attempts + 1 if e.position == off.position else 1
@@ -283,14 +305,12 @@ class EmbeddedSubscription(Subscription):
                 conn, self.leases.group, self.leases.held, self.leases.holder
             ):
                 return  # another member owns the partition now; it will redeliver
-            where = self._where & (log_offsets.c.partition == d.partition)
             if delay is None:
                 await conn.execute(
-                    sa.update(log_offsets)
-                    .where(where, log_offsets.c.position <= d.position)
-                    .values(position=d.position + 1, attempts=0, next_attempt_at=None)
+                    self._advance, {"b_partition": d.partition, "b_position": d.position}
                 )
             else:
+                where = self._where & (log_offsets.c.partition == d.partition)
                 await conn.execute(
                     sa.update(log_offsets)
                     .where(where, log_offsets.c.position == d.position)

@@ -101,6 +101,9 @@ class Dispatcher:
         self._results: list[tuple[_Job, SendResult, datetime]] = []
         self._wake = asyncio.Event()
         self._database_outage = Outage("database", log)
+        # the claim's statements, built once per shape (building one costs more than SQLite
+        # running it): executed with b_now, b_full (endpoints without a free slot), b_limit
+        self._built: dict[tuple[str, bool], Any] = {}
 
     # running -------------------------------------------------------------------------------
 
@@ -212,32 +215,55 @@ class Dispatcher:
 
     # claiming ------------------------------------------------------------------------------
 
-    def _due(self, *columns: Any) -> sa.Select[Any]:
-        """Due deliveries to enabled endpoints that have a free slot."""
-        d, e = webhook_deliveries, webhook_endpoints
-        now = self.store.clock.now()
+    def _due_params(self) -> dict[str, Any]:
         limit = self.settings.per_endpoint_concurrency
         full = [endpoint for endpoint, n in self._in_flight.items() if n >= limit]
+        params: dict[str, Any] = {"b_now": self.store.clock.now()}
+        if full:
+            params["b_full"] = full
+        return params
+
+    def _statement(self, kind: str, params: dict[str, Any]) -> Any:
+        """``probe`` (is anything due?) or ``claim``, for the shape of ``params``."""
+        shape = (kind, "b_full" in params)
+        built = self._built.get(shape)
+        if built is None:
+            built = self._built[shape] = self._build(kind, "b_full" in params)
+        return built
+
+    def _build(self, kind: str, with_full: bool) -> Any:
+        """Due deliveries to enabled endpoints that have a free slot."""
+        d, e = webhook_deliveries, webhook_endpoints
+        columns = (
+            (d.c.id,)
+            if kind == "probe"
+            else (d.c.id, d.c.endpoint_id, d.c.message_id, d.c.attempts, e.c.url, e.c.secrets)
+        )
+        due_at = d.c.next_attempt_at <= sa.bindparam("b_now", type_=d.c.next_attempt_at.type)
         stmt = (
             sa.select(*columns)
             .join(e, e.c.id == d.c.endpoint_id)
-            .where(d.c.status == "pending", d.c.next_attempt_at <= now, e.c.enabled.is_(True))
+            .where(d.c.status == "pending", due_at, e.c.enabled.is_(True))
         )
-        return stmt.where(d.c.endpoint_id.not_in(full)) if full else stmt
+        if with_full:
+            stmt = stmt.where(d.c.endpoint_id.not_in(sa.bindparam("b_full", expanding=True)))
+        if kind == "probe":
+            return stmt.limit(1)
+        stmt = stmt.order_by(d.c.next_attempt_at).limit(sa.bindparam("b_limit"))
+        return self.store.sql.lock_for_claim(stmt, of=d)
 
     async def _anything_due(self) -> bool:
+        params = self._due_params()
         async with self.store.read() as conn:
-            return (
-                await conn.execute(self._due(webhook_deliveries.c.id).limit(1))
-            ).first() is not None
+            found = await conn.execute(self._statement("probe", params), params)
+            return found.first() is not None
 
     async def _claim(self, conn: AsyncConnection, limit: int) -> list[_Job]:
         store, cfg = self.store, self.settings
         now = store.clock.now()
-        d, e, m = webhook_deliveries, webhook_endpoints, webhook_messages
-        columns = (d.c.id, d.c.endpoint_id, d.c.message_id, d.c.attempts, e.c.url, e.c.secrets)
-        stmt = self._due(*columns).order_by(d.c.next_attempt_at).limit(limit)
-        candidates = (await conn.execute(store.sql.lock_for_claim(stmt, of=d))).all()
+        d, m = webhook_deliveries, webhook_messages
+        params = {**self._due_params(), "b_limit": limit}
+        candidates = (await conn.execute(self._statement("claim", params), params)).all()
         chosen, per_endpoint = [], Tally(self._in_flight)
         for row in candidates:
             if per_endpoint[row.endpoint_id] < cfg.per_endpoint_concurrency:

@@ -65,14 +65,16 @@ async def enqueue(
         return message_id
     now = store.clock.now()
     payload = {"type": event_type, "timestamp": now.isoformat(), "data": data}
-    await conn.execute(
-        webhook_messages.insert().values(
-            id=message_id, event_type=event_type, payload=payload, created_at=now
-        )
-    )
+    message = {"id": message_id, "event_type": event_type, "payload": payload, "created_at": now}
+    await conn.execute(_INSERT_MESSAGE, message)
     await _add_deliveries(conn, [(message_id, t) for t in targets], now)
     await store.notifier.notify(conn, CHANNEL)
     return message_id
+
+
+# built once: building a statement costs more than SQLite running it
+_INSERT_MESSAGE = webhook_messages.insert()
+_INSERT_DELIVERIES = webhook_deliveries.insert()
 
 
 async def _add_deliveries(
@@ -81,7 +83,7 @@ async def _add_deliveries(
     if not pairs:
         return
     await conn.execute(
-        webhook_deliveries.insert(),
+        _INSERT_DELIVERIES,
         [
             {
                 "id": uuid7(),

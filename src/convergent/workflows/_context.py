@@ -32,7 +32,7 @@ from convergent.store import Store
 from convergent.store.schema import dead_letters, run_events, run_steps
 from convergent.workflows._committer import Committer
 from convergent.workflows._metrics import Attempt, dead_lettered, retried
-from convergent.workflows._statements import Statements, held_row
+from convergent.workflows._statements import HELD, Statements
 
 if TYPE_CHECKING:
     from convergent.workflows._registry import Step, Workflow
@@ -131,7 +131,7 @@ def _children() -> ChildSupport:
 async def hold(conn: AsyncConnection, run_id: uuid.UUID, owner: str) -> None:
     """Go on only while ``owner`` holds the run; its row stays share-locked to the commit, so a
     takeover waits for this transaction or has already won (then ``LeaseLost``)."""
-    if await conn.scalar(held_row(run_id, owner)) is None:
+    if await conn.scalar(HELD, {"h_run": run_id, "h_owner": owner}) is None:
         raise LeaseLost(f"run {run_id} is held by another worker now")
 
 

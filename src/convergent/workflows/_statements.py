@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from convergent.store import Dialect
 from convergent.store.schema import run_steps, runs
 
-__all__ = ["ACTIVE", "FINAL", "RUNS_CHANNEL", "Statements", "held_row", "statements_for"]
+__all__ = ["ACTIVE", "FINAL", "HELD", "RUNS_CHANNEL", "Statements", "held_row", "statements_for"]
 
 RUNS_CHANNEL = "convergent_runs"
 ACTIVE = ("pending", "running", "compensating")
@@ -49,6 +49,11 @@ def held_row(run_id: Any, owner: Any) -> sa.Select[Any]:
         .where(runs.c.id == run_id, runs.c.lease_owner == owner)
         .with_for_update(read=True)
     )
+
+
+#: ``held_row`` built once (a statement built per call costs more than SQLite running it):
+#: execute with ``{"h_run": run_id, "h_owner": owner}``
+HELD = held_row(sa.bindparam("h_run", type_=runs.c.id.type), sa.bindparam("h_owner"))
 
 
 def statements_for(sql: Dialect) -> Statements:
