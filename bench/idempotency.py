@@ -7,7 +7,9 @@ On PostgreSQL also the floor: the statements of a bare request and of a new key'
 claim and stored answer) sent straight through asyncpg on a connection of its own, no HTTP and no
 SQLAlchemy, so the new key's added cost can be set against what the two statements alone cost.
 
-    python bench/idempotency.py [--quick] [--requests N] [--pg-url URL]
+    python bench/idempotency.py [--quick] [--requests N] [--skip-sqlite] [--skip-postgres]
+
+PostgreSQL: the server of CONVERGENT_TEST_PG_URL (a database of its own is created and dropped).
 """
 
 from __future__ import annotations
@@ -259,10 +261,12 @@ async def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer requests (about 10 s)")
     parser.add_argument("--requests", type=int, default=None, help="requests per case")
     parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--skip-sqlite", action="store_true")
     args = parser.parse_args()
     requests = args.requests or (200 if args.quick else 1000)
-    with tempfile.TemporaryDirectory() as tmp:
-        report("sqlite", await measure(f"sqlite+aiosqlite:///{tmp}/bench.db", requests))
+    if not args.skip_sqlite:
+        with tempfile.TemporaryDirectory() as tmp:
+            report("sqlite", await measure(f"sqlite+aiosqlite:///{tmp}/bench.db", requests))
     if args.skip_postgres:
         return
     name = f"convergent_bench_{os.getpid()}"
