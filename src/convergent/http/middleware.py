@@ -167,7 +167,7 @@ class IdempotencyMiddleware:
         self.app = app
         self.store = store
         self.keys = IdempotencyKeys(store, lock_timeout=lock_timeout, retention=retention)
-        self.renewals = _Renewals(self.keys)
+        self.renewals: dict[asyncio.AbstractEventLoop, _Renewals] = {}  # one per event loop
         # None: the routes that declare Depends(Idempotent()), found at the first request
         self.routes = None if routes is None else _patterns(routes)
         self.principal = principal
@@ -253,13 +253,14 @@ class IdempotencyMiddleware:
                         raise _Replay(found)
                     lease = found
                 fault_point(AFTER_LOCK)
-                held = self.renewals.hold(lease)
+                renewals = self._renewals()
+                held = renewals.hold(lease)
                 scope[_TX] = conn
                 scope[GUARDED] = True
                 try:
                     await self.app(scope, receive, captured.send)
                 finally:  # complete() checks the lease is still ours, in this transaction
-                    await self.renewals.release(held)
+                    await renewals.release(held)
                 response = captured.response(self.replayed_headers)
                 if not worth_storing(response):
                     raise _RollBack
@@ -294,6 +295,16 @@ class IdempotencyMiddleware:
                 await replacement(scope, receive, send)
                 return
         await captured.send_to(send)
+
+    def _renewals(self) -> _Renewals:
+        loop = asyncio.get_running_loop()
+        renewals = self.renewals.get(loop)
+        if renewals is None:
+            for other in list(self.renewals):  # a loop that ended took its requests with it
+                if other.is_closed():
+                    self.renewals.pop(other, None)
+            renewals = self.renewals[loop] = _Renewals(self.keys, loop)
+        return renewals
 
     async def _release(self, lease: Lease | None) -> None:
         if lease is None:  # the key was never ours
@@ -330,8 +341,8 @@ class _Held:
 
 
 class _Renewals:
-    """Keeps the locks of the requests running under one middleware: a live request is never
-    taken over.
+    """Keeps the locks of the requests running under one middleware on one event loop: a live
+    request is never taken over.
 
     Most requests end long before their first renewal is due, so a request only joins a dict;
     one timer for all of them looks every half renewal period while any runs, and gives a task
@@ -340,21 +351,17 @@ class _Renewals:
     A timer per request cost each request a heap push and pop among the cancelled timers of the
     requests before it."""
 
-    def __init__(self, keys: IdempotencyKeys) -> None:
+    def __init__(self, keys: IdempotencyKeys, loop: asyncio.AbstractEventLoop) -> None:
         self.keys = keys
+        self.loop = loop
         self.running: dict[_Held, None] = {}  # in the order they locked: oldest first
         self.timer: asyncio.TimerHandle | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
 
     def hold(self, lease: Lease) -> _Held:
         held = _Held(lease)
-        loop = asyncio.get_running_loop()
-        if loop is not self.loop:  # a new event loop: what ran on the last one ended with it
-            self.running.clear()
-            self.loop, self.timer = loop, None
         self.running[held] = None
         if self.timer is None:
-            self.timer = loop.call_later(self.keys.renew_every / 2, self._look)
+            self.timer = self.loop.call_later(self.keys.renew_every / 2, self._look)
         return held
 
     async def release(self, held: _Held) -> None:
@@ -372,7 +379,7 @@ class _Renewals:
                 break  # the rest locked later still
             if held.task is None:
                 held.task = asyncio.create_task(self._renew(held.lease), context=held.context)
-        if self.running and self.loop is not None:
+        if self.running:
             self.timer = self.loop.call_later(self.keys.renew_every / 2, self._look)
 
     async def _renew(self, lease: Lease) -> None:
