@@ -3,18 +3,25 @@
 Both apps run in-process over httpx's ASGITransport with the same handler (one INSERT in one
 transaction), on SQLite and on PostgreSQL, in one run. Cases: bare, new key, replay. Rounds of
 each case are interleaved so drift hits all three alike. Prints p50/p99, ratio and added ms.
+On PostgreSQL also the floor: the statements of a bare request and of a new key's (the same
+claim and stored answer) sent straight through asyncpg on a connection of its own, no HTTP and no
+SQLAlchemy, so the new key's added cost can be set against what the two statements alone cost.
 
-    python bench/idempotency.py [--quick] [--requests N] [--pg-url URL]
+    python bench/idempotency.py [--quick] [--requests N] [--skip-sqlite] [--skip-postgres]
+
+PostgreSQL: the server of CONVERGENT_TEST_PG_URL (a database of its own is created and dropped).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -125,6 +132,43 @@ async def _driver_statements(http: httpx.AsyncClient, key: str | None) -> int:
     return calls[0]
 
 
+class Floor:
+    """A bare request's and a new key's statements straight through asyncpg (PostgreSQL)."""
+
+    def __init__(self, driver: Any) -> None:
+        self.driver = driver
+
+    async def bare(self) -> None:
+        await self.driver.execute("BEGIN")
+        await self.driver.execute(_INSERT, new_id(), json.dumps(BODY))
+        await self.driver.execute("COMMIT")
+
+    async def new_key(self) -> None:
+        from convergent.store.postgres_keys import _CLAIM, _COMPLETE  # the statements it sends
+
+        now = datetime.now(UTC)
+        key, later = new_id(), now + timedelta(days=1)
+        await self.driver.fetchrow(_CLAIM, "bench", key, "f" * 64, now, now, later)
+        await self.driver.execute("BEGIN")
+        thing = new_id()
+        await self.driver.execute(_INSERT, thing, json.dumps(BODY))
+        headers = json.dumps([["content-type", "application/json"]])
+        answer = json.dumps({"id": thing}).encode()
+        await self.driver.execute(_COMPLETE, "bench", key, now, 201, headers, answer, now, later)
+        await self.driver.execute("COMMIT")
+
+
+_INSERT = "INSERT INTO bench_things (id, body) VALUES ($1, $2::json)"
+
+
+async def floor_timed(step: Any) -> float:
+    start, cpu = time.perf_counter(), time.process_time()
+    await step()
+    elapsed = time.perf_counter() - start
+    CPU.append((time.process_time() - cpu) * 1000)
+    return elapsed * 1000
+
+
 async def measure(url: str, requests: int) -> dict[str, list[float]]:
     store = Store(url)
     await store.migrate()
@@ -134,8 +178,15 @@ async def measure(url: str, requests: int) -> dict[str, list[float]]:
         transport=httpx.ASGITransport(build(store, False)), base_url="http://b"
     )
     idem = httpx.AsyncClient(transport=httpx.ASGITransport(build(store, True)), base_url="http://i")
-    samples: dict[str, list[float]] = {"bare": [], "new key": [], "replay": []}
-    cpu: dict[str, list[float]] = {"bare": [], "new key": [], "replay": []}
+    cases = ["bare", "new key", "replay"]
+    floor = None
+    if store.sql.name == "postgresql":
+        import asyncpg  # only with PostgreSQL
+
+        floor = Floor(await asyncpg.connect(url.replace("+asyncpg", "")))
+        cases += ["floor bare", "floor new key"]
+    samples: dict[str, list[float]] = {case: [] for case in cases}
+    cpu: dict[str, list[float]] = {case: [] for case in cases}
     replay_key = new_id()
     try:
         await timed(idem, replay_key)
@@ -143,6 +194,9 @@ async def measure(url: str, requests: int) -> dict[str, list[float]]:
             await timed(bare, None)
             await timed(idem, new_id())
             await timed(idem, replay_key)
+            if floor is not None:
+                await floor_timed(floor.bare)
+                await floor_timed(floor.new_key)
         counts = [
             await statements(store, bare, None),
             await statements(store, idem, new_id()),
@@ -159,7 +213,15 @@ async def measure(url: str, requests: int) -> dict[str, list[float]]:
             for _ in range(50):
                 samples["replay"].append(await timed(idem, replay_key))
                 cpu["replay"].append(CPU[-1])
+            if floor is None:
+                continue
+            for case, step in (("floor bare", floor.bare), ("floor new key", floor.new_key)):
+                for _ in range(50):
+                    samples[case].append(await floor_timed(step))
+                    cpu[case].append(CPU[-1])
     finally:
+        if floor is not None:
+            await floor.driver.close()
         await bare.aclose()
         await idem.aclose()
         await store.close()
@@ -173,10 +235,11 @@ def pct(values: list[float], q: float) -> float:
 
 def report(db: str, samples: dict[str, list[float]]) -> None:
     for case, values in samples.items():
-        base = statistics.median(samples["bare cpu" if case.endswith("cpu") else "bare"])
+        bare = "floor bare" if case.startswith("floor") else "bare"
+        base = statistics.median(samples[f"{bare} cpu" if case.endswith("cpu") else bare])
         p50 = statistics.median(values)
         print(
-            f"{db:10} {case:12} n={len(values):5} p50={p50:7.3f} ms p99={pct(values, 0.99):7.3f} ms"
+            f"{db:10} {case:17} n={len(values):5} p50={p50:7.3f} ms p99={pct(values, 0.99):7.3f} ms"
             f"  ratio={p50 / base:5.2f}  added={p50 - base:+7.3f} ms"
         )
 
@@ -198,10 +261,12 @@ async def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer requests (about 10 s)")
     parser.add_argument("--requests", type=int, default=None, help="requests per case")
     parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--skip-sqlite", action="store_true")
     args = parser.parse_args()
     requests = args.requests or (200 if args.quick else 1000)
-    with tempfile.TemporaryDirectory() as tmp:
-        report("sqlite", await measure(f"sqlite+aiosqlite:///{tmp}/bench.db", requests))
+    if not args.skip_sqlite:
+        with tempfile.TemporaryDirectory() as tmp:
+            report("sqlite", await measure(f"sqlite+aiosqlite:///{tmp}/bench.db", requests))
     if args.skip_postgres:
         return
     name = f"convergent_bench_{os.getpid()}"

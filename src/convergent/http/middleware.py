@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import inspect
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -165,6 +167,7 @@ class IdempotencyMiddleware:
         self.app = app
         self.store = store
         self.keys = IdempotencyKeys(store, lock_timeout=lock_timeout, retention=retention)
+        self.renewals: dict[asyncio.AbstractEventLoop, _Renewals] = {}  # one per event loop
         # None: the routes that declare Depends(Idempotent()), found at the first request
         self.routes = None if routes is None else _patterns(routes)
         self.principal = principal
@@ -250,13 +253,14 @@ class IdempotencyMiddleware:
                         raise _Replay(found)
                     lease = found
                 fault_point(AFTER_LOCK)
-                renewal = _Renewal(self.keys, lease)
+                renewals = self._renewals()
+                held = renewals.hold(lease)
                 scope[_TX] = conn
                 scope[GUARDED] = True
                 try:
                     await self.app(scope, receive, captured.send)
                 finally:  # complete() checks the lease is still ours, in this transaction
-                    await renewal.stop()
+                    await renewals.release(held)
                 response = captured.response(self.replayed_headers)
                 if not worth_storing(response):
                     raise _RollBack
@@ -270,7 +274,7 @@ class IdempotencyMiddleware:
             return
         except _RollBack:
             await self._release(lease)
-            await _send_stored(send, captured.response(None))
+            await captured.send_to(send)
             return
         except _LockLost as lost:  # our lock expired and another request took the key
             metrics.conflicts.inc()
@@ -290,7 +294,17 @@ class IdempotencyMiddleware:
             if replacement is not None:
                 await replacement(scope, receive, send)
                 return
-        await _send_stored(send, captured.response(None))
+        await captured.send_to(send)
+
+    def _renewals(self) -> _Renewals:
+        loop = asyncio.get_running_loop()
+        renewals = self.renewals.get(loop)
+        if renewals is None:
+            for other in list(self.renewals):  # a loop that ended took its requests with it
+                if other.is_closed():
+                    self.renewals.pop(other, None)
+            renewals = self.renewals[loop] = _Renewals(self.keys, loop)
+        return renewals
 
     async def _release(self, lease: Lease | None) -> None:
         if lease is None:  # the key was never ours
@@ -314,36 +328,68 @@ def worth_storing(response: StoredResponse) -> bool:
     return True
 
 
-class _Renewal:
-    """Keeps the lock while the handler runs: a live request is never taken over.
+class _Held:
+    """A request running under its lease (``since``: when it locked, on the monotonic clock)."""
 
-    A timer, not a task: most requests end before the first renewal is due, and a timer costs
-    them far less than starting and cancelling a task would."""
+    __slots__ = ("context", "lease", "since", "task")
 
-    def __init__(self, keys: IdempotencyKeys, lease: Lease) -> None:
-        self.keys = keys
+    def __init__(self, lease: Lease) -> None:
         self.lease = lease
+        self.since = time.monotonic()
+        self.context = contextvars.copy_context()  # its renewals belong to its request
         self.task: asyncio.Task[None] | None = None
-        self.timer = asyncio.get_running_loop().call_later(keys.renew_every, self._due)
 
-    def _due(self) -> None:
-        self.task = asyncio.create_task(self._renew())
 
-    async def _renew(self) -> None:
+class _Renewals:
+    """Keeps the locks of the requests running under one middleware on one event loop: a live
+    request is never taken over.
+
+    Most requests end long before their first renewal is due, so a request only joins a dict;
+    one timer for all of them looks every half renewal period while any runs, and gives a task
+    that renews every ``renew_every`` to each request still running when its renewal is due
+    (between 1 and 1.5 renewal periods after it locked: a third to a half of the lock timeout).
+    A timer per request cost each request a heap push and pop among the cancelled timers of the
+    requests before it."""
+
+    def __init__(self, keys: IdempotencyKeys, loop: asyncio.AbstractEventLoop) -> None:
+        self.keys = keys
+        self.loop = loop
+        self.running: dict[_Held, None] = {}  # in the order they locked: oldest first
+        self.timer: asyncio.TimerHandle | None = None
+
+    def hold(self, lease: Lease) -> _Held:
+        held = _Held(lease)
+        self.running[held] = None
+        if self.timer is None:
+            self.timer = self.loop.call_later(self.keys.renew_every / 2, self._look)
+        return held
+
+    async def release(self, held: _Held) -> None:
+        self.running.pop(held, None)
+        if held.task is not None:
+            held.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await held.task
+
+    def _look(self) -> None:
+        self.timer = None
+        due = time.monotonic() - self.keys.renew_every
+        for held in self.running:
+            if held.since > due:
+                break  # the rest locked later still
+            if held.task is None:
+                held.task = asyncio.create_task(self._renew(held.lease), context=held.context)
+        if self.running:
+            self.timer = self.loop.call_later(self.keys.renew_every / 2, self._look)
+
+    async def _renew(self, lease: Lease) -> None:
         while True:
             try:
-                if not await self.keys.renew(self.lease):
+                if not await self.keys.renew(lease):
                     return
             except StoreUnavailable as exc:  # the next renewal may get through
                 log.info("could not renew an idempotency lock: %s", exc)
             await asyncio.sleep(self.keys.renew_every)
-
-    async def stop(self) -> None:
-        self.timer.cancel()
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
 
 
 class _RollBack(Exception):
@@ -379,14 +425,25 @@ class _Captured:
         elif message["type"] == "http.response.body":
             self.body += message.get("body", b"")
 
-    def response(self, keep: frozenset[str] | None) -> StoredResponse:
-        """The response; with ``keep``, only the headers worth storing."""
+    def response(self, keep: frozenset[str]) -> StoredResponse:
+        """The response to store: only the headers in ``keep``."""
         if self.status is None:
             raise RuntimeError("the app returned without sending a response")
-        headers = [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in self.headers]
-        if keep is not None:
-            headers = [(n, v) for n, v in headers if n in keep]
+        headers = [
+            (name, v.decode("latin-1"))
+            for n, v in self.headers
+            if (name := n.decode("latin-1").lower()) in keep
+        ]
         return StoredResponse(self.status, headers, bytes(self.body))
+
+    async def send_to(self, send: Send) -> None:
+        """Send the response as the app gave it, with its whole body's length."""
+        if self.status is None:
+            raise RuntimeError("the app returned without sending a response")
+        headers = [(n, v) for n, v in self.headers if n.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(self.body)).encode()))
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": bytes(self.body)})
 
 
 async def _send_replay(send: Send, response: StoredResponse) -> None:

@@ -92,6 +92,8 @@ class IdempotencyKeys:
         ``conn``: where `claims_on_transaction`, a ``Store.begin()`` connection that has sent
         nothing yet; the lock goes on it and commits at once (its transaction begins later)."""
         if not tracing.enabled():
+            if self.store.sql.idempotency_keys is not None:  # the common case, one frame less
+                return await self._acquire_through_driver(scope, key, fingerprint, conn)
             return await self._acquire(scope, key, fingerprint, conn)
         with tracing.tracer.start_as_current_span(
             "idempotency lock", attributes={"convergent.idempotency_key": key}

@@ -41,7 +41,7 @@ def parse_key(values: Sequence[str]) -> str:
     key = _unquote(raw) if raw.startswith('"') else raw
     if not 1 <= len(key) <= MAX_KEY_LENGTH:
         raise InvalidIdempotencyKey(f"the key must be 1 to {MAX_KEY_LENGTH} characters long")
-    if not all(" " <= ch <= "~" for ch in key):
+    if not (key.isascii() and key.isprintable()):  # " " to "~"
         raise InvalidIdempotencyKey("the key must be printable ASCII")
     return key
 
@@ -65,9 +65,12 @@ def _unquote(raw: str) -> str:
     return "".join(out)
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(value: object) -> str:
     """One spelling per JSON value: sorted keys, no whitespace."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(value)
 
 
 def _is_json(content_type: str) -> bool:
@@ -82,11 +85,19 @@ def fingerprint(method: str, target: str, content_type: str, body: bytes) -> str
             body = canonical_json(json.loads(body)).encode()
         except (ValueError, UnicodeError, RecursionError) as exc:  # too deep: RecursionError
             raise InvalidBody(f"the body is not valid JSON: {exc}") from None
-    digest = hashlib.sha256()
-    for part in (method.upper().encode(), target.encode(), body):
-        digest.update(len(part).to_bytes(8, "big"))  # length-prefixed: no ambiguous joins
-        digest.update(part)
-    return digest.hexdigest()
+    verb, path = method.upper().encode(), target.encode()
+    return hashlib.sha256(  # each part length-prefixed: no ambiguous joins
+        b"".join(
+            (
+                len(verb).to_bytes(8, "big"),
+                verb,
+                len(path).to_bytes(8, "big"),
+                path,
+                len(body).to_bytes(8, "big"),
+                body,
+            )
+        )
+    ).hexdigest()
 
 
 def new_key() -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from opentelemetry import trace
 from prometheus_client import Counter
 
+from convergent import tracing
 from convergent.metrics import IDEMPOTENCY
 
 __all__ = ["conflicts", "executions", "mismatches", "replays"]
@@ -21,8 +22,8 @@ class _Outcome:
     def inc(self, amount: float = 1) -> None:
         self.counter.inc(amount)
         self.labeled.inc(amount)
-        # the request's span says how its key was answered
-        trace.get_current_span().set_attribute("convergent.idempotency.outcome", self.outcome)
+        if tracing.enabled():  # the request's span says how its key was answered
+            trace.get_current_span().set_attribute("convergent.idempotency.outcome", self.outcome)
 
 
 executions = _Outcome(

@@ -9,11 +9,9 @@ reads the row it lost to, so a replay is ONE statement.
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -91,12 +89,19 @@ class DriverKeys:
         args = (scope, key, fingerprint, locked_until, now, expires_at)
         record = None
         if conn is not None:
-            async with _driver(conn) as driver:
-                if not driver.is_in_transaction():
+            driver = _checked_out(conn) or await _raw(conn)
+            if not driver.is_in_transaction():
+                try:
                     record = await driver.fetchrow(_CLAIM, *args)
+                except Exception as exc:
+                    await _failed(conn, driver, exc)
         if record is None:
-            async with store._connection() as own, _driver(own) as driver:
-                record = await driver.fetchrow(_CLAIM, *args)
+            async with store._connection() as own:
+                driver = _checked_out(own) or await _raw(own)
+                try:
+                    record = await driver.fetchrow(_CLAIM, *args)
+                except Exception as exc:
+                    await _failed(own, driver, exc)
         if record["claimed"]:
             return True, None
         if record["status"] is None:
@@ -122,31 +127,35 @@ class DriverKeys:
         """Store the answer in ``conn``'s open transaction if the key is still held with
         ``token``; None when ``conn`` has no transaction open yet (nothing was sent: the
         handler wrote nothing, so SQLAlchemy must open it)."""
-        async with _driver(conn) as driver:
-            if not driver.is_in_transaction():
-                return None
+        driver = _checked_out(conn) or await _raw(conn)
+        if not driver.is_in_transaction():
+            return None
+        try:
             done = await driver.execute(
                 _COMPLETE, scope, key, token, status, json.dumps(headers), body, now, expires_at
             )
+        except Exception as exc:
+            await _failed(conn, driver, exc)
         return bool(done == "UPDATE 1")
 
 
-@contextlib.asynccontextmanager
-async def _driver(conn: AsyncConnection) -> AsyncIterator[Any]:
-    """``conn``'s asyncpg connection; a connection lost on the way raises StoreUnavailable
-    (as SQLAlchemy's own statements do). A driver timeout passes through: ``Store`` drops the
-    stalled connection and answers StoreUnavailable."""
+def _checked_out(conn: AsyncConnection) -> Any:
+    """``conn``'s asyncpg connection when it is checked out (no await needed), else None."""
     sync = conn.sync_connection
     if sync is not None and not sync.closed and not sync.invalidated:
-        driver: Any = sync.connection.driver_connection  # checked out: no await needed
-    else:
-        driver = (await conn.get_raw_connection()).driver_connection
-    try:
-        yield driver
-    except TimeoutError:
-        raise
-    except Exception as exc:
-        if not driver.is_closed():
-            raise
-        await conn.invalidate()
-        raise StoreUnavailable(f"database error: {exc}") from exc
+        return sync.connection.driver_connection
+    return None
+
+
+async def _raw(conn: AsyncConnection) -> Any:
+    return (await conn.get_raw_connection()).driver_connection
+
+
+async def _failed(conn: AsyncConnection, driver: Any, exc: Exception) -> NoReturn:
+    """Re-raise a statement's error; a connection lost on the way raises StoreUnavailable (as
+    SQLAlchemy's own statements do). A driver timeout passes through: ``Store`` drops the
+    stalled connection and answers StoreUnavailable."""
+    if isinstance(exc, TimeoutError) or not driver.is_closed():
+        raise exc
+    await conn.invalidate()
+    raise StoreUnavailable(f"database error: {exc}") from exc

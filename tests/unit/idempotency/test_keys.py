@@ -59,3 +59,14 @@ def test_a_non_json_body_is_fingerprinted_as_bytes() -> None:
     assert fingerprint("POST", "/o", "text/plain", b"{nope") != fingerprint(
         "POST", "/o", "text/plain", b"{nope "
     )
+
+
+def test_the_fingerprint_never_changes_between_versions() -> None:
+    # keys stored by an earlier version must still match their retries after an upgrade
+    assert fingerprint("post", "/a?x=1", "application/json", b'{"b":1,"a":[1,2]}') == (
+        "b2d3d45127cd1055e8ac548328be1690474cb33edaf581149a5586d11929d96b"
+    )
+    assert (
+        fingerprint("PUT", "/", "text/plain", b"raw")
+        == "ff2ed66ec1beb5581e127fd49a68b20f0d409351be9c508aa325eee9a5ca6d48"
+    )
