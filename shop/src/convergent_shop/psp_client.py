@@ -26,7 +26,12 @@ class PspClient:
         timeout: float = 5.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport)
+        # few idle connections kept: httpcore checks every pooled connection (a socket poll
+        # each) on every request, so twenty idle ones after a burst tax each call after it
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=8)
+        self._http = httpx.AsyncClient(
+            base_url=base_url, timeout=timeout, transport=transport, limits=limits
+        )
 
     async def authorize(
         self, key: str, *, amount: Decimal | str, currency: str, reference: str
