@@ -34,7 +34,8 @@ from convergent_shop.sim.progress import LiveProgress
 from convergent_shop.sim.report import build_report, write_report
 from convergent_shop.sim.servers import free_port, serve_app
 from convergent_shop.sim.trades import TradeWorkload
-from convergent_shop.sim.workload import Workload, WorkloadConfig
+from convergent_shop.sim.workload import WorkloadConfig
+from convergent_shop.sim.workload_process import WorkloadProcess
 
 __all__ = [
     "DEMO_LOOPS",
@@ -264,13 +265,13 @@ async def _load_settle_check(
         bookings=options.bookings,
         customers=options.customers,
         # a steady arrival over half the time, with enough clients to catch up when the
-        # machine is busy: the shop, its workers and the clients share one event loop here
+        # machine is busy (the clients run in a process of their own, as real ones do)
         concurrency=32,
         spread=options.duration / 2,
         seed=options.seed,
         api_key=await issue_key(store, "demo-client"),
     )
-    workload = Workload(ctx.shop_url, config)
+    workload = WorkloadProcess(ctx.shop_url, config, options.report_dir / "workload.log")
     trades = TradeWorkload(store, ctx.exchange_url, options.trades, config.run_id, options.seed)
     sampler = Sampler(store, lambda: workload.stats.as_dict() | trades.stats.as_dict())
     poller = FillPoller(store, ctx.exchange_url, interval=1.0)
@@ -286,19 +287,19 @@ async def _load_settle_check(
             await asyncio.wait_for(asyncio.shield(load), options.duration)
         stop_load.set()
         await load
-        settled = await settle(store, workload.stats.accepted, options.settle_timeout)
+        settled = await settle(store, workload.final.accepted, options.settle_timeout)
         await sampler.sample()
     finally:
         stop_loops.set()
         await asyncio.gather(*tasks)
     async with ctx.psp_store.read() as conn:
         ledger = await read_ledger(conn)
-    checks = await run_checks(CheckContext(store, ledger, workload.stats.orders_by_key))
+    checks = await run_checks(CheckContext(store, ledger, workload.final.orders_by_key))
     return build_report(
         title="convergent demo",
         checks=checks,
         workload={
-            **workload.stats.as_dict(),
+            **workload.final.as_dict(),
             **trades.stats.as_dict(),
             "fills_recovered_by_polling": poller.recovered,
             "seconds": round(time.monotonic() - started, 2),
