@@ -47,7 +47,8 @@ def test_strict_demo_exits_non_zero_while_orders_cannot_complete(tmp_path: Path)
 
 def test_drill_runs_shop_and_provider_processes_and_checks_invariants(tmp_path: Path) -> None:
     args = [sys.executable, "-m", "convergent", "drill", "--orders", "4", "--bookings", "1"]
-    args += ["--duration", "5", "--settle-timeout", "0.5", "--kills", "0", "--no-live"]
+    # long enough that a loaded machine still places all 4 orders before the load stops
+    args += ["--duration", "8", "--settle-timeout", "0.5", "--kills", "0", "--no-live"]
     args += ["--trades", "2"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVERGENT_")}
     done = subprocess.run(
