@@ -80,6 +80,32 @@ class _Job:
     payload: Any = field(repr=False)
 
 
+# the statements of every round, built once (building one costs more than SQLite running it)
+_d, _e, _m = webhook_deliveries, webhook_endpoints, webhook_messages
+_IDS: sa.BindParameter[Any] = sa.bindparam("b_ids", expanding=True)
+_NOW = sa.bindparam("b_now", type_=_d.c.updated_at.type)
+_TAKE = (
+    _d.update()
+    .where(_d.c.id.in_(_IDS))
+    .values(
+        attempts=_d.c.attempts + 1,
+        next_attempt_at=sa.bindparam("b_lease", type_=_d.c.next_attempt_at.type),
+        updated_at=_NOW,
+    )
+)
+_PAYLOADS = sa.select(_m.c.id, _m.c.payload).where(_m.c.id.in_(_IDS))
+_STILL_THERE = sa.select(_d.c.id).where(_d.c.id.in_(_IDS))
+_INSERT_ATTEMPTS = webhook_attempts.insert()
+_SUCCEEDED = (
+    _d.update()
+    .where(_d.c.id.in_(_IDS))
+    .values(status="succeeded", last_status_code=sa.bindparam("b_code"), updated_at=_NOW)
+)
+_ANSWERING = (
+    _e.update().where(_e.c.id.in_(_IDS), _e.c.failing_since.is_not(None)).values(failing_since=None)
+)
+
+
 class Dispatcher:
     """Delivers webhooks from ``store``; run it with ``await dispatcher.run(stop)``."""
 
@@ -104,6 +130,7 @@ class Dispatcher:
         # the claim's statements, built once per shape (building one costs more than SQLite
         # running it): executed with b_now, b_full (endpoints without a free slot), b_limit
         self._built: dict[tuple[str, bool], Any] = {}
+        self._still_there: Any = None
 
     # running -------------------------------------------------------------------------------
 
@@ -261,7 +288,6 @@ class Dispatcher:
     async def _claim(self, conn: AsyncConnection, limit: int) -> list[_Job]:
         store, cfg = self.store, self.settings
         now = store.clock.now()
-        d, m = webhook_deliveries, webhook_messages
         params = {**self._due_params(), "b_limit": limit}
         candidates = (await conn.execute(self._statement("claim", params), params)).all()
         chosen, per_endpoint = [], Tally(self._in_flight)
@@ -272,13 +298,9 @@ class Dispatcher:
         if not chosen:
             return []
         lease = now + timedelta(seconds=cfg.timeout + _LEASE_MARGIN)
-        await conn.execute(
-            d.update()
-            .where(d.c.id.in_([r.id for r in chosen]))
-            .values(attempts=d.c.attempts + 1, next_attempt_at=lease, updated_at=now)
-        )
+        await conn.execute(_TAKE, {"b_ids": [r.id for r in chosen], "b_lease": lease, "b_now": now})
         message_rows = await conn.execute(
-            sa.select(m.c.id, m.c.payload).where(m.c.id.in_({r.message_id for r in chosen}))
+            _PAYLOADS, {"b_ids": list({r.message_id for r in chosen})}
         )
         payloads = {r.id: r.payload for r in message_rows}
         return [
@@ -333,16 +355,16 @@ class Dispatcher:
         """Record a batch of attempts: a few statements for all successes, failures one by one."""
         if not batch:
             return []
-        d, e = webhook_deliveries, webhook_endpoints
         ids = [job.delivery_id for job, _, _ in batch]
-        still_there = sa.select(d.c.id).where(d.c.id.in_(ids))
-        present = set((await conn.execute(self.store.sql.lock_row(still_there))).scalars())
+        if self._still_there is None:
+            self._still_there = self.store.sql.lock_row(_STILL_THERE)
+        present = set((await conn.execute(self._still_there, {"b_ids": ids})).scalars())
         batch = [item for item in batch if item[0].delivery_id in present]  # not deleted meanwhile
         if not batch:
             return []
         now = self.store.clock.now()
         await conn.execute(
-            webhook_attempts.insert(),
+            _INSERT_ATTEMPTS,
             [
                 {
                     "id": uuid7(),
@@ -365,18 +387,10 @@ class Dispatcher:
             if result.ok:
                 delivered.setdefault(result.status_code, []).append(job.delivery_id)
         for status_code, done in delivered.items():
-            await conn.execute(
-                d.update()
-                .where(d.c.id.in_(done))
-                .values(status="succeeded", last_status_code=status_code, updated_at=now)
-            )
+            await conn.execute(_SUCCEEDED, {"b_ids": done, "b_code": status_code, "b_now": now})
         answered = {job.endpoint_id for job, result, _ in batch if result.ok}
         if answered:
-            await conn.execute(
-                e.update()
-                .where(e.c.id.in_(answered), e.c.failing_since.is_not(None))
-                .values(failing_since=None)
-            )
+            await conn.execute(_ANSWERING, {"b_ids": list(answered)})
         events: list[WebhookEvent] = []
         for job, result, _ in batch:
             if not result.ok:
