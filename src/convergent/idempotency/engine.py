@@ -184,17 +184,15 @@ class IdempotencyKeys:
                     raise _lost()
                 return
         result = await conn.execute(
-            t.update()
-            .where(_owned(lease))
-            .values(
-                status=COMPLETED,
-                locked_until=None,
-                response_status=response.status,
-                response_headers=[list(h) for h in response.headers],
-                response_body=response.body,
-                completed_at=now,
-                expires_at=now + self.retention,
-            )
+            _COMPLETE,
+            {
+                **_lease_params(lease),
+                "v_status": response.status,
+                "v_headers": [list(h) for h in response.headers],
+                "v_body": response.body,
+                "v_now": now,
+                "v_expires": now + self.retention,
+            },
         )
         if result.rowcount != 1:
             raise _lost()
@@ -301,8 +299,35 @@ def _owned(lease: Lease) -> sa.ColumnElement[bool]:
     )
 
 
+def _lease_params(lease: Lease) -> dict[str, Any]:
+    return {"l_scope": lease.scope, "l_key": lease.key, "l_token": lease.token}
+
+
+# the statements of every new key, built once (building one costs more than SQLite running it)
+_OWNED = sa.and_(
+    t.c.scope == sa.bindparam("l_scope"),
+    t.c.key == sa.bindparam("l_key"),
+    t.c.status == IN_PROGRESS,
+    t.c.created_at == sa.bindparam("l_token", type_=t.c.created_at.type),
+)
+_COMPLETE = (
+    t.update()
+    .where(_OWNED)
+    .values(
+        status=COMPLETED,
+        locked_until=None,
+        response_status=sa.bindparam("v_status"),
+        response_headers=sa.bindparam("v_headers", type_=t.c.response_headers.type),
+        response_body=sa.bindparam("v_body", type_=t.c.response_body.type),
+        completed_at=sa.bindparam("v_now", type_=t.c.completed_at.type),
+        expires_at=sa.bindparam("v_expires", type_=t.c.expires_at.type),
+    )
+)
+_SELECT = t.select().where(t.c.scope == sa.bindparam("b_scope"), t.c.key == sa.bindparam("b_key"))
+
+
 async def _select(conn: AsyncConnection, scope: str, key: str) -> Any:
-    return (await conn.execute(t.select().where(t.c.scope == scope, t.c.key == key))).first()
+    return (await conn.execute(_SELECT, {"b_scope": scope, "b_key": key})).first()
 
 
 async def purge_expired_keys(store: Store) -> int:
