@@ -12,6 +12,7 @@ import math
 import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -95,6 +96,9 @@ class PartitionLeases:
         self.held = {}
 
 
+_CHECKS: dict[str, Any] = {}
+
+
 async def tokens_still_held(
     conn: AsyncConnection, group: str, held: dict[int, str], holder: str
 ) -> set[int]:
@@ -102,13 +106,15 @@ async def tokens_still_held(
     if not held:
         return set()
     names = {f"{group}/{p}": p for p in held}
-    rows = await conn.execute(
-        store_of(conn).sql.lock_row(
+    sql = store_of(conn).sql
+    check = _CHECKS.get(sql.name)
+    if check is None:  # built once per database: building costs more than SQLite running it
+        check = _CHECKS[sql.name] = sql.lock_row(
             sa.select(leases.c.name, leases.c.token, leases.c.holder).where(
-                leases.c.name.in_(list(names))
+                leases.c.name.in_(sa.bindparam("b_names", expanding=True))
             )
         )
-    )
+    rows = await conn.execute(check, {"b_names": list(names)})
     return {names[r.name] for r in rows if r.holder == holder and r.token == held[names[r.name]]}
 
 
