@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from convergent.store import Store
 
@@ -31,6 +31,24 @@ NATS_START = (
     "start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- "
     "-a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log"
 )
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the marks into the node ids
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep together, on one xdist worker (`make test` runs `--dist loadgroup`), the tests that
+    must not be split: the cluster tests (one network lab at a time on the machine) and each
+    module whose tests share a module-scoped fixture (a server, a browser, a built wheel), which
+    would otherwise be set up again on every worker that gets one of its tests."""
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        if item.get_closest_marker("cluster"):
+            item.add_marker(pytest.mark.xdist_group("cluster"))
+            continue
+        info = getattr(item, "_fixtureinfo", None)
+        definitions = info.name2fixturedefs.values() if info else ()
+        if any(d.scope == "module" for defs in definitions for d in defs):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 def service_missing(what: str, how_to_start: str) -> None:
@@ -93,6 +111,16 @@ def pg_session_url() -> Iterator[str]:
     )
 
 
+async def _non_empty(conn: AsyncConnection, names: list[str]) -> list[str]:
+    """Which of the tables ``names`` hold a row, in one round trip."""
+    if not names:
+        return []
+    probes = [
+        sa.select(sa.literal(name)).where(sa.exists().select_from(sa.table(name))) for name in names
+    ]
+    return [row[0] for row in await conn.execute(sa.union_all(*probes))]
+
+
 async def _pg_reset(url: str) -> None:
     engine = create_async_engine(url)
     try:
@@ -105,8 +133,11 @@ async def _pg_reset(url: str) -> None:
             theirs = [n for n in names if not n.startswith("convergent_")]
             if theirs:
                 await conn.execute(sa.text(f"DROP TABLE {', '.join(theirs)} CASCADE"))
-            if ours:
-                await conn.execute(sa.text(f"TRUNCATE {', '.join(ours)} CASCADE"))
+            # TRUNCATE costs a new file per table, empty or not (half a second for all of ours):
+            # only the tables the last test wrote to are emptied
+            written = await _non_empty(conn, ours)
+            if written:
+                await conn.execute(sa.text(f"TRUNCATE {', '.join(written)} CASCADE"))
     finally:
         await engine.dispose()
 
