@@ -21,6 +21,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from convergent.store import Store
 
+# xdist starts its workers with COLUMNS=80 and LINES=24, which a serial run does not have: Rich
+# would fix its consoles' width from them (the CLI's tables, built once at import, would wrap)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _name in ("COLUMNS", "LINES"):
+        os.environ.pop(_name, None)
+
 CI = os.environ.get("CI", "").lower() == "true"
 PG_ADMIN_URL = os.environ.get(
     "CONVERGENT_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
