@@ -20,10 +20,10 @@ demo: $(VENV)
 	$(RUN) convergent demo $(ARGS)
 
 # two workers, one per core (most tests wait on subprocesses and databases); the tests that must
-# not be split carry an xdist_group (tests/conftest.py). PYTEST_XDIST= runs the suite in one process.
+# not be split are scheduled together (tests/conftest.py). PYTEST_XDIST= runs the suite in one process.
 # The suite starts some hundreds of Python processes: their bytecode is cached even where the
 # environment says PYTHONDONTWRITEBYTECODE (a quarter of each start-up's CPU).
-PYTEST_XDIST ?= -n 2 --dist loadgroup
+PYTEST_XDIST ?= -n 2 --dist loadscope
 test: $(VENV)
 	PYTHONDONTWRITEBYTECODE= $(RUN) pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
 

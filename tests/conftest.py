@@ -13,6 +13,7 @@ import shutil
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
@@ -28,6 +29,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ.pop(_name, None)
 
 CI = os.environ.get("CI", "").lower() == "true"
+CLUSTER_TESTS = "tests/integration/cluster/"
 PG_ADMIN_URL = os.environ.get(
     "CONVERGENT_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 )
@@ -39,22 +41,23 @@ NATS_START = (
 )
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the marks into the node ids
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Keep together, on one xdist worker (`make test` runs `--dist loadgroup`), the tests that
-    must not be split: the cluster tests (one network lab at a time on the machine) and each
-    module whose tests share a module-scoped fixture (a server, a browser, a built wheel), which
-    would otherwise be set up again on every worker that gets one of its tests."""
-    for item in items:
-        if item.get_closest_marker("xdist_group"):
-            continue
-        if item.get_closest_marker("cluster"):
-            item.add_marker(pytest.mark.xdist_group("cluster"))
-            continue
-        info = getattr(item, "_fixtureinfo", None)
-        definitions = info.name2fixturedefs.values() if info else ()
-        if any(d.scope == "module" for defs in definitions for d in defs):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: absent with -p no:xdist
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`make test` runs `-n 2 --dist loadscope`: each module's tests on one worker, so a module's
+    shared server, browser or built wheel is set up once, and all of tests/integration/cluster on
+    one worker, one network lab at a time. (xdist_group marks cannot do this on pytest 9: xdist
+    3.8 appends the group to ``item._nodeid``, which pytest 9 no longer reads.)"""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):  # type: ignore[misc]  # xdist is untyped
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith(CLUSTER_TESTS):
+                return CLUSTER_TESTS
+            return nodeid.split("::", 1)[0]  # the module, not the class
+
+    return ModuleScheduling(config, log)
 
 
 def service_missing(what: str, how_to_start: str) -> None:
