@@ -22,8 +22,13 @@ $(VENV): pyproject.toml uv.lock | $(UV)
 demo: $(VENV)
 	$(RUN) convergent demo $(ARGS)
 
+# two workers, one per core (most tests wait on subprocesses and databases); the tests that must
+# not be split are scheduled together (tests/conftest.py). PYTEST_XDIST= runs the suite in one process.
+# The suite starts some hundreds of Python processes: their bytecode is cached even where the
+# environment says PYTHONDONTWRITEBYTECODE (a quarter of each start-up's CPU).
+PYTEST_XDIST ?= -n 2 --dist loadscope
 test: $(VENV)
-	$(RUN) pytest $(PYTEST_ARGS)
+	PYTHONDONTWRITEBYTECODE= $(RUN) pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 lint: $(VENV)
 	$(RUN) ruff check src shop tests bench

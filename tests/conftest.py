@@ -13,15 +13,23 @@ import shutil
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from convergent.store import Store
 
+# xdist starts its workers with COLUMNS=80 and LINES=24, which a serial run does not have: Rich
+# would fix its consoles' width from them (the CLI's tables, built once at import, would wrap)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _name in ("COLUMNS", "LINES"):
+        os.environ.pop(_name, None)
+
 CI = os.environ.get("CI", "").lower() == "true"
+CLUSTER_TESTS = "tests/integration/cluster/"
 PG_ADMIN_URL = os.environ.get(
     "CONVERGENT_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 )
@@ -31,6 +39,25 @@ NATS_START = (
     "start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- "
     "-a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log"
 )
+
+
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: absent with -p no:xdist
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`make test` runs `-n 2 --dist loadscope`: each module's tests on one worker, so a module's
+    shared server, browser or built wheel is set up once, and all of tests/integration/cluster on
+    one worker, one network lab at a time. (xdist_group marks cannot do this on pytest 9: xdist
+    3.8 appends the group to ``item._nodeid``, which pytest 9 no longer reads.)"""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):  # type: ignore[misc]  # xdist is untyped
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith(CLUSTER_TESTS):
+                return CLUSTER_TESTS
+            return nodeid.split("::", 1)[0]  # the module, not the class
+
+    return ModuleScheduling(config, log)
 
 
 def service_missing(what: str, how_to_start: str) -> None:
@@ -93,6 +120,16 @@ def pg_session_url() -> Iterator[str]:
     )
 
 
+async def _non_empty(conn: AsyncConnection, names: list[str]) -> list[str]:
+    """Which of the tables ``names`` hold a row, in one round trip."""
+    if not names:
+        return []
+    probes = [
+        sa.select(sa.literal(name)).where(sa.exists().select_from(sa.table(name))) for name in names
+    ]
+    return [row[0] for row in await conn.execute(sa.union_all(*probes))]
+
+
 async def _pg_reset(url: str) -> None:
     engine = create_async_engine(url)
     try:
@@ -105,8 +142,11 @@ async def _pg_reset(url: str) -> None:
             theirs = [n for n in names if not n.startswith("convergent_")]
             if theirs:
                 await conn.execute(sa.text(f"DROP TABLE {', '.join(theirs)} CASCADE"))
-            if ours:
-                await conn.execute(sa.text(f"TRUNCATE {', '.join(ours)} CASCADE"))
+            # TRUNCATE costs a new file per table, empty or not (half a second for all of ours):
+            # only the tables the last test wrote to are emptied
+            written = await _non_empty(conn, ours)
+            if written:
+                await conn.execute(sa.text(f"TRUNCATE {', '.join(written)} CASCADE"))
     finally:
         await engine.dispose()
 

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.acceptance.conftest import Server
+from tests.acceptance.resources.harness import database_for, running_shop
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """One shop per database for the module: its tests use distinct ids, keys and clients."""
+    tmp = tmp_path_factory.mktemp("customers")
+    with running_shop(database_for(request, tmp), tmp) as shop:
+        yield shop
 
 
 def eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:

@@ -1,8 +1,23 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+
+import pytest
 
 from tests.acceptance.conftest import Server
+from tests.acceptance.resources.harness import database_for, running_shop
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """One shop per database for the module: its tests use distinct ids, keys and clients."""
+    tmp = tmp_path_factory.mktemp("orders")
+    with running_shop(database_for(request, tmp), tmp) as shop:
+        yield shop
+
 
 ORDER = {
     "customer_id": "c1",
