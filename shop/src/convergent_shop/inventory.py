@@ -7,6 +7,7 @@ overtaking a late step) leaves a released tombstone, so the late reserve takes n
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
@@ -89,7 +90,6 @@ _MOVE_RESERVED = (
         updated_at=sa.bindparam("v_now", type_=reservations.c.updated_at.type),
     )
 )
-_MOVES: dict[tuple[str, str], sa.Update] = {}
 
 
 async def _reservation(conn: AsyncConnection, order_id: str) -> Any:
@@ -168,19 +168,18 @@ async def reserve(
 
 
 async def _move(conn: AsyncConnection, sku: str, qty: int, source: str, target: str) -> None:
-    move = _MOVES.get((source, target))
-    if move is None:
-        move = _MOVES[source, target] = (
-            stock.update()
-            .where(stock.c.sku == sa.bindparam("b_sku"))
-            .values(
-                {
-                    source: stock.c[source] - sa.bindparam("b_qty"),
-                    target: stock.c[target] + sa.bindparam("b_qty"),
-                }
-            )
-        )
-    await conn.execute(move, {"b_sku": sku, "b_qty": qty})
+    await conn.execute(_stock_move(source, target), {"b_sku": sku, "b_qty": qty})
+
+
+@functools.cache
+def _stock_move(source: str, target: str) -> sa.Update:
+    """Move ``b_qty`` units of ``b_sku`` from one count to another; built once per pair."""
+    qty: sa.BindParameter[int] = sa.bindparam("b_qty")
+    return (
+        stock.update()
+        .where(stock.c.sku == sa.bindparam("b_sku"))
+        .values({source: stock.c[source] - qty, target: stock.c[target] + qty})
+    )
 
 
 async def release(conn: AsyncConnection, order_id: str, key: str, now: datetime) -> dict[str, Any]:

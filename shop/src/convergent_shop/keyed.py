@@ -19,12 +19,6 @@ async def insert_once(conn: AsyncConnection, table: sa.Table, values: dict[str, 
     does nothing if that one committed: two callers never both see True.
     """
     sql = store_of(conn).sql
-    statement = _BUILT.get((sql.name, table))
-    if statement is None:  # built once: building a statement costs more than running it
-        statement = _BUILT[sql.name, table] = sql.insert(table).on_conflict_do_nothing()
+    statement = sql.once(("insert_once", table), lambda: sql.insert(table).on_conflict_do_nothing())
     result = await conn.execute(statement, values)  # the VALUES are the keys of ``values``
     return bool(result.rowcount)
-
-
-#: insert-once statements by database and table
-_BUILT: dict[tuple[str, sa.Table], Any] = {}

@@ -10,6 +10,7 @@ timeout short (on SQLite the transaction holds the write lock meanwhile).
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -54,7 +55,6 @@ payments = sa.Table(
 _SETTLED = frozenset({"authorized", "captured", "voided", "refunded", "declined"})
 # built once, executed with parameters: building a statement costs more than running it
 _BY_ORDER = payments.select().where(payments.c.order_id == sa.bindparam("b_order"))
-_UPDATES: dict[frozenset[str], sa.Update] = {}
 
 
 async def _row(conn: AsyncConnection, order_id: str) -> Any:
@@ -73,19 +73,20 @@ def _view(row: Any) -> dict[str, Any]:
 
 
 async def _set(conn: AsyncConnection, order_id: str, now: datetime, **values: Any) -> Any:
-    columns = frozenset(values)
-    update = _UPDATES.get(columns)
-    if update is None:
-        binds = {
-            name: sa.bindparam(f"v_{name}", type_=payments.c[name].type)
-            for name in ("updated_at", *sorted(columns))
-        }
-        update = _UPDATES[columns] = (
-            payments.update().where(payments.c.order_id == sa.bindparam("b_order")).values(binds)
-        )
+    update = _update(frozenset(values))
     params = {f"v_{name}": value for name, value in values.items()}
     await conn.execute(update, {"b_order": order_id, "v_updated_at": now, **params})
     return await _row(conn, order_id)
+
+
+@functools.cache
+def _update(columns: frozenset[str]) -> sa.Update:
+    """The payment's update of ``columns`` (and ``updated_at``), built once per column set."""
+    binds = {
+        name: sa.bindparam(f"v_{name}", type_=payments.c[name].type)
+        for name in ("updated_at", *sorted(columns))
+    }
+    return payments.update().where(payments.c.order_id == sa.bindparam("b_order")).values(binds)
 
 
 async def _adopt(conn: AsyncConnection, order_id: str, found: dict[str, Any], now: datetime) -> Any:

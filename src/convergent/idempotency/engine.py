@@ -202,14 +202,14 @@ class IdempotencyKeys:
         now = self.store.clock.now()
         async with self.store.statement(write=True) as conn:
             result = await conn.execute(
-                t.update().where(_owned(lease)).values(locked_until=now + self.lock_timeout)
+                _RENEW, {**_lease_params(lease), "v_until": now + self.lock_timeout}
             )
         return bool(result.rowcount == 1)
 
     async def release(self, lease: Lease) -> None:
         """Forget an in-progress key so a retry runs again (after a 5xx or an error)."""
         async with self.store.statement(write=True) as conn:
-            await conn.execute(t.delete().where(_owned(lease)))
+            await conn.execute(_RELEASE, _lease_params(lease))
 
     def _decide(self, row: Any, fingerprint: str) -> StoredResponse | None:
         """The answer an existing row gives, or None when the key is free to take over."""
@@ -290,15 +290,6 @@ def _lost() -> IdempotencyKeyInProgress:
     )
 
 
-def _owned(lease: Lease) -> sa.ColumnElement[bool]:
-    return sa.and_(
-        t.c.scope == lease.scope,
-        t.c.key == lease.key,
-        t.c.status == IN_PROGRESS,
-        t.c.created_at == lease.token,
-    )
-
-
 def _lease_params(lease: Lease) -> dict[str, Any]:
     return {"l_scope": lease.scope, "l_key": lease.key, "l_token": lease.token}
 
@@ -323,6 +314,12 @@ _COMPLETE = (
         expires_at=sa.bindparam("v_expires", type_=t.c.expires_at.type),
     )
 )
+_RENEW = (
+    t.update()
+    .where(_OWNED)
+    .values(locked_until=sa.bindparam("v_until", type_=t.c.locked_until.type))
+)
+_RELEASE = t.delete().where(_OWNED)
 _SELECT = t.select().where(t.c.scope == sa.bindparam("b_scope"), t.c.key == sa.bindparam("b_key"))
 
 

@@ -12,7 +12,6 @@ import math
 import secrets
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -96,9 +95,6 @@ class PartitionLeases:
         self.held = {}
 
 
-_CHECKS: dict[str, Any] = {}
-
-
 async def tokens_still_held(
     conn: AsyncConnection, group: str, held: dict[int, str], holder: str
 ) -> set[int]:
@@ -107,13 +103,14 @@ async def tokens_still_held(
         return set()
     names = {f"{group}/{p}": p for p in held}
     sql = store_of(conn).sql
-    check = _CHECKS.get(sql.name)
-    if check is None:  # built once per database: building costs more than SQLite running it
-        check = _CHECKS[sql.name] = sql.lock_row(
+    check = sql.once(
+        "leases.check",
+        lambda: sql.lock_row(
             sa.select(leases.c.name, leases.c.token, leases.c.holder).where(
-                leases.c.name.in_(sa.bindparam("b_names", expanding=True))
+                sql.among_param(leases.c.name, "b_names")
             )
-        )
+        ),
+    )
     rows = await conn.execute(check, {"b_names": list(names)})
     return {names[r.name] for r in rows if r.holder == holder and r.token == held[names[r.name]]}
 

@@ -54,10 +54,6 @@ LEASE_GROUP = "relay"
 DEFAULT_RETRY = RetryPolicy(max_attempts=10, initial_delay=0.5, max_delay=300.0)
 
 
-# built once: building a statement costs more than SQLite running it
-_DELETE_ACKED = sa.delete(outbox).where(outbox.c.id.in_(sa.bindparam("b_ids", expanding=True)))
-
-
 class Relay:
     """One relay process (or task). ``await relay.run(stop)`` until ``stop`` is set."""
 
@@ -224,7 +220,12 @@ class Relay:
             outcomes = [(r, e) for r, e in zip(rows, results, strict=True) if r.partition in mine]
             acked = [r.id for r, err in outcomes if err is None]
             if acked:
-                await conn.execute(_DELETE_ACKED, {"b_ids": acked})
+                sql = self.store.sql
+                delete = sql.once(
+                    "relay.delete_acked",
+                    lambda: sa.delete(outbox).where(sql.among_param(outbox.c.id, "b_ids")),
+                )
+                await conn.execute(delete, {"b_ids": acked})
             self.published += len(acked)
             _count_published(r for r, err in outcomes if err is None)
             for row, err in outcomes:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -29,6 +29,7 @@ __all__ = ["Dialect", "Insert", "history_params"]
 #: an INSERT with ``on_conflict_do_nothing`` / ``on_conflict_do_update`` and ``excluded``
 Insert = postgresql.Insert | sqlite.Insert
 S = TypeVar("S", bound=sa.Select)  # type: ignore[type-arg]
+T = TypeVar("T")
 
 
 class Dialect(abc.ABC):
@@ -91,6 +92,18 @@ class Dialect(abc.ABC):
     def among(self, column: sa.ColumnElement[Any], values: Sequence[Any]) -> sa.ColumnElement[bool]:
         """``column IN values``."""
         return column.in_(list(values))
+
+    def among_param(self, column: sa.ColumnElement[Any], name: str) -> sa.ColumnElement[bool]:
+        """`among` for a statement built once: the values come as the list parameter ``name``."""
+        return column.in_(sa.bindparam(name, expanding=True))
+
+    def once(self, key: Hashable, build: Callable[[], T]) -> T:
+        """``build()``, called once per ``key`` for this database: for the statements of hot
+        paths (building a statement and its cache key costs more than SQLite running it)."""
+        built: dict[Hashable, Any] = self.__dict__.setdefault("_built", {})
+        if key not in built:
+            built[key] = build()
+        return built[key]  # type: ignore[no-any-return]
 
     def insert_async_commit(self, table: sa.Table, values: dict[str, Any]) -> Insert:
         """An insert of one row whose commit need not wait for the disk, where the database

@@ -7,7 +7,6 @@ seen as a duplicate exactly when its first delivery took effect.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -22,14 +21,9 @@ async def record_once(conn: AsyncConnection, consumer: str, message_id: str, now
     """Record ``message_id`` for ``consumer``; False if it was already recorded (a duplicate)."""
     values = {"consumer": consumer, "message_id": message_id, "received_at": now}
     sql = store_of(conn).sql
-    stmt = _RECORD.get(sql.name)
-    if stmt is None:  # built once per database: building costs more than SQLite running it
-        stmt = _RECORD[sql.name] = sql.insert(inbox).on_conflict_do_nothing()
+    stmt = sql.once("inbox.record", lambda: sql.insert(inbox).on_conflict_do_nothing())
     result = await conn.execute(stmt, values)
     return bool(result.rowcount)
-
-
-_RECORD: dict[str, Any] = {}
 
 
 async def purge_inbox(conn: AsyncConnection, older_than: datetime) -> int:

@@ -86,6 +86,9 @@ class PostgresDialect(Dialect):
         array = postgresql.ARRAY(column.type)
         return column == sa.any_(sa.bindparam(None, list(values), type_=array))
 
+    def among_param(self, column: sa.ColumnElement[Any], name: str) -> sa.ColumnElement[bool]:
+        return column == sa.any_(sa.bindparam(name, type_=postgresql.ARRAY(column.type)))
+
     def insert_async_commit(self, table: sa.Table, values: dict[str, Any]) -> postgresql.Insert:
         literals = [
             sa.literal(v, type_=table.c[name].type).label(name) for name, v in values.items()

@@ -89,7 +89,7 @@ class DriverKeys:
         args = (scope, key, fingerprint, locked_until, now, expires_at)
         record = None
         if conn is not None:
-            driver = _checked_out(conn) or await _raw(conn)
+            driver = await _driver(conn)
             if not driver.is_in_transaction():
                 try:
                     record = await driver.fetchrow(_CLAIM, *args)
@@ -97,7 +97,7 @@ class DriverKeys:
                     await _failed(conn, driver, exc)
         if record is None:
             async with store._connection() as own:
-                driver = _checked_out(own) or await _raw(own)
+                driver = await _driver(own)
                 try:
                     record = await driver.fetchrow(_CLAIM, *args)
                 except Exception as exc:
@@ -127,7 +127,7 @@ class DriverKeys:
         """Store the answer in ``conn``'s open transaction if the key is still held with
         ``token``; None when ``conn`` has no transaction open yet (nothing was sent: the
         handler wrote nothing, so SQLAlchemy must open it)."""
-        driver = _checked_out(conn) or await _raw(conn)
+        driver = await _driver(conn)
         if not driver.is_in_transaction():
             return None
         try:
@@ -139,15 +139,11 @@ class DriverKeys:
         return bool(done == "UPDATE 1")
 
 
-def _checked_out(conn: AsyncConnection) -> Any:
-    """``conn``'s asyncpg connection when it is checked out (no await needed), else None."""
+async def _driver(conn: AsyncConnection) -> Any:
+    """``conn``'s asyncpg connection (at once when it is checked out)."""
     sync = conn.sync_connection
     if sync is not None and not sync.closed and not sync.invalidated:
         return sync.connection.driver_connection
-    return None
-
-
-async def _raw(conn: AsyncConnection) -> Any:
     return (await conn.get_raw_connection()).driver_connection
 
 

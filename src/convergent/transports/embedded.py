@@ -48,7 +48,6 @@ class EmbeddedTransport(Transport):
     def __init__(self, store: Store, url: str = "embedded://") -> None:
         self.store = store
         self.url = url
-        self._advance: Any = None  # the head's upsert, built on first use
 
     def partitions_of(self, topic: str) -> int:
         spec = TOPICS.get(topic)
@@ -75,19 +74,9 @@ class EmbeddedTransport(Transport):
     ) -> None:
         # one upsert moves the head past the batch and returns it (holding the head's row lock
         # to the commit: one appender per partition at a time)
-        if self._advance is None:  # built once: building costs more than SQLite running it
-            head = log_heads.c.next_position
-            upsert = self.store.sql.insert(log_heads).values(
-                topic=sa.bindparam("b_topic"),
-                partition=sa.bindparam("b_partition"),
-                next_position=sa.bindparam("b_count"),
-            )
-            self._advance = upsert.on_conflict_do_update(
-                index_elements=[log_heads.c.topic, log_heads.c.partition],
-                set_={"next_position": head + sa.bindparam("b_count")},
-            ).returning(head)
+        advance = self.store.sql.once("embedded.advance", self._build_advance)
         params = {"b_topic": topic, "b_partition": partition, "b_count": len(batch)}
-        end = await conn.scalar(self._advance, params)
+        end = await conn.scalar(advance, params)
         start = int(end) - len(batch)
         rows = [
             {
@@ -102,6 +91,18 @@ class EmbeddedTransport(Transport):
             for i, m in enumerate(batch)
         ]
         await conn.execute(_APPEND, rows)
+
+    def _build_advance(self) -> Any:
+        head = log_heads.c.next_position
+        upsert = self.store.sql.insert(log_heads).values(
+            topic=sa.bindparam("b_topic"),
+            partition=sa.bindparam("b_partition"),
+            next_position=sa.bindparam("b_count"),
+        )
+        return upsert.on_conflict_do_update(
+            index_elements=[log_heads.c.topic, log_heads.c.partition],
+            set_={"next_position": head + sa.bindparam("b_count")},
+        ).returning(head)
 
     async def subscribe(
         self, topic: Topic, group: str, options: SubscriptionOptions | None = None

@@ -127,10 +127,6 @@ class Dispatcher:
         self._results: list[tuple[_Job, SendResult, datetime]] = []
         self._wake = asyncio.Event()
         self._database_outage = Outage("database", log)
-        # the claim's statements, built once per shape (building one costs more than SQLite
-        # running it): executed with b_now, b_full (endpoints without a free slot), b_limit
-        self._built: dict[tuple[str, bool], Any] = {}
-        self._still_there: Any = None
 
     # running -------------------------------------------------------------------------------
 
@@ -251,12 +247,12 @@ class Dispatcher:
         return params
 
     def _statement(self, kind: str, params: dict[str, Any]) -> Any:
-        """``probe`` (is anything due?) or ``claim``, for the shape of ``params``."""
-        shape = (kind, "b_full" in params)
-        built = self._built.get(shape)
-        if built is None:
-            built = self._built[shape] = self._build(kind, "b_full" in params)
-        return built
+        """``probe`` (is anything due?) or ``claim``, for the shape of ``params``: built once,
+        executed with b_now, b_full (endpoints without a free slot) and b_limit."""
+        with_full = "b_full" in params
+        return self.store.sql.once(
+            ("webhooks.due", kind, with_full), lambda: self._build(kind, with_full)
+        )
 
     def _build(self, kind: str, with_full: bool) -> Any:
         """Due deliveries to enabled endpoints that have a free slot."""
@@ -356,9 +352,9 @@ class Dispatcher:
         if not batch:
             return []
         ids = [job.delivery_id for job, _, _ in batch]
-        if self._still_there is None:
-            self._still_there = self.store.sql.lock_row(_STILL_THERE)
-        present = set((await conn.execute(self._still_there, {"b_ids": ids})).scalars())
+        sql = self.store.sql
+        still_there = sql.once("webhooks.still_there", lambda: sql.lock_row(_STILL_THERE))
+        present = set((await conn.execute(still_there, {"b_ids": ids})).scalars())
         batch = [item for item in batch if item[0].delivery_id in present]  # not deleted meanwhile
         if not batch:
             return []

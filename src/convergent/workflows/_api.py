@@ -152,18 +152,17 @@ async def submit(
     return await _batchers(store).start(_run_row(workflow, args, key, queue, store.clock.now()))
 
 
-_INSERT_RUNS: dict[str, Any] = {}
-
-
 async def _insert_runs(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[uuid.UUID]:
     """Insert runs (a duplicate key keeps the first run) and return each row's run id."""
     sql = store_of(conn).sql
-    stmt = _INSERT_RUNS.get(sql.name)
-    if stmt is None:  # built once per database: building costs more than SQLite running it
-        ins = sql.insert(runs)
-        stmt = _INSERT_RUNS[sql.name] = ins.on_conflict_do_nothing(
-            index_elements=["workflow", "key"]
-        ).returning(runs.c.id, runs.c.workflow, runs.c.key)
+    stmt = sql.once(
+        "workflows.insert_runs",
+        lambda: (
+            sql.insert(runs)
+            .on_conflict_do_nothing(index_elements=["workflow", "key"])
+            .returning(runs.c.id, runs.c.workflow, runs.c.key)
+        ),
+    )
     got = {(r.workflow, r.key): r.id for r in (await conn.execute(stmt, rows)).all()}
     missing = [(r["workflow"], r["key"]) for r in rows if (r["workflow"], r["key"]) not in got]
     if missing:
