@@ -118,6 +118,7 @@ async def saga_pg(orders: int, rate: float, fault_rate: float, workdir: Path) ->
         orders=orders,
         bookings=0,
         trades=0,
+        clients=max(32, int(rate)),  # enough that the clients keep the offered rate
         workers=2,
         kills=0,
         fault_rate=fault_rate,

@@ -67,7 +67,7 @@ class Relay:
         poll_interval: float = 1.0,
         retry: RetryPolicy = DEFAULT_RETRY,
         holder: str | None = None,
-        lanes: int = 2,
+        lanes: int | None = None,
     ) -> None:
         self.store = store
         self.transport = transport
@@ -77,6 +77,10 @@ class Relay:
         self.leases = PartitionLeases(
             LEASE_GROUP, RELAY_PARTITIONS, holder or secrets.token_hex(6), lease_seconds
         )
+        if lanes is None:
+            # a second lane overlaps one lane's reads with the other's publishing; publishing
+            # into a database that takes one writer at a time, it only polls twice per wake-up
+            lanes = 1 if transport.writes_to_store and store.sql.single_writer else 2
         self.lanes = max(1, lanes)
         self.published = 0
         self._refreshed_at: datetime | None = None

@@ -64,6 +64,8 @@ class Transport(abc.ABC):
     """A broker behind one interface. Build with ``transport_from_url``."""
 
     url: str
+    #: publishing writes to the outbox's own database (the embedded log)
+    writes_to_store: bool = False
 
     async def start(self) -> None:
         """Connect (idempotent)."""

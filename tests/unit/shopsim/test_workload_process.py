@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
+import sys
 from collections import Counter
 
+import pytest
+
 from convergent_shop.sim.workload import WorkloadStats
-from convergent_shop.sim.workload_process import stats_from_json, stats_to_json
+from convergent_shop.sim.workload_process import _ended, stats_from_json, stats_to_json
 
 
 def _stats() -> WorkloadStats:
@@ -39,3 +44,23 @@ def test_live_report_carries_the_figures_but_not_the_ids() -> None:
     assert line["figures"] == _stats().as_dict()
     assert line["figures"]["keys_with_several_orders"] == 1
     assert "orders_by_key" not in line
+
+
+async def test_a_child_that_has_reported_exits_by_itself(caplog: pytest.LogCaptureFixture) -> None:
+    """Killing a child that is exiting raced asyncio's child watcher: the kill reaped it first,
+    the watcher logged "Unknown child process" and the exit code became 255."""
+    for _ in range(5):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "print('final')", stdout=asyncio.subprocess.PIPE
+        )
+        assert proc.stdout is not None
+        assert await proc.stdout.read() == b"final\n"  # what the parent waits for: the last line
+        await _ended(proc, grace=10.0)
+        assert proc.returncode == 0
+    assert not [r for r in caplog.records if "child process" in r.getMessage()]
+
+
+async def test_a_child_that_has_not_reported_is_killed() -> None:
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", "import time; time.sleep(60)")
+    await _ended(proc, grace=0.0)
+    assert proc.returncode == -signal.SIGKILL

@@ -25,6 +25,9 @@ def drill(
     orders: Annotated[int, typer.Option(help="orders per round")] = 100,
     bookings: Annotated[int, typer.Option(help="bookings per round")] = 10,
     trades: Annotated[int, typer.Option(help="exchange orders per round")] = 10,
+    clients: Annotated[
+        int, typer.Option(min=1, help="concurrent clients placing orders (keeps the rate up)")
+    ] = 32,
     workers: Annotated[int, typer.Option(help="worker processes (when `worker` exists)")] = 2,
     kills: Annotated[int, typer.Option(help="SIGKILLs of workers/relay per round")] = 3,
     fault_rate: Annotated[float, typer.Option(help="payment provider failure rate, 0..1")] = 0.1,
@@ -106,6 +109,7 @@ def drill(
         orders=orders,
         bookings=bookings,
         trades=trades,
+        clients=clients,
         workers=workers,
         kills=kills,
         fault_rate=fault_rate,

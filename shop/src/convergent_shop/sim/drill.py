@@ -52,6 +52,8 @@ class DrillOptions:
     orders: int = 100
     bookings: int = 10
     trades: int = 10
+    #: concurrent clients placing orders: enough to keep the offered rate while answers are slow
+    clients: int = 32
     workers: int = 2
     kills: int = 3
     fault_rate: float = 0.1
@@ -111,6 +113,7 @@ async def _round(
                 orders=options.orders,
                 bookings=options.bookings,
                 seed=options.seed,
+                concurrency=options.clients,
                 run_id=f"{name}-{int(time.time())}",
                 # orders keep coming while the faults land, however fast the machine is
                 spread=options.duration * 0.8,

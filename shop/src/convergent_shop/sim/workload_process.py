@@ -25,6 +25,7 @@ from convergent_shop.sim.workload import Workload, WorkloadConfig, WorkloadStats
 __all__ = ["WorkloadProcess", "stats_from_json", "stats_to_json"]
 
 REPORT_EVERY = 0.25  # seconds between the child's counter lines
+EXIT_GRACE = 10.0  # seconds a child that has reported gets to exit before it is killed
 
 
 def stats_to_json(stats: WorkloadStats, *, full: bool) -> dict[str, Any]:
@@ -101,6 +102,7 @@ class WorkloadProcess:
             )
         reading = asyncio.create_task(self._read(proc))
         stopping = asyncio.create_task(stop.wait())
+        reported = False
         try:
             await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if not reading.done() and proc.stdin is not None:
@@ -108,12 +110,10 @@ class WorkloadProcess:
                     proc.stdin.write(b"stop\n")
                     await proc.stdin.drain()
             await reading
+            reported = True
         finally:
             stopping.cancel()
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-            await proc.wait()
+            await _ended(proc, grace=EXIT_GRACE if reported else 0.0)
         if not isinstance(self.stats, WorkloadStats):
             where = f"; see {self.log_path}" if self.log_path else ""
             raise RuntimeError(f"the workload process ended without its figures{where}")
@@ -126,6 +126,21 @@ class WorkloadProcess:
                 self.stats = stats_from_json(data)
             elif isinstance(self.stats, _LiveStats):
                 self.stats.figures, self.stats.accepted = data["figures"], data["accepted"]
+
+
+async def _ended(proc: asyncio.subprocess.Process, grace: float) -> None:
+    """Wait for the child to exit; kill it after ``grace`` seconds.
+
+    A child that has reported is left to exit by itself: killing it then races asyncio's child
+    watcher (``kill`` reaps an exited child first, and the watcher logs "Unknown child process").
+    """
+    if proc.returncode is None and grace > 0:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.wait(), grace)
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    await proc.wait()
 
 
 def _log_file(path: Path | None) -> contextlib.AbstractContextManager[Any]:
