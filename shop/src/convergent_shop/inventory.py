@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent.errors import IdempotencyKeyMismatch, InvalidTransition
+from convergent.store import direct
 from convergent.store.types import JSONType, UTCDateTime
 from convergent_shop.db import metadata
 from convergent_shop.keyed import insert_once
@@ -93,7 +94,7 @@ _MOVE_RESERVED = (
 
 
 async def _reservation(conn: AsyncConnection, order_id: str) -> Any:
-    row = (await conn.execute(_RESERVATION, {"b_order": order_id})).one_or_none()
+    row = (await direct.execute(conn, _RESERVATION, {"b_order": order_id})).one_or_none()
     if row is None:
         raise InvalidTransition(f"order {order_id} has no reservation")
     return row
@@ -151,7 +152,7 @@ async def reserve(
     taken: list[tuple[str, int]] = []
     shortage = None
     for sku, qty in _totals(items).items():
-        result = await conn.execute(_TAKE, {"b_sku": sku, "b_qty": qty})
+        result = await direct.execute(conn, _TAKE, {"b_sku": sku, "b_qty": qty})
         if result.rowcount != 1:
             shortage = sku
             break
@@ -160,7 +161,8 @@ async def reserve(
         await _move(conn, sku, qty, "reserved", "available")
     status = "rejected" if shortage else "reserved"
     reason = f"not enough {shortage} in stock" if shortage else None
-    await conn.execute(
+    await direct.execute(
+        conn,
         _SETTLE_RESERVATION,
         {"b_order": order_id, "v_status": status, "v_reason": reason, "v_now": now},
     )
@@ -168,7 +170,7 @@ async def reserve(
 
 
 async def _move(conn: AsyncConnection, sku: str, qty: int, source: str, target: str) -> None:
-    await conn.execute(_stock_move(source, target), {"b_sku": sku, "b_qty": qty})
+    await direct.execute(conn, _stock_move(source, target), {"b_sku": sku, "b_qty": qty})
 
 
 @functools.cache

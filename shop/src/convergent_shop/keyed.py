@@ -7,7 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from convergent.store import store_of
+from convergent.store import direct, store_of
 
 __all__ = ["insert_once"]
 
@@ -20,5 +20,5 @@ async def insert_once(conn: AsyncConnection, table: sa.Table, values: dict[str, 
     """
     sql = store_of(conn).sql
     statement = sql.once(("insert_once", table), lambda: sql.insert(table).on_conflict_do_nothing())
-    result = await conn.execute(statement, values)  # the VALUES are the keys of ``values``
+    result = await direct.execute(conn, statement, values)  # the VALUES are the keys of ``values``
     return bool(result.rowcount)

@@ -19,7 +19,7 @@ from convergent.http.openapi import header_parameters
 from convergent.http.prefer import accepted_headers, preference_applied, requested_wait
 from convergent.ids import uuid7
 from convergent.resources import Action, ResourceTable, StateMachine, wait_for
-from convergent.store import Store
+from convergent.store import Store, direct
 from convergent.store.types import JSONType, UTCDateTime
 from convergent.workflows import cancel, get_workflow, start
 from convergent_shop.clients import AUTHENTICATED, actor, client_id
@@ -135,7 +135,8 @@ async def create_order(body: OrderIn, request: Request, response: Response) -> A
     now = store.clock.now()
     order_id = uuid7()
     async with transaction(request) as conn:
-        await conn.execute(
+        await direct.execute(
+            conn,
             _INSERT,
             {
                 "id": order_id,
@@ -150,7 +151,7 @@ async def create_order(body: OrderIn, request: Request, response: Response) -> A
                 "updated_at": now,
             },
         )
-        row = (await conn.execute(_BY_ID, {"b_id": order_id})).one()
+        row = (await direct.execute(conn, _BY_ID, {"b_id": order_id})).one()
         await ORDERS.record_created(conn, row, actor=actor(request))
         await announce(conn, "order", row, str(order_id))
         await start(conn, order_saga, str(order_id), key=str(order_id))
@@ -193,7 +194,7 @@ def _order_id(order_id: str) -> uuid.UUID:
 
 async def _load(conn: AsyncConnection, key: uuid.UUID, client: str | None = None) -> Any:
     """The order ``key``; NotFound if it does not exist or ``client`` is not its owner."""
-    row = (await conn.execute(_BY_ID, {"b_id": key})).one_or_none()
+    row = (await direct.execute(conn, _BY_ID, {"b_id": key})).one_or_none()
     if row is None or (client is not None and row.client != client):
         raise NotFound(f"no order {key}")
     return row

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent.errors import InvalidTransition, PermanentError, TransientError
+from convergent.store import direct
 from convergent.store.types import UTCDateTime
 from convergent_shop.db import metadata
 from convergent_shop.keyed import insert_once
@@ -58,7 +59,7 @@ _BY_ORDER = payments.select().where(payments.c.order_id == sa.bindparam("b_order
 
 
 async def _row(conn: AsyncConnection, order_id: str) -> Any:
-    return (await conn.execute(_BY_ORDER, {"b_order": order_id})).one_or_none()
+    return (await direct.execute(conn, _BY_ORDER, {"b_order": order_id})).one_or_none()
 
 
 def _view(row: Any) -> dict[str, Any]:
@@ -75,7 +76,7 @@ def _view(row: Any) -> dict[str, Any]:
 async def _set(conn: AsyncConnection, order_id: str, now: datetime, **values: Any) -> Any:
     update = _update(frozenset(values))
     params = {f"v_{name}": value for name, value in values.items()}
-    await conn.execute(update, {"b_order": order_id, "v_updated_at": now, **params})
+    await direct.execute(conn, update, {"b_order": order_id, "v_updated_at": now, **params})
     return await _row(conn, order_id)
 
 

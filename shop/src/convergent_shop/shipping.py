@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent.errors import IdempotencyKeyMismatch
 from convergent.ids import new_id
+from convergent.store import direct
 from convergent.store.types import JSONType, UTCDateTime
 from convergent_shop.db import metadata
 from convergent_shop.keyed import insert_once
@@ -35,7 +36,7 @@ _BY_ORDER = shipments.select().where(shipments.c.order_id == sa.bindparam("b_ord
 
 
 async def _shipment(conn: AsyncConnection, order_id: str) -> dict[str, Any]:
-    row = (await conn.execute(_BY_ORDER, {"b_order": order_id})).one()
+    row = (await direct.execute(conn, _BY_ORDER, {"b_order": order_id})).one()
     return {
         "order_id": row.order_id,
         "tracking": row.tracking,

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent.errors import InvalidTransition, PermanentError, RunCancelled, TransientError
 from convergent.retry import RetryPolicy
-from convergent.store import store_of
+from convergent.store import direct, store_of
 from convergent.workflows import Saga, StepContext, WorkflowContext, step, workflow
 from convergent_shop import bookings, inventory, payments, shipping
 from convergent_shop import settings as shop_settings
@@ -56,7 +56,7 @@ _ORDER = orders.select().where(orders.c.id == sa.bindparam("b_id"))
 
 
 async def _order(conn: AsyncConnection, order_id: str) -> Any:
-    return (await conn.execute(_ORDER, {"b_id": uuid.UUID(order_id)})).one()
+    return (await direct.execute(conn, _ORDER, {"b_id": uuid.UUID(order_id)})).one()
 
 
 async def _move(conn: AsyncConnection, order_id: str, action: str) -> Any:

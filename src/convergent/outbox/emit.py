@@ -12,7 +12,7 @@ from convergent import tracing
 from convergent.faults import fault_point, register
 from convergent.ids import uuid7
 from convergent.messages import Message
-from convergent.store import store_of
+from convergent.store import direct, store_of
 from convergent.store.schema import outbox
 from convergent.topics import Topic, get_topic, partition_for
 
@@ -104,6 +104,6 @@ async def insert_messages(conn: AsyncConnection, messages: list[Message]) -> Non
         }
         for m in messages
     ]
-    await conn.execute(_INSERT, rows)
+    await direct.execute(conn, _INSERT, rows)
     await store_of(conn).notifier.notify(conn, OUTBOX_CHANNEL)
     fault_point(AFTER_INSERT)

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent import metrics
-from convergent.store import store_of
+from convergent.store import direct, store_of
 from convergent.store.schema import leases
 
 __all__ = ["PartitionLeases", "tokens_still_held"]
@@ -111,7 +111,7 @@ async def tokens_still_held(
             )
         ),
     )
-    rows = await conn.execute(check, {"b_names": list(names)})
+    rows = await direct.execute(conn, check, {"b_names": list(names)})
     return {names[r.name] for r in rows if r.holder == holder and r.token == held[names[r.name]]}
 
 

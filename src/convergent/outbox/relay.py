@@ -35,7 +35,7 @@ from convergent.outages import Outage, is_transient
 from convergent.outbox.emit import OUTBOX_CHANNEL, RELAY_PARTITIONS
 from convergent.outbox.leases import PartitionLeases, tokens_still_held
 from convergent.retry import RetryPolicy
-from convergent.store import Store
+from convergent.store import Store, direct
 from convergent.store.schema import dead_letters, outbox
 from convergent.transports.base import Transport
 
@@ -155,7 +155,7 @@ class Relay:
         while True:
             async with self.store.statement() as conn:
                 query = _due_rows(tuple(partitions), self.batch_size)
-                due = await conn.execute(query, {"now": self.store.clock.now()})
+                due = await direct.execute(conn, query, {"now": self.store.clock.now()})
                 rows = _hold_back_behind_retries(due.all())
             if not rows:
                 return settled
@@ -229,7 +229,7 @@ class Relay:
                     "relay.delete_acked",
                     lambda: sa.delete(outbox).where(sql.among_param(outbox.c.id, "b_ids")),
                 )
-                await conn.execute(delete, {"b_ids": acked})
+                await direct.execute(conn, delete, {"b_ids": acked})
             self.published += len(acked)
             _count_published(r for r, err in outcomes if err is None)
             for row, err in outcomes:

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent.ids import uuid7
+from convergent.store import direct
 from convergent.store.schema import resource_history
 
 __all__ = ["HistoryEntry", "list_history", "record_history"]
@@ -57,7 +58,8 @@ async def record_history(
     cause: str | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> None:
-    await conn.execute(
+    await direct.execute(
+        conn,
         _INSERT,
         {
             "id": uuid7(),

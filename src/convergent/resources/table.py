@@ -20,7 +20,7 @@ from convergent.errors import ConfigurationError, InvalidTransition, NotFound, S
 from convergent.ids import uuid7
 from convergent.resources.history import HistoryEntry, list_history, record_history
 from convergent.resources.machine import Action, StateMachine
-from convergent.store import Store, history_params, store_of
+from convergent.store import Store, direct, history_params, store_of
 
 __all__ = ["CHANNEL", "ResourceTable"]
 
@@ -257,10 +257,10 @@ class ResourceTable:
                     metadata=metadata,
                 )
             )
-            moved: Row | None = (await conn.execute(stmt, params)).first()
+            moved: Row | None = (await direct.execute(conn, stmt, params)).first()
             faults.fault_point(AFTER_TRANSITION)
             return moved
-        row: Row | None = (await conn.execute(stmt, params)).first()
+        row: Row | None = (await direct.execute(conn, stmt, params)).first()
         if row is not None:
             await self._recorded(store, conn, row, act.name, source, actor, cause, metadata)
             faults.fault_point(AFTER_TRANSITION)

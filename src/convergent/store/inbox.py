@@ -11,6 +11,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from convergent.store import direct
 from convergent.store.engine import store_of
 from convergent.store.schema import inbox
 
@@ -22,7 +23,7 @@ async def record_once(conn: AsyncConnection, consumer: str, message_id: str, now
     values = {"consumer": consumer, "message_id": message_id, "received_at": now}
     sql = store_of(conn).sql
     stmt = sql.once("inbox.record", lambda: sql.insert(inbox).on_conflict_do_nothing())
-    result = await conn.execute(stmt, values)
+    result = await direct.execute(conn, stmt, values)
     return bool(result.rowcount)
 
 

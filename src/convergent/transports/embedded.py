@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from convergent.errors import TransportError
 from convergent.messages import Message
 from convergent.outbox.leases import PartitionLeases, tokens_still_held
-from convergent.store import Store
+from convergent.store import Store, direct
 from convergent.store import Subscription as Wake
 from convergent.store.schema import log_entries, log_heads, log_offsets
 from convergent.topics import TOPICS, Topic, partition_for
@@ -78,7 +78,7 @@ class EmbeddedTransport(Transport):
         # to the commit: one appender per partition at a time)
         advance = self.store.sql.once("embedded.advance", self._build_advance)
         params = {"b_topic": topic, "b_partition": partition, "b_count": len(batch)}
-        end = await conn.scalar(advance, params)
+        end = (await direct.execute(conn, advance, params)).one()[0]  # the new head
         start = int(end) - len(batch)
         rows = [
             {
@@ -92,7 +92,7 @@ class EmbeddedTransport(Transport):
             }
             for i, m in enumerate(batch)
         ]
-        await conn.execute(_APPEND, rows)
+        await direct.execute(conn, _APPEND, rows)
 
     def _build_advance(self) -> Any:
         head = log_heads.c.next_position
@@ -266,12 +266,13 @@ class EmbeddedSubscription(Subscription):
         if not held:
             return []
         async with self.store.read() as conn:
-            offsets = (await conn.execute(self._offsets, {"b_held": sorted(held)})).all()
+            offsets = (await direct.execute(conn, self._offsets, {"b_held": sorted(held)})).all()
             out: list[Delivery] = []
             for off in offsets:
                 if off.next_attempt_at is not None and off.next_attempt_at > now:
                     continue  # the message at the offset waits for its retry; its key waits too
-                entries = await conn.execute(
+                entries = await direct.execute(
+                    conn,
                     self._entries,
                     {
                         "b_partition": off.partition,
@@ -309,8 +310,8 @@ class EmbeddedSubscription(Subscription):
             ):
                 return  # another member owns the partition now; it will redeliver
             if delay is None:
-                await conn.execute(
-                    self._advance, {"b_partition": d.partition, "b_position": d.position}
+                await direct.execute(
+                    conn, self._advance, {"b_partition": d.partition, "b_position": d.position}
                 )
             else:
                 where = self._where & (log_offsets.c.partition == d.partition)

@@ -33,7 +33,7 @@ from convergent import metrics as core_metrics
 from convergent.faults import fault_point
 from convergent.ids import uuid7
 from convergent.outages import Outage, is_transient
-from convergent.store import Store
+from convergent.store import Store, direct
 from convergent.store.schema import (
     dead_letters,
     webhook_attempts,
@@ -278,14 +278,14 @@ class Dispatcher:
     async def _anything_due(self) -> bool:
         params = self._due_params()
         async with self.store.read() as conn:
-            found = await conn.execute(self._statement("probe", params), params)
+            found = await direct.execute(conn, self._statement("probe", params), params)
             return found.first() is not None
 
     async def _claim(self, conn: AsyncConnection, limit: int) -> list[_Job]:
         store, cfg = self.store, self.settings
         now = store.clock.now()
         params = {**self._due_params(), "b_limit": limit}
-        candidates = (await conn.execute(self._statement("claim", params), params)).all()
+        candidates = (await direct.execute(conn, self._statement("claim", params), params)).all()
         chosen, per_endpoint = [], Tally(self._in_flight)
         for row in candidates:
             if per_endpoint[row.endpoint_id] < cfg.per_endpoint_concurrency:
@@ -294,9 +294,11 @@ class Dispatcher:
         if not chosen:
             return []
         lease = now + timedelta(seconds=cfg.timeout + _LEASE_MARGIN)
-        await conn.execute(_TAKE, {"b_ids": [r.id for r in chosen], "b_lease": lease, "b_now": now})
-        message_rows = await conn.execute(
-            _PAYLOADS, {"b_ids": list({r.message_id for r in chosen})}
+        await direct.execute(
+            conn, _TAKE, {"b_ids": [r.id for r in chosen], "b_lease": lease, "b_now": now}
+        )
+        message_rows = await direct.execute(
+            conn, _PAYLOADS, {"b_ids": list({r.message_id for r in chosen})}
         )
         payloads = {r.id: r.payload for r in message_rows}
         return [
@@ -354,12 +356,13 @@ class Dispatcher:
         ids = [job.delivery_id for job, _, _ in batch]
         sql = self.store.sql
         still_there = sql.once("webhooks.still_there", lambda: sql.lock_row(_STILL_THERE))
-        present = set((await conn.execute(still_there, {"b_ids": ids})).scalars())
+        present = set((await direct.execute(conn, still_there, {"b_ids": ids})).scalars())
         batch = [item for item in batch if item[0].delivery_id in present]  # not deleted meanwhile
         if not batch:
             return []
         now = self.store.clock.now()
-        await conn.execute(
+        await direct.execute(
+            conn,
             _INSERT_ATTEMPTS,
             [
                 {
@@ -383,10 +386,12 @@ class Dispatcher:
             if result.ok:
                 delivered.setdefault(result.status_code, []).append(job.delivery_id)
         for status_code, done in delivered.items():
-            await conn.execute(_SUCCEEDED, {"b_ids": done, "b_code": status_code, "b_now": now})
+            await direct.execute(
+                conn, _SUCCEEDED, {"b_ids": done, "b_code": status_code, "b_now": now}
+            )
         answered = {job.endpoint_id for job, result, _ in batch if result.ok}
         if answered:
-            await conn.execute(_ANSWERING, {"b_ids": list(answered)})
+            await direct.execute(conn, _ANSWERING, {"b_ids": list(answered)})
         events: list[WebhookEvent] = []
         for job, result, _ in batch:
             if not result.ok:

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent.errors import NotFound
 from convergent.ids import uuid7
-from convergent.store import store_of
+from convergent.store import direct, store_of
 from convergent.store.schema import (
     dead_letters,
     webhook_attempts,
@@ -59,14 +59,14 @@ async def enqueue(
     """
     store = store_of(conn)
     message_id = message_id or uuid7()
-    rows = await conn.execute(_ENABLED_ENDPOINTS)
+    rows = await direct.execute(conn, _ENABLED_ENDPOINTS, {})
     targets = [r.id for r in rows if wants(r.event_types, event_type)]
     if not targets:
         return message_id
     now = store.clock.now()
     payload = {"type": event_type, "timestamp": now.isoformat(), "data": data}
     message = {"id": message_id, "event_type": event_type, "payload": payload, "created_at": now}
-    await conn.execute(_INSERT_MESSAGE, message)
+    await direct.execute(conn, _INSERT_MESSAGE, message)
     await _add_deliveries(conn, [(message_id, t) for t in targets], now)
     await store.notifier.notify(conn, CHANNEL)
     return message_id
@@ -82,7 +82,8 @@ async def _add_deliveries(
 ) -> None:
     if not pairs:
         return
-    await conn.execute(
+    await direct.execute(
+        conn,
         _INSERT_DELIVERIES,
         [
             {

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from convergent.store import Store
+from convergent.store import Store, direct
 
 __all__ = ["DONE_CHANNEL", "Committer", "Finished", "add_done_waiter", "local_active"]
 
@@ -173,7 +173,7 @@ class Committer:
         for item in batch:
             groups.setdefault(id(item.statement), (item.statement, []))[1].append(item.params)
         for statement, params in groups.values():
-            await conn.execute(statement, params if len(params) > 1 else params[0])
+            await direct.execute(conn, statement, params if len(params) > 1 else params[0])
         if any(item.finished for item in batch):
             await self.store.notifier.notify(conn, DONE_CHANNEL)
 

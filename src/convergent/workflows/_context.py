@@ -28,7 +28,7 @@ from convergent.errors import (
 )
 from convergent.faults import fault_point, register
 from convergent.ids import uuid7
-from convergent.store import Store
+from convergent.store import Store, direct
 from convergent.store.schema import dead_letters, run_events, run_steps
 from convergent.workflows._committer import Committer
 from convergent.workflows._metrics import Attempt, dead_lettered, retried
@@ -131,7 +131,7 @@ def _children() -> ChildSupport:
 async def hold(conn: AsyncConnection, run_id: uuid.UUID, owner: str) -> None:
     """Go on only while ``owner`` holds the run; its row stays share-locked to the commit, so a
     takeover waits for this transaction or has already won (then ``LeaseLost``)."""
-    if await conn.scalar(HELD, {"h_run": run_id, "h_owner": owner}) is None:
+    if (await direct.execute(conn, HELD, {"h_run": run_id, "h_owner": owner})).scalar() is None:
         raise LeaseLost(f"run {run_id} is held by another worker now")
 
 

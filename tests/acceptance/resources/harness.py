@@ -29,11 +29,11 @@ def database_for(request: pytest.FixtureRequest, tmp: Path) -> str:
 
 @contextmanager
 def running_shop(
-    database_url: str, tmp: Path, env: dict[str, str] | None = None
+    database_url: str, tmp: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
 ) -> Iterator[Server]:
     port = free_port()
     log = tmp / f"serve-{port}.log"
-    process = start_process(["serve", "--port", str(port)], database_url, log, env)
+    process = start_process(["serve", "--port", str(port), *args], database_url, log, env)
     server = Server(f"http://127.0.0.1:{port}", database_url, process, log)
     try:
         wait_until_healthy(server, timeout=120)  # start-up is slow when the machine is busy

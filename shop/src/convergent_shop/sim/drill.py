@@ -105,6 +105,7 @@ async def _round(
     stop = asyncio.Event()
     try:
         await cluster.start()
+        await cluster.wait_started()
         await stock_up_catalogue(store)
         await subscribe_receiver(store, f"{cluster.shop_url}/notifications/webhook", secret)
         workload = Workload(

@@ -108,6 +108,7 @@ class Cluster:
     seed: int | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, Managed] = field(default_factory=dict)
+    _log_sizes: dict[str, int] = field(default_factory=dict)
     shop_url: str = ""
     psp_url: str = ""
 
@@ -125,6 +126,8 @@ class Cluster:
     def _add(self, name: str, args: list[str], **env: str) -> Managed:
         argv = [sys.executable, "-m", "convergent", *args]
         managed = Managed(name, argv, self._env(**env), self.workdir / f"{name}.log")
+        # the log is appended to across rounds: what this start writes begins here
+        self._log_sizes[name] = managed.log.stat().st_size if managed.log.exists() else 0
         self.processes[name] = managed
         managed.start()
         return managed
@@ -181,6 +184,33 @@ class Cluster:
                     managed.start()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.2)
+
+    async def wait_started(self, timeout: float = 120.0) -> None:
+        """Until every worker and the relay has said it started: orders sent before then would
+        queue behind their imports, and the first seconds' figures would measure start-up."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        waiting = {
+            name: ("relay" if name == "relay" else "worker", self._log_sizes.get(name, 0))
+            for name in self.processes
+            if name.startswith(("worker", "relay"))
+        }
+        while waiting:
+            for name, (kind, offset) in list(waiting.items()):
+                if not self.processes[name].alive:  # died starting: the supervisor restarts it
+                    del waiting[name]
+                    continue
+                with contextlib.suppress(OSError), self.processes[name].log.open("rb") as log:
+                    log.seek(offset)
+                    if f"{kind} started".encode() in log.read():
+                        del waiting[name]
+            if not waiting:
+                return
+            if asyncio.get_running_loop().time() >= deadline:
+                raise RuntimeError(
+                    f"{', '.join(sorted(waiting))} did not start in {timeout:.0f} s; see "
+                    + ", ".join(str(self.processes[n].log) for n in sorted(waiting))
+                )
+            await asyncio.sleep(0.1)
 
     def restarts(self) -> dict[str, int]:
         return {name: m.starts - 1 for name, m in self.processes.items()}

@@ -1,0 +1,250 @@
+"""Prebuilt statements sent straight to SQLite when its connection runs on the loop's thread.
+
+SQLAlchemy's path for one statement (execution context, cache lookup, the async adapter's
+greenlet switches, result metadata) costs about 100 µs of CPU; SQLite runs a primary-key read in
+a few. The hot paths execute their statements built once through `execute`: on an inline SQLite
+connection (`convergent.store.sqlite_inline`) the statement is compiled once by SQLAlchemy, and
+its parameters and columns go through the same type processors SQLAlchemy would use. Anything
+else takes SQLAlchemy's path: another database, a statement with defaults to fill in or
+expanding parameters, and any error (run again through SQLAlchemy, it fails the same way and is
+wrapped as callers expect, or waits for a busy lock).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import namedtuple
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import MultipleResultsFound, NoResultFound
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+__all__ = ["Rows", "execute"]
+
+_REQUIRED = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    sql: str
+    names: tuple[str, ...]
+    binders: tuple[Any, ...]  # a processor or None, per name
+    preset: Mapping[str, Any]  # values the statement carries itself (``values(n=c.n + 1)``)
+    row: Any  # a namedtuple type, or None for a statement without rows
+    loaders: tuple[Any, ...]  # a processor or None, per column
+    expanding: tuple[str, ...] = ()  # list parameters (``IN``): one ``?`` per value
+    rendered: dict[tuple[int, ...], str] = field(default_factory=dict)  # by the lists' lengths
+
+
+class _Fallback(Exception):
+    """This call takes SQLAlchemy's path (a parameter missing, an empty list)."""
+
+
+class Rows:
+    """What the hot paths use of a ``Result``: rows with attribute access, and ``rowcount``."""
+
+    __slots__ = ("_rows", "rowcount")
+
+    def __init__(self, rows: list[Any], rowcount: int) -> None:
+        self._rows = rows
+        self.rowcount = rowcount
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._rows)
+
+    def all(self) -> list[Any]:
+        return self._rows
+
+    def first(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    def one(self) -> Any:
+        if len(self._rows) != 1:
+            raise NoResultFound("no row") if not self._rows else MultipleResultsFound("rows")
+        return self._rows[0]
+
+    def one_or_none(self) -> Any:
+        if len(self._rows) > 1:
+            raise MultipleResultsFound("more than one row")
+        return self._rows[0] if self._rows else None
+
+    def scalars(self) -> list[Any]:
+        return [row[0] for row in self._rows]
+
+    def scalar(self) -> Any:
+        return self._rows[0][0] if self._rows else None
+
+
+# (id of the dialect, id of the statement, parameter names of an INSERT) -> (statement, plan);
+# the statement is held so its id is never reused; only statements built once come here
+_plans: dict[tuple[int, int, frozenset[str] | None], tuple[Any, _Plan | None]] = {}
+
+
+async def execute(
+    conn: AsyncConnection,
+    statement: sa.Executable,
+    params: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+) -> Rows | sa.CursorResult[Any]:
+    """``conn.execute(statement, params)``, straight to SQLite where it can be (see above).
+    ``params`` is one mapping, or a list of them."""
+    driver = _sqlite(conn)
+    if driver is not None:
+        many = not isinstance(params, Mapping)
+        first = params if isinstance(params, Mapping) else (params[0] if params else None)
+        if first is not None:
+            plan = _plan(conn, statement, first)
+            if plan is not None and not (many and plan.expanding):
+                try:
+                    return _run(driver, plan, params, many)
+                except sqlite3.Error as exc:
+                    if many:  # rows before the failing one are in: say it as SQLAlchemy would
+                        raise sa.exc.DBAPIError.instance(
+                            plan.sql, None, exc, sqlite3.Error, dialect=conn.dialect, ismulti=True
+                        ) from exc
+                    # one statement is all or nothing: SQLAlchemy's path fails the same way,
+                    # wrapped as callers expect, or waits for a busy lock
+                except _Fallback:
+                    pass
+    return await conn.execute(statement, params)
+
+
+def _sqlite(conn: AsyncConnection) -> sqlite3.Connection | None:
+    """The ``sqlite3`` connection under an inline SQLite connection, else None."""
+    sync = conn.sync_connection
+    if sync is None or sync.dialect.name != "sqlite":
+        return None
+    adapted = sync.connection.dbapi_connection
+    inline = getattr(adapted, "_connection", None)
+    if not hasattr(inline, "run_now"):  # aiosqlite's own thread: its calls must stay there
+        return None
+    driver = getattr(inline, "_connection", None)
+    return driver if isinstance(driver, sqlite3.Connection) else None
+
+
+def _plan(conn: AsyncConnection, statement: Any, params: Mapping[str, Any]) -> _Plan | None:
+    dialect = conn.dialect
+    names = frozenset(params) if isinstance(statement, sa.Insert) else None
+    key = (id(dialect), id(statement), names)
+    found = _plans.get(key)
+    if found is None:
+        found = _plans[key] = (statement, _compile(dialect, statement, names))
+    return found[1]
+
+
+def _compile(dialect: Any, statement: Any, names: frozenset[str] | None) -> _Plan | None:
+    if not isinstance(statement, sa.Select | sa.Insert | sa.Update | sa.Delete):
+        return None  # text and the rest: their rows are not known from the statement
+    compiled = statement.compile(
+        dialect=dialect, column_keys=sorted(names) if names is not None else None
+    )
+    sql = compiled.string
+    order = compiled.positiontup
+    if order is None:
+        return None
+    preset: dict[str, Any] = {}
+    binders = []
+    expanding = []
+    for name in order:
+        bind = compiled.binds[name]
+        if bind.callable is not None or bind.literal_execute:
+            return None  # evaluated or rendered per call by SQLAlchemy
+        if bind.expanding:
+            expanding.append(name)
+        if not bind.required:  # a value the statement carries; the caller's wins
+            preset[name] = bind.effective_value
+        binders.append(bind.type.dialect_impl(dialect).bind_processor(dialect))
+    table = getattr(statement, "table", None)
+    if compiled.isinsert and names is not None and table is not None:
+        for column in table.columns:  # a Python-side default the caller left out
+            if column.key not in names and column.default is not None:
+                return None
+    if compiled.isupdate and table is not None and any(c.onupdate for c in table.columns):
+        return None  # SQLAlchemy's execution context computes it
+    columns = _columns(statement)
+    row_type: Any = None
+    loaders: tuple[Any, ...] = ()
+    if columns:
+        try:
+            row_type = _row_type(tuple(c.key for c in columns))
+        except ValueError:  # a column name that is no identifier
+            return None
+        loaders = tuple(
+            c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
+        )
+    if sql.count("POSTCOMPILE") != len(expanding):
+        return None  # something else SQLAlchemy renders per call
+    return _Plan(sql, tuple(order), tuple(binders), preset, row_type, loaders, tuple(expanding))
+
+
+def _row_type(keys: tuple[str, ...]) -> Any:
+    """A named tuple with ``_mapping``, as SQLAlchemy's rows have."""
+    base = namedtuple("Row", keys)  # type: ignore[misc]
+    return type("Row", (base,), {"__slots__": (), "_mapping": property(base._asdict)})
+
+
+def _columns(statement: Any) -> list[Any]:
+    if isinstance(statement, sa.Select):
+        return list(statement.selected_columns)
+    returning = getattr(statement, "_returning", ())
+    return list(statement.exported_columns) if returning else []
+
+
+def _run(driver: sqlite3.Connection, plan: _Plan, params: Any, many: bool) -> Rows:
+    if many and plan.row is None:
+        cursor = driver.executemany(plan.sql, [_bound(plan, p) for p in params])
+        return Rows([], cursor.rowcount)
+    if many:  # RETURNING for each row, in order, as SQLAlchemy's batched insert gives them
+        bound = [_bound(plan, p) for p in params]
+        rows: list[Any] = []
+        for values in bound:
+            rows += _rows(plan, driver.execute(plan.sql, values))
+        return Rows(rows, len(bound))
+    cursor = driver.execute(_sql(plan, params), _bound(plan, params))
+    if plan.row is None:
+        return Rows([], cursor.rowcount)
+    return Rows(_rows(plan, cursor), cursor.rowcount)
+
+
+def _rows(plan: _Plan, cursor: sqlite3.Cursor) -> list[Any]:
+    make, loaders = plan.row._make, plan.loaders
+    return [
+        make([v if f is None else f(v) for f, v in zip(loaders, raw, strict=True)])
+        for raw in cursor.fetchall()
+    ]
+
+
+def _sql(plan: _Plan, params: Mapping[str, Any]) -> str:
+    if not plan.expanding:
+        return plan.sql
+    lengths = tuple(len(_value(plan, params, name) or ()) for name in plan.expanding)
+    if 0 in lengths:
+        raise _Fallback  # SQLAlchemy renders an empty IN as a condition that is never true
+    sql = plan.rendered.get(lengths)
+    if sql is None:
+        sql = plan.sql
+        for name, n in zip(plan.expanding, lengths, strict=True):
+            sql = sql.replace(f"__[POSTCOMPILE_{name}]", ", ".join("?" * n))
+        plan.rendered[lengths] = sql
+    return sql
+
+
+def _bound(plan: _Plan, params: Mapping[str, Any]) -> list[Any]:
+    out: list[Any] = []
+    for name, binder in zip(plan.names, plan.binders, strict=True):
+        value = _value(plan, params, name)
+        if name in plan.expanding:
+            out += value if binder is None else [binder(v) for v in value]
+        else:
+            out.append(value if binder is None else binder(value))
+    return out
+
+
+def _value(plan: _Plan, params: Mapping[str, Any], name: str) -> Any:
+    if name in params:
+        return params[name]
+    if name in plan.preset:
+        return plan.preset[name]
+    raise _Fallback  # SQLAlchemy names the missing parameter

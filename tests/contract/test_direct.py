@@ -1,0 +1,179 @@
+"""`convergent.store.direct`: a prebuilt statement gives what SQLAlchemy gives, on both
+databases; on SQLite (inline) it never enters SQLAlchemy's execution path."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from convergent.store import Store
+from convergent.store.direct import execute
+from convergent.store.types import UTCDateTime
+
+md = sa.MetaData()
+things = sa.Table(
+    "direct_test_things",
+    md,
+    sa.Column("id", sa.Uuid, primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("n", sa.Integer, nullable=False),
+    sa.Column("data", sa.JSON, nullable=True),
+    sa.Column("flag", sa.Boolean, nullable=False),
+    sa.Column("at", UTCDateTime(), nullable=True),
+    sa.Column("note", sa.String(16), nullable=False, default="defaulted"),
+)
+
+SELECT = things.select().where(things.c.id == sa.bindparam("b_id"))
+BUMP = (
+    things.update()
+    .where(things.c.id == sa.bindparam("b_id"))
+    .values(n=things.c.n + 1, state=sa.bindparam("b_state"))
+)
+INSERT = sa.insert(things)
+DELETE = things.delete().where(things.c.state == sa.bindparam("b_state"))
+AT = datetime(2026, 12, 1, 12, 30, 15, 123456, tzinfo=UTC)
+
+
+def row(i: int, **extra: object) -> dict[str, object]:
+    return {
+        "id": uuid.UUID(int=i),
+        "state": "new",
+        "n": i,
+        "data": {"i": i, "tags": ["a", "b"]},
+        "flag": i % 2 == 0,
+        "at": AT,
+        "note": "given",
+        **extra,
+    }
+
+
+@pytest.fixture
+async def db(store: Store) -> AsyncIterator[Store]:
+    async with store.begin() as conn:
+        await conn.run_sync(md.drop_all)
+        await conn.run_sync(md.create_all)
+    try:
+        yield store
+    finally:
+        async with store.begin() as conn:
+            await conn.run_sync(md.drop_all)
+
+
+@pytest.fixture
+def through_sqlalchemy(db: Store) -> list[str]:
+    """The statements that went through SQLAlchemy's execution path."""
+    seen: list[str] = []
+
+    def note(_c: object, _cur: object, statement: str, *_: object) -> None:
+        if "direct_test_things" in statement:
+            seen.append(statement)
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", note)
+    return seen
+
+
+async def test_rows_and_types_match_sqlalchemy(db: Store, through_sqlalchemy: list[str]) -> None:
+    async with db.begin() as conn:
+        await execute(conn, INSERT, [row(1), row(2)])
+        got = (await execute(conn, SELECT, {"b_id": uuid.UUID(int=1)})).one()
+    direct_statements = len(through_sqlalchemy)
+    async with db.read() as conn:
+        want = (await conn.execute(SELECT, {"b_id": uuid.UUID(int=1)})).one()
+    assert tuple(got) == tuple(want)
+    assert (got.id, got.data) == (uuid.UUID(int=1), {"i": 1, "tags": ["a", "b"]})
+    assert (got.at, got.at.tzinfo, got.flag) == (AT, UTC, False)
+    if db.sql.name == "sqlite":
+        assert direct_statements == 0, through_sqlalchemy  # both went straight to SQLite
+    else:
+        assert direct_statements >= 2  # PostgreSQL keeps SQLAlchemy's path
+
+
+async def test_update_with_values_of_its_own_and_rowcount(db: Store) -> None:
+    async with db.begin() as conn:
+        await execute(conn, INSERT, [row(1), row(2)])
+        bumped = await execute(conn, BUMP, {"b_id": uuid.UUID(int=2), "b_state": "bumped"})
+        missed = await execute(conn, BUMP, {"b_id": uuid.UUID(int=9), "b_state": "bumped"})
+        after = (await execute(conn, SELECT, {"b_id": uuid.UUID(int=2)})).one()
+    assert (bumped.rowcount, missed.rowcount) == (1, 0)
+    assert (after.n, after.state) == (3, "bumped")
+
+
+async def test_upsert_returning(db: Store) -> None:
+    upsert = (
+        db.sql.insert(things)
+        .values(
+            id=sa.bindparam("b_id"),
+            state="new",
+            n=sa.bindparam("b_n"),
+            flag=True,
+            note="x",
+        )
+        .on_conflict_do_update(
+            index_elements=[things.c.id], set_={"n": things.c.n + sa.bindparam("b_n")}
+        )
+        .returning(things.c.n, things.c.id)
+    )
+    async with db.begin() as conn:
+        first = (await execute(conn, upsert, {"b_id": uuid.UUID(int=5), "b_n": 2})).one()
+        second = await execute(conn, upsert, {"b_id": uuid.UUID(int=5), "b_n": 3})
+    assert (first.n, first.id) == (2, uuid.UUID(int=5))
+    assert second.scalar() == 5
+
+
+async def test_a_column_default_left_out_is_filled_in(db: Store) -> None:
+    async with db.begin() as conn:
+        await execute(conn, INSERT, {k: v for k, v in row(3).items() if k != "note"})
+        got = (await execute(conn, SELECT, {"b_id": uuid.UUID(int=3)})).one()
+    assert got.note == "defaulted"
+
+
+async def test_errors_are_sqlalchemys(db: Store) -> None:
+    async with db.begin() as conn:
+        await execute(conn, INSERT, row(1))
+    with pytest.raises(sa.exc.IntegrityError):
+        async with db.begin() as conn:
+            await execute(conn, INSERT, row(1))
+    with pytest.raises(sa.exc.IntegrityError):  # a batch fails whole: its transaction rolls back
+        async with db.begin() as conn:
+            await execute(conn, INSERT, [row(2), row(1)])
+    async with db.begin() as conn:
+        left = (await execute(conn, sa.select(sa.func.count()).select_from(things), {})).scalar()
+        deleted = await execute(conn, DELETE, {"b_state": "new"})
+    assert (left, deleted.rowcount) == (1, 1)
+
+
+async def test_a_missing_parameter_is_named(db: Store) -> None:
+    async with db.begin() as conn:
+        with pytest.raises(sa.exc.StatementError, match="b_id"):
+            await execute(conn, SELECT, {})
+
+
+async def test_list_parameters(db: Store, through_sqlalchemy: list[str]) -> None:
+    among = things.select().where(things.c.id.in_(sa.bindparam("b_ids", expanding=True)))
+    among = among.order_by(things.c.n)
+    async with db.begin() as conn:
+        await execute(conn, INSERT, [row(i) for i in range(1, 6)])
+        before = len(through_sqlalchemy)
+        two = (await execute(conn, among, {"b_ids": [uuid.UUID(int=4), uuid.UUID(int=2)]})).all()
+        three = await execute(conn, among, {"b_ids": [uuid.UUID(int=i) for i in (1, 3, 5)]})
+        none = (await execute(conn, among, {"b_ids": []})).all()
+        literal = things.select().where(things.c.n.in_([1, 3])).order_by(things.c.n)
+        given = (await execute(conn, literal, {})).all()  # a list the statement carries
+    assert [r.n for r in two] == [2, 4]
+    assert [r.n for r in three] == [1, 3, 5]
+    assert none == []
+    assert [r.n for r in given] == [1, 3]
+    if db.sql.name == "sqlite":  # only the empty list went through SQLAlchemy
+        assert len(through_sqlalchemy) - before == 1
+
+
+async def test_a_batch_with_returning_gives_every_row_in_order(db: Store) -> None:
+    insert = sa.insert(things).returning(things.c.id, things.c.n)
+    async with db.begin() as conn:
+        got = (await execute(conn, insert, [row(3), row(1), row(2)])).all()
+    assert [(r.id, r.n) for r in got] == [(uuid.UUID(int=i), i) for i in (3, 1, 2)]
