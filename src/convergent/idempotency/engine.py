@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent import settings, tracing
 from convergent.errors import IdempotencyKeyInProgress, IdempotencyKeyMismatch
-from convergent.store import Store
+from convergent.store import Store, direct
 from convergent.store.schema import idempotency_keys as t
 
 __all__ = [
@@ -183,7 +183,8 @@ class IdempotencyKeys:
                 if not done:
                     raise _lost()
                 return
-        result = await conn.execute(
+        result = await direct.execute(
+            conn,
             _COMPLETE,
             {
                 **_lease_params(lease),
@@ -201,15 +202,15 @@ class IdempotencyKeys:
         """Extend a running request's lock; False once it was lost (taken over or done)."""
         now = self.store.clock.now()
         async with self.store.statement(write=True) as conn:
-            result = await conn.execute(
-                _RENEW, {**_lease_params(lease), "v_until": now + self.lock_timeout}
+            result = await direct.execute(
+                conn, _RENEW, {**_lease_params(lease), "v_until": now + self.lock_timeout}
             )
         return bool(result.rowcount == 1)
 
     async def release(self, lease: Lease) -> None:
         """Forget an in-progress key so a retry runs again (after a 5xx or an error)."""
         async with self.store.statement(write=True) as conn:
-            await conn.execute(_RELEASE, _lease_params(lease))
+            await direct.execute(conn, _RELEASE, _lease_params(lease))
 
     def _decide(self, row: Any, fingerprint: str) -> StoredResponse | None:
         """The answer an existing row gives, or None when the key is free to take over."""
@@ -324,7 +325,7 @@ _SELECT = t.select().where(t.c.scope == sa.bindparam("b_scope"), t.c.key == sa.b
 
 
 async def _select(conn: AsyncConnection, scope: str, key: str) -> Any:
-    return (await conn.execute(_SELECT, {"b_scope": scope, "b_key": key})).first()
+    return (await direct.execute(conn, _SELECT, {"b_scope": scope, "b_key": key})).first()
 
 
 async def purge_expired_keys(store: Store) -> int:

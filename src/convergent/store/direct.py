@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import MultipleResultsFound, NoResultFound
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["Rows", "execute"]
+__all__ = ["Rows", "execute", "sent"]
 
 _REQUIRED = object()
 
@@ -83,6 +83,14 @@ class Rows:
 _plans: dict[tuple[int, int, frozenset[str] | None], tuple[Any, _Plan | None]] = {}
 
 
+_sent = 0  # statements sent straight to the driver, for benchmarks that count round trips
+
+
+def sent() -> int:
+    """How many statements this process has sent straight to SQLite so far."""
+    return _sent
+
+
 async def execute(
     conn: AsyncConnection,
     statement: sa.Executable,
@@ -98,7 +106,10 @@ async def execute(
             plan = _plan(conn, statement, first)
             if plan is not None and not (many and plan.expanding):
                 try:
-                    return _run(driver, plan, params, many)
+                    rows = _run(driver, plan, params, many)
+                    global _sent
+                    _sent += 1
+                    return rows
                 except sqlite3.Error as exc:
                     if many:  # rows before the failing one are in: say it as SQLAlchemy would
                         raise sa.exc.DBAPIError.instance(

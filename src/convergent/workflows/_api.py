@@ -23,7 +23,7 @@ from convergent import tracing
 from convergent.codec import encode_any
 from convergent.errors import RunCancelled, RunFailed, RunNotFound
 from convergent.ids import uuid7
-from convergent.store import Store, store_of
+from convergent.store import Store, direct, store_of
 from convergent.store.schema import run_events, run_steps, runs
 from convergent.workflows._batch import Batcher
 from convergent.workflows._committer import DONE_CHANNEL, Finished, add_done_waiter, local_active
@@ -163,7 +163,7 @@ async def _insert_runs(conn: AsyncConnection, rows: list[dict[str, Any]]) -> lis
             .returning(runs.c.id, runs.c.workflow, runs.c.key)
         ),
     )
-    got = {(r.workflow, r.key): r.id for r in (await conn.execute(stmt, rows)).all()}
+    got = {(r.workflow, r.key): r.id for r in (await direct.execute(conn, stmt, rows)).all()}
     missing = [(r["workflow"], r["key"]) for r in rows if (r["workflow"], r["key"]) not in got]
     if missing:
         found = await conn.execute(
