@@ -61,6 +61,9 @@ class DrillOptions:
     broker_outage: float = 0.0
     crash_points: list[str | None] = field(default_factory=lambda: [None])
     duration: float = 30.0
+    #: seconds the orders are spread over (default: 80% of ``duration``); the workload stops
+    #: at ``duration`` whether or not every order was placed
+    spread: float | None = None
     settle_timeout: float = 30.0
     live: bool = True
     seed: int | None = None
@@ -117,7 +120,7 @@ async def _round(
                 concurrency=options.clients,
                 run_id=f"{name}-{int(time.time())}",
                 # orders keep coming while the faults land, however fast the machine is
-                spread=options.duration * 0.8,
+                spread=options.spread if options.spread is not None else options.duration * 0.8,
                 api_key=await issue_key(store, "drill-client"),
             ),
         )
