@@ -177,3 +177,27 @@ async def test_a_batch_with_returning_gives_every_row_in_order(db: Store) -> Non
     async with db.begin() as conn:
         got = (await execute(conn, insert, [row(3), row(1), row(2)])).all()
     assert [(r.id, r.n) for r in got] == [(uuid.UUID(int=i), i) for i in (3, 1, 2)]
+
+
+async def test_a_batch_outside_a_transaction_stays_one_statement(
+    db: Store, through_sqlalchemy: list[str]
+) -> None:
+    async with db.autocommit() as conn:  # row by row it would commit each row on its own
+        await execute(conn, INSERT, [row(1), row(2)])
+    async with db.read() as conn:
+        count = (await execute(conn, sa.select(sa.func.count()).select_from(things), {})).scalar()
+    assert count == 2
+    assert len(through_sqlalchemy) >= 1  # the batch went through SQLAlchemy on both databases
+
+
+async def test_plans_stay_bounded(db: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    from convergent.store import direct
+
+    monkeypatch.setattr(direct, "_plans", {})
+    monkeypatch.setattr(direct, "_MAX_PLANS", 2)
+    async with db.begin() as conn:
+        await execute(conn, INSERT, [row(1), row(2), row(3)])
+        for i in (1, 2, 3, 1):
+            one = things.select().where(things.c.n == i)  # a new statement each time
+            assert (await execute(conn, one, {})).one().n == i
+    assert len(direct._plans) <= 2

@@ -238,3 +238,23 @@ async def test_create_database_makes_an_empty_one_beside_replacing_its_namesake(
     if not store.sql.single_writer:  # a server database outlives the test: drop it
         async with store.autocommit() as conn:
             await conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+async def test_autocommit_commits_each_statement(store: Store) -> None:
+    async with store.begin() as conn:
+        await conn.run_sync(user_metadata.drop_all)
+        await conn.run_sync(user_metadata.create_all)
+    try:
+        async with store.autocommit() as conn:
+            await conn.execute(
+                accounts.insert(), [{"id": 1, "balance": 5}, {"id": 2, "balance": 7}]
+            )
+            await conn.execute(accounts.update().where(accounts.c.id == 1).values(balance=6))
+        async with store.read() as conn:
+            balances = (
+                await conn.execute(sa.select(accounts.c.balance).order_by(accounts.c.id))
+            ).all()
+        assert [b for (b,) in balances] == [6, 7]
+    finally:
+        async with store.begin() as conn:
+            await conn.run_sync(user_metadata.drop_all)

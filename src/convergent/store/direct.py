@@ -79,8 +79,10 @@ class Rows:
 
 
 # (id of the dialect, id of the statement, parameter names of an INSERT) -> (statement, plan);
-# the statement is held so its id is never reused; only statements built once come here
+# the statement is held so its id is not reused while its plan is here. Statements built once
+# come here; the oldest plans go past _MAX_PLANS (a cache rebuilt now and then stays bounded).
 _plans: dict[tuple[int, int, frozenset[str] | None], tuple[Any, _Plan | None]] = {}
+_MAX_PLANS = 4096
 
 
 _sent = 0  # statements sent straight to the driver, for benchmarks that count round trips
@@ -104,7 +106,9 @@ async def execute(
         first = params if isinstance(params, Mapping) else (params[0] if params else None)
         if first is not None:
             plan = _plan(conn, statement, first)
-            if plan is not None and not (many and plan.expanding):
+            # a batch outside a transaction would commit row by row: SQLAlchemy's is one
+            # statement, all or nothing
+            if plan is not None and not (many and (plan.expanding or not driver.in_transaction)):
                 try:
                     rows = _run(driver, plan, params, many)
                     global _sent
@@ -141,6 +145,8 @@ def _plan(conn: AsyncConnection, statement: Any, params: Mapping[str, Any]) -> _
     key = (id(dialect), id(statement), names)
     found = _plans.get(key)
     if found is None:
+        if len(_plans) >= _MAX_PLANS:
+            del _plans[next(iter(_plans))]
         found = _plans[key] = (statement, _compile(dialect, statement, names))
     return found[1]
 

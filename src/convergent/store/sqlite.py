@@ -50,7 +50,10 @@ def _inline(dbapi_connection: Any) -> Any | None:
 
 
 def _on_begin(conn: sa.Connection) -> None:
-    mode = conn.get_execution_options().get(_BEGIN_OPTION, "IMMEDIATE")
+    options = conn.get_execution_options()
+    if options.get("isolation_level") == "AUTOCOMMIT":
+        return  # each statement commits on its own: a BEGIN here would never be committed
+    mode = options.get(_BEGIN_OPTION, "IMMEDIATE")
     # straight to the driver when it runs on this thread (SQLAlchemy's statement machinery is
     # most of a BEGIN's cost); a busy or failing BEGIN goes the long way, waited for and wrapped
     driver = _inline(conn.connection.dbapi_connection)
