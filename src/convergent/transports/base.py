@@ -10,10 +10,14 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convergent.messages import Message
 from convergent.topics import Topic
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 __all__ = ["Delivery", "Subscription", "SubscriptionOptions", "Transport", "unreadable"]
 
@@ -66,6 +70,15 @@ class Transport(abc.ABC):
     url: str
     #: publishing writes to the outbox's own database (the embedded log)
     writes_to_store: bool = False
+
+    def appends_in(self, database: URL) -> bool:
+        """True if ``append_in`` can publish within a transaction on ``database``."""
+        return False
+
+    async def append_in(self, conn: AsyncConnection, messages: Sequence[Message]) -> None:
+        """Publish within the caller's transaction (where ``appends_in``): the messages are
+        published if and only if it commits."""
+        raise NotImplementedError(f"{type(self).__name__} publishes to a broker of its own")
 
     async def start(self) -> None:
         """Connect (idempotent)."""
