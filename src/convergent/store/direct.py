@@ -4,10 +4,11 @@ SQLAlchemy's path for one statement (execution context, cache lookup, the async 
 greenlet switches, result metadata) costs about 100 µs of CPU; SQLite runs a primary-key read in
 a few. The hot paths execute their statements built once through `execute`: on an inline SQLite
 connection (`convergent.store.sqlite_inline`) the statement is compiled once by SQLAlchemy, and
-its parameters and columns go through the same type processors SQLAlchemy would use. Anything
-else takes SQLAlchemy's path: another database, a statement with defaults to fill in or
-expanding parameters, and any error (run again through SQLAlchemy, it fails the same way and is
-wrapped as callers expect, or waits for a busy lock).
+its parameters and columns go through the same type processors SQLAlchemy would use; list
+parameters (``IN``) get one ``?`` per value. Anything else takes SQLAlchemy's path: another
+database, a statement with Python-side defaults to fill in, an empty list, a batch outside a
+transaction, and any error (one statement is all or nothing in SQLite: run again through
+SQLAlchemy, it fails the same way and is wrapped as callers expect, or waits for a busy lock).
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ from sqlalchemy.exc import MultipleResultsFound, NoResultFound
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 __all__ = ["Rows", "execute", "sent"]
-
-_REQUIRED = object()
 
 
 @dataclass(frozen=True, slots=True)
