@@ -77,13 +77,13 @@ class Relay:
         self.leases = PartitionLeases(
             LEASE_GROUP, RELAY_PARTITIONS, holder or secrets.token_hex(6), lease_seconds
         )
+        # the embedded log in this very database: read, append and delete in one transaction
+        self._in_store = transport.appends_in(store.url)
         if lanes is None:
             # a second lane overlaps one lane's reads with the other's publishing; publishing
             # into a database that takes one writer at a time, it only polls twice per wake-up
-            lanes = 1 if transport.writes_to_store and store.sql.single_writer else 2
+            lanes = 1 if self._in_store and store.sql.single_writer else 2
         self.lanes = max(1, lanes)
-        # the embedded log in this very database: read, append and delete in one transaction
-        self._in_store = transport.appends_in(store.url)
         self.published = 0
         self._refreshed_at: datetime | None = None
         self.database_outage = Outage("database", log)
@@ -158,9 +158,7 @@ class Relay:
         settled = 0
         while True:
             async with self.store.statement() as conn:
-                query = _due_rows(tuple(partitions), self.batch_size)
-                due = await direct.execute(conn, query, {"now": self.store.clock.now()})
-                rows = _hold_back_behind_retries(due.all())
+                rows = await self._due(conn, partitions)
             if not rows:
                 return settled
             fault_point(AFTER_CLAIM)
@@ -194,9 +192,7 @@ class Relay:
                     if mine != set(partitions):
                         self._refreshed_at = None  # taken over: refresh before going on
                         return settled
-                    query = _due_rows(tuple(partitions), self.batch_size)
-                    due = await direct.execute(conn, query, {"now": self.store.clock.now()})
-                    rows = _hold_back_behind_retries(due.all())
+                    rows = await self._due(conn, partitions)
                     if not rows:
                         return settled
                     fault_point(AFTER_CLAIM)
@@ -218,6 +214,12 @@ class Relay:
             settled += len(rows)
             if len(rows) < self.batch_size or loop.time() >= until:
                 return settled
+
+    async def _due(self, conn: AsyncConnection, partitions: list[int]) -> list[Any]:
+        """The rows of ``partitions`` to publish now, in order, a retried key's first only."""
+        query = _due_rows(tuple(partitions), self.batch_size)
+        due = await direct.execute(conn, query, {"now": self.store.clock.now()})
+        return _hold_back_behind_retries(due.all())
 
     def _delete_acked(self) -> Any:
         sql = self.store.sql

@@ -68,8 +68,6 @@ class Transport(abc.ABC):
     """A broker behind one interface. Build with ``transport_from_url``."""
 
     url: str
-    #: publishing writes to the outbox's own database (the embedded log)
-    writes_to_store: bool = False
 
     def appends_in(self, database: URL) -> bool:
         """True if ``append_in`` can publish within a transaction on ``database``."""

@@ -46,8 +46,6 @@ _APPEND = sa.insert(log_entries)  # built once: building costs more than SQLite 
 
 
 class EmbeddedTransport(Transport):
-    writes_to_store = True
-
     def __init__(self, store: Store, url: str = "embedded://") -> None:
         self.store = store
         self.url = url
