@@ -15,7 +15,6 @@ PostgreSQL: the server of CONVERGENT_TEST_PG_URL (a database of its own is creat
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import statistics
@@ -29,6 +28,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from convergent import eventloop
 from convergent.http import IdempotencyMiddleware, header_principal, transaction
 from convergent.ids import new_id
 from convergent.store import Store, direct
@@ -279,4 +279,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    eventloop.run(main())

@@ -28,6 +28,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from convergent import eventloop
 from convergent.errors import TransientError
 from convergent.store import Store
 
@@ -265,4 +266,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    eventloop.run(main())

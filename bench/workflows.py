@@ -195,9 +195,11 @@ def main() -> None:
     parser.add_argument("--child", choices=["convergent", "dbos"])
     parser.add_argument("--url")
     args = parser.parse_args()
+    from convergent import eventloop  # uvloop where installed, for both engines alike
+
     if args.child:
         runner = run_convergent if args.child == "convergent" else run_dbos
-        print(json.dumps(asyncio.run(runner(args.url, args.n, args.concurrency))))
+        print(json.dumps(eventloop.run(runner(args.url, args.n, args.concurrency))))
         return
     n = 1000 if args.quick else args.n
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
@@ -205,7 +207,11 @@ def main() -> None:
     ours, theirs = f"bench_convergent_{suffix}", f"bench_dbos_{suffix}"
     asyncio.run(_admin(f'CREATE DATABASE "{ours}"', f'CREATE DATABASE "{theirs}"'))
     try:
-        print(f"3-step workflows, N={n}, {args.concurrency} concurrent callers", flush=True)
+        print(
+            f"3-step workflows, N={n}, {args.concurrency} concurrent callers, "
+            f"{eventloop.loop_name()} event loop",
+            flush=True,
+        )
         with tempfile.TemporaryDirectory() as tmp:
             lite = _child("convergent", f"sqlite+aiosqlite:///{tmp}/bench.db", n, args.concurrency)
         _show("sqlite: convergent", lite)

@@ -104,6 +104,11 @@ class Settings(BaseSettings):
         description="Run SQLite statements on the event loop's thread (microseconds each) "
         "instead of aiosqlite's worker thread; 0 goes back to the thread.",
     )
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        "auto",
+        description="The event loop of every process the CLI starts: `auto` is uvloop where "
+        "installed (the `fast` extra), else asyncio's; `asyncio` keeps asyncio's own.",
+    )
     db_pool_size: int = Field(
         5, ge=1, description="PostgreSQL connections each `Store` keeps open (`pool_size=`)."
     )

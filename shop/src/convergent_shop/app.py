@@ -38,6 +38,7 @@ from convergent_shop import (  # noqa: F401 (modules that only declare tables ar
 from convergent_shop import settings as shop_settings
 from convergent_shop.db import create_shop_tables
 from convergent_shop.loops import loops_enabled, shop_loops
+from convergent_shop.workflows import close_psp_clients
 
 __all__ = ["create_app"]
 
@@ -71,6 +72,7 @@ def create_app(
         finally:
             stop.set()
             await task
+            await close_psp_clients()
 
     app = FastAPI(title="convergent shop", version="0.1.0", lifespan=lifespan)
     app.state.store = store

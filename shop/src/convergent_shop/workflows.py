@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+import weakref
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -31,7 +32,7 @@ from convergent_shop.orders import ORDER_SAGA, ORDERS, orders
 from convergent_shop.psp import money
 from convergent_shop.psp_client import PspClient
 
-__all__ = ["PSP_URL_ENV", "booking_lifecycle", "order_saga", "psp_client"]
+__all__ = ["PSP_URL_ENV", "booking_lifecycle", "close_psp_clients", "order_saga", "psp_client"]
 
 PSP_URL_ENV = "CONVERGENT_PSP_URL"
 
@@ -39,16 +40,25 @@ FORWARD = RetryPolicy(max_attempts=8, initial_delay=0.2, multiplier=2.0, max_del
 # an undo must happen: keep trying for a long while before a person is asked (dead letter)
 UNDO = RetryPolicy(max_attempts=30, initial_delay=0.2, multiplier=2.0, max_delay=10.0)
 
-_clients: dict[tuple[str, int], PspClient] = {}
+# a pool's connections belong to the loop that opened them; a loop that is gone takes its own
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, PspClient]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def psp_client() -> PspClient:
     """One pooled provider client per URL and event loop."""
     url = shop_settings.load().psp_url
-    key = (url, id(asyncio.get_running_loop()))
-    if key not in _clients:
-        _clients[key] = PspClient(url, timeout=2.0)
-    return _clients[key]
+    of_loop = _clients.setdefault(asyncio.get_running_loop(), {})
+    if url not in of_loop:
+        of_loop[url] = PspClient(url, timeout=2.0)
+    return of_loop[url]
+
+
+async def close_psp_clients() -> None:
+    """Close this loop's provider clients (their pooled connections), as the app stops."""
+    for client in _clients.pop(asyncio.get_running_loop(), {}).values():
+        await client.aclose()
 
 
 # built once: every step reads its order, and building a statement costs more than running it

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from convergent import settings
+from convergent import eventloop, settings
 from convergent.loops import Loop
 from convergent.store import Store
 from convergent.telemetry import StoreGauges
@@ -70,6 +70,7 @@ def log_started(process: str, database_url: str | None, broker_url: str | None) 
             "service": process,
             "database": settings.mask(settings.database_url(database_url)),
             "broker": settings.mask(settings.broker_url(broker_url)),
+            "event_loop": eventloop.loop_name(),
         },
     )
 

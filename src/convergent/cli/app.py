@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Coroutine
@@ -19,6 +18,7 @@ from rich.console import Console
 from rich.text import Text
 from sqlalchemy.exc import DBAPIError
 
+from convergent import eventloop
 from convergent.errors import ConvergentError, StoreUnavailable, TransportError
 
 __all__ = [
@@ -107,7 +107,7 @@ def explain(exc: ConvergentError) -> str:
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine; an expected failure becomes one line naming the fix, and exit status 1."""
     try:
-        return asyncio.run(coro)
+        return eventloop.run(coro)
     except ConvergentError as exc:
         raise fail(explain(exc)) from None
     except DBAPIError as exc:  # a table dropped or never created after the start-up check

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from convergent import eventloop
 from convergent.cli.app import BrokerUrl, DatabaseUrl, app, console
 from convergent.cli.relay import Imports, import_modules
 
@@ -28,7 +29,6 @@ def console_command(
 
     --import the modules that register dead-letter retry actions or console actions of your own.
     """
-    import asyncio
 
     from convergent.cli.app import fail, run_async
     from convergent.errors import MissingExtra
@@ -48,11 +48,12 @@ def console_command(
     if migrate:
         run_async(store.migrate())
         # the engine's pool belongs to the loop that made it; uvicorn runs its own loop
-        asyncio.run(store.engine.dispose())
+        eventloop.run(store.engine.dispose())
     console.print(f"console on [bold]http://{host}:{port}/[/] ({store!r})")
     uvicorn.run(
         create_console(store, broker_url=broker_url, refresh_seconds=refresh_seconds),
         host=host,
         port=port,
         log_level=log_level,
+        loop=eventloop.loop_name(),
     )

@@ -69,6 +69,7 @@ async def test_a_cut_broker_link_is_a_few_lines_and_no_traceback(
     try:
         await wait_for_line(log, "worker started")
         assert f"broker=nats://127.0.0.1:{proxy.port}" in text_of(log)  # says what it uses
+        assert "event_loop=uvloop" in text_of(log)  # the `fast` extra is installed
         await ping(store, "before")
         await outbox_empty(store)
 

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from convergent import eventloop
 from convergent.cli.app import app
 
 Rate = Annotated[float | None, typer.Option(min=0.0, max=1.0, show_default=False)]
@@ -68,4 +69,11 @@ def psp(
     )
     application = create_psp_app(Store(database_url), faults)
     application.mount("/exchange", create_exchange_app(exchange))
-    uvicorn.run(application, host=host, port=port, log_level=log_level, lifespan="on")
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_level=log_level,
+        lifespan="on",
+        loop=eventloop.loop_name(),
+    )

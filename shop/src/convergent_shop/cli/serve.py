@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from convergent import eventloop
 from convergent.cli._observe import LogFormat, log_started, observe
 from convergent.cli.app import BrokerUrl, DatabaseUrl, app
 
@@ -39,5 +40,11 @@ def serve(
     log_started("serve", database_url, broker_url)
     # uvicorn keeps our handler (log_config=None) so its lines are structured too
     uvicorn.run(
-        application, host=host, port=port, log_level=log_level, lifespan="on", log_config=None
+        application,
+        host=host,
+        port=port,
+        log_level=log_level,
+        lifespan="on",
+        log_config=None,
+        loop=eventloop.loop_name(),
     )

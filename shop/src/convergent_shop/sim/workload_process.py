@@ -20,6 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from convergent import eventloop
 from convergent_shop.sim.workload import Workload, WorkloadConfig, WorkloadStats
 
 __all__ = ["WorkloadProcess", "stats_from_json", "stats_to_json"]
@@ -180,7 +181,7 @@ async def _child(base_url: str, config: WorkloadConfig) -> None:
 
 def main(argv: list[str]) -> None:
     base_url, raw = argv
-    asyncio.run(_child(base_url, WorkloadConfig(**json.loads(raw))))
+    eventloop.run(_child(base_url, WorkloadConfig(**json.loads(raw))))
 
 
 if __name__ == "__main__":

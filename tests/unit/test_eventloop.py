@@ -1,0 +1,43 @@
+"""The event loop a convergent process runs on: uvloop where installed, asyncio's on request."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import uvloop
+
+from convergent import eventloop
+from convergent.errors import ConfigurationError, MissingExtra
+
+
+async def _loop_type() -> type[asyncio.AbstractEventLoop]:
+    return type(asyncio.get_running_loop())
+
+
+def test_uvloop_by_default_when_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CONVERGENT_EVENT_LOOP", raising=False)
+    assert eventloop.loop_name() == "uvloop"
+    assert issubclass(eventloop.run(_loop_type()), uvloop.Loop)
+
+
+def test_asyncio_on_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVERGENT_EVENT_LOOP", "asyncio")
+    assert eventloop.loop_factory() is None
+    assert eventloop.loop_name() == "asyncio"
+    assert not issubclass(eventloop.run(_loop_type()), uvloop.Loop)
+
+
+def test_a_wrong_choice_names_the_right_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVERGENT_EVENT_LOOP", "trio")
+    with pytest.raises(ConfigurationError, match="CONVERGENT_EVENT_LOOP='trio'"):
+        eventloop.loop_factory()
+
+
+def test_uvloop_insisted_on_but_missing_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVERGENT_EVENT_LOOP", "uvloop")
+    monkeypatch.setitem(__import__("sys").modules, "uvloop", None)  # import fails
+    with pytest.raises(MissingExtra, match=r"convergent\[fast\]"):
+        eventloop.loop_factory()
+    monkeypatch.setenv("CONVERGENT_EVENT_LOOP", "auto")
+    assert eventloop.loop_factory() is None  # auto falls back to asyncio's loop
