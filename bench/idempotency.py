@@ -279,4 +279,5 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    eventloop.tune_gc()  # as the CLI's processes do
     eventloop.run(main())

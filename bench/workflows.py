@@ -198,6 +198,7 @@ def main() -> None:
     from convergent import eventloop  # uvloop where installed, for both engines alike
 
     if args.child:
+        eventloop.tune_gc()  # as the CLI's processes do
         runner = run_convergent if args.child == "convergent" else run_dbos
         print(json.dumps(eventloop.run(runner(args.url, args.n, args.concurrency))))
         return

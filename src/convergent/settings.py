@@ -109,6 +109,12 @@ class Settings(BaseSettings):
         description="The event loop of every process the CLI starts: `auto` is uvloop where "
         "installed (the `fast` extra), else asyncio's; `asyncio` keeps asyncio's own.",
     )
+    gc_tuning: bool = Field(
+        True,
+        description="In the processes the CLI starts, freeze what start-up made out of the cycle "
+        "collector's way and collect young objects less often (thresholds 20000/50/100): "
+        "shorter pauses, a lower p99. 0 keeps Python's own.",
+    )
     db_pool_size: int = Field(
         5, ge=1, description="PostgreSQL connections each `Store` keeps open (`pool_size=`)."
     )

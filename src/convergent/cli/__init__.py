@@ -11,6 +11,7 @@ import pkgutil
 import sys
 from importlib.metadata import entry_points
 
+from convergent import eventloop
 from convergent.errors import ConvergentError, MissingExtra
 
 try:
@@ -30,6 +31,7 @@ for _plugin in entry_points(group="convergent.commands"):
 
 
 def main() -> None:
+    eventloop.tune_gc()  # a process of its own: its collector is ours to set
     try:
         app()
     except ConvergentError as exc:  # raised outside `run_async`, e.g. by a plug-in's command

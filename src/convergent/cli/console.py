@@ -50,6 +50,7 @@ def console_command(
         # the engine's pool belongs to the loop that made it; uvicorn runs its own loop
         eventloop.run(store.engine.dispose())
     console.print(f"console on [bold]http://{host}:{port}/[/] ({store!r})")
+    eventloop.tune_gc()
     uvicorn.run(
         create_console(store, broker_url=broker_url, refresh_seconds=refresh_seconds),
         host=host,

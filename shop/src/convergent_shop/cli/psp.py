@@ -69,6 +69,7 @@ def psp(
     )
     application = create_psp_app(Store(database_url), faults)
     application.mount("/exchange", create_exchange_app(exchange))
+    eventloop.tune_gc()
     uvicorn.run(
         application,
         host=host,

@@ -39,6 +39,7 @@ def serve(
     application = create_app(store, broker_url=broker_url, loops=loops)
     log_started("serve", database_url, broker_url)
     # uvicorn keeps our handler (log_config=None) so its lines are structured too
+    eventloop.tune_gc()
     uvicorn.run(
         application,
         host=host,
