@@ -11,7 +11,7 @@ against the same database, the provider's authorize and capture over HTTP), with
 outbox, no callbacks. Prints orders/s achieved, time to consistency p50/p95/p99, and the ratio of
 the saga's p50 to the floor's.
 
-    python bench/shop.py [--quick] [--rate 50] [--orders 500] [--layouts sqlite,pg]
+    python bench/shop.py [--quick] [--rate 50] [--orders 500] [--layouts sqlite,pg] [--workers 2]
 """
 
 from __future__ import annotations
@@ -107,7 +107,9 @@ def _quiet_console() -> Any:
 # -- the saga, drill layout --------------------------------------------------------------------
 
 
-async def saga_pg(orders: int, rate: float, fault_rate: float, workdir: Path) -> dict[str, Any]:
+async def saga_pg(
+    orders: int, rate: float, fault_rate: float, workdir: Path, workers: int = 2
+) -> dict[str, Any]:
     from convergent_shop.sim.drill import DrillOptions, run_drill
 
     url = await _fresh_pg("convergent_bench_shop")
@@ -120,7 +122,7 @@ async def saga_pg(orders: int, rate: float, fault_rate: float, workdir: Path) ->
         bookings=0,
         trades=0,
         clients=max(32, int(rate)),  # enough that the clients keep the offered rate
-        workers=2,
+        workers=workers,
         kills=0,
         fault_rate=fault_rate,
         spread=spread,
@@ -234,6 +236,9 @@ async def main() -> None:
         help="orders/s offered (default: 50 on SQLite, 200 on PostgreSQL)",
     )
     parser.add_argument("--layouts", default="sqlite,pg")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="worker processes in the pg layout (the drill's 2)"
+    )
     args = parser.parse_args()
     orders = 100 if args.quick else args.orders
     layouts = args.layouts.split(",")
@@ -257,7 +262,7 @@ async def main() -> None:
                     base = await floor(
                         await _fresh_pg("convergent_bench_floor"), orders, rate, fault_rate, case
                     )
-                    saga = await saga_pg(orders, rate, fault_rate, case)
+                    saga = await saga_pg(orders, rate, fault_rate, case, args.workers)
                 label = f"faults {fault_rate:.0%}"
                 print(line(f"  floor (bare calls), {label}", base))
                 print(line(f"  saga, {label}", saga))

@@ -93,7 +93,14 @@ _TAKE = (
         updated_at=_NOW,
     )
 )
-_PAYLOADS = sa.select(_m.c.id, _m.c.payload).where(_m.c.id.in_(_IDS))
+# what a send needs of the deliveries a claim chose (locked by the claim's read on PostgreSQL)
+_CHOSEN = (
+    sa.select(_d.c.id, _d.c.endpoint_id, _d.c.message_id, _d.c.attempts, _e.c.url, _e.c.secrets)
+    .add_columns(_m.c.payload)
+    .join(_e, _e.c.id == _d.c.endpoint_id)
+    .join(_m, _m.c.id == _d.c.message_id)
+    .where(_d.c.id.in_(_IDS))
+)
 _STILL_THERE = sa.select(_d.c.id).where(_d.c.id.in_(_IDS))
 _INSERT_ATTEMPTS = webhook_attempts.insert()
 _SUCCEEDED = (
@@ -257,11 +264,9 @@ class Dispatcher:
     def _build(self, kind: str, with_full: bool) -> Any:
         """Due deliveries to enabled endpoints that have a free slot."""
         d, e = webhook_deliveries, webhook_endpoints
-        columns = (
-            (d.c.id,)
-            if kind == "probe"
-            else (d.c.id, d.c.endpoint_id, d.c.message_id, d.c.attempts, e.c.url, e.c.secrets)
-        )
+        # a claim reads only what choosing needs: behind a backlog most candidates wait for a
+        # free slot, and decoding their payloads and secrets every round would be wasted
+        columns = (d.c.id,) if kind == "probe" else (d.c.id, d.c.endpoint_id)
         due_at = d.c.next_attempt_at <= sa.bindparam("b_now", type_=d.c.next_attempt_at.type)
         stmt = (
             sa.select(*columns)
@@ -294,24 +299,20 @@ class Dispatcher:
         if not chosen:
             return []
         lease = now + timedelta(seconds=cfg.timeout + _LEASE_MARGIN)
-        await direct.execute(
-            conn, _TAKE, {"b_ids": [r.id for r in chosen], "b_lease": lease, "b_now": now}
-        )
-        message_rows = await direct.execute(
-            conn, _PAYLOADS, {"b_ids": list({r.message_id for r in chosen})}
-        )
-        payloads = {r.id: r.payload for r in message_rows}
-        return [
+        ids = [r.id for r in chosen]
+        await direct.execute(conn, _TAKE, {"b_ids": ids, "b_lease": lease, "b_now": now})
+        details = {r.id: r for r in await direct.execute(conn, _CHOSEN, {"b_ids": ids})}
+        return [  # in the claim's order: oldest due first
             _Job(
                 delivery_id=r.id,
                 endpoint_id=r.endpoint_id,
                 message_id=r.message_id,
-                attempt=r.attempts + 1,
+                attempt=r.attempts,  # as _TAKE counted it
                 url=r.url,
                 secrets=active_secrets(r.secrets, now),
-                payload=payloads[r.message_id],
+                payload=r.payload,
             )
-            for r in chosen
+            for r in (details[i] for i in ids)
         ]
 
     # sending -------------------------------------------------------------------------------
