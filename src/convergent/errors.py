@@ -74,6 +74,7 @@ __all__ = [
     "SignatureInvalid",
     "StaleVersion",
     "StepFailed",
+    "StoreConflict",
     "StoreUnavailable",
     "TransientError",
     "TransportError",
@@ -136,6 +137,16 @@ class TransientError(ConvergentError):
     def __init__(self, message: str = "", *, retry_after: float | None = None, **details: Any):
         super().__init__(message, **details)
         self.retry_after = retry_after
+
+
+class StoreConflict(TransientError):
+    """The database aborted a transaction to settle a conflict with another one (a deadlock, a
+    serialization failure). Nothing of the transaction was written: trying again is safe."""
+
+    code = "store-conflict"
+
+    def __init__(self, message: str = "", *, retry_after: float | None = 1.0, **details: Any):
+        super().__init__(message, retry_after=retry_after, **details)
 
 
 class PermanentError(ConvergentError):

@@ -258,3 +258,39 @@ async def test_autocommit_commits_each_statement(store: Store) -> None:
     finally:
         async with store.begin() as conn:
             await conn.run_sync(user_metadata.drop_all)
+
+
+async def test_a_deadlock_victim_raises_store_conflict_and_the_other_commits(pg_url: str) -> None:
+    """PostgreSQL aborts one of two transactions that wait on each other: the victim is a
+    `StoreConflict` (503 with Retry-After, nothing written), not a 500."""
+    from convergent.errors import StoreConflict
+    from convergent.http.problem import problem_for
+
+    bump = sa.text("UPDATE deadlock_probe SET n = n + 1 WHERE id = :id")
+    async with Store(pg_url) as store:
+        async with store.begin() as conn:
+            await conn.execute(sa.text("CREATE TABLE deadlock_probe (id int PRIMARY KEY, n int)"))
+            await conn.execute(sa.text("INSERT INTO deadlock_probe VALUES (1, 0), (2, 0)"))
+        try:
+            locked = {1: asyncio.Event(), 2: asyncio.Event()}
+
+            async def crosswise(mine: int, other: int) -> None:
+                async with store.begin() as conn:
+                    await conn.execute(sa.text("SET LOCAL deadlock_timeout = '50ms'"))
+                    await conn.execute(bump, {"id": mine})
+                    locked[mine].set()
+                    await locked[other].wait()
+                    await conn.execute(bump, {"id": other})
+
+            results = await asyncio.gather(crosswise(1, 2), crosswise(2, 1), return_exceptions=True)
+            conflicts = [r for r in results if isinstance(r, StoreConflict)]
+            assert len(conflicts) == 1, results
+            assert results.count(None) == 1, results
+            problem = problem_for(conflicts[0])
+            assert (problem.status, problem.headers["Retry-After"]) == (503, "1")
+            async with store.read() as conn:  # the survivor's two bumps, none of the victim's
+                rows = (await conn.execute(sa.text("SELECT sum(n) FROM deadlock_probe"))).scalar()
+            assert rows == 2
+        finally:
+            async with store.begin() as conn:
+                await conn.execute(sa.text("DROP TABLE deadlock_probe"))

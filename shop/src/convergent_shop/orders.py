@@ -222,6 +222,12 @@ async def cancel_order(order_id: str, request: Request, response: Response) -> d
     async with store.begin() as conn:
         row = await _load(conn, _order_id(order_id), client_id(request))
         expected = evaluate_request(request, row.version, require_if_match=True).expected_version
+        # the run's row before the order's, as the saga's steps lock them (their fence holds
+        # the run, then they move the order): the other way round, a cancel arriving during a
+        # step deadlocks with it. The run's key is the order id: `start` hands back the
+        # existing run, which compensates.
+        run_id = await start(conn, order_saga, str(row.id), key=str(row.id))
+        await cancel(conn, run_id)
         row = await ORDERS.transition(
             conn,
             row.id,
@@ -230,9 +236,6 @@ async def cancel_order(order_id: str, request: Request, response: Response) -> d
             actor=actor(request),
         )
         await announce(conn, "order", row, str(row.id))
-        # the run's key is the order id: `start` hands back the existing run, which compensates
-        run_id = await start(conn, order_saga, str(row.id), key=str(row.id))
-        await cancel(conn, run_id)
     response.headers["ETag"] = etag(row.version)
     return order_view(row)
 

@@ -60,6 +60,7 @@ _STATUS: dict[type[errors.ConvergentError], int] = {
     errors.UnsafeDestination: 422,
     errors.SignatureInvalid: 401,
     errors.StoreUnavailable: 503,
+    errors.StoreConflict: 503,  # a deadlock's victim: nothing written, try again
     errors.ConfigurationError: 500,
 }
 

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, c
 
 from convergent import settings, tracing
 from convergent.clock import Clock, system_clock
-from convergent.errors import ConfigurationError, MissingExtra, StoreUnavailable
+from convergent.errors import ConfigurationError, MissingExtra, StoreConflict, StoreUnavailable
 from convergent.store import revisions, schema
 from convergent.store.dialect import Dialect
 from convergent.store.notify import Notifier
@@ -221,12 +221,19 @@ class Store:
             # a lost connection, not a bad statement ("no such table" is OperationalError too)
             if exc.connection_invalidated or isinstance(exc, InterfaceError):
                 raise StoreUnavailable(f"database error: {exc.orig}") from exc
+            if is_conflict(exc):
+                first_line = str(exc.orig).splitlines()[0] if str(exc.orig) else "conflict"
+                raise StoreConflict(f"the database aborted the transaction: {first_line}") from exc
             raise
         except TimeoutError as exc:
             if not _from_driver(exc):  # the caller's own deadline
                 raise
             await _abandon(conn)
             raise StoreUnavailable("the database did not answer in time") from exc
+        except Exception as exc:  # a statement sent straight to the driver (asyncpg's errors)
+            if is_conflict(exc):
+                raise StoreConflict(f"the database aborted the transaction: {exc}") from exc
+            raise
         finally:
             await conn.close()
 
@@ -345,6 +352,17 @@ def _claim_engine(store: Store) -> None:
             f"this engine already serves {other!r}: share that Store (or close it first)"
         )
     _by_engine[sync_engine] = weakref.ref(store)
+
+
+#: deadlock_detected, serialization_failure: the database rolled the transaction back
+_CONFLICT_STATES = frozenset({"40P01", "40001"})
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """Whether the database aborted the transaction of ``exc`` to settle a conflict."""
+    orig = getattr(exc, "orig", exc)
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return state in _CONFLICT_STATES
 
 
 def _from_driver(exc: BaseException) -> bool:

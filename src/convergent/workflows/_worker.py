@@ -26,7 +26,8 @@ from convergent.errors import NonDeterminism, RunCancelled, StoreUnavailable
 from convergent.faults import fault_point, register
 from convergent.ids import uuid7
 from convergent.outages import Outage, is_transient
-from convergent.store import Store
+from convergent.store import Store, direct
+from convergent.store.dialect import Dialect
 from convergent.store.schema import dead_letters, run_steps, runs
 from convergent.workflows._committer import Committer, Finished, local_active
 from convergent.workflows._context import (
@@ -229,48 +230,31 @@ class Worker:
         if not pairs:
             return []
         now = self.store.clock.now()
-        r = runs.c
         gate = gate_of(queue)  # fleet limits: highest priority first, within the fleet's limits
-        order = (r.next_at,) if gate is None else (r.priority.desc(), r.next_at)
-        select = (
-            sa.select(r.id, r.workflow, r.version, r.args, r.cancel_requested, r.status)
-            .where(
-                r.queue == queue,
-                _serving(pairs),
-                r.status.in_(ACTIVE),
-                r.lease_owner.is_(None),
-                r.next_at <= now,
-            )
-            .order_by(*order)
+        sql = self.store.sql
+        busy = list(self._tasks)  # a run we still execute (our lease lapsed) is not new work
+        select = sql.once(
+            ("worker.claim", pairs, gate is not None, bool(busy)),
+            lambda: _claim_select(sql, pairs, gate is not None, bool(busy)),
         )
-        if self._tasks:  # a run we still execute (our lease lapsed meanwhile) is not new work
-            select = select.where(r.id.not_in(list(self._tasks)))
+        params: dict[str, Any] = {"b_queue": queue, "b_now": now, "b_limit": limit}
+        if busy:
+            params["b_busy"] = busy
         async with self.store.begin() as conn:
-            rows = list(
-                (await conn.execute(self.store.sql.lock_for_claim(select.limit(limit)))).all()
-            )
+            rows = list((await direct.execute(conn, select, params)).all())
             if gate is not None and rows:
                 rows = await gate.admit(conn, now, rows)
             if not rows:
                 return []
             ids = [row.id for row in rows]
-            await conn.execute(
-                sa.update(runs)
-                .where(r.id.in_(ids))
-                .values(
-                    lease_owner=self.id,
-                    lease_until=now + self.lease,
-                    next_at=None,
-                    status=sa.case((r.status == "pending", "running"), else_=r.status),
-                    waiting_for=None,
-                    updated_at=now,
-                )
+            await direct.execute(
+                conn,
+                sql.once("worker.take", lambda: _take(sql)),
+                {"b_ids": ids, "b_owner": self.id, "b_until": now + self.lease, "b_now": now},
             )
             steps = (
-                await conn.execute(
-                    sa.select(run_steps)
-                    .where(run_steps.c.run_id.in_(ids))
-                    .order_by(run_steps.c.seq)
+                await direct.execute(
+                    conn, sql.once("worker.records", lambda: _records(sql)), {"b_ids": ids}
                 )
             ).all()
         claimed = [
@@ -634,6 +618,52 @@ class Worker:
 
 
 @functools.lru_cache(maxsize=16)
+# the claim's statements, built once per shape (building one costs more than SQLite running it)
+def _claim_select(
+    sql: Dialect, pairs: frozenset[tuple[str, str]], gated: bool, busy: bool
+) -> sa.Select[Any]:
+    r = runs.c
+    order = (r.priority.desc(), r.next_at) if gated else (r.next_at,)
+    select = (
+        sa.select(r.id, r.workflow, r.version, r.args, r.cancel_requested, r.status)
+        .where(
+            r.queue == sa.bindparam("b_queue", type_=r.queue.type),
+            _serving(pairs),
+            r.status.in_(ACTIVE),
+            r.lease_owner.is_(None),
+            r.next_at <= sa.bindparam("b_now", type_=r.next_at.type),
+        )
+        .order_by(*order)
+    )
+    if busy:
+        select = select.where(sa.not_(sql.among_param(r.id, "b_busy")))
+    return sql.lock_for_claim(select.limit(sa.bindparam("b_limit")))
+
+
+def _take(sql: Dialect) -> sa.Update:
+    r = runs.c
+    return (
+        sa.update(runs)
+        .where(sql.among_param(r.id, "b_ids"))
+        .values(
+            lease_owner=sa.bindparam("b_owner", type_=r.lease_owner.type),
+            lease_until=sa.bindparam("b_until", type_=r.lease_until.type),
+            next_at=None,
+            status=sa.case((r.status == "pending", "running"), else_=r.status),
+            waiting_for=None,
+            updated_at=sa.bindparam("b_now", type_=r.updated_at.type),
+        )
+    )
+
+
+def _records(sql: Dialect) -> sa.Select[Any]:
+    return (
+        sa.select(run_steps)
+        .where(sql.among_param(run_steps.c.run_id, "b_ids"))
+        .order_by(run_steps.c.seq)
+    )
+
+
 def _serving(pairs: frozenset[tuple[str, str]]) -> sa.ColumnElement[bool]:
     """Runs of a (workflow, version) in ``pairs``: one IN per set of versions (usually one)."""
     by_name: dict[str, set[str]] = {}
