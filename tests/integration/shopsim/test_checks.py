@@ -111,6 +111,18 @@ async def test_a_key_answered_with_two_orders_fails_one_order_per_key(store: Sto
     assert list(results["one_order_per_key"].data["keys"]) == ["k2"]
 
 
+async def test_a_500_answered_to_a_client_fails_no_internal_errors(store: Store) -> None:
+    failing = {
+        r.name: r for r in await run_checks(CheckContext(store, None, None, {202: 9, 500: 1}))
+    }
+    assert failing["no_internal_errors"].status == "fail"
+    assert failing["no_internal_errors"].detail.startswith("1 of 10 answers were 500")
+    outage = {
+        r.name: r for r in await run_checks(CheckContext(store, None, None, {202: 9, 503: 4}))
+    }
+    assert outage["no_internal_errors"].status == "pass"  # unavailable is not a bug
+
+
 async def test_an_unfilled_trade_fails_trades_filled(shop_store: Store) -> None:
     async with shop_store.begin() as conn:
         await trading.place_order(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -44,6 +44,8 @@ class CheckContext:
     psp_ledger: dict[str, Any] | None = None
     #: idempotency key -> order ids the clients were answered with (from the workload)
     orders_by_key: dict[str, set[str]] | None = None
+    #: HTTP status -> how many answers the clients got with it (from the workload)
+    statuses: Mapping[int, int] | None = None
 
 
 @dataclass
@@ -129,6 +131,21 @@ async def one_order_per_key(ctx: CheckContext) -> CheckResult:
         detail = f"{len(several)} keys created more than one order (retries or double submits)"
         return CheckResult(name, "fail", detail, {"keys": dict(list(several.items())[:50])})
     return CheckResult(name, "pass", f"{len(ctx.orders_by_key)} keys, one order each")
+
+
+@check(
+    "no_internal_errors", "no request was answered 500 (an outage is a 503, a conflict a 409/412)"
+)
+async def no_internal_errors(ctx: CheckContext) -> CheckResult:
+    name = "no_internal_errors"
+    if ctx.statuses is None:
+        return _skip(name, "no workload answers to count")
+    answered = sum(ctx.statuses.values())
+    errors = ctx.statuses.get(500, 0)
+    if errors:
+        detail = f"{errors} of {answered} answers were 500: the traceback is in the shop's log"
+        return CheckResult(name, "fail", detail, {"internal_errors": errors})
+    return CheckResult(name, "pass", f"{answered} answers, none 500")
 
 
 @check("bookings_terminal", "every booking reached a final state")

@@ -294,7 +294,9 @@ async def _load_settle_check(
         await asyncio.gather(*tasks)
     async with ctx.psp_store.read() as conn:
         ledger = await read_ledger(conn)
-    checks = await run_checks(CheckContext(store, ledger, workload.final.orders_by_key))
+    checks = await run_checks(
+        CheckContext(store, ledger, workload.final.orders_by_key, workload.final.statuses)
+    )
     return build_report(
         title="convergent demo",
         checks=checks,

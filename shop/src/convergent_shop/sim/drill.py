@@ -155,7 +155,9 @@ async def _round(
         stop.set()
         await asyncio.gather(*tasks, supervisor)
         ledger = await _ledger(cluster.psp_url)
-        checks = await run_checks(CheckContext(store, ledger, workload.stats.orders_by_key))
+        checks = await run_checks(
+            CheckContext(store, ledger, workload.stats.orders_by_key, workload.stats.statuses)
+        )
         return build_report(
             title=f"convergent drill: {name}",
             checks=checks,

@@ -363,7 +363,9 @@ async def _drive(
             job.cancel()
         await asyncio.gather(*tasks, supervisor, faults, load, return_exceptions=True)
     ledger = await _ledger(deployment.psp_url)
-    checks = await run_checks(CheckContext(store, ledger, workload.stats.orders_by_key))
+    checks = await run_checks(
+        CheckContext(store, ledger, workload.stats.orders_by_key, workload.stats.statuses)
+    )
     checks.insert(0, _accepted(workload.stats.accepted, options.orders))
     faults_only = [e for e in lab.events if e.kind in _FAULT_KINDS]
     origin_wall = time.time() - (time.monotonic() - lab.faults.origin)
