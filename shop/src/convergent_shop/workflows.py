@@ -252,6 +252,12 @@ async def cancel_shipment(ctx: StepContext, order_id: str) -> dict[str, Any]:
         )
 
 
+async def _cancelled_by_client(conn: AsyncConnection, order_id: str) -> bool:
+    """Whether a client's cancel moved the order: one that commits between two steps makes the
+    next step fail on the order's state before the worker sees the run's cancel request."""
+    return any(e.action == "cancel" for e in await ORDERS.history(conn, uuid.UUID(order_id)))
+
+
 @step(retry=UNDO)
 async def settle_order(ctx: StepContext, order_id: str, outcome: str) -> str:
     """Bring the order to its final state after the undo: ``cancelled`` or ``failed``."""
@@ -261,7 +267,7 @@ async def settle_order(ctx: StepContext, order_id: str, outcome: str) -> str:
             return str(row.state)
         await _enter_compensating(conn, order_id)
         row = await _order(conn, order_id)
-        if outcome == "cancelled":
+        if outcome == "cancelled" or await _cancelled_by_client(conn, order_id):
             action = "cancel" if row.state == "pending" else "mark_cancelled"
         else:
             action = "mark_failed"

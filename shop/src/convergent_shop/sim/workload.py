@@ -22,6 +22,8 @@ import httpx
 __all__ = ["Workload", "WorkloadConfig", "WorkloadStats"]
 
 _RETRYABLE = {409, 425, 429, 500, 502, 503, 504}
+# a cancel that lost the race with the saga's step (412) is read again and retried
+CANCEL_ATTEMPTS = 3
 SKUS = ["sku-apple", "sku-pear", "sku-plum", "sku-fig"]
 
 
@@ -222,14 +224,21 @@ class Workload:
             await self._cancel(http, str(created[0].json().get("id")))
 
     async def _cancel(self, http: httpx.AsyncClient, order_id: str) -> None:
-        read = await self.send(http, "GET", f"/orders/{order_id}", "GET /orders/{id}")
-        if read is None or read.status_code != 200:
-            return
-        headers = {"If-Match": read.headers.get("ETag", "*")}
+        """Read, then cancel with If-Match; on 412 (the saga moved the order meanwhile) read
+        again and retry, as a client would, a few times."""
         route = "POST /orders/{id}/cancel"
-        answer = await self.send(http, "POST", f"/orders/{order_id}/cancel", route, headers=headers)
-        if answer is not None and answer.status_code < 300:
-            self.stats.cancels += 1
+        for _ in range(CANCEL_ATTEMPTS):
+            read = await self.send(http, "GET", f"/orders/{order_id}", "GET /orders/{id}")
+            if read is None or read.status_code != 200:
+                return
+            headers = {"If-Match": read.headers.get("ETag", "*")}
+            answer = await self.send(
+                http, "POST", f"/orders/{order_id}/cancel", route, headers=headers
+            )
+            if answer is not None and answer.status_code < 300:
+                self.stats.cancels += 1
+            if answer is None or answer.status_code != 412:
+                return
 
     async def _booking(self, http: httpx.AsyncClient, n: int) -> None:
         code = f"bk-{self.config.run_id}-{n}"
