@@ -16,7 +16,7 @@ from typing import Any, Literal, TypeVar
 from convergent import settings
 from convergent.errors import MissingExtra
 
-__all__ = ["loop_factory", "loop_name", "run", "tune_gc"]
+__all__ = ["freeze_start_up", "loop_factory", "loop_name", "run", "tune_gc"]
 
 T = TypeVar("T")
 
@@ -50,8 +50,8 @@ def tune_gc() -> None:
     server's start-up if you like): what exists now (modules, tables, compiled statements) is
     frozen out of the collector's reach, and young objects are collected less often. A full
     collection then walks only what the work made, and runs rarely: on the workflow benchmark
-    the p99 falls by half or more. Calling it again freezes what was built since.
-    ``CONVERGENT_GC_TUNING=0`` keeps Python's own collector settings."""
+    the p99 falls by half or more. ``CONVERGENT_GC_TUNING=0`` keeps Python's own collector
+    settings."""
     global _gc_tuned
     if not settings.load().gc_tuning:
         return
@@ -61,10 +61,16 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run`` on the chosen loop (in a process tuned by `tune_gc`, what the command
-    built before its loop is frozen too)."""
+def freeze_start_up() -> None:
+    """In a process tuned by `tune_gc`, freeze what its command built since (its app, its
+    statements) before the loop starts; elsewhere (a test process) nothing."""
     if _gc_tuned:
-        tune_gc()
+        gc.collect()
+        gc.freeze()
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` on the chosen loop, after `freeze_start_up`."""
+    freeze_start_up()
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(coro)

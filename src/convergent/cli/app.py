@@ -30,6 +30,7 @@ __all__ = [
     "fail",
     "print_json",
     "run_async",
+    "run_server",
 ]
 
 T = TypeVar("T")
@@ -102,6 +103,15 @@ def explain(exc: ConvergentError) -> str:
     elif isinstance(exc, TransportError):
         message += "; check --broker-url (or CONVERGENT_BROKER_URL) and that the broker is running"
     return message
+
+
+def run_server(application: Any, **options: Any) -> None:
+    """``uvicorn.run(application, **options)`` on the chosen event loop, start-up frozen first
+    (`convergent.eventloop`)."""
+    import uvicorn
+
+    eventloop.freeze_start_up()
+    uvicorn.run(application, loop=eventloop.loop_name(), **options)
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:

@@ -29,13 +29,12 @@ def console_command(
 
     --import the modules that register dead-letter retry actions or console actions of your own.
     """
-
-    from convergent.cli.app import fail, run_async
+    from convergent.cli.app import fail, run_async, run_server
     from convergent.errors import MissingExtra
     from convergent.store import Store
 
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401 (the console extra: run_server needs it)
 
         from convergent.console import create_console
     except MissingExtra as exc:
@@ -50,11 +49,9 @@ def console_command(
         # the engine's pool belongs to the loop that made it; uvicorn runs its own loop
         eventloop.run(store.engine.dispose())
     console.print(f"console on [bold]http://{host}:{port}/[/] ({store!r})")
-    eventloop.tune_gc()
-    uvicorn.run(
+    run_server(
         create_console(store, broker_url=broker_url, refresh_seconds=refresh_seconds),
         host=host,
         port=port,
         log_level=log_level,
-        loop=eventloop.loop_name(),
     )

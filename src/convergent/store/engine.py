@@ -222,8 +222,7 @@ class Store:
             if exc.connection_invalidated or isinstance(exc, InterfaceError):
                 raise StoreUnavailable(f"database error: {exc.orig}") from exc
             if is_conflict(exc):
-                first_line = str(exc.orig).splitlines()[0] if str(exc.orig) else "conflict"
-                raise StoreConflict(f"the database aborted the transaction: {first_line}") from exc
+                raise _conflict(exc) from exc
             raise
         except TimeoutError as exc:
             if not _from_driver(exc):  # the caller's own deadline
@@ -232,7 +231,7 @@ class Store:
             raise StoreUnavailable("the database did not answer in time") from exc
         except Exception as exc:  # a statement sent straight to the driver (asyncpg's errors)
             if is_conflict(exc):
-                raise StoreConflict(f"the database aborted the transaction: {exc}") from exc
+                raise _conflict(exc) from exc
             raise
         finally:
             await conn.close()
@@ -363,6 +362,11 @@ def is_conflict(exc: BaseException) -> bool:
     orig = getattr(exc, "orig", exc)
     state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     return state in _CONFLICT_STATES
+
+
+def _conflict(exc: BaseException) -> StoreConflict:
+    reason = str(getattr(exc, "orig", exc)).partition("\n")[0] or "conflict"
+    return StoreConflict(f"the database aborted the transaction: {reason}")
 
 
 def _from_driver(exc: BaseException) -> bool:

@@ -95,8 +95,15 @@ _TAKE = (
 )
 # what a send needs of the deliveries a claim chose (locked by the claim's read on PostgreSQL)
 _CHOSEN = (
-    sa.select(_d.c.id, _d.c.endpoint_id, _d.c.message_id, _d.c.attempts, _e.c.url, _e.c.secrets)
-    .add_columns(_m.c.payload)
+    sa.select(
+        _d.c.id,
+        _d.c.endpoint_id,
+        _d.c.message_id,
+        _d.c.attempts,
+        _e.c.url,
+        _e.c.secrets,
+        _m.c.payload,
+    )
     .join(_e, _e.c.id == _d.c.endpoint_id)
     .join(_m, _m.c.id == _d.c.message_id)
     .where(_d.c.id.in_(_IDS))

@@ -617,7 +617,6 @@ class Worker:
                     log.exception("worker housekeeping failed; trying again")
 
 
-@functools.lru_cache(maxsize=16)
 # the claim's statements, built once per shape (building one costs more than SQLite running it)
 def _claim_select(
     sql: Dialect, pairs: frozenset[tuple[str, str]], gated: bool, busy: bool
@@ -664,6 +663,7 @@ def _records(sql: Dialect) -> sa.Select[Any]:
     )
 
 
+@functools.lru_cache(maxsize=16)
 def _serving(pairs: frozenset[tuple[str, str]]) -> sa.ColumnElement[bool]:
     """Runs of a (workflow, version) in ``pairs``: one IN per set of versions (usually one)."""
     by_name: dict[str, set[str]] = {}

@@ -6,8 +6,7 @@ from typing import Annotated
 
 import typer
 
-from convergent import eventloop
-from convergent.cli.app import app
+from convergent.cli.app import app, run_server
 
 Rate = Annotated[float | None, typer.Option(min=0.0, max=1.0, show_default=False)]
 
@@ -45,8 +44,6 @@ def psp(
 
     Faults can be changed while it runs with PUT /faults and PUT /exchange/config.
     """
-    import uvicorn
-
     from convergent.store import Store
     from convergent_shop.exchange import Exchange, ExchangeConfig, create_exchange_app
     from convergent_shop.psp import Faults, create_psp_app
@@ -69,12 +66,4 @@ def psp(
     )
     application = create_psp_app(Store(database_url), faults)
     application.mount("/exchange", create_exchange_app(exchange))
-    eventloop.tune_gc()
-    uvicorn.run(
-        application,
-        host=host,
-        port=port,
-        log_level=log_level,
-        lifespan="on",
-        loop=eventloop.loop_name(),
-    )
+    run_server(application, host=host, port=port, log_level=log_level, lifespan="on")

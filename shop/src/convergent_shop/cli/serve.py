@@ -6,9 +6,8 @@ from typing import Annotated
 
 import typer
 
-from convergent import eventloop
 from convergent.cli._observe import LogFormat, log_started, observe
-from convergent.cli.app import BrokerUrl, DatabaseUrl, app
+from convergent.cli.app import BrokerUrl, DatabaseUrl, app, run_server
 
 
 @app.command()
@@ -30,8 +29,6 @@ def serve(
 ) -> None:
     """Serve the reference shop's HTTP API (OpenAPI docs at /docs, metrics at /metrics)."""
     observe("serve", log_format)
-    import uvicorn
-
     from convergent.store import Store
     from convergent_shop.app import create_app
 
@@ -39,13 +36,6 @@ def serve(
     application = create_app(store, broker_url=broker_url, loops=loops)
     log_started("serve", database_url, broker_url)
     # uvicorn keeps our handler (log_config=None) so its lines are structured too
-    eventloop.tune_gc()
-    uvicorn.run(
-        application,
-        host=host,
-        port=port,
-        log_level=log_level,
-        lifespan="on",
-        log_config=None,
-        loop=eventloop.loop_name(),
+    run_server(
+        application, host=host, port=port, log_level=log_level, lifespan="on", log_config=None
     )
