@@ -1,8 +1,9 @@
 """`convergent.store.direct`: a prebuilt statement gives what SQLAlchemy gives, on both
-databases; on SQLite (inline) it never enters SQLAlchemy's execution path."""
+databases; on SQLite (inline) and on asyncpg it never enters SQLAlchemy's execution path."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -57,13 +58,31 @@ def straight_to_sqlite(db: Store) -> bool:
     return db.sql.name == "sqlite" and bool(getattr(db.sql, "inline", False))
 
 
+def straight_to_driver(db: Store) -> bool:
+    """One statement skips SQLAlchemy's execution path: inline SQLite, or asyncpg."""
+    return straight_to_sqlite(db) or db.sql.name == "postgresql"
+
+
 @pytest.fixture
 async def db(store: Store) -> AsyncIterator[Store]:
+    async with _with_things(store):
+        yield store
+
+
+@pytest.fixture
+async def pg_db(pg_url: str) -> AsyncIterator[Store]:
+    """PostgreSQL alone: a server session to end, row locks that deadlock."""
+    async with Store(pg_url) as store, _with_things(store):
+        yield store
+
+
+@contextlib.asynccontextmanager
+async def _with_things(store: Store) -> AsyncIterator[None]:
     async with store.begin() as conn:
         await conn.run_sync(md.drop_all)
         await conn.run_sync(md.create_all)
     try:
-        yield store
+        yield
     finally:
         async with store.begin() as conn:
             await conn.run_sync(md.drop_all)
@@ -94,8 +113,10 @@ async def test_rows_and_types_match_sqlalchemy(db: Store, through_sqlalchemy: li
     assert (got.at, got.at.tzinfo, got.flag) == (AT, UTC, False)
     if straight_to_sqlite(db):
         assert direct_statements == 0, through_sqlalchemy  # both went straight to SQLite
+    elif straight_to_driver(db):
+        assert direct_statements == 1, through_sqlalchemy  # the batch, not the read
     else:
-        assert direct_statements >= 2  # PostgreSQL keeps SQLAlchemy's path
+        assert direct_statements >= 2
 
 
 async def test_update_with_values_of_its_own_and_rowcount(db: Store) -> None:
@@ -169,11 +190,15 @@ async def test_list_parameters(db: Store, through_sqlalchemy: list[str]) -> None
         none = (await execute(conn, among, {"b_ids": []})).all()
         literal = things.select().where(things.c.n.in_([1, 3])).order_by(things.c.n)
         given = (await execute(conn, literal, {})).all()  # a list the statement carries
+        # a list with a value beside it (numbered placeholders put the list's after it)
+        mixed = among.where(things.c.state == sa.bindparam("b_state"))
+        beside = await execute(conn, mixed, {"b_state": "new", "b_ids": [uuid.UUID(int=5)] * 2})
     assert [r.n for r in two] == [2, 4]
     assert [r.n for r in three] == [1, 3, 5]
     assert none == []
     assert [r.n for r in given] == [1, 3]
-    if straight_to_sqlite(db):  # only the empty list went through SQLAlchemy
+    assert [r.n for r in beside] == [5]
+    if straight_to_driver(db):  # only the empty list went through SQLAlchemy
         assert len(through_sqlalchemy) - before == 1
 
 
@@ -206,3 +231,70 @@ async def test_plans_stay_bounded(db: Store, monkeypatch: pytest.MonkeyPatch) ->
             one = things.select().where(things.c.n == i)  # a new statement each time
             assert (await execute(conn, one, {})).one().n == i
     assert len(direct._plans) <= 2
+
+
+COUNT = sa.select(sa.func.count()).select_from(things)
+
+
+async def test_statements_belong_to_the_transaction_around_them(
+    db: Store, through_sqlalchemy: list[str]
+) -> None:
+    """The first statement of a transaction may go straight to the driver: it must open the
+    transaction on the server, so a rollback takes it back and a commit keeps it."""
+    with pytest.raises(RuntimeError):
+        async with db.begin() as conn:
+            await execute(conn, INSERT, row(1))
+            await execute(conn, BUMP, {"b_id": uuid.UUID(int=1), "b_state": "bumped"})
+            raise RuntimeError("roll back")
+    async with db.begin() as conn:
+        await execute(conn, INSERT, row(2))
+    async with db.autocommit() as conn:  # each statement commits on its own
+        await execute(conn, INSERT, row(3))
+    async with db.read() as conn:
+        ids = (await execute(conn, sa.select(things.c.id).order_by(things.c.n), {})).scalars()
+    assert ids == [uuid.UUID(int=2), uuid.UUID(int=3)]
+    if straight_to_driver(db):
+        assert through_sqlalchemy == []
+
+
+async def test_a_lost_connection_is_unavailable_and_the_pool_recovers(pg_db: Store) -> None:
+    """The server ends the session under a statement sent straight to the driver: the caller
+    gets StoreUnavailable (a 503), as through SQLAlchemy, and the next transaction works."""
+    from convergent.errors import StoreUnavailable
+
+    db = pg_db
+    with pytest.raises(StoreUnavailable):
+        async with db.begin() as conn:
+            pid = (await execute(conn, sa.select(sa.func.pg_backend_pid()), {})).scalar()
+            async with db.autocommit() as other:
+                await other.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            await execute(conn, COUNT, {})
+    async with db.begin() as conn:
+        await execute(conn, INSERT, row(1))
+        assert (await execute(conn, COUNT, {})).scalar() == 1
+
+
+async def test_a_conflict_is_a_store_conflict(pg_db: Store) -> None:
+    """A deadlock between statements sent straight to the driver is StoreConflict (503 with
+    Retry-After), as through SQLAlchemy; the victim's writes are gone, the other commits."""
+    import asyncio
+
+    from convergent.errors import StoreConflict
+
+    db = pg_db
+    async with db.begin() as conn:
+        await execute(conn, INSERT, [row(1), row(2)])
+    both_hold = asyncio.Barrier(2)
+
+    async def bump(first: int, second: int) -> None:
+        async with db.begin() as conn:
+            await execute(conn, BUMP, {"b_id": uuid.UUID(int=first), "b_state": "x"})
+            await both_hold.wait()
+            await execute(conn, BUMP, {"b_id": uuid.UUID(int=second), "b_state": "x"})
+
+    outcomes = await asyncio.gather(bump(1, 2), bump(2, 1), return_exceptions=True)
+    assert sorted(type(o).__name__ for o in outcomes) == ["NoneType", "StoreConflict"]
+    assert all(isinstance(o, StoreConflict) for o in outcomes if o is not None)
+    async with db.read() as conn:
+        ns = (await execute(conn, sa.select(things.c.n).order_by(things.c.id), {})).scalars()
+    assert ns == [2, 3]  # one transaction's two bumps, none of the victim's

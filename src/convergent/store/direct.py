@@ -17,7 +17,7 @@ import sqlite3
 from collections import namedtuple
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
 from sqlalchemy.exc import MultipleResultsFound, NoResultFound
@@ -36,6 +36,12 @@ class _Plan:
     loaders: tuple[Any, ...]  # a processor or None, per column
     expanding: tuple[str, ...] = ()  # list parameters (``IN``): one ``?`` per value
     rendered: dict[tuple[int, ...], str] = field(default_factory=dict)  # by the lists' lengths
+    # numbered placeholders ($1): the compiled statement renders each length of the lists, and
+    # its order of values (a name, and the index in its list or -1)
+    compiled: Any = None
+    numbered: dict[tuple[int, ...], tuple[str, tuple[tuple[str, int], ...]]] = field(
+        default_factory=dict
+    )
 
 
 class _Fallback(Exception):
@@ -88,7 +94,7 @@ _sent = 0  # statements sent straight to the driver, for benchmarks that count r
 
 
 def sent() -> int:
-    """How many statements this process has sent straight to SQLite so far."""
+    """How many statements this process has sent straight to the driver so far."""
     return _sent
 
 
@@ -97,8 +103,22 @@ async def execute(
     statement: sa.Executable,
     params: Mapping[str, Any] | Sequence[Mapping[str, Any]],
 ) -> Rows | sa.CursorResult[Any]:
-    """``conn.execute(statement, params)``, straight to SQLite where it can be (see above).
-    ``params`` is one mapping, or a list of them."""
+    """``conn.execute(statement, params)``, straight to the driver where it can be (see
+    above). ``params`` is one mapping, or a list of them."""
+    global _sent
+    if isinstance(params, Mapping):
+        adapted = _asyncpg(conn)
+        if adapted is not None:
+            plan = _plan(conn, statement, params)
+            if plan is not None:
+                try:
+                    rows = await _run_asyncpg(conn, adapted, plan, params)
+                except _Fallback:
+                    pass
+                else:
+                    _sent += 1
+                    return rows
+            return await conn.execute(statement, params)
     driver = _sqlite(conn)
     if driver is not None:
         many = not isinstance(params, Mapping)
@@ -110,7 +130,6 @@ async def execute(
             if plan is not None and not (many and (plan.expanding or not driver.in_transaction)):
                 try:
                     rows = _run(driver, plan, params, many)
-                    global _sent
                     _sent += 1
                     return rows
                 except sqlite3.Error as exc:
@@ -136,6 +155,20 @@ def _sqlite(conn: AsyncConnection) -> sqlite3.Connection | None:
         return None
     driver = getattr(inline, "_connection", None)
     return driver if isinstance(driver, sqlite3.Connection) else None
+
+
+def _asyncpg(conn: AsyncConnection) -> Any:
+    """The asyncpg adapter under ``conn`` where a statement may go straight to it, else None:
+    inside SQLAlchemy's transaction (it commits or rolls back what is sent), or autocommit."""
+    sync = conn.sync_connection
+    if sync is None or sync.dialect.driver != "asyncpg" or sync.closed or sync.invalidated:
+        return None
+    adapted: Any = sync.connection.dbapi_connection
+    if not hasattr(adapted, "_start_transaction"):
+        return None
+    if not sync.in_transaction() and not adapted.autocommit:
+        return None  # SQLAlchemy begins its transaction with this statement
+    return adapted
 
 
 def _plan(conn: AsyncConnection, statement: Any, params: Mapping[str, Any]) -> _Plan | None:
@@ -187,12 +220,36 @@ def _compile(dialect: Any, statement: Any, names: frozenset[str] | None) -> _Pla
             row_type = _row_type(tuple(c.key for c in columns))
         except ValueError:  # a column name that is no identifier
             return None
-        loaders = tuple(
-            c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
-        )
+        try:
+            loaders = tuple(_loader(c.type, dialect) for c in columns)
+        except Exception:  # a type whose processor needs the driver's description of the row
+            return None
     if sql.count("POSTCOMPILE") != len(expanding):
         return None  # something else SQLAlchemy renders per call
-    return _Plan(sql, tuple(order), tuple(binders), preset, row_type, loaders, tuple(expanding))
+    numbered = compiled if expanding and dialect.paramstyle.startswith("numeric") else None
+    return _Plan(
+        sql,
+        tuple(order),
+        tuple(binders),
+        preset,
+        row_type,
+        loaders,
+        tuple(expanding),
+        compiled=numbered,
+    )
+
+
+# PostgreSQL's numeric and float8: asyncpg's numeric processors pick by the column's type as
+# the server describes it, which a statement's own column types tell here
+_NUMERIC, _FLOAT8 = 1700, 701
+
+
+def _loader(type_: Any, dialect: Any) -> Any:
+    impl = type_.dialect_impl(dialect)
+    coltype = None
+    if dialect.driver == "asyncpg" and isinstance(type_, sa.Numeric):
+        coltype = _FLOAT8 if isinstance(type_, sa.Float) else _NUMERIC
+    return impl.result_processor(dialect, coltype)
 
 
 def _row_type(keys: tuple[str, ...]) -> Any:
@@ -264,3 +321,84 @@ def _value(plan: _Plan, params: Mapping[str, Any], name: str) -> Any:
     if name in plan.preset:
         return plan.preset[name]
     raise _Fallback  # SQLAlchemy names the missing parameter
+
+
+# -- asyncpg ------------------------------------------------------------------------------------
+
+
+async def _run_asyncpg(conn: AsyncConnection, adapted: Any, plan: _Plan, params: Any) -> Rows:
+    sql, args = _numbered(plan, params)  # before anything is sent: _Fallback leaves no trace
+    try:
+        if adapted._transaction is None and not adapted.autocommit:
+            await adapted._start_transaction()  # SQLAlchemy's BEGIN, with its isolation level
+        driver = adapted._connection
+        if plan.row is None:
+            status = await driver.execute(sql, *args)
+            return Rows([], _rowcount(status))
+        records = await driver.fetch(sql, *args)
+    except Exception as exc:
+        await _raise_as_sqlalchemy(conn, adapted, sql, args, exc)
+    make, loaders = plan.row._make, plan.loaders
+    if not any(loaders):
+        return Rows([make(r) for r in records], len(records))
+    rows = [
+        make([v if f is None else f(v) for f, v in zip(loaders, r, strict=True)]) for r in records
+    ]
+    return Rows(rows, len(rows))
+
+
+def _rowcount(status: str) -> int:
+    """``UPDATE 3``, ``INSERT 0 3``, ``DELETE 0`` -> the count; -1 where the tag has none."""
+    last = status.rpartition(" ")[2]
+    return int(last) if last.isdigit() else -1
+
+
+def _numbered(plan: _Plan, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    if plan.compiled is None:
+        return plan.sql, _bound(plan, params)
+    lengths = tuple(len(_value(plan, params, name) or ()) for name in plan.expanding)
+    if 0 in lengths:
+        raise _Fallback  # SQLAlchemy renders an empty IN as a condition that is never true
+    found = plan.numbered.get(lengths)
+    if found is None:
+        # it asks for every value; only the lists' lengths shape what it renders
+        state = plan.compiled.construct_expanded_state({**plan.preset, **params})
+        member = {
+            expanded: (name, i)
+            for name, names in state.parameter_expansion.items()
+            for i, expanded in enumerate(names)
+        }
+        order = tuple(member.get(name, (name, -1)) for name in state.positiontup)
+        found = plan.numbered[lengths] = (state.statement, order)
+    sql, order = found
+    binders = dict(zip(plan.names, plan.binders, strict=True))
+    args: list[Any] = []
+    for name, i in order:
+        value = _value(plan, params, name)
+        if i >= 0:
+            value = value[i]
+        binder = binders[name]
+        args.append(value if binder is None else binder(value))
+    return sql, args
+
+
+async def _raise_as_sqlalchemy(
+    conn: AsyncConnection, adapted: Any, sql: str, args: list[Any], exc: Exception
+) -> NoReturn:
+    """Raise ``exc`` as SQLAlchemy's own path would: asyncpg's errors as the adapter's DBAPI
+    errors wrapped in ``sqlalchemy.exc``; a lost connection invalidated; anything else as is."""
+    dialect = conn.dialect
+    error: Exception = exc
+    try:
+        adapted._handle_exception(exc)  # raises: translated, or as it was
+    except Exception as translated:
+        error = translated
+    dbapi_error = dialect.loaded_dbapi.Error
+    if not isinstance(error, dbapi_error):
+        raise error
+    lost = dialect.is_disconnect(error, adapted, None)
+    if lost:
+        await conn.invalidate()
+    raise sa.exc.DBAPIError.instance(
+        sql, args, error, dbapi_error, connection_invalidated=lost, dialect=dialect
+    ) from exc

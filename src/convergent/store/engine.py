@@ -159,7 +159,14 @@ class Store:
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A read-only transaction (a snapshot; never blocks writers on SQLite WAL)."""
+        """For reads. On SQLite a read-only transaction: one snapshot, never blocking the
+        writer. On PostgreSQL each statement runs on its own: at READ COMMITTED a transaction
+        gives each statement a snapshot of its own anyway, and BEGIN and COMMIT would be two
+        more round trips. Reads that must see one snapshot, or hold locks, use ``begin()``."""
+        if not self.sql.single_writer:
+            async with self.autocommit() as conn:
+                yield conn
+            return
         async with self._transaction(self.sql.read_options()) as conn:
             yield conn
 

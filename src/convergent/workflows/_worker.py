@@ -240,18 +240,14 @@ class Worker:
         params: dict[str, Any] = {"b_queue": queue, "b_now": now, "b_limit": limit}
         if busy:
             params["b_busy"] = busy
-        async with self.store.begin() as conn:
-            rows = list((await direct.execute(conn, select, params)).all())
-            if gate is not None and rows:
-                rows = await gate.admit(conn, now, rows)
-            if not rows:
-                return []
-            ids = [row.id for row in rows]
-            await direct.execute(
-                conn,
-                sql.once("worker.take", lambda: _take(sql)),
-                {"b_ids": ids, "b_owner": self.id, "b_until": now + self.lease, "b_now": now},
-            )
+        if gate is None and sql.one_statement_writes:
+            rows = await self._claim_at_once(pairs, bool(busy), params)
+        else:
+            rows = await self._claim_in_transaction(select, gate, params)
+        if not rows:
+            return []
+        ids = [row.id for row in rows]
+        async with self.store.read() as conn:  # ours now: nobody else writes their steps
             steps = (
                 await direct.execute(
                     conn, sql.once("worker.records", lambda: _records(sql)), {"b_ids": ids}
@@ -276,6 +272,43 @@ class Worker:
                 cancel_requested=c.cancel_requested,
             )
         return claimed
+
+    async def _claim_at_once(
+        self, pairs: frozenset[tuple[str, str]], busy: bool, params: dict[str, Any]
+    ) -> list[Any]:
+        """Pick and lease due runs in one statement that commits on its own: one round trip,
+        found or not (a transaction around a select and an update takes four, three when
+        nothing is due, which is most wake-ups of a fleet of workers)."""
+        sql = self.store.sql
+        taking = sql.once(("worker.take_due", pairs, busy), lambda: _take_due(sql, pairs, busy))
+        now = params["b_now"]
+        async with self.store.statement(write=True) as conn:
+            found = await direct.execute(
+                conn, taking, {**params, "b_owner": self.id, "b_until": now + self.lease}
+            )
+            return list(found.all())
+
+    async def _claim_in_transaction(
+        self, select: Any, gate: Any, params: dict[str, Any]
+    ) -> list[Any]:
+        """Pick due runs, let the fleet's limits admit them, lease them: one transaction."""
+        sql, now = self.store.sql, params["b_now"]
+        async with self.store.begin() as conn:
+            rows = list((await direct.execute(conn, select, params)).all())
+            if gate is not None and rows:
+                rows = await gate.admit(conn, now, rows)
+            if rows:
+                await direct.execute(
+                    conn,
+                    sql.once("worker.take", lambda: _take(sql)),
+                    {
+                        "b_ids": [row.id for row in rows],
+                        "b_owner": self.id,
+                        "b_until": now + self.lease,
+                        "b_now": now,
+                    },
+                )
+        return rows
 
     async def _execute(self, claimed: _Claimed, queue: str) -> None:
         """Run (or resume) a claimed run; traced, in the trace of whatever started it."""
@@ -640,18 +673,27 @@ def _claim_select(
 
 
 def _take(sql: Dialect) -> sa.Update:
+    return _leasing(sa.update(runs).where(sql.among_param(runs.c.id, "b_ids")))
+
+
+def _take_due(sql: Dialect, pairs: frozenset[tuple[str, str]], busy: bool) -> sa.Update:
+    """``_claim_select`` and ``_take`` as one statement (where DML may use a CTE)."""
+    due = _claim_select(sql, pairs, False, busy).cte("due")
     r = runs.c
-    return (
-        sa.update(runs)
-        .where(sql.among_param(r.id, "b_ids"))
-        .values(
-            lease_owner=sa.bindparam("b_owner", type_=r.lease_owner.type),
-            lease_until=sa.bindparam("b_until", type_=r.lease_until.type),
-            next_at=None,
-            status=sa.case((r.status == "pending", "running"), else_=r.status),
-            waiting_for=None,
-            updated_at=sa.bindparam("b_now", type_=r.updated_at.type),
-        )
+    return _leasing(sa.update(runs).where(r.id == due.c.id)).returning(
+        r.id, r.workflow, r.version, r.args, r.cancel_requested
+    )
+
+
+def _leasing(update: sa.Update) -> sa.Update:
+    r = runs.c
+    return update.values(
+        lease_owner=sa.bindparam("b_owner", type_=r.lease_owner.type),
+        lease_until=sa.bindparam("b_until", type_=r.lease_until.type),
+        next_at=None,
+        status=sa.case((r.status == "pending", "running"), else_=r.status),
+        waiting_for=None,
+        updated_at=sa.bindparam("b_now", type_=r.updated_at.type),
     )
 
 
