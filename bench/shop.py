@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import logging
 import os
+import resource
 import tempfile
 import time
 import uuid
@@ -54,11 +55,20 @@ def pct(values: list[float], q: float) -> float:
 
 
 def line(label: str, figures: dict[str, Any]) -> str:
+    cpu = f", {figures['cpu_ms']:.1f} ms CPU/order" if "cpu_ms" in figures else ""
     return (
         f"{label:34s} {figures['rate']:6.1f} orders/s  p50 {figures['p50'] * 1e3:8.1f} ms  "
         f"p95 {figures['p95'] * 1e3:8.1f} ms  p99 {figures['p99'] * 1e3:8.1f} ms  "
-        f"(final {figures['count']}/{figures['orders']})"
+        f"(final {figures['count']}/{figures['orders']}{cpu})"
     )
+
+
+def cpu_seconds() -> float:
+    """CPU of this process and of its children that have ended (the layout's processes, the
+    demo's clients): not the database's or the broker's."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def figures_of(ttc: list[float], orders: int, seconds: float) -> dict[str, Any]:
@@ -92,10 +102,13 @@ async def saga_sqlite(orders: int, rate: float, fault_rate: float, workdir: Path
         live=False,
         seed=7,
     )
+    cpu = cpu_seconds()
     report = await run_demo(options, _quiet_console())
+    cpu = cpu_seconds() - cpu
     ttc = report["time_to_consistency"]["values"]
     # achieved: orders made final over the time from the first order sent to the last settled
-    return figures_of(ttc, orders, max(spread, report["workload"]["seconds"]))
+    figures = figures_of(ttc, orders, max(spread, report["workload"]["seconds"]))
+    return {**figures, "cpu_ms": cpu / orders * 1000}
 
 
 def _quiet_console() -> Any:
@@ -131,11 +144,14 @@ async def saga_pg(
         live=False,
         seed=7,
     )
+    cpu = cpu_seconds()
     report = await run_drill(options, _quiet_console())
+    cpu = cpu_seconds() - cpu
     round_ = report["rounds"][0] if report.get("rounds") else report
     ttc = round_["time_to_consistency"]["values"]
     # achieved: orders made final over the time from the first order to the final sample
-    return figures_of(ttc, orders, max(spread, round_["final"]["t"]))
+    figures = figures_of(ttc, orders, max(spread, round_["final"]["t"]))
+    return {**figures, "cpu_ms": cpu / orders * 1000}
 
 
 async def _fresh_pg(name: str) -> str:
