@@ -24,11 +24,19 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from convergent.store import direct
+
 __all__ = ["Notifier", "Subscription"]
 
 log = logging.getLogger(__name__)
 
 _PENDING = "convergent.notify.pending"
+# built once and sent through `direct`: a NOTIFY follows most writes of the hot paths
+_NOTIFY = sa.select(
+    sa.func.pg_notify(
+        sa.bindparam("b_channel", type_=sa.String), sa.bindparam("b_payload", type_=sa.String)
+    )
+)
 _hooked: weakref.WeakSet[Engine] = weakref.WeakSet()
 # in-process subscribers by database identity, for SQLite (and as a fast path in one process)
 _local: dict[str, dict[str, set[Subscription]]] = defaultdict(lambda: defaultdict(set))
@@ -130,13 +138,13 @@ class Notifier:
             return
         pending.add((channel, payload))
         if conn.dialect.name == "postgresql":
-            await conn.execute(sa.select(sa.func.pg_notify(channel, payload)))
+            await direct.execute(conn, _NOTIFY, {"b_channel": channel, "b_payload": payload})
 
     async def notify_now(self, conn: AsyncConnection, channel: str, payload: str = "") -> None:
         """Send ``channel``/``payload`` from an autocommit connection (no transaction to wait
         for: the statement before it has committed)."""
         if self._is_pg:
-            await conn.execute(sa.select(sa.func.pg_notify(channel, payload)))
+            await direct.execute(conn, _NOTIFY, {"b_channel": channel, "b_payload": payload})
         else:
             _fire_local(self._identity, channel, payload)
 
