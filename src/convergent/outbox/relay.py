@@ -141,18 +141,28 @@ class Relay:
         assert self._refreshed_at is not None
         age = max(0.0, (now - self._refreshed_at).total_seconds())
         until = asyncio.get_running_loop().time() + self.leases.ttl.total_seconds() / 3 - age
+        settled = 0
+        if len(lanes) > 1:
+            # most wake-ups find a few rows: one read over every partition, not one per lane;
+            # the lanes start when that batch comes back full (a backlog)
+            settled, more = await self._stream(held, until, batches=1)
+            if not more:
+                return settled
         counts = await asyncio.gather(
             *(self._stream({p: held[p] for p in lane}, until) for lane in lanes)
         )
-        return sum(counts)
+        return settled + sum(count for count, _ in counts)
 
-    async def _stream(self, held: dict[int, str], until: float) -> int:
+    async def _stream(
+        self, held: dict[int, str], until: float, batches: int | None = None
+    ) -> tuple[int, bool]:
         """One lane: fetch, publish, settle, and again while batches come back full (until the
-        loop time ``until``, then leases are renewed). Lanes run independently, so one lane's
-        database round trips overlap another's broker acks; within a lane a batch is settled
-        before the next is read, so a key never overtakes its own failed message."""
+        loop time ``until``, then leases are renewed), at most ``batches`` times. Lanes run
+        independently, so one lane's database round trips overlap another's broker acks;
+        within a lane a batch is settled before the next is read, so a key never overtakes its
+        own failed message. Returns the rows settled, and whether more may be due now."""
         if self._in_store:
-            return await self._stream_in_store(held, until)
+            return await self._stream_in_store(held, until, batches)
         partitions = sorted(held)
         loop = asyncio.get_running_loop()
         settled = 0
@@ -160,7 +170,7 @@ class Relay:
             async with self.store.statement() as conn:
                 rows = await self._due(conn, partitions)
             if not rows:
-                return settled
+                return settled, False
             fault_point(AFTER_CLAIM)
             messages = [Message.from_envelope(r.topic, r.key, r.envelope) for r in rows]
             spans = self._publish_spans(messages) if tracing.enabled() else None
@@ -173,11 +183,17 @@ class Relay:
             settled += sum(not isinstance(e, NotSent) for e in results)
             if mine != set(partitions):
                 self._refreshed_at = None  # a lease was taken over: refresh before going on
-                return settled
+                return settled, False
             if len(rows) < self.batch_size or loop.time() >= until:
-                return settled
+                return settled, False
+            if batches is not None:
+                batches -= 1
+                if batches <= 0:
+                    return settled, True
 
-    async def _stream_in_store(self, held: dict[int, str], until: float) -> int:
+    async def _stream_in_store(
+        self, held: dict[int, str], until: float, batches: int | None = None
+    ) -> tuple[int, bool]:
         """One lane, when the log lives in the outbox's own database: check the leases, read the
         due rows, append them to the log and delete them in ONE transaction (one instead of
         three, and never a row published twice)."""
@@ -191,10 +207,10 @@ class Relay:
                     mine = await tokens_still_held(conn, LEASE_GROUP, held, self.leases.holder)
                     if mine != set(partitions):
                         self._refreshed_at = None  # taken over: refresh before going on
-                        return settled
+                        return settled, False
                     rows = await self._due(conn, partitions)
                     if not rows:
-                        return settled
+                        return settled, False
                     fault_point(AFTER_CLAIM)
                     messages = [Message.from_envelope(r.topic, r.key, r.envelope) for r in rows]
                     spans = self._publish_spans(messages) if tracing.enabled() else None
@@ -213,7 +229,11 @@ class Relay:
             _count_published(rows)
             settled += len(rows)
             if len(rows) < self.batch_size or loop.time() >= until:
-                return settled
+                return settled, False
+            if batches is not None:
+                batches -= 1
+                if batches <= 0:
+                    return settled, True
 
     async def _due(self, conn: AsyncConnection, partitions: list[int]) -> list[Any]:
         """The rows of ``partitions`` to publish now, in order, a retried key's first only."""
