@@ -345,7 +345,7 @@ class Consumer:
         were settled."""
         now = self.store.clock.now()
         mine = (parked.c.consumer_group == self.group) & (parked.c.topic == self.topic.name)
-        async with self.store.read() as conn:
+        async with self.store.statement() as conn:  # a read: no BEGIN/COMMIT round trips
             heads = sa.select(sa.func.min(parked.c.id)).where(mine).group_by(parked.c.key)
             rows = (
                 await conn.execute(
@@ -391,7 +391,7 @@ class Consumer:
                 await conn.execute(sa.update(parked).where(parked.c.id == row.id).values(values))
             return None
         self.handled += 1
-        async with self.store.read() as conn:
+        async with self.store.statement() as conn:
             after = (
                 await conn.execute(
                     sa.select(parked).where(self._of_key(row.key)).order_by(parked.c.id).limit(1)

@@ -289,7 +289,7 @@ class Dispatcher:
 
     async def _anything_due(self) -> bool:
         params = self._due_params()
-        async with self.store.read() as conn:
+        async with self.store.statement() as conn:  # no BEGIN/COMMIT for a probe
             found = await direct.execute(conn, self._statement("probe", params), params)
             return found.first() is not None
 

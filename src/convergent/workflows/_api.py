@@ -239,7 +239,7 @@ class _StoreBatchers:
         return [got[(r["workflow"], r["key"])] for r in rows]
 
     async def _status(self, ids: list[uuid.UUID]) -> list[Any]:
-        async with self.store.read() as conn:
+        async with self.store.statement() as conn:
             rows = (await conn.execute(sa.select(runs).where(runs.c.id.in_(set(ids))))).all()
         by_id = {row.id: row for row in rows}
         return [by_id.get(run_id) for run_id in ids]

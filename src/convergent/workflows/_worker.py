@@ -247,7 +247,7 @@ class Worker:
         if not rows:
             return []
         ids = [row.id for row in rows]
-        async with self.store.read() as conn:  # ours now: nobody else writes their steps
+        async with self.store.statement() as conn:  # ours now: nobody else writes their steps
             steps = (
                 await direct.execute(
                     conn, sql.once("worker.records", lambda: _records(sql)), {"b_ids": ids}

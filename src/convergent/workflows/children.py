@@ -234,7 +234,8 @@ async def wake_parents(store: Store) -> tuple[int, int]:
         .where(k.status == "waiting", child.c.status.in_(FINAL))
     )
     parent_ended = sa.exists().where(runs.c.id == k.parent_id, runs.c.status.in_(FINAL))
-    async with store.read() as conn:  # most looks find nothing to do: no write lock for them
+    # most looks find nothing to do: no write lock for them, no BEGIN/COMMIT round trips
+    async with store.statement() as conn:
         waiting = int(
             await conn.scalar(
                 sa.select(sa.func.count()).select_from(run_children).where(k.status == "waiting")
