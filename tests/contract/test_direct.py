@@ -298,3 +298,20 @@ async def test_a_conflict_is_a_store_conflict(pg_db: Store) -> None:
     async with db.read() as conn:
         ns = (await execute(conn, sa.select(things.c.n).order_by(things.c.id), {})).scalars()
     assert ns == [2, 3]  # one transaction's two bumps, none of the victim's
+
+
+async def test_tasks_sharing_a_connection_take_turns(db: Store) -> None:
+    """Two tasks on one connection (as through SQLAlchemy, whose adapter serialises them): both
+    statements run, neither fails with "another operation is in progress"."""
+    import asyncio
+
+    async with db.begin() as conn:
+        await execute(conn, INSERT, [row(1), row(2)])
+        bumps = [
+            execute(conn, BUMP, {"b_id": uuid.UUID(int=i), "b_state": "bumped"}) for i in (1, 2)
+        ]
+        done = await asyncio.gather(*bumps)
+    assert [d.rowcount for d in done] == [1, 1]
+    async with db.read() as conn:
+        states = (await execute(conn, sa.select(things.c.state), {})).scalars()
+    assert states == ["bumped", "bumped"]

@@ -39,6 +39,7 @@ class _Plan:
     # numbered placeholders ($1): the compiled statement renders each length of the lists, and
     # its order of values (a name, and the index in its list or -1)
     compiled: Any = None
+    plain: bool = False  # no column needs a processor: rows are the driver's values as they are
     numbered: dict[tuple[int, ...], tuple[str, tuple[tuple[str, int], ...]]] = field(
         default_factory=dict
     )
@@ -236,6 +237,7 @@ def _compile(dialect: Any, statement: Any, names: frozenset[str] | None) -> _Pla
         loaders,
         tuple(expanding),
         compiled=numbered,
+        plain=not any(loaders),
     )
 
 
@@ -329,17 +331,20 @@ def _value(plan: _Plan, params: Mapping[str, Any], name: str) -> Any:
 async def _run_asyncpg(conn: AsyncConnection, adapted: Any, plan: _Plan, params: Any) -> Rows:
     sql, args = _numbered(plan, params)  # before anything is sent: _Fallback leaves no trace
     try:
-        if adapted._transaction is None and not adapted.autocommit:
-            await adapted._start_transaction()  # SQLAlchemy's BEGIN, with its isolation level
-        driver = adapted._connection
-        if plan.row is None:
-            status = await driver.execute(sql, *args)
-            return Rows([], _rowcount(status))
-        records = await driver.fetch(sql, *args)
+        # the adapter's lock: statements on one connection go one at a time, as through
+        # SQLAlchemy, even when tasks share it
+        async with adapted._execute_mutex:
+            if adapted._transaction is None and not adapted.autocommit:
+                await adapted._start_transaction()  # SQLAlchemy's BEGIN, its isolation level
+            driver = adapted._connection
+            if plan.row is None:
+                status = await driver.execute(sql, *args)
+                return Rows([], _rowcount(status))
+            records = await driver.fetch(sql, *args)
     except Exception as exc:
         await _raise_as_sqlalchemy(conn, adapted, sql, args, exc)
     make, loaders = plan.row._make, plan.loaders
-    if not any(loaders):
+    if plan.plain:
         return Rows([make(r) for r in records], len(records))
     rows = [
         make([v if f is None else f(v) for f, v in zip(loaders, r, strict=True)]) for r in records
