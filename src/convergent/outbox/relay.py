@@ -145,7 +145,7 @@ class Relay:
         if len(lanes) > 1:
             # most wake-ups find a few rows: one read over every partition, not one per lane;
             # the lanes start when that batch comes back full (a backlog)
-            settled, more = await self._stream(held, until, batches=1)
+            settled, more = await self._stream(held, until, once=True)
             if not more:
                 return settled
         counts = await asyncio.gather(
@@ -154,15 +154,15 @@ class Relay:
         return settled + sum(count for count, _ in counts)
 
     async def _stream(
-        self, held: dict[int, str], until: float, batches: int | None = None
+        self, held: dict[int, str], until: float, once: bool = False
     ) -> tuple[int, bool]:
         """One lane: fetch, publish, settle, and again while batches come back full (until the
-        loop time ``until``, then leases are renewed), at most ``batches`` times. Lanes run
+        loop time ``until``, then leases are renewed), or ``once``. Lanes run
         independently, so one lane's database round trips overlap another's broker acks;
         within a lane a batch is settled before the next is read, so a key never overtakes its
         own failed message. Returns the rows settled, and whether more may be due now."""
         if self._in_store:
-            return await self._stream_in_store(held, until, batches)
+            return await self._stream_in_store(held, until, once)
         partitions = sorted(held)
         loop = asyncio.get_running_loop()
         settled = 0
@@ -186,13 +186,11 @@ class Relay:
                 return settled, False
             if len(rows) < self.batch_size or loop.time() >= until:
                 return settled, False
-            if batches is not None:
-                batches -= 1
-                if batches <= 0:
-                    return settled, True
+            if once:
+                return settled, True
 
     async def _stream_in_store(
-        self, held: dict[int, str], until: float, batches: int | None = None
+        self, held: dict[int, str], until: float, once: bool = False
     ) -> tuple[int, bool]:
         """One lane, when the log lives in the outbox's own database: check the leases, read the
         due rows, append them to the log and delete them in ONE transaction (one instead of
@@ -230,10 +228,8 @@ class Relay:
             settled += len(rows)
             if len(rows) < self.batch_size or loop.time() >= until:
                 return settled, False
-            if batches is not None:
-                batches -= 1
-                if batches <= 0:
-                    return settled, True
+            if once:
+                return settled, True
 
     async def _due(self, conn: AsyncConnection, partitions: list[int]) -> list[Any]:
         """The rows of ``partitions`` to publish now, in order, a retried key's first only."""

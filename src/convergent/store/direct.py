@@ -37,10 +37,10 @@ class _Plan:
     expanding: tuple[str, ...] = ()  # list parameters (``IN``): one ``?`` per value
     rendered: dict[tuple[int, ...], str] = field(default_factory=dict)  # by the lists' lengths
     # numbered placeholders ($1): the compiled statement renders each length of the lists, and
-    # its order of values (a name, and the index in its list or -1)
+    # its order of values (a name, the index in its list or -1, the name's bind processor)
     compiled: Any = None
     plain: bool = False  # no column needs a processor: rows are the driver's values as they are
-    numbered: dict[tuple[int, ...], tuple[str, tuple[tuple[str, int], ...]]] = field(
+    numbered: dict[tuple[int, ...], tuple[str, tuple[tuple[str, int, Any], ...]]] = field(
         default_factory=dict
     )
 
@@ -373,16 +373,18 @@ def _numbered(plan: _Plan, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
             for name, names in state.parameter_expansion.items()
             for i, expanded in enumerate(names)
         }
-        order = tuple(member.get(name, (name, -1)) for name in state.positiontup)
-        found = plan.numbered[lengths] = (state.statement, order)
+        binders = dict(zip(plan.names, plan.binders, strict=True))
+        values = []
+        for name in state.positiontup:
+            source, i = member.get(name, (name, -1))
+            values.append((source, i, binders[source]))
+        found = plan.numbered[lengths] = (state.statement, tuple(values))
     sql, order = found
-    binders = dict(zip(plan.names, plan.binders, strict=True))
     args: list[Any] = []
-    for name, i in order:
+    for name, i, binder in order:
         value = _value(plan, params, name)
         if i >= 0:
             value = value[i]
-        binder = binders[name]
         args.append(value if binder is None else binder(value))
     return sql, args
 

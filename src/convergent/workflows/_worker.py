@@ -233,17 +233,13 @@ class Worker:
         gate = gate_of(queue)  # fleet limits: highest priority first, within the fleet's limits
         sql = self.store.sql
         busy = list(self._tasks)  # a run we still execute (our lease lapsed) is not new work
-        select = sql.once(
-            ("worker.claim", pairs, gate is not None, bool(busy)),
-            lambda: _claim_select(sql, pairs, gate is not None, bool(busy)),
-        )
         params: dict[str, Any] = {"b_queue": queue, "b_now": now, "b_limit": limit}
         if busy:
             params["b_busy"] = busy
         if gate is None and sql.one_statement_writes:
             rows = await self._claim_at_once(pairs, bool(busy), params)
         else:
-            rows = await self._claim_in_transaction(select, gate, params)
+            rows = await self._claim_in_transaction(pairs, gate, bool(busy), params)
         if not rows:
             return []
         ids = [row.id for row in rows]
@@ -289,10 +285,13 @@ class Worker:
             return list(found.all())
 
     async def _claim_in_transaction(
-        self, select: Any, gate: Any, params: dict[str, Any]
+        self, pairs: frozenset[tuple[str, str]], gate: Any, busy: bool, params: dict[str, Any]
     ) -> list[Any]:
         """Pick due runs, let the fleet's limits admit them, lease them: one transaction."""
-        sql, now = self.store.sql, params["b_now"]
+        sql, now, gated = self.store.sql, params["b_now"], gate is not None
+        select = sql.once(
+            ("worker.claim", pairs, gated, busy), lambda: _claim_select(sql, pairs, gated, busy)
+        )
         async with self.store.begin() as conn:
             rows = list((await direct.execute(conn, select, params)).all())
             if gate is not None and rows:
