@@ -203,7 +203,7 @@ async def _load(conn: AsyncConnection, key: uuid.UUID, client: str | None = None
 @router.get("/orders/{order_id}")
 async def get_order(order_id: str, request: Request, response: Response) -> Any:
     store = _store(request)
-    async with store.read() as conn:
+    async with store.statement() as conn:  # one read: no transaction around it
         row = await _load(conn, _order_id(order_id), client_id(request))
     if evaluate_request(request, row.version).not_modified:
         return Response(status_code=304, headers={"ETag": etag(row.version)})

@@ -179,7 +179,8 @@ async def create_shipment(ctx: StepContext, order_id: str) -> dict[str, Any]:
 @step(retry=FORWARD)
 async def complete_order(ctx: StepContext, order_id: str) -> dict[str, Any]:
     store = ctx.store
-    async with store.read() as conn:  # the write below checks the state again
+    # two reads, no transaction around them (the write below checks the state again)
+    async with store.statement() as conn:
         row = await _order(conn, order_id)
         payment = await payments.payment_row(conn, order_id)
     if row.state == "completed":  # a replay: completed before its checkpoint was written

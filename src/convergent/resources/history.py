@@ -61,20 +61,64 @@ async def record_history(
     await direct.execute(
         conn,
         _INSERT,
-        {
-            "id": uuid7(),
-            "resource_type": resource_type,
-            "resource_id": resource_id,
-            "action": action,
-            "from_state": from_state,
-            "to_state": to_state,
-            "version": version,
-            "at": at,
-            "actor": actor,
-            "cause": cause,
-            "meta": metadata,
-        },
+        history_row(
+            resource_type=resource_type,
+            resource_id=resource_id,
+            action=action,
+            from_state=from_state,
+            to_state=to_state,
+            version=version,
+            at=at,
+            actor=actor,
+            cause=cause,
+            metadata=metadata,
+        ),
     )
+
+
+def history_row(
+    *,
+    resource_type: str,
+    resource_id: str,
+    action: str,
+    from_state: str | None,
+    to_state: str,
+    version: int,
+    at: datetime,
+    actor: str | None,
+    cause: str | None,
+    metadata: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The history table's row for one change (every column of `HISTORY_COLUMNS`)."""
+    return {
+        "id": uuid7(),
+        "resource_type": resource_type,
+        "resource_id": resource_id,
+        "action": action,
+        "from_state": from_state,
+        "to_state": to_state,
+        "version": version,
+        "at": at,
+        "actor": actor,
+        "cause": cause,
+        "meta": metadata,
+    }
+
+
+#: the columns `history_row` fills
+HISTORY_COLUMNS = [
+    "id",
+    "resource_type",
+    "resource_id",
+    "action",
+    "from_state",
+    "to_state",
+    "version",
+    "at",
+    "actor",
+    "cause",
+    "meta",
+]
 
 
 async def list_history(

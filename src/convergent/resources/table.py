@@ -18,9 +18,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from convergent import faults
 from convergent.errors import ConfigurationError, InvalidTransition, NotFound, StaleVersion
 from convergent.ids import uuid7
-from convergent.resources.history import HistoryEntry, list_history, record_history
+from convergent.resources.history import (
+    HISTORY_COLUMNS,
+    HistoryEntry,
+    history_row,
+    list_history,
+)
 from convergent.resources.machine import Action, StateMachine
 from convergent.store import Store, direct, history_params, store_of
+from convergent.store.notify import NotifyingWrite
+from convergent.store.schema import resource_history
 
 __all__ = ["CHANNEL", "ResourceTable"]
 
@@ -30,6 +37,8 @@ AFTER_TRANSITION = faults.register(
     "resources.after_transition_before_commit",
     "the UPDATE, its history row and its wake-up are written but not committed",
 )
+# a change's history row and its wake-up: one statement on PostgreSQL
+_HISTORY = NotifyingWrite(resource_history, HISTORY_COLUMNS, CHANNEL)
 _CAS_ATTEMPTS = 8  # multi-source actions: how often to retry when the row moves under us
 
 Row = sa.Row[Any]
@@ -329,8 +338,7 @@ class ResourceTable:
     ) -> None:
         m = row._mapping
         resource_id = str(m[self.id_column])
-        await record_history(
-            conn,
+        entry = history_row(
             resource_type=self.resource_type,
             resource_id=resource_id,
             action=action,
@@ -342,7 +350,9 @@ class ResourceTable:
             cause=cause,
             metadata=metadata,
         )
-        await store.notifier.notify(conn, CHANNEL, f"{self.resource_type}:{resource_id}")
+        await store.notifier.write(
+            conn, _HISTORY, entry, payload=f"{self.resource_type}:{resource_id}"
+        )
 
 
 def _stale(kind: str, resource_id: Any, version: int, expected: int | None) -> StaleVersion:

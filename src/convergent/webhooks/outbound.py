@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from convergent.errors import NotFound
 from convergent.ids import uuid7
 from convergent.store import direct, store_of
+from convergent.store.notify import NotifyingWrite
 from convergent.store.schema import (
     dead_letters,
     webhook_attempts,
@@ -66,6 +67,11 @@ async def enqueue(
     now = store.clock.now()
     payload = {"type": event_type, "timestamp": now.isoformat(), "data": data}
     message = {"id": message_id, "event_type": event_type, "payload": payload, "created_at": now}
+    if len(targets) == 1:  # the common case: the message, its delivery and the wake-up at once
+        await store.notifier.write(
+            conn, _ONE_DELIVERY, message, _delivery(message_id, targets[0], now)
+        )
+        return message_id
     await direct.execute(conn, _INSERT_MESSAGE, message)
     await _add_deliveries(conn, [(message_id, t) for t in targets], now)
     await store.notifier.notify(conn, CHANNEL)
@@ -75,6 +81,35 @@ async def enqueue(
 # built once: building a statement costs more than SQLite running it
 _INSERT_MESSAGE = webhook_messages.insert()
 _INSERT_DELIVERIES = webhook_deliveries.insert()
+_DELIVERY_COLUMNS = [
+    "id",
+    "message_id",
+    "endpoint_id",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+    "updated_at",
+]
+_ONE_DELIVERY = NotifyingWrite(
+    webhook_messages,
+    ["id", "event_type", "payload", "created_at"],
+    CHANNEL,
+    then=(webhook_deliveries, _DELIVERY_COLUMNS),
+)
+
+
+def _delivery(message_id: uuid.UUID, endpoint_id: uuid.UUID, now: datetime) -> dict[str, Any]:
+    return {
+        "id": uuid7(),
+        "message_id": message_id,
+        "endpoint_id": endpoint_id,
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 async def _add_deliveries(
@@ -85,19 +120,7 @@ async def _add_deliveries(
     await direct.execute(
         conn,
         _INSERT_DELIVERIES,
-        [
-            {
-                "id": uuid7(),
-                "message_id": message_id,
-                "endpoint_id": endpoint_id,
-                "status": "pending",
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for message_id, endpoint_id in pairs
-        ],
+        [_delivery(message_id, endpoint, now) for message_id, endpoint in pairs],
     )
 
 
