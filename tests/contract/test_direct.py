@@ -7,6 +7,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -315,3 +316,113 @@ async def test_tasks_sharing_a_connection_take_turns(db: Store) -> None:
     async with db.read() as conn:
         states = (await execute(conn, sa.select(things.c.state), {})).scalars()
     assert states == ["bumped", "bumped"]
+
+
+# -- begin_with: a transaction's first statement in its BEGIN's round trip ---------------------
+
+FENCE = (
+    sa.select(things.c.id)
+    .where(things.c.id == sa.bindparam("b_id"), things.c.state == sa.bindparam("b_state"))
+    .with_for_update(read=True)
+)
+
+
+async def test_begin_with_opens_the_transaction_in_one_round_trip(
+    pg_db: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BEGIN and the fence go as one message; the row stays share-locked to the end of the
+    transaction, and SQLAlchemy's rollback ends it (the write after it is gone)."""
+    import asyncpg
+
+    from convergent.store.direct import begin_with
+
+    db = pg_db
+    async with db.begin() as conn:
+        await execute(conn, INSERT, row(1))
+    sent: list[str] = []
+    original = asyncpg.Connection.execute
+
+    async def counted(self: asyncpg.Connection, query: str, *args: object, **kw: object) -> str:
+        sent.append(query)
+        status: str = await original(self, query, *args, **kw)
+        return status
+
+    monkeypatch.setattr(asyncpg.Connection, "execute", counted)
+    with contextlib.suppress(RuntimeError):
+        async with db.begin() as conn:
+            found = await begin_with(conn, FENCE, {"b_id": uuid.UUID(int=1), "b_state": "new"})
+            assert found == 1
+            assert len(sent) == 1
+            assert sent[0].startswith("BEGIN")
+            assert sent[0].endswith("FOR SHARE")
+            # the lock is the transaction's: another session cannot change the row meanwhile
+            async with db.autocommit() as other:
+                await other.execute(sa.text("SET lock_timeout = '50ms'"))
+                with pytest.raises(sa.exc.DBAPIError, match="lock timeout"):
+                    await other.execute(things.update().values(state="taken"))
+            await execute(conn, BUMP, {"b_id": uuid.UUID(int=1), "b_state": "bumped"})
+            raise RuntimeError  # roll back
+    async with db.begin() as conn:
+        got = (await execute(conn, SELECT, {"b_id": uuid.UUID(int=1)})).one()
+        assert (got.state, got.n) == ("new", 1)
+        assert await begin_with(conn, FENCE, {"b_id": uuid.UUID(int=1), "b_state": "new"}) is None
+
+
+@pytest.mark.parametrize("state", ["it's", "back\\slash", "'; DROP TABLE direct_test_things; --"])
+async def test_begin_with_quotes_its_values(pg_db: Store, state: str) -> None:
+    from convergent.store.direct import begin_with
+
+    db = pg_db
+    async with db.begin() as conn:
+        await execute(conn, INSERT, [row(1, state=state[:16]), row(2)])
+    async with db.begin() as conn:
+        params = {"b_id": uuid.UUID(int=1), "b_state": state[:16]}
+        assert await begin_with(conn, FENCE, params) == 1
+    async with db.begin() as conn:
+        params = {"b_id": uuid.UUID(int=1), "b_state": state[:16] + "x"}
+        assert await begin_with(conn, FENCE, params) == 0
+    async with db.read() as conn:
+        assert (await execute(conn, COUNT, {})).scalar() == 2
+
+
+async def test_begin_with_a_failing_statement_leaves_the_connection_usable(pg_db: Store) -> None:
+    from convergent.store.direct import begin_with
+
+    db = pg_db
+    missing: sa.Select[Any] = sa.select(sa.column("id")).select_from(
+        sa.table("direct_no_such_table")
+    )
+    with pytest.raises(sa.exc.ProgrammingError, match="direct_no_such_table"):
+        async with db.begin() as conn:
+            await begin_with(conn, missing.where(sa.column("id") == sa.bindparam("b")), {"b": 1})
+    for _ in range(3):  # whichever pooled connection comes next works
+        async with db.begin() as conn:
+            await execute(conn, INSERT, row(_ + 1))
+    async with db.read() as conn:
+        assert (await execute(conn, COUNT, {})).scalar() == 3
+
+
+async def test_begin_with_declines_what_it_cannot_send(db: Store) -> None:
+    """SQLite, an autocommit connection, a value it does not quote: None (send it as usual)."""
+    from convergent.store.direct import begin_with
+
+    params = {"b_id": uuid.UUID(int=1), "b_state": "new"}
+    async with db.begin() as conn:
+        if db.sql.name == "sqlite":
+            assert await begin_with(conn, FENCE, params) is None
+        else:
+            assert await begin_with(conn, FENCE, {**params, "b_state": 1.5}) is None
+            assert await begin_with(conn, FENCE, params) == 0
+    async with db.autocommit() as conn:
+        assert await begin_with(conn, FENCE, params) is None
+
+
+async def test_begin_with_keeps_the_connections_isolation_level(pg_db: Store) -> None:
+    from convergent.store.direct import begin_with
+
+    async with pg_db.engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+        async with conn.begin():
+            assert await begin_with(conn, FENCE, {"b_id": uuid.UUID(int=1), "b_state": "x"}) == 0
+            level = (await conn.execute(sa.text("SHOW transaction_isolation"))).scalar()
+    assert level == "repeatable read"

@@ -13,7 +13,9 @@ SQLAlchemy, it fails the same way and is wrapped as callers expect, or waits for
 
 from __future__ import annotations
 
+import re
 import sqlite3
+import uuid
 from collections import namedtuple
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import MultipleResultsFound, NoResultFound
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["Rows", "execute", "sent"]
+__all__ = ["Rows", "begin_with", "execute", "sent"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,6 +352,86 @@ async def _run_asyncpg(conn: AsyncConnection, adapted: Any, plan: _Plan, params:
         make([v if f is None else f(v) for f, v in zip(loaders, r, strict=True)]) for r in records
     ]
     return Rows(rows, len(rows))
+
+
+async def begin_with(
+    conn: AsyncConnection, statement: sa.Executable, params: Mapping[str, Any]
+) -> int | None:
+    """Begin ``conn``'s transaction on the server and run ``statement`` in the same round trip
+    (PostgreSQL's simple protocol takes both in one message); the statement's row count.
+
+    For a transaction's first statement whose rows are not wanted, only their count (a fence:
+    ``SELECT … FOR SHARE`` found its row, or did not). Its values go as literals, so only text,
+    UUIDs, integers and booleans. None where this cannot be done: not asyncpg, the transaction
+    already begun, another kind of value; then send it the usual way (`execute`)."""
+    adapted = _asyncpg(conn)
+    if adapted is None or adapted.autocommit or adapted._transaction is not None:
+        return None
+    plan = _plan(conn, statement, params)
+    if plan is None or plan.expanding:
+        return None
+    try:
+        values = [_literal(_value(plan, params, name)) for name in plan.names]
+    except (_Fallback, TypeError):
+        return None
+    sql = _PLACEHOLDER.sub(lambda m: values[int(m.group(1)) - 1], plan.sql)
+    driver = adapted._connection
+    async with adapted._execute_mutex:
+        if driver._top_xact is not None or driver.is_in_transaction():
+            return None
+        # the transaction SQLAlchemy would start (its isolation level), begun by our message
+        transaction = driver.transaction(
+            isolation=adapted.isolation_level,
+            readonly=adapted.readonly,
+            deferrable=adapted.deferrable,
+        )
+        query = f"{_begin_sql(adapted)}; {sql}"
+        try:
+            status = await driver.execute(query)
+        except Exception as exc:
+            if driver.is_in_transaction():  # BEGIN went in: SQLAlchemy's rollback ends it
+                _started(adapted, driver, transaction)
+            await _raise_as_sqlalchemy(conn, adapted, query, [], exc)
+        _started(adapted, driver, transaction)
+    return _rowcount(status)
+
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+def _literal(value: Any) -> str:
+    """``value`` as a PostgreSQL literal; TypeError for a kind this does not render."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, uuid.UUID):
+        return f"'{value}'"
+    if isinstance(value, str) and "\x00" not in value:
+        # an escape string: the same text whatever standard_conforming_strings says
+        return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+    raise TypeError(f"no literal for {type(value).__name__}")
+
+
+def _begin_sql(adapted: Any) -> str:
+    """asyncpg's BEGIN for the adapter's settings (`asyncpg.transaction.Transaction.start`)."""
+    sql = "BEGIN"
+    isolation = adapted.isolation_level
+    if isolation and isolation != "autocommit":
+        sql += " ISOLATION LEVEL " + str(isolation).replace("_", " ").upper()
+    if adapted.readonly:
+        sql += " READ ONLY"
+    if adapted.deferrable:
+        sql += " DEFERRABLE"
+    return sql
+
+
+def _started(adapted: Any, driver: Any, transaction: Any) -> None:
+    """Mark ``transaction`` begun, as its own ``start()`` does, and hand it to SQLAlchemy's
+    adapter, which commits or rolls it back."""
+    driver._top_xact = transaction
+    transaction._state = type(transaction._state).STARTED  # asyncpg's TransactionState
+    adapted._transaction = transaction
 
 
 def _rowcount(status: str) -> int:
