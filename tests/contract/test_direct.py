@@ -385,6 +385,22 @@ async def test_begin_with_quotes_its_values(pg_db: Store, state: str) -> None:
         assert (await execute(conn, COUNT, {})).scalar() == 2
 
 
+async def test_begin_with_times_and_nulls(pg_db: Store) -> None:
+    from convergent.store.direct import begin_with
+
+    db = pg_db
+    at = things.select().where(things.c.at == sa.bindparam("b_at", type_=UTCDateTime()))
+    async with db.begin() as conn:
+        await execute(conn, INSERT, [row(1), row(2, at=None)])
+    async with db.begin() as conn:
+        assert await begin_with(conn, at, {"b_at": AT}) == 1
+    async with db.begin() as conn:  # an INSERT's count; JSON, a flag and a NULL as literals
+        assert await begin_with(conn, INSERT, row(3, state="dated", at=None)) == 1
+    async with db.read() as conn:
+        got = (await execute(conn, SELECT, {"b_id": uuid.UUID(int=3)})).one()
+    assert (got.state, got.at, got.data) == ("dated", None, {"i": 3, "tags": ["a", "b"]})
+
+
 async def test_begin_with_a_failing_statement_leaves_the_connection_usable(pg_db: Store) -> None:
     from convergent.store.direct import begin_with
 

@@ -19,6 +19,7 @@ import uuid
 from collections import namedtuple
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, NoReturn
 
 import sqlalchemy as sa
@@ -361,8 +362,9 @@ async def begin_with(
     (PostgreSQL's simple protocol takes both in one message); the statement's row count.
 
     For a transaction's first statement whose rows are not wanted, only their count (a fence:
-    ``SELECT … FOR SHARE`` found its row, or did not). Its values go as literals, so only text,
-    UUIDs, integers and booleans. None where this cannot be done: not asyncpg, the transaction
+    ``SELECT … FOR SHARE`` found its row, or did not; an ``INSERT … ON CONFLICT DO NOTHING``
+    went in, or did not). Its values go as literals, so only text, UUIDs, integers, booleans,
+    times and NULL. None where this cannot be done: not asyncpg, the transaction
     already begun, another kind of value; then send it the usual way (`execute`)."""
     adapted = _asyncpg(conn)
     if adapted is None or adapted.autocommit or adapted._transaction is not None:
@@ -371,7 +373,7 @@ async def begin_with(
     if plan is None or plan.expanding:
         return None
     try:
-        values = [_literal(_value(plan, params, name)) for name in plan.names]
+        values = [_literal(value) for value in _bound(plan, params)]
     except (_Fallback, TypeError):
         return None
     sql = _PLACEHOLDER.sub(lambda m: values[int(m.group(1)) - 1], plan.sql)
@@ -401,12 +403,16 @@ _PLACEHOLDER = re.compile(r"\$(\d+)")
 
 def _literal(value: Any) -> str:
     """``value`` as a PostgreSQL literal; TypeError for a kind this does not render."""
+    if value is None:
+        return "NULL"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
     if isinstance(value, uuid.UUID):
         return f"'{value}'"
+    if isinstance(value, datetime):  # the cast beside its placeholder says which kind
+        return f"'{value.isoformat()}'"
     if isinstance(value, str) and "\x00" not in value:
         # an escape string: the same text whatever standard_conforming_strings says
         return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
