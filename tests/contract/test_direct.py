@@ -442,3 +442,24 @@ async def test_begin_with_keeps_the_connections_isolation_level(pg_db: Store) ->
             assert await begin_with(conn, FENCE, {"b_id": uuid.UUID(int=1), "b_state": "x"}) == 0
             level = (await conn.execute(sa.text("SHOW transaction_isolation"))).scalar()
     assert level == "repeatable read"
+
+
+async def test_begin_with_on_a_lost_connection_is_unavailable(pg_db: Store) -> None:
+    """The server ended the session before the BEGIN went: StoreUnavailable (a 503), as for any
+    statement, and the pool recovers."""
+    from convergent.errors import StoreUnavailable
+    from convergent.store.direct import begin_with
+
+    db = pg_db
+    with pytest.raises(StoreUnavailable):
+        async with db.begin() as conn:
+            raw = await conn.get_raw_connection()
+            pid = raw.driver_connection.get_server_pid()
+            async with db.autocommit() as other:
+                await other.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            await begin_with(conn, FENCE, {"b_id": uuid.UUID(int=1), "b_state": "new"})
+    async with db.begin() as conn:
+        assert await begin_with(conn, FENCE, {"b_id": uuid.UUID(int=1), "b_state": "new"}) == 0
+        await execute(conn, INSERT, row(1))
+    async with db.read() as conn:
+        assert (await execute(conn, COUNT, {})).scalar() == 1
