@@ -454,7 +454,7 @@ async def test_begin_with_on_a_lost_connection_is_unavailable(pg_db: Store) -> N
     with pytest.raises(StoreUnavailable):
         async with db.begin() as conn:
             raw = await conn.get_raw_connection()
-            pid = raw.driver_connection.get_server_pid()
+            pid = raw.driver_connection.get_server_pid()  # type: ignore[union-attr]
             async with db.autocommit() as other:
                 await other.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
             await begin_with(conn, FENCE, {"b_id": uuid.UUID(int=1), "b_state": "new"})

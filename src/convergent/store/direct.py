@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import MultipleResultsFound, NoResultFound
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["Rows", "begin_with", "execute", "sent"]
+__all__ = ["Rows", "begin_with", "execute", "literal_sql", "sent"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,7 +356,11 @@ async def _run_asyncpg(conn: AsyncConnection, adapted: Any, plan: _Plan, params:
 
 
 async def begin_with(
-    conn: AsyncConnection, statement: sa.Executable, params: Mapping[str, Any]
+    conn: AsyncConnection,
+    statement: sa.Executable,
+    params: Mapping[str, Any],
+    *,
+    committed_before: Sequence[str] = (),
 ) -> int | None:
     """Begin ``conn``'s transaction on the server and run ``statement`` in the same round trip
     (PostgreSQL's simple protocol takes both in one message); the statement's row count.
@@ -365,18 +369,17 @@ async def begin_with(
     ``SELECT … FOR SHARE`` found its row, or did not; an ``INSERT … ON CONFLICT DO NOTHING``
     went in, or did not). Its values go as literals, so only text, UUIDs, integers, booleans,
     times and NULL. None where this cannot be done: not asyncpg, the transaction
-    already begun, another kind of value; then send it the usual way (`execute`)."""
+    already begun, another kind of value; then send it the usual way (`execute`).
+
+    ``committed_before``: statements (`literal_sql`) to run first in the same message and commit
+    on their own, before the BEGIN (an Idempotency-Key's claim, which other requests must see
+    at once)."""
     adapted = _asyncpg(conn)
     if adapted is None or adapted.autocommit or adapted._transaction is not None:
         return None
-    plan = _plan(conn, statement, params)
-    if plan is None or plan.expanding:
+    sql = literal_sql(conn, statement, params)
+    if sql is None:
         return None
-    try:
-        values = [_literal(value) for value in _bound(plan, params)]
-    except (_Fallback, TypeError):
-        return None
-    sql = _PLACEHOLDER.sub(lambda m: values[int(m.group(1)) - 1], plan.sql)
     driver = adapted._connection
     async with adapted._execute_mutex:
         if driver._top_xact is not None or driver.is_in_transaction():
@@ -387,7 +390,8 @@ async def begin_with(
             readonly=adapted.readonly,
             deferrable=adapted.deferrable,
         )
-        query = f"{_begin_sql(adapted)}; {sql}"
+        first = "".join(f"{before}; " for before in committed_before)
+        query = f"{first}{'COMMIT; ' if first else ''}{_begin_sql(adapted)}; {sql}"
         try:
             status = await driver.execute(query)
         except Exception as exc:
@@ -396,6 +400,23 @@ async def begin_with(
             await _raise_as_sqlalchemy(conn, adapted, query, [], exc)
         _started(adapted, driver, transaction)
     return _rowcount(status)
+
+
+def literal_sql(
+    conn: AsyncConnection, statement: sa.Executable, params: Mapping[str, Any]
+) -> str | None:
+    """``statement`` as PostgreSQL text with its values as literals (see `begin_with`), or None
+    where it cannot be (another database, a list parameter, another kind of value)."""
+    if _asyncpg(conn) is None:
+        return None
+    plan = _plan(conn, statement, params)
+    if plan is None or plan.expanding:
+        return None
+    try:
+        values = [_literal(value) for value in _bound(plan, params)]
+    except (_Fallback, TypeError):
+        return None
+    return _PLACEHOLDER.sub(lambda m: values[int(m.group(1)) - 1], plan.sql)
 
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")

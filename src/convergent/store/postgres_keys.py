@@ -13,9 +13,12 @@ import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convergent.errors import StoreUnavailable
+from convergent.store import direct
 from convergent.store.schema import idempotency_keys
 
 if TYPE_CHECKING:
@@ -89,6 +92,9 @@ class DriverKeys:
         args = (scope, key, fingerprint, locked_until, now, expires_at)
         record = None
         if conn is not None:
+            found = await _claim_on_begin(conn, args)
+            if found is not None:
+                return found
             driver = await _driver(conn)
             if not driver.is_in_transaction():
                 try:
@@ -137,6 +143,72 @@ class DriverKeys:
         except Exception as exc:
             await _failed(conn, driver, exc)
         return bool(done == "UPDATE 1")
+
+
+# the claim as statements of their own, for `_claim_on_begin`
+_K = idempotency_keys.c
+_CLAIMED = "convergent.claimed"
+_CLAIM_INSERT = (
+    pg_insert(idempotency_keys)
+    .values(
+        scope=sa.bindparam("k_scope", type_=_K.scope.type),
+        key=sa.bindparam("k_key", type_=_K.key.type),
+        fingerprint=sa.bindparam("k_fingerprint", type_=_K.fingerprint.type),
+        status="in_progress",
+        locked_until=sa.bindparam("k_until", type_=_K.locked_until.type),
+        created_at=sa.bindparam("k_now", type_=_K.created_at.type),
+        expires_at=sa.bindparam("k_expires", type_=_K.expires_at.type),
+    )
+    .on_conflict_do_nothing()
+    # only a row this statement inserted says so, in a setting of the session read after BEGIN
+    # (the lease's token, when it was locked, need not tell two requests apart: a test clock)
+    .returning(sa.func.set_config(_CLAIMED, "yes", False).label("claimed"))
+)
+_WHERE_KEY = sa.and_(
+    _K.scope == sa.bindparam("k_scope", type_=_K.scope.type),
+    _K.key == sa.bindparam("k_key", type_=_K.key.type),
+)
+_FORGET = sa.select(sa.func.set_config(_CLAIMED, "", False).label("forgot"))
+_OURS = sa.select(sa.literal(1).label("ours")).where(sa.func.current_setting(_CLAIMED) == "yes")
+_ROW = sa.select(
+    _K.status,
+    _K.fingerprint,
+    _K.locked_until,
+    _K.expires_at,
+    _K.response_status,
+    _K.response_headers,
+    _K.response_body,
+).where(_WHERE_KEY)
+
+
+async def _claim_on_begin(
+    conn: AsyncConnection, args: tuple[Any, ...]
+) -> tuple[bool, KeyRow | None] | None:
+    """The claim, committed on its own, then the BEGIN of ``conn``'s transaction and a check
+    that the key is ours, in ONE message; None where that cannot be done (the caller claims
+    the usual way). A key already there is then read in the new transaction."""
+    scope, key, fingerprint, locked_until, now, expires_at = args
+    params = {
+        "k_scope": scope,
+        "k_key": key,
+        "k_fingerprint": fingerprint,
+        "k_until": locked_until,
+        "k_now": now,
+        "k_expires": expires_at,
+    }
+    claim = direct.literal_sql(conn, _CLAIM_INSERT, params)
+    forget = direct.literal_sql(conn, _FORGET, {})
+    if claim is None or forget is None:
+        return None
+    # its commit need not wait for the disk: the handler's durable commit flushes it later
+    first = (forget, "SET LOCAL synchronous_commit TO off", claim)
+    ours = await direct.begin_with(conn, _OURS, {}, committed_before=first)
+    if ours is None:
+        return None
+    if ours:
+        return True, None
+    row = (await direct.execute(conn, _ROW, params)).first()
+    return False, None if row is None else KeyRow(*row)
 
 
 async def _driver(conn: AsyncConnection) -> Any:
