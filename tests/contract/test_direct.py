@@ -458,6 +458,12 @@ async def test_begin_with_on_a_lost_connection_is_unavailable(pg_db: Store) -> N
             async with db.autocommit() as other:
                 await other.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
             await begin_with(conn, FENCE, {"b_id": uuid.UUID(int=1), "b_state": "new"})
+    # a connection the client already knows is closed (the server restarted under the pool)
+    with pytest.raises(StoreUnavailable):
+        async with db.begin() as conn:
+            raw = await conn.get_raw_connection()
+            raw.driver_connection.terminate()  # type: ignore[union-attr]
+            await begin_with(conn, FENCE, {"b_id": uuid.UUID(int=1), "b_state": "new"})
     async with db.begin() as conn:
         assert await begin_with(conn, FENCE, {"b_id": uuid.UUID(int=1), "b_state": "new"}) == 0
         await execute(conn, INSERT, row(1))

@@ -382,20 +382,23 @@ async def begin_with(
         return None
     driver = adapted._connection
     async with adapted._execute_mutex:
-        if driver._top_xact is not None or driver.is_in_transaction():
+        if driver._top_xact is not None or (not driver.is_closed() and driver.is_in_transaction()):
             return None
-        # the transaction SQLAlchemy would start (its isolation level), begun by our message
-        transaction = driver.transaction(
-            isolation=adapted.isolation_level,
-            readonly=adapted.readonly,
-            deferrable=adapted.deferrable,
-        )
         first = "".join(f"{before}; " for before in committed_before)
         query = f"{first}{'COMMIT; ' if first else ''}{_begin_sql(adapted)}; {sql}"
+        transaction = None
         try:
+            # the transaction SQLAlchemy would start (its isolation level), begun by our message
+            # (a connection the server closed raises here already)
+            transaction = driver.transaction(
+                isolation=adapted.isolation_level,
+                readonly=adapted.readonly,
+                deferrable=adapted.deferrable,
+            )
             status = await driver.execute(query)
         except Exception as exc:
-            if driver.is_in_transaction():  # BEGIN went in: SQLAlchemy's rollback ends it
+            # BEGIN went in: SQLAlchemy's rollback ends it
+            if transaction is not None and not driver.is_closed() and driver.is_in_transaction():
                 _started(adapted, driver, transaction)
             await _raise_as_sqlalchemy(conn, adapted, query, [], exc)
         _started(adapted, driver, transaction)
