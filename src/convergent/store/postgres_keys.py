@@ -2,9 +2,10 @@
 
 Every protected request claims its key, and every one that runs stores its answer. Through
 SQLAlchemy each of those statements costs ~0.3-0.5 ms of CPU (building, cache key, compiled
-cache, result wrapping) on top of a ~0.1 ms round trip; sent as fixed SQL text to the driver
-(whose own cache keeps them prepared) they cost little more than the round trip. The claim also
-reads the row it lost to, so a replay is ONE statement.
+cache, result wrapping) on top of a ~0.1 ms round trip; sent to the driver they cost little more
+than the round trip. On the handler's connection the claim goes with its transaction's BEGIN in
+one message (`direct.begin_with`); elsewhere it is one statement that also reads the row it lost
+to.
 """
 
 from __future__ import annotations
