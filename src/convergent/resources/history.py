@@ -89,7 +89,7 @@ def history_row(
     cause: str | None,
     metadata: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """The history table's row for one change (every column of `HISTORY_COLUMNS`)."""
+    """The history table's row for one change (every column of the table)."""
     return {
         "id": uuid7(),
         "resource_type": resource_type,
@@ -103,22 +103,6 @@ def history_row(
         "cause": cause,
         "meta": metadata,
     }
-
-
-#: the columns `history_row` fills
-HISTORY_COLUMNS = [
-    "id",
-    "resource_type",
-    "resource_id",
-    "action",
-    "from_state",
-    "to_state",
-    "version",
-    "at",
-    "actor",
-    "cause",
-    "meta",
-]
 
 
 async def list_history(

@@ -18,12 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from convergent import faults
 from convergent.errors import ConfigurationError, InvalidTransition, NotFound, StaleVersion
 from convergent.ids import uuid7
-from convergent.resources.history import (
-    HISTORY_COLUMNS,
-    HistoryEntry,
-    history_row,
-    list_history,
-)
+from convergent.resources.history import HistoryEntry, history_row, list_history
 from convergent.resources.machine import Action, StateMachine
 from convergent.store import Store, direct, history_params, store_of
 from convergent.store.notify import NotifyingWrite
@@ -38,7 +33,7 @@ AFTER_TRANSITION = faults.register(
     "the UPDATE, its history row and its wake-up are written but not committed",
 )
 # a change's history row and its wake-up: one statement on PostgreSQL
-_HISTORY = NotifyingWrite(resource_history, HISTORY_COLUMNS, CHANNEL)
+_HISTORY = NotifyingWrite(resource_history, None, CHANNEL)
 _CAS_ATTEMPTS = 8  # multi-source actions: how often to retry when the row moves under us
 
 Row = sa.Row[Any]

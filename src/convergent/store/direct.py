@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import MultipleResultsFound, NoResultFound
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["Rows", "begin_with", "execute", "literal_sql", "sent"]
+__all__ = ["Rows", "begin_with", "count_first", "execute", "literal_sql", "sent"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,7 +377,7 @@ async def begin_with(
     adapted = _asyncpg(conn)
     if adapted is None or adapted.autocommit or adapted._transaction is not None:
         return None
-    sql = literal_sql(conn, statement, params)
+    sql = _literal_sql(conn, statement, params)
     if sql is None:
         return None
     driver = adapted._connection
@@ -405,13 +405,29 @@ async def begin_with(
     return _rowcount(status)
 
 
+async def count_first(
+    conn: AsyncConnection, statement: sa.Executable, params: Mapping[str, Any]
+) -> int:
+    """How many rows ``statement`` found or wrote, sent with the transaction's BEGIN where
+    `begin_with` can, else on its own: for a transaction's first statement."""
+    found = await begin_with(conn, statement, params)
+    if found is not None:
+        return found
+    result = await execute(conn, statement, params)
+    return len(result.all()) if isinstance(statement, sa.Select) else int(result.rowcount)
+
+
 def literal_sql(
     conn: AsyncConnection, statement: sa.Executable, params: Mapping[str, Any]
 ) -> str | None:
     """``statement`` as PostgreSQL text with its values as literals (see `begin_with`), or None
     where it cannot be (another database, a list parameter, another kind of value)."""
-    if _asyncpg(conn) is None:
-        return None
+    return None if _asyncpg(conn) is None else _literal_sql(conn, statement, params)
+
+
+def _literal_sql(
+    conn: AsyncConnection, statement: sa.Executable, params: Mapping[str, Any]
+) -> str | None:
     plan = _plan(conn, statement, params)
     if plan is None or plan.expanding:
         return None

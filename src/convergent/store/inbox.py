@@ -24,10 +24,7 @@ async def record_once(conn: AsyncConnection, consumer: str, message_id: str, now
     sql = store_of(conn).sql
     stmt = sql.once("inbox.record", lambda: sql.insert(inbox).on_conflict_do_nothing())
     # the handler's transaction begins with it: on PostgreSQL in the BEGIN's round trip
-    found = await direct.begin_with(conn, stmt, values)
-    if found is None:
-        found = (await direct.execute(conn, stmt, values)).rowcount
-    return bool(found)
+    return bool(await direct.count_first(conn, stmt, values))
 
 
 async def purge_inbox(conn: AsyncConnection, older_than: datetime) -> int:

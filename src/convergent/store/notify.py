@@ -50,16 +50,16 @@ class NotifyingWrite:
     are checked at the end of the statement): one round trip instead of two or three for the
     writes that wake another process (an outbox row, a webhook, a change to a resource).
     Elsewhere, or when this transaction has already sent the same NOTIFY, the INSERTs one by
-    one and `Notifier.notify`. Sent by `Notifier.write`.
+    one and `Notifier.notify`. Sent by `Notifier.write`. ``columns`` None: every column.
     """
 
     def __init__(
         self,
         table: sa.Table,
-        columns: Sequence[str],
+        columns: Sequence[str] | None,
         channel: str,
         *,
-        then: tuple[sa.Table, Sequence[str]] | None = None,
+        then: tuple[sa.Table, Sequence[str] | None] | None = None,
     ) -> None:
         self.channel = channel
         self.inserts = [sa.insert(table)] + ([sa.insert(then[0])] if then else [])
@@ -72,8 +72,9 @@ class NotifyingWrite:
 _THEN = "t_"  # the second row's parameters, in the one statement
 
 
-def _bound_insert(table: sa.Table, columns: Sequence[str], prefix: str, name: str) -> Any:
-    values = {c: sa.bindparam(prefix + c, type_=table.c[c].type) for c in columns}
+def _bound_insert(table: sa.Table, columns: Sequence[str] | None, prefix: str, name: str) -> Any:
+    names = [c.key for c in table.columns] if columns is None else columns
+    values = {c: sa.bindparam(prefix + c, type_=table.c[c].type) for c in names}
     return sa.insert(table).values(values).cte(name)
 
 

@@ -133,11 +133,7 @@ async def hold(conn: AsyncConnection, run_id: uuid.UUID, owner: str) -> None:
     takeover waits for this transaction or has already won (then ``LeaseLost``).
 
     As the transaction's first statement on PostgreSQL it goes with the BEGIN: one round trip."""
-    params = {"h_run": run_id, "h_owner": owner}
-    found = await direct.begin_with(conn, HELD, params)
-    if found is None:
-        found = len((await direct.execute(conn, HELD, params)).all())
-    if not found:
+    if not await direct.count_first(conn, HELD, {"h_run": run_id, "h_owner": owner}):
         raise LeaseLost(f"run {run_id} is held by another worker now")
 
 
