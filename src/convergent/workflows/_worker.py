@@ -130,6 +130,7 @@ class Worker:
             async with self.store.notifier.subscribe(RUNS_CHANNEL) as sub:
                 failures = 0
                 while not stop.is_set():
+                    claim_began = self.store.clock.now()
                     try:
                         claimed = await self.claim_due_runs()
                     except Exception as exc:
@@ -147,7 +148,7 @@ class Worker:
                         continue  # there may be more due work
                     self._slot_freed.clear()
                     waits = [
-                        asyncio.ensure_future(sub.wait(self._idle_timeout())),
+                        asyncio.ensure_future(sub.wait(self._idle_timeout(claim_began))),
                         asyncio.ensure_future(stop.wait()),
                     ]
                     if self._free_slots() <= 0:
@@ -168,10 +169,14 @@ class Worker:
             await committer
             await self._release_leases()
 
-    def _idle_timeout(self) -> float:
-        """Sleep until the next poll, or sooner when a timer this worker set falls due."""
+    def _idle_timeout(self, claim_began: datetime) -> float:
+        """Sleep until the next poll, or sooner when a timer this worker set falls due.
+
+        A timer due since the last claim began is kept (and ends the sleep at once): that claim
+        may have looked before it fell due.
+        """
         now = self.store.clock.now()
-        self._timers = [t for t in self._timers if t > now]
+        self._timers = [t for t in self._timers if t > claim_began]
         if not self._timers:
             return self.poll_interval
         return max(0.0, min(self.poll_interval, (min(self._timers) - now).total_seconds()))
@@ -333,9 +338,6 @@ class Worker:
             try:
                 value = wf.codec.result.encode(await wf.fn(ctx, *args))
             except Suspend as s:
-                if s.until is not None:  # wake for our own timers without waiting for a poll
-                    self._timers.append(s.until)
-                    self._timer_set.set()
                 await ctx.settle()
                 await self.committer.write(
                     self.statements.suspend_run,
@@ -346,6 +348,11 @@ class Worker:
                         "b_now": self.store.clock.now(),
                     },
                 )
+                if s.until is not None:
+                    # wake for our own timer without waiting for a poll; only once the run is
+                    # parked, or a claim at the timer (a slow commit) finds it still ours
+                    self._timers.append(s.until)
+                    self._timer_set.set()
                 return
             except RunCancelled as exc:
                 await self._finish(ctx, "cancelled", None, exc.message)

@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -344,6 +345,26 @@ async def nap(ctx: WorkflowContext) -> str:
 
 
 async def test_a_worker_wakes_for_its_own_timer_without_waiting_for_a_poll(store: Store) -> None:
+    run_id = await submit(store, nap)
+    async with running(store, poll_interval=30):
+        assert await result(store, run_id, wait=5) == "awake"
+
+
+async def test_a_timer_that_falls_due_before_its_run_is_parked_still_wakes_the_worker(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loaded database commits the parked run after its timer is due: the claim at the timer
+    must not find the run still held and then sleep until the next poll."""
+    from convergent.workflows._committer import Committer
+
+    slow = Committer.write
+
+    async def write_slowly(self: Committer, statement: Any, params: dict[str, Any]) -> None:
+        if "b_until" in params:  # the run parked until its timer: committed after the timer
+            await asyncio.sleep(0.5)
+        await slow(self, statement, params)
+
+    monkeypatch.setattr(Committer, "write", write_slowly)
     run_id = await submit(store, nap)
     async with running(store, poll_interval=30):
         assert await result(store, run_id, wait=5) == "awake"
