@@ -51,8 +51,9 @@ drill-db:
 	$(PG_ADMIN) -c "DROP DATABASE IF EXISTS convergent_drill WITH (FORCE)" -c "CREATE DATABASE convergent_drill"
 
 # the long drill: 2,000 orders, >= 20 kills, 30% provider faults, a PostgreSQL restart, a 30 s NATS outage
-drill: $(VENV) drill-db
-	$(RUN) convergent drill --database-url $(DRILL_DB) --broker-url nats://127.0.0.1:4222 \
+# (the restart and the outage act on a PostgreSQL and a nats-server the drill starts itself)
+drill: $(VENV)
+	$(RUN) convergent drill \
 		--orders 2000 --bookings 100 --trades 20 --workers 3 --kills 24 --fault-rate 0.3 \
 		--pg-restart --broker-outage 30 --duration 300 --settle-timeout 180 \
 		--report-dir reports/drill-long --no-live $(ARGS)

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -83,6 +84,62 @@ def _drill(tmp_path: Path, *extra: str, timeout: float = 300) -> dict[str, objec
     assert done.returncode == 0, (report["failed"], done.stdout.decode()[-3000:])
     assert report["ok"] is True
     return report
+
+
+def _postmaster_of(pid_file: Path) -> int:
+    return int(pid_file.read_text().split()[0])
+
+
+def _nats_servers() -> set[int]:
+    found = subprocess.run(["pgrep", "-x", "nats-server"], capture_output=True, text=True)
+    return {int(pid) for pid in found.stdout.split()}
+
+
+def test_drill_restarts_and_stops_servers_of_its_own_never_the_shared_ones(
+    tmp_path: Path,
+) -> None:
+    """`--pg-restart` and `--broker-outage` act on a PostgreSQL and a nats-server the drill
+    started: the machine's own keep running (same processes), and nothing of the drill's is left."""
+    shared_pg = next(Path("/var/run/postgresql").glob("*.pid"), None)
+    postmaster = _postmaster_of(shared_pg) if shared_pg else None
+    nats_before = _nats_servers()
+    leftovers = set(Path(tempfile.gettempdir()).glob("convergent-drill-*"))
+    report = _drill(
+        tmp_path,
+        *("--pg-restart", "--broker-outage", "2", "--orders", "20", "--bookings", "2"),
+        *("--trades", "2", "--kills", "1", "--duration", "12", "--settle-timeout", "120"),
+    )
+    events = report["events"]
+    assert isinstance(events, list)
+    assert "PostgreSQL restart (fast shutdown, start)" in events
+    assert {"broker down for 2.0s", "broker back"} <= set(events)
+    settings = report["settings"]
+    assert isinstance(settings, dict)
+    assert ":5432/" not in settings["database_url"]  # a port of its own, not the shared server
+    assert settings["broker_url"] != "nats://127.0.0.1:4222"
+    workload = report["workload"]
+    assert isinstance(workload, dict)
+    assert "500" not in workload["statuses"]
+    if shared_pg is not None:
+        assert _postmaster_of(shared_pg) == postmaster
+    assert nats_before <= _nats_servers()  # the shared nats-server was never stopped
+    assert set(Path(tempfile.gettempdir()).glob("convergent-drill-*")) == leftovers
+    assert "database system is shut down" in (tmp_path / "postgres.log").read_text()
+
+
+def test_drill_will_not_restart_a_postgresql_or_stop_a_broker_it_did_not_start(
+    tmp_path: Path,
+) -> None:
+    url = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+    for args, flag in (
+        (["--pg-restart", "--database-url", url], "--database-url"),
+        (["--broker-outage", "5", "--broker-url", "nats://127.0.0.1:4222"], "--broker-url"),
+    ):
+        result = CliRunner().invoke(app, ["drill", *args, "--report-dir", str(tmp_path)])
+        assert result.exit_code == 1
+        assert f"drop {flag}" in result.output
+        assert "Traceback" not in result.output
+        assert not (tmp_path / "report.json").exists()
 
 
 def test_drill_on_kafka_with_kills_holds_every_invariant(tmp_path: Path, kafka_url: str) -> None:

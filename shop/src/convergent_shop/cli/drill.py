@@ -31,8 +31,20 @@ def drill(
     workers: Annotated[int, typer.Option(help="worker processes (when `worker` exists)")] = 2,
     kills: Annotated[int, typer.Option(help="SIGKILLs of workers/relay per round")] = 3,
     fault_rate: Annotated[float, typer.Option(help="payment provider failure rate, 0..1")] = 0.1,
-    pg_restart: Annotated[bool, typer.Option(help="restart PostgreSQL mid-round")] = False,
-    broker_outage: Annotated[float, typer.Option(help="seconds to stop nats-server; 0 = none")] = 0,
+    pg_restart: Annotated[
+        bool,
+        typer.Option(
+            help="run on a PostgreSQL of the drill's own (a temporary one on a free port) and "
+            "restart it mid-round; never a shared server"
+        ),
+    ] = False,
+    broker_outage: Annotated[
+        float,
+        typer.Option(
+            help="seconds to stop NATS mid-round (0 = none): a nats-server of the drill's own "
+            "on a free port, never a shared one"
+        ),
+    ] = 0,
     crash_points: Annotated[
         str, typer.Option(help="'none', 'all', or fault point names separated by commas")
     ] = "none",
@@ -100,8 +112,16 @@ def drill(
         unknown = [p for p in points if p and p.split("@")[0] not in known]
         if unknown:
             raise fail(f"unknown fault points {unknown}; known: {', '.join(known) or 'none'}")
-    if pg_restart and not (database_url or "").startswith("postgres"):
-        raise fail("--pg-restart needs a PostgreSQL --database-url (postgresql+asyncpg://...)")
+    if pg_restart and database_url:
+        raise fail(
+            "--pg-restart restarts a PostgreSQL the drill starts itself, never yours: "
+            "drop --database-url"
+        )
+    if broker_outage and broker_url:
+        raise fail(
+            "--broker-outage stops a nats-server the drill starts itself, never yours: "
+            "drop --broker-url"
+        )
     options = DrillOptions(
         report_dir=report_dir,
         database_url=database_url,

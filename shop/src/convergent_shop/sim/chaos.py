@@ -1,4 +1,8 @@
-"""Faults the drill inflicts: SIGKILLed workers and relay, a PostgreSQL restart, a broker outage."""
+"""Faults the drill inflicts: SIGKILLed workers and relay, a PostgreSQL restart, a broker outage.
+
+The restart and the outage act on servers the drill started itself (`sim.services`), never on
+the machine's shared PostgreSQL or nats-server.
+"""
 
 from __future__ import annotations
 
@@ -9,24 +13,11 @@ import random
 from dataclasses import dataclass, field
 
 from convergent_shop.sim.processes import Cluster
+from convergent_shop.sim.services import LocalNats, LocalPostgres, ServiceError
 
-__all__ = ["BROKER_START", "BROKER_STOP", "PG_RESTART", "Chaos"]
+__all__ = ["Chaos"]
 
 log = logging.getLogger(__name__)
-
-PG_RESTART = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main restart"
-BROKER_STOP = "start-stop-daemon --stop --oknodo --retry 5 --exec /usr/sbin/nats-server"
-BROKER_START = (
-    "start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- "
-    "-a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log"
-)
-
-
-async def _shell(command: str) -> int:
-    process = await asyncio.create_subprocess_shell(
-        command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-    )
-    return await process.wait()
 
 
 @dataclass
@@ -36,8 +27,9 @@ class Chaos:
     cluster: Cluster
     duration: float
     kills: int = 0
-    pg_restart: bool = False
-    broker_outage: float = 0.0  # seconds the broker stays down; 0 = no outage
+    database: LocalPostgres | None = None  # restarted mid-round when given
+    broker: LocalNats | None = None  # stopped for ``broker_outage`` seconds when given
+    broker_outage: float = 0.0
     seed: int | None = None
     events: list[str] = field(default_factory=list)
 
@@ -46,9 +38,9 @@ class Chaos:
         plan: list[tuple[float, str]] = [
             (rng.uniform(0.1, 0.9) * self.duration, "kill") for _ in range(self.kills)
         ]
-        if self.pg_restart:
+        if self.database is not None:
             plan.append((0.5 * self.duration, "pg"))
-        if self.broker_outage:
+        if self.broker is not None and self.broker_outage:
             plan.append((0.3 * self.duration, "broker"))
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -68,12 +60,18 @@ class Chaos:
             victim = rng.choice(victims)
             victim.kill()
             self.events.append(f"SIGKILL {victim.name}")
-        elif what == "pg":
-            code = await _shell(PG_RESTART)
-            self.events.append(f"PostgreSQL restart (exit {code})")
-        elif what == "broker":
-            await _shell(BROKER_STOP)
+        elif what == "pg" and self.database is not None:
+            try:
+                await self.database.restart()
+                self.events.append("PostgreSQL restart (fast shutdown, start)")
+            except ServiceError as exc:
+                self.events.append(f"PostgreSQL restart failed: {exc}")
+        elif what == "broker" and self.broker is not None:
+            await self.broker.stop()
             self.events.append(f"broker down for {self.broker_outage}s")
             await asyncio.sleep(self.broker_outage)  # the outage itself, not a synchronisation
-            code = await _shell(BROKER_START)
-            self.events.append(f"broker back (exit {code})")
+            try:
+                await self.broker.start()
+                self.events.append("broker back")
+            except ServiceError as exc:
+                self.events.append(f"broker did not come back: {exc}")

@@ -12,7 +12,7 @@ import contextlib
 import importlib
 import pkgutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from convergent_shop.sim.metrics import Sampler, runs_to_look_at, time_to_consis
 from convergent_shop.sim.processes import Cluster
 from convergent_shop.sim.progress import LiveProgress
 from convergent_shop.sim.report import build_report, write_report
+from convergent_shop.sim.services import LocalNats, LocalPostgres, ServiceError
 from convergent_shop.sim.trades import TradeWorkload
 from convergent_shop.sim.workload import Workload, WorkloadConfig
 from convergent_shop.trading import FillPoller
@@ -57,7 +58,11 @@ class DrillOptions:
     workers: int = 2
     kills: int = 3
     fault_rate: float = 0.1
+    #: restart PostgreSQL mid-round: a PostgreSQL the drill starts itself (``database_url``
+    #: must be None), never a shared one
     pg_restart: bool = False
+    #: seconds NATS is down mid-round: a nats-server the drill starts itself (``broker_url``
+    #: must be the default), never a shared one
     broker_outage: float = 0.0
     crash_points: list[str | None] = field(default_factory=lambda: [None])
     duration: float = 30.0
@@ -88,9 +93,22 @@ async def _ledger(psp_url: str) -> dict[str, Any] | None:
     return dict(answer.json()) if answer.status_code == 200 else None
 
 
+@dataclass
+class _Servers:
+    """The servers the drill started for its restart and outage (None: not asked for)."""
+
+    database: LocalPostgres | None = None
+    broker: LocalNats | None = None
+
+
 async def _round(
-    options: DrillOptions, point: str | None, db_url: str, console: Console
+    options: DrillOptions,
+    point: str | None,
+    db_url: str,
+    console: Console,
+    servers: _Servers | None = None,
 ) -> dict[str, Any]:
+    servers = servers or _Servers()
     name = point or "no-crash-point"
     workdir = options.report_dir / name
     secret = new_secret()  # the sample receiver's, known to the serve process from the start
@@ -133,7 +151,8 @@ async def _round(
             cluster,
             options.duration,
             kills=options.kills,
-            pg_restart=options.pg_restart,
+            database=servers.database,
+            broker=servers.broker,
             broker_outage=options.broker_outage,
             seed=options.seed,
         )
@@ -175,7 +194,11 @@ async def _round(
                 "restarts": cluster.restarts(),
                 "runs_to_look_at": await runs_to_look_at(store),
                 "console_url": "http://127.0.0.1:8100",
-                "console_hint": f" served by `convergent console --database-url {db_url}`",
+                "console_hint": (
+                    " (the drill's own PostgreSQL is removed after the drill)"
+                    if servers.database is not None
+                    else f" served by `convergent console --database-url {db_url}`"
+                ),
             },
         )
     finally:
@@ -209,17 +232,48 @@ async def _round_database(options: DrillOptions, index: int, point: str | None) 
     return url
 
 
+@contextlib.asynccontextmanager
+async def _own_servers(options: DrillOptions) -> Any:
+    """Start the PostgreSQL and the nats-server the restart and the outage act on; the options
+    with their URLs; both servers stopped and removed after the rounds."""
+    if options.pg_restart and options.database_url is not None:
+        raise ServiceError(
+            "--pg-restart restarts a PostgreSQL the drill starts itself: drop --database-url"
+        )
+    if options.broker_outage and options.broker_url != "embedded://":
+        raise ServiceError(
+            "--broker-outage stops a nats-server the drill starts itself: drop --broker-url"
+        )
+    servers = _Servers()
+    try:
+        if options.pg_restart:
+            servers.database = LocalPostgres(options.report_dir / "postgres.log")
+            await servers.database.start()
+            options = replace(options, database_url=await servers.database.create_database("shop"))
+        if options.broker_outage:
+            servers.broker = LocalNats(options.report_dir / "nats-server.log")
+            await servers.broker.start()
+            options = replace(options, broker_url=servers.broker.url)
+        yield options, servers
+    finally:
+        if servers.broker is not None:
+            await servers.broker.close()
+        if servers.database is not None:
+            await servers.database.stop()
+
+
 async def run_drill(options: DrillOptions, console: Console | None = None) -> dict[str, Any]:
     """Run every round and write one report; ``report["ok"]`` is False on any violation."""
     console = console or Console()
     options.report_dir.mkdir(parents=True, exist_ok=True)
     rounds = []
-    for index, point in enumerate(options.crash_points):
-        db_url = await _round_database(options, index, point)
-        result = await _round(options, point, db_url, console)
-        rounds.append(result)
-        verdict = "[green]ok[/]" if result["ok"] else f"[red]violated: {result['failed']}[/]"
-        console.print(f"round {point or 'no-crash-point'}: {verdict}")
+    async with _own_servers(options) as (options, servers):
+        for index, point in enumerate(options.crash_points):
+            db_url = await _round_database(options, index, point)
+            result = await _round(options, point, db_url, console, servers)
+            rounds.append(result)
+            verdict = "[green]ok[/]" if result["ok"] else f"[red]violated: {result['failed']}[/]"
+            console.print(f"round {point or 'no-crash-point'}: {verdict}")
     last = rounds[-1]
     failed = sorted(
         {f"{r['settings']['crash_point'] or 'base'}:{n}" for r in rounds for n in r["failed"]}
