@@ -80,7 +80,9 @@ def _drill(tmp_path: Path, *extra: str, timeout: float = 300) -> dict[str, objec
         capture_output=True,
         timeout=timeout,
     )
-    report: dict[str, object] = json.loads((tmp_path / "report.json").read_text())
+    written = tmp_path / "report.json"
+    assert written.exists(), (done.stdout + done.stderr).decode()[-3000:]  # it did not run
+    report: dict[str, object] = json.loads(written.read_text())
     assert done.returncode == 0, (report["failed"], done.stdout.decode()[-3000:])
     assert report["ok"] is True
     return report

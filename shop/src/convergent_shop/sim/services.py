@@ -73,13 +73,7 @@ class LocalPostgres:
 
     def __init__(self, log: Path) -> None:
         self.bin = postgres_bin()
-        self.kept_log = log  # where the server's log is copied when it stops
-        self.port = free_port()
-        self.root = Path(tempfile.mkdtemp(prefix="convergent-drill-pg-"))
-        self.datadir = self.root / "data"
-        # in its own directory: the postgres user may not reach the report's
-        self.log = self.root / "postgres.log"
-        self._as: list[str] = []
+        account = None
         if os.geteuid() == 0:
             try:
                 account = pwd.getpwnam("postgres")
@@ -87,7 +81,15 @@ class LocalPostgres:
                 raise ServiceError(
                     "PostgreSQL will not run as root and there is no postgres user"
                 ) from None
-            self.log.touch()
+        self.kept_log = log  # where the server's log is copied when it stops
+        self.port = free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="convergent-drill-pg-"))
+        self.datadir = self.root / "data"
+        # in its own directory: the postgres user may not reach the report's
+        self.log = self.root / "postgres.log"
+        self.log.touch()
+        self._as: list[str] = []
+        if account is not None:
             for path in (self.root, self.log):  # its files, and the log it appends to
                 os.chown(path, account.pw_uid, account.pw_gid)
             self._as = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups"]
