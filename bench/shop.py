@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import resource
@@ -57,7 +58,7 @@ def pct(values: list[float], q: float) -> float:
 def line(label: str, figures: dict[str, Any]) -> str:
     cpu = ""
     if "cpu_ms" in figures:
-        split = figures["cpu_split"]  # (label, ms) of this process and of its children
+        split = figures["cpu_split"]  # (label, ms) of this process, its children, the database
         parts = ", ".join(f"{name} {ms:.1f}" for name, ms in split)
         cpu = f", {figures['cpu_ms']:.1f} ms CPU/order: {parts}"
     return (
@@ -68,11 +69,92 @@ def line(label: str, figures: dict[str, Any]) -> str:
 
 
 def cpu_seconds() -> tuple[float, float]:
-    """CPU of this process, and of its children that have ended (the layout's processes, the
-    demo's clients): not the database's or the broker's."""
+    """CPU of this process, and of its children that have ended (the demo's clients)."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+
+
+def postgres_cpu() -> float | None:
+    """Seconds of CPU of the local PostgreSQL: its live processes, and the backends that have
+    ended (counted in their postmaster's children's time). Every database's, not only ours."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, seen = 0, False
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        if name not in ("postgres", "postmaster") and not name.startswith("postgres:"):
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        seen = True
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+        if fields[1] == "1" or _parent_name(fields[1]) not in ("postgres", "postmaster"):
+            total += int(fields[13]) + int(fields[14])  # the postmaster: its ended children
+    return total / tick if seen else None
+
+
+def _parent_name(pid: str) -> str:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return text[text.index("(") + 1 : text.rindex(")")]
+
+
+def _tree_cpu(root: int) -> float:
+    """Seconds of CPU of the live descendants of ``root`` (and of their ended children)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    times: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        pid = int(stat.parent.name)
+        parent[pid] = int(fields[1])
+        times[pid] = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    total = 0
+    for pid in times:
+        up = parent.get(pid, 0)
+        while up and up != root:
+            up = parent.get(up, 0)
+        if up == root:
+            total += times[pid]
+    return total / tick
+
+
+class CpuWindow:
+    """Samples the CPU of this process, of its descendants and of the local PostgreSQL every
+    0.25 s, so the CPU spent while the orders were in flight can be told apart from the
+    layout's start-up and shutdown (about 5 s of CPU for its processes). A sample reads every
+    process's ``/proc/<pid>/stat`` (about 4 ms of CPU, counted with the clients)."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float, float, float | None]] = []
+
+    def read(self) -> None:
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        self.samples.append(
+            (time.time(), own.ru_utime + own.ru_stime, _tree_cpu(os.getpid()), postgres_cpu())
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.read()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.25)
+
+    def between(self, start: float, end: float) -> tuple[float, float, float | None]:
+        """CPU of (this process, its descendants, PostgreSQL) from ``start`` to ``end``."""
+        first = max((s for s in self.samples if s[0] <= start), default=self.samples[0])
+        last = min((s for s in self.samples if s[0] >= end), default=self.samples[-1])
+        pg = None if first[3] is None or last[3] is None else last[3] - first[3]
+        return last[1] - first[1], last[2] - first[2], pg
 
 
 def cpu_figures(before: tuple[float, float], orders: int, names: tuple[str, str]) -> dict[str, Any]:
@@ -157,14 +239,49 @@ async def saga_pg(
         live=False,
         seed=7,
     )
-    cpu = cpu_seconds()
-    report = await run_drill(options, _quiet_console())
+    window = CpuWindow()
+    stop = asyncio.Event()
+    sampling = asyncio.create_task(window.run(stop))
+    try:
+        report = await run_drill(options, _quiet_console())
+    finally:
+        stop.set()
+        await sampling
     round_ = report["rounds"][0] if report.get("rounds") else report
     ttc = round_["time_to_consistency"]["values"]
     # achieved: orders made final over the time from the first order to the final sample
     figures = figures_of(ttc, orders, max(spread, round_["final"]["t"]))
-    # this process is the drill's clients (and its sampler); the layout runs in its children
-    return {**figures, **cpu_figures(cpu, orders, ("clients", "serve, workers, relay, provider"))}
+    # the CPU while orders were in flight: from the first order's creation to the last one made
+    # final, as the database recorded them; this process is the drill's clients (and its
+    # sampler), the layout runs in its children
+    start, end = await _orders_window(url)
+    own, children, pg = window.between(start, end)
+    per = 1000 / len(ttc) if ttc else float("nan")
+    split = [("clients", own * per), ("serve, workers, relay, provider", children * per)]
+    if pg is not None:
+        split.append(("PostgreSQL", pg * per))
+    cpu_ms = sum(ms for _, ms in split)
+    return {**figures, "cpu_ms": cpu_ms, "cpu_split": split, "cores_at_rate": rate * cpu_ms / 1000}
+
+
+async def _orders_window(url: str) -> tuple[float, float]:
+    """When the first order was created and the last order made final (seconds since the
+    epoch)."""
+    from convergent_shop.orders import orders as shop_orders
+
+    store = Store(url)
+    try:
+        async with store.begin() as conn:
+            first, last = (
+                await conn.execute(
+                    sa.select(
+                        sa.func.min(shop_orders.c.created_at), sa.func.max(shop_orders.c.updated_at)
+                    )
+                )
+            ).one()
+    finally:
+        await store.close()
+    return first.timestamp(), last.timestamp()
 
 
 async def _fresh_pg(name: str) -> str:
@@ -303,6 +420,12 @@ async def main() -> None:
                 print(line(f"  saga, {label}", saga))
                 ratio = saga["p50"] / base["p50"] if base["p50"] else float("nan")
                 print(f"  saga p50 / floor p50 = {ratio:.1f}")
+                if "cores_at_rate" in saga:
+                    print(
+                        f"  while orders were in flight: {saga['cpu_ms']:.1f} ms of CPU per order;"
+                        f" {rate:.0f} orders/s take {saga['cores_at_rate']:.1f} cores at that "
+                        f"cost; this machine has {os.cpu_count()}"
+                    )
 
 
 if __name__ == "__main__":
