@@ -469,3 +469,70 @@ async def test_begin_with_on_a_lost_connection_is_unavailable(pg_db: Store) -> N
         await execute(conn, INSERT, row(1))
     async with db.read() as conn:
         assert (await execute(conn, COUNT, {})).scalar() == 1
+
+
+# a textual statement built once, as the engine's batch statements are: arrays bound by name,
+# one name used twice, rows named by the server
+TEXT_UPSERT = sa.text(
+    """
+    WITH x AS (
+        SELECT * FROM unnest(CAST(:ids AS uuid[]), CAST(:ns AS int[])) AS x(id, n)
+    ), ins AS (
+        INSERT INTO direct_test_things (id, state, n, flag, note)
+        SELECT x.id, :state, x.n, false, 'text' FROM x
+        WHERE x.id = ANY(CAST(:ids AS uuid[]))
+        ON CONFLICT (id) DO UPDATE SET n = excluded.n
+        RETURNING id, n
+    )
+    SELECT id, n, n * 2 AS twice FROM ins ORDER BY n
+    """
+)
+TEXT_DELETE = sa.text("DELETE FROM direct_test_things WHERE state = :state")
+
+
+async def test_a_textual_statement_gives_what_sqlalchemy_gives(pg_db: Store) -> None:
+    """(PostgreSQL alone: the engine's textual statements are PostgreSQL's; on SQLite a text
+    takes SQLAlchemy's path.)"""
+    db = pg_db
+    through_sqlalchemy: list[str] = []
+
+    def note(_c: object, _cur: object, statement: str, *_: object) -> None:
+        if "direct_test_things" in statement:
+            through_sqlalchemy.append(statement)
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", note)
+    ids = [uuid.UUID(int=i) for i in (3, 1, 2)]
+    params = {"ids": ids, "ns": [30, 10, 20], "state": "texted"}
+    async with db.begin() as conn:
+        got = await execute(conn, TEXT_UPSERT, params)
+        rows = got.all()
+        gone = await execute(conn, TEXT_DELETE, {"state": "nothing"})
+    assert len(through_sqlalchemy) == 0, through_sqlalchemy  # both straight to asyncpg
+    assert [(r.id, r.n, r.twice) for r in rows] == [
+        (uuid.UUID(int=1), 10, 20),
+        (uuid.UUID(int=2), 20, 40),
+        (uuid.UUID(int=3), 30, 60),
+    ]
+    assert gone.rowcount == 0
+    async with db.begin() as conn:
+        want = (await conn.execute(TEXT_UPSERT, {**params, "ns": [31, 11, 21]})).all()
+        again = await execute(conn, TEXT_UPSERT, {**params, "ns": [32, 12, 22]})
+        deleted = await execute(conn, TEXT_DELETE, {"state": "texted"})
+    assert [tuple(r) for r in want] == [(ids[1], 11, 22), (ids[2], 21, 42), (ids[0], 31, 62)]
+    assert again.scalars() == [ids[1], ids[2], ids[0]]
+    assert deleted.rowcount == 3
+
+
+async def test_a_textual_statement_fails_as_sqlalchemy_says(pg_db: Store) -> None:
+    duplicate = sa.text(
+        "INSERT INTO direct_test_things (id, state, n, flag, note) "
+        "VALUES (:id, 'x', 1, false, 'n'), (:id, 'x', 1, false, 'n')"
+    )
+    with pytest.raises(sa.exc.IntegrityError):
+        async with pg_db.begin() as conn:
+            await execute(conn, duplicate, {"id": uuid.UUID(int=9)})
+    with pytest.raises(sa.exc.StatementError, match="state"):  # a missing value is named
+        async with pg_db.begin() as conn:
+            await execute(conn, TEXT_DELETE, {})
+    async with pg_db.begin() as conn:  # the pool's connection is fine afterwards
+        assert (await execute(conn, TEXT_DELETE, {"state": "x"})).rowcount == 0

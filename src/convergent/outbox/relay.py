@@ -333,7 +333,7 @@ class Relay:
             ids=[r.id for r, e in zip(rows, results, strict=True) if e is None],
         )
         async with self.store.statement(write=True) as conn:
-            mine = set((await conn.execute(stmt, params)).scalars())
+            mine = set((await direct.execute(conn, stmt, params)).scalars())
         sent = [r for r, e in zip(rows, results, strict=True) if e is None and r.partition in mine]
         self.published += len(sent)
         _count_published(sent)

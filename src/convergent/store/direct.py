@@ -9,6 +9,8 @@ parameters (``IN``) get one ``?`` per value. Anything else takes SQLAlchemy's pa
 database, a statement with Python-side defaults to fill in, an empty list, a batch outside a
 transaction, and any error (one statement is all or nothing in SQLite: run again through
 SQLAlchemy, it fails the same way and is wrapped as callers expect, or waits for a busy lock).
+
+On asyncpg the same goes for one statement at a time, textual ones included (docs/storage.md).
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ class _Plan:
     numbered: dict[tuple[int, ...], tuple[str, tuple[tuple[str, int, Any], ...]]] = field(
         default_factory=dict
     )
+    # a textual statement (asyncpg only): whether it answers rows is known once it has run;
+    # its rows are the driver's values, as SQLAlchemy gives them for text, named by the server
+    text: bool = False
+    rows_named: dict[tuple[str, ...], Any] = field(default_factory=dict)
 
 
 class _Fallback(Exception):
@@ -188,8 +194,10 @@ def _plan(conn: AsyncConnection, statement: Any, params: Mapping[str, Any]) -> _
 
 
 def _compile(dialect: Any, statement: Any, names: frozenset[str] | None) -> _Plan | None:
+    if isinstance(statement, sa.TextClause) and dialect.driver == "asyncpg":
+        return _compile_text(dialect, statement)
     if not isinstance(statement, sa.Select | sa.Insert | sa.Update | sa.Delete):
-        return None  # text and the rest: their rows are not known from the statement
+        return None  # the rest: their rows are not known from the statement
     compiled = statement.compile(
         dialect=dialect, column_keys=sorted(names) if names is not None else None
     )
@@ -242,6 +250,22 @@ def _compile(dialect: Any, statement: Any, names: frozenset[str] | None) -> _Pla
         compiled=numbered,
         plain=not any(loaders),
     )
+
+
+def _compile_text(dialect: Any, statement: sa.TextClause) -> _Plan | None:
+    """A textual statement built once (the engine's batch statements): its values through
+    their declared types' processors, its rows as the driver answers them."""
+    compiled = statement.compile(dialect=dialect)
+    order = compiled.positiontup
+    if order is None or "POSTCOMPILE" in compiled.string:
+        return None  # a list parameter, rendered per call by SQLAlchemy
+    binders = []
+    for name in order:
+        bind = compiled.binds[name]
+        if bind.callable is not None or bind.literal_execute or bind.expanding:
+            return None
+        binders.append(bind.type.dialect_impl(dialect).bind_processor(dialect))
+    return _Plan(compiled.string, tuple(order), tuple(binders), {}, None, (), text=True)
 
 
 # PostgreSQL's numeric and float8: asyncpg's numeric processors pick by the column's type as
@@ -340,6 +364,9 @@ async def _run_asyncpg(conn: AsyncConnection, adapted: Any, plan: _Plan, params:
             if adapted._transaction is None and not adapted.autocommit:
                 await adapted._start_transaction()  # SQLAlchemy's BEGIN, its isolation level
             driver = adapted._connection
+            if plan.text:
+                records, status, _ = await driver._execute(sql, args, 0, None, return_status=True)
+                return _text_rows(plan, records, status)
             if plan.row is None:
                 status = await driver.execute(sql, *args)
                 return Rows([], _rowcount(status))
@@ -478,6 +505,20 @@ def _started(adapted: Any, driver: Any, transaction: Any) -> None:
     driver._top_xact = transaction
     transaction._state = type(transaction._state).STARTED  # asyncpg's TransactionState
     adapted._transaction = transaction
+
+
+def _text_rows(plan: _Plan, records: list[Any], status: bytes | None) -> Rows:
+    count = _rowcount(status.decode()) if status else -1
+    if not records:
+        return Rows([], count)
+    keys = tuple(records[0].keys())
+    make = plan.rows_named.get(keys)
+    if make is None:
+        try:
+            make = plan.rows_named[keys] = _row_type(keys)._make
+        except ValueError:  # a column name that is no identifier: plain tuples
+            make = plan.rows_named[keys] = tuple
+    return Rows([make(r) for r in records], len(records) if count < 0 else count)
 
 
 def _rowcount(status: str) -> int:

@@ -229,7 +229,7 @@ class _StoreBatchers:
         """One autocommit statement for the whole batch."""
         stmt, params = self.store.sql.start_runs(rows)
         async with self.store.autocommit() as auto:
-            found = await auto.execute(stmt, params)
+            found = await direct.execute(auto, stmt, params)
             got = {(r.workflow, r.key): r.id for r in found.all()}
             if len(got) < len(rows):  # a concurrent start of the same key committed meanwhile
                 async with self.store.begin() as tx:

@@ -166,7 +166,7 @@ class Committer:
         notify = any(item.finished for item in batch)
         stmt, params = self.store.sql.write_checkpoints(by_kind, DONE_CHANNEL if notify else None)
         async with self.store.autocommit() as conn:
-            await conn.execute(stmt, params)
+            await direct.execute(conn, stmt, params)
 
     async def _execute(self, conn: AsyncConnection, batch: list[_Write]) -> None:
         groups: dict[int, tuple[Any, list[dict[str, Any]]]] = {}
