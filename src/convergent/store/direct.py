@@ -456,7 +456,7 @@ def _literal_sql(
     conn: AsyncConnection, statement: sa.Executable, params: Mapping[str, Any]
 ) -> str | None:
     plan = _plan(conn, statement, params)
-    if plan is None or plan.expanding:
+    if plan is None or plan.expanding or plan.text:  # a text may hold "$1" in its own literals
         return None
     try:
         values = [_literal(value) for value in _bound(plan, params)]
