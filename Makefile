@@ -6,7 +6,7 @@ VENV := .venv/.synced
 # the env is synced once by $(VENV); `uv run` must not re-sync it (that would drop the bench group)
 RUN = $(UV) run --frozen --no-sync
 
-.PHONY: demo test lint format bench drill drill-ci drill-db drill-cluster drill-cluster-ci serve clean
+.PHONY: demo test lint format bench drill drill-ci drill-cluster drill-cluster-ci serve clean
 
 $(UV):
 	python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
@@ -43,13 +43,6 @@ format: $(VENV)
 bench: $(VENV)
 	@for b in bench/*.py; do echo "== $$b"; $(RUN) python $$b || exit 1; done
 
-PG_ADMIN := psql -q -h 127.0.0.1 -U postgres -d postgres
-DRILL_DB := postgresql+asyncpg://postgres@127.0.0.1:5432/convergent_drill
-
-# a fresh PostgreSQL database for each drill
-drill-db:
-	$(PG_ADMIN) -c "DROP DATABASE IF EXISTS convergent_drill WITH (FORCE)" -c "CREATE DATABASE convergent_drill"
-
 # the long drill: 2,000 orders, >= 20 kills, 30% provider faults, a PostgreSQL restart, a 30 s NATS outage
 # (the restart and the outage act on a PostgreSQL and a nats-server the drill starts itself)
 drill: $(VENV)
@@ -58,9 +51,10 @@ drill: $(VENV)
 		--pg-restart --broker-outage 30 --duration 300 --settle-timeout 180 \
 		--report-dir reports/drill-long --no-live $(ARGS)
 
-# the short drills CI runs: PostgreSQL with NATS, SQLite with the embedded log
-drill-ci: $(VENV) drill-db
-	$(RUN) convergent drill --database-url $(DRILL_DB) --broker-url nats://127.0.0.1:4222 \
+# the short drills CI runs: PostgreSQL with NATS (the drill's own, restarted and cut mid-round),
+# SQLite with the embedded log
+drill-ci: $(VENV)
+	$(RUN) convergent drill --pg-restart --broker-outage 5 \
 		--orders 200 --bookings 20 --trades 5 --kills 4 --fault-rate 0.2 --duration 40 \
 		--settle-timeout 120 --report-dir reports/drill-ci-pg --no-live
 	rm -rf reports/drill-ci-sqlite
