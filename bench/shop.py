@@ -75,73 +75,65 @@ def cpu_seconds() -> tuple[float, float]:
     return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
 
 
-def postgres_cpu() -> float | None:
+def _processes() -> dict[int, tuple[int, str, list[int]]]:
+    """Every process: its parent, its name, and its utime, stime, cutime, cstime (in ticks),
+    from one pass over ``/proc``."""
+    found: dict[int, tuple[int, str, list[int]]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        found[int(stat.parent.name)] = (int(fields[1]), name, [int(f) for f in fields[11:15]])
+    return found
+
+
+def _is_postgres(name: str) -> bool:
+    return name in ("postgres", "postmaster") or name.startswith("postgres:")
+
+
+def postgres_cpu(processes: dict[int, tuple[int, str, list[int]]]) -> float | None:
     """Seconds of CPU of the local PostgreSQL: its live processes, and the backends that have
     ended (counted in their postmaster's children's time). Every database's, not only ours."""
-    tick = os.sysconf("SC_CLK_TCK")
     total, seen = 0, False
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
+    for parent, name, times in processes.values():
+        if not _is_postgres(name):
             continue
-        name = text[text.index("(") + 1 : text.rindex(")")]
-        if name not in ("postgres", "postmaster") and not name.startswith("postgres:"):
-            continue
-        fields = text[text.rindex(")") + 2 :].split()
         seen = True
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-        if fields[1] == "1" or _parent_name(fields[1]) not in ("postgres", "postmaster"):
-            total += int(fields[13]) + int(fields[14])  # the postmaster: its ended children
-    return total / tick if seen else None
+        total += times[0] + times[1]  # utime, stime
+        if parent == 1 or not _is_postgres(processes.get(parent, (0, "", []))[1]):
+            total += times[2] + times[3]  # the postmaster: its ended children
+    return total / os.sysconf("SC_CLK_TCK") if seen else None
 
 
-def _parent_name(pid: str) -> str:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return text[text.index("(") + 1 : text.rindex(")")]
-
-
-def _tree_cpu(root: int) -> float:
+def _tree_cpu(processes: dict[int, tuple[int, str, list[int]]], root: int) -> float:
     """Seconds of CPU of the live descendants of ``root`` (and of their ended children)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    parent: dict[int, int] = {}
-    times: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        fields = text[text.rindex(")") + 2 :].split()
-        pid = int(stat.parent.name)
-        parent[pid] = int(fields[1])
-        times[pid] = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
     total = 0
-    for pid in times:
-        up = parent.get(pid, 0)
+    for parent, _, times in processes.values():
+        up = parent
         while up and up != root:
-            up = parent.get(up, 0)
+            up = processes.get(up, (0, "", []))[0]
         if up == root:
-            total += times[pid]
-    return total / tick
+            total += sum(times)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 class CpuWindow:
     """Samples the CPU of this process, of its descendants and of the local PostgreSQL every
     0.25 s, so the CPU spent while the orders were in flight can be told apart from the
     layout's start-up and shutdown (about 5 s of CPU for its processes). A sample reads every
-    process's ``/proc/<pid>/stat`` (about 4 ms of CPU, counted with the clients)."""
+    process's ``/proc/<pid>/stat`` once (a few ms of CPU, counted with the clients)."""
 
     def __init__(self) -> None:
         self.samples: list[tuple[float, float, float, float | None]] = []
 
     def read(self) -> None:
         own = resource.getrusage(resource.RUSAGE_SELF)
-        self.samples.append(
-            (time.time(), own.ru_utime + own.ru_stime, _tree_cpu(os.getpid()), postgres_cpu())
-        )
+        processes = _processes()
+        tree, pg = _tree_cpu(processes, os.getpid()), postgres_cpu(processes)
+        self.samples.append((time.time(), own.ru_utime + own.ru_stime, tree, pg))
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

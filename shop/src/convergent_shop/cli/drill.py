@@ -112,16 +112,6 @@ def drill(
         unknown = [p for p in points if p and p.split("@")[0] not in known]
         if unknown:
             raise fail(f"unknown fault points {unknown}; known: {', '.join(known) or 'none'}")
-    if pg_restart and database_url:
-        raise fail(
-            "--pg-restart restarts a PostgreSQL the drill starts itself, never yours: "
-            "drop --database-url"
-        )
-    if broker_outage and broker_url:
-        raise fail(
-            "--broker-outage stops a nats-server the drill starts itself, never yours: "
-            "drop --broker-url"
-        )
     options = DrillOptions(
         report_dir=report_dir,
         database_url=database_url,

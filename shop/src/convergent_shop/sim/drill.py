@@ -106,9 +106,8 @@ async def _round(
     point: str | None,
     db_url: str,
     console: Console,
-    servers: _Servers | None = None,
+    servers: _Servers,
 ) -> dict[str, Any]:
-    servers = servers or _Servers()
     name = point or "no-crash-point"
     workdir = options.report_dir / name
     secret = new_secret()  # the sample receiver's, known to the serve process from the start
@@ -238,11 +237,13 @@ async def _own_servers(options: DrillOptions) -> Any:
     with their URLs; both servers stopped and removed after the rounds."""
     if options.pg_restart and options.database_url is not None:
         raise ServiceError(
-            "--pg-restart restarts a PostgreSQL the drill starts itself: drop --database-url"
+            "--pg-restart restarts a PostgreSQL the drill starts itself, never yours: "
+            "drop --database-url"
         )
     if options.broker_outage and options.broker_url != "embedded://":
         raise ServiceError(
-            "--broker-outage stops a nats-server the drill starts itself: drop --broker-url"
+            "--broker-outage stops a nats-server the drill starts itself, never yours: "
+            "drop --broker-url"
         )
     servers = _Servers()
     try:

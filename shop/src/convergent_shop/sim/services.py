@@ -12,23 +12,19 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 
-__all__ = ["LocalNats", "LocalPostgres", "ServiceError", "free_port", "postgres_bin"]
+from convergent.drill import free_port
+from convergent.store import Store
+
+__all__ = ["LocalNats", "LocalPostgres", "ServiceError", "postgres_bin"]
 
 NATS_SERVER = Path("/usr/sbin/nats-server")
 
 
 class ServiceError(RuntimeError):
     """A server of the drill's own that would not start (its message says what to install)."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def postgres_bin() -> Path:
@@ -120,18 +116,8 @@ class LocalPostgres:
         shutil.rmtree(self.root, ignore_errors=True)
 
     async def create_database(self, name: str) -> str:
-        import sqlalchemy as sa
-
-        from convergent.store import Store
-
-        admin = Store(self.url())
-        try:
-            async with admin.engine.connect() as conn:
-                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-                await conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        finally:
-            await admin.close()
-        return self.url(name)
+        async with Store(self.url()) as admin:
+            return await admin.create_database(name)
 
     async def _ctl(self, *args: str) -> None:
         pg_ctl = [*self._as, str(self.bin / "pg_ctl"), "-D", str(self.datadir), "-w", *args]
